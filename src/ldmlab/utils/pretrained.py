@@ -1,0 +1,106 @@
+"""Resolve pretrained weights without assuming internet access.
+
+Order (DESIGN.md): explicit path from the config → the project's cache dir → conversion
+from an offline package that is installed → the standard download. Whatever is obtained
+from a conversion or download is written to the cache as safetensors, atomically, so the
+next call is a cache hit. User-supplied files are only ever read safely
+(safetensors, or ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+StateDict = dict[str, torch.Tensor]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """No source could provide the requested pretrained weights."""
+
+
+class OfflineSourceMissing(Exception):
+    """Raised by a converter when its offline package is not installed."""
+
+
+def cache_dir() -> Path:
+    """``$LDMLAB_CACHE`` or ``~/.cache/ldmlab``."""
+    return Path(os.environ.get("LDMLAB_CACHE", Path.home() / ".cache" / "ldmlab")).expanduser()
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """How to obtain one set of weights.
+
+    name: cache file stem, e.g. ``"lpips_vgg16"``.
+    convert_offline: builds the state dict from an installed offline package, or raises
+        ``OfflineSourceMissing``.
+    download: fetches the state dict the standard way (needs internet), or None.
+    config_key: the config key holding the explicit path, used in error messages.
+    fix: one sentence telling the user how to make the weights available.
+    """
+
+    name: str
+    convert_offline: Callable[[], StateDict] | None
+    download: Callable[[], StateDict] | None
+    config_key: str
+    fix: str
+
+
+def load_state_dict_file(path: str | Path) -> StateDict:
+    """Load a user-supplied state dict safely (safetensors or weights-only pickle)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def save_state_dict_atomic(state: StateDict, path: Path) -> None:
+    """Write ``state`` as safetensors via a temporary file + rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def resolve_weights(source: WeightSource, explicit_path: str | Path | None = None) -> StateDict:
+    """Return the state dict for ``source``, trying each origin in order."""
+    if explicit_path:
+        try:
+            return load_state_dict_file(explicit_path)
+        except FileNotFoundError:
+            raise WeightsUnavailableError(
+                f"{source.config_key}={explicit_path} does not exist; point it at a "
+                f".safetensors/.pt state dict or unset it to use the cache. {source.fix}"
+            ) from None
+    cached = cache_dir() / f"{source.name}.safetensors"
+    if cached.is_file():
+        return load_file(str(cached))
+    errors: list[str] = []
+    for origin, fetch in (("offline package", source.convert_offline), ("download", source.download)):
+        if fetch is None:
+            continue
+        try:
+            state = fetch()
+        except OfflineSourceMissing as err:
+            errors.append(f"{origin}: {err}")
+            continue
+        except OSError as err:  # network failures surface as URLError/OSError
+            errors.append(f"{origin}: {err}")
+            continue
+        save_state_dict_atomic(state, cached)
+        return state
+    raise WeightsUnavailableError(
+        f"pretrained weights '{source.name}' unavailable (tried {source.config_key}, cache "
+        f"{cached}, {'; '.join(errors) or 'no other source'}). {source.fix}"
+    )
