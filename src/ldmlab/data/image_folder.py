@@ -1,0 +1,80 @@
+"""A user's own folder of images: resize + centre crop, optional class-from-subfolder labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ldmlab.data.base import ImageDataModule
+from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
+from ldmlab.utils.errors import ConfigError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+class ImageFolder(Dataset):
+    """Items ``{"image": (C, R, R) in [-1, 1], "label": int}`` (label 0 without class folders)."""
+
+    def __init__(self, files: list[Path], labels: list[int], resolution: int, channels: int):
+        self.files, self.labels = files, labels
+        self.resolution, self.channels = resolution, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        try:
+            with Image.open(path) as img:
+                array = np.asarray(img.convert("RGB" if self.channels == 3 else "L"))
+        except (UnidentifiedImageError, OSError) as err:
+            raise ConfigError(
+                "data.root", f"cannot read image {path} ({err})", "remove or fix the corrupt file"
+            ) from None
+        image = torch.from_numpy(array.copy())
+        image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
+        image = fit_resolution(to_model_range(image), self.resolution, "resize")
+        return {"image": match_channels(image, self.channels), "label": self.labels[index]}
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Images under ``root`` (recursively). With ``class_folders`` each immediate subfolder is
+    a class (sorted names → labels); the test split is the validation split.
+    """
+
+    def __init__(self, root: str, class_folders: bool = False, **kwargs) -> None:
+        kwargs.setdefault("val_size", 0)
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.class_folders = class_folders
+        self.class_names: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return max(len(self.class_names), 1)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        if not self.root.is_dir():
+            raise ConfigError("data.root", f"{self.root} is not a folder", "point it at your images")
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ConfigError(
+                "data.root", f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {self.root}",
+                "point it at a folder of images",
+            )
+        if self.class_folders:
+            self.class_names = tuple(sorted({p.relative_to(self.root).parts[0] for p in files
+                                             if len(p.relative_to(self.root).parts) > 1}))
+            files = [p for p in files if len(p.relative_to(self.root).parts) > 1]
+            index = {name: i for i, name in enumerate(self.class_names)}
+            labels = [index[p.relative_to(self.root).parts[0]] for p in files]
+        else:
+            labels = [0] * len(files)
+        if self.val_size == 0:
+            self.val_size = max(1, len(files) // 20)
+        dataset = ImageFolder(files, labels, self.resolution, self.channels)
+        return dataset, dataset
