@@ -112,13 +112,13 @@ def download_lpips_vgg16() -> StateDict:
     """torchvision VGG16 IMAGENET1K_V1 (downloaded) + LPIPS v0.1 linear layers from torchmetrics."""
     from torchvision.models import VGG16_Weights
 
-    trunk = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-    state = {k: v for k, v in trunk.items() if k.startswith("features.")}
     spec = importlib.util.find_spec("torchmetrics")
     if spec is None or not spec.submodule_search_locations:
         raise OfflineSourceMissing("torchmetrics (which ships the LPIPS linear layers) is missing")
     lin_path = Path(spec.submodule_search_locations[0]) / "functional/image/lpips_models/vgg.pth"
     linear = torch.load(lin_path, map_location="cpu", weights_only=True)
+    trunk = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    state = {k: v for k, v in trunk.items() if k.startswith("features.")}
     for tap in range(len(_TAP_INDICES)):
         state[f"linear_layers.{tap}.weight"] = linear[f"lin{tap}.model.1.weight"]
     return state
@@ -197,7 +197,8 @@ class LPIPS(nn.Module):
         if x.shape != y.shape:
             raise ValueError(f"LPIPS inputs x {tuple(x.shape)} and y {tuple(y.shape)} differ.")
         distance = x.new_zeros(x.shape[0])
-        for linear, tap_x, tap_y in zip(self.linear_layers, self._taps(x), self._taps(y)):
+        taps = zip(self.linear_layers, self._taps(x), self._taps(y), strict=True)
+        for linear, tap_x, tap_y in taps:
             distance = distance + linear((tap_x - tap_y).pow(2)).mean(dim=(1, 2, 3))
         return distance
 
@@ -206,7 +207,8 @@ def _as_rgb(images: torch.Tensor, name: str) -> torch.Tensor:
     """Validate a (B, C, H, W) batch and repeat a single channel to three."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
-            f"LPIPS input {name} must be (B, C, H, W) with C in {{1, 3}}, got {tuple(images.shape)}."
+            f"LPIPS input {name} must be (B, C, H, W) with C in {{1, 3}}, "
+            f"got {tuple(images.shape)}."
         )
     if min(images.shape[-2:]) < 16:
         raise ValueError(

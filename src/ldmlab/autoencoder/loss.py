@@ -1,0 +1,116 @@
+"""Stage-1 training objective (LDM paper): reconstruction + LPIPS under a learned output
+log-variance, the regulariser's loss, and a patch-GAN term with an adaptive weight and warm-up.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldmlab.autoencoder.adversarial import (
+    adaptive_weight,
+    disc_factor,
+    discriminator_loss,
+    generator_loss,
+)
+from ldmlab.autoencoder.discriminator import NLayerDiscriminator
+from ldmlab.autoencoder.lpips import LPIPS
+from ldmlab.autoencoder.regularizers.base import RegularizerOutput
+from ldmlab.utils.errors import ConfigError
+
+RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
+class AutoencoderLoss(nn.Module):
+    """Generator and discriminator objectives.
+
+    Per pixel, ``nll = (|x − x̂| + perceptual_weight · LPIPS) / exp(logvar) + logvar`` summed
+    over C·H·W and averaged over the batch (so ``logvar`` is a real, optimised parameter: its
+    optimum is log of the mean reconstruction error). Generator loss:
+    ``nll + reg_weight · reg + λ · d_factor · L_G`` with the adaptive
+    ``λ = ‖∇_last nll‖ / (‖∇_last L_G‖ + 1e-4)`` (clamped); before ``disc_start`` the
+    discriminator is not run at all.
+    """
+
+    def __init__(
+        self,
+        discriminator: NLayerDiscriminator,
+        lpips: LPIPS | None,
+        reconstruction: str = "l1",
+        perceptual_weight: float = 1.0,
+        reg_weight: float = 1e-6,
+        disc_start: int = 10_000,
+        disc_weight: float = 0.5,
+        disc_factor: float = 1.0,
+        disc_loss: str = "hinge",
+        gen_loss: str = "hinge",
+        logvar_init: float = 0.0,
+        max_adaptive_weight: float = 1e4,
+    ) -> None:
+        super().__init__()
+        if reconstruction not in RECONSTRUCTION:
+            raise ConfigError("loss.reconstruction", f"unknown {reconstruction!r}", "use 'l1' or 'l2'")
+        if perceptual_weight > 0 and lpips is None:
+            raise ConfigError("loss.lpips", "perceptual_weight > 0 needs LPIPS", "configure loss.lpips")
+        if disc_start < 0:
+            raise ConfigError("loss.disc_start", f"must be ≥ 0, got {disc_start}", "use a step count")
+        self.discriminator, self.lpips = discriminator, lpips
+        self.reconstruction = reconstruction
+        self.perceptual_weight, self.reg_weight = perceptual_weight, reg_weight
+        self.disc_start, self.disc_weight, self.disc_factor = disc_start, disc_weight, disc_factor
+        self.disc_loss, self.gen_loss = disc_loss, gen_loss
+        self.max_adaptive_weight = max_adaptive_weight
+        self.logvar = nn.Parameter(torch.tensor(float(logvar_init)))
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Loss parameters trained with the autoencoder (the log-variance)."""
+        return [self.logvar]
+
+    def nll(self, x: torch.Tensor, x_rec: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Per-batch NLL (scalar) and its parts; x, x_rec (B, C, H, W) in [-1, 1]."""
+        rec = RECONSTRUCTION[self.reconstruction](x_rec, x, reduction="none")
+        perceptual = torch.zeros(len(x), device=x.device)
+        if self.perceptual_weight > 0:
+            perceptual = self.lpips(x, x_rec)
+            rec = rec + self.perceptual_weight * perceptual.view(-1, 1, 1, 1)
+        nll = (rec / self.logvar.exp() + self.logvar).sum() / len(x)
+        log = {"rec_loss": rec.mean().detach(), "lpips": perceptual.mean().detach(),
+               "logvar": self.logvar.detach(), "nll": nll.detach()}
+        return nll, log
+
+    def generator_step(
+        self,
+        x: torch.Tensor,
+        x_rec: torch.Tensor,
+        reg: RegularizerOutput,
+        step: int,
+        last_layer: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        nll, log = self.nll(x, x_rec)
+        loss = nll + self.reg_weight * reg.loss
+        factor = disc_factor(step, self.disc_start, self.disc_factor)
+        if factor > 0:
+            g_loss = generator_loss(self.discriminator(x_rec), self.gen_loss)
+            if self.training:
+                weight = adaptive_weight(nll, g_loss, last_layer, self.max_adaptive_weight)
+            else:  # no graph at validation: report the un-weighted term
+                weight = torch.ones((), device=x.device)
+            loss = loss + self.disc_weight * weight * factor * g_loss
+            log |= {"g_loss": g_loss.detach(), "adaptive_weight": weight.detach()}
+        log |= {"reg_loss": reg.loss.detach(), "total": loss.detach(), "disc_factor": factor}
+        log |= reg.log
+        return loss, log
+
+    def discriminator_step(
+        self, x: torch.Tensor, x_rec: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Discriminator loss on real ``x`` vs detached ``x_rec``; zero (no compute) before start."""
+        factor = disc_factor(step, self.disc_start, self.disc_factor)
+        if factor == 0:
+            return torch.zeros((), device=x.device), {}
+        logits_real = self.discriminator(x.detach())
+        logits_fake = self.discriminator(x_rec.detach())
+        loss = factor * discriminator_loss(logits_real, logits_fake, self.disc_loss)
+        return loss, {"d_loss": loss.detach(), "logits_real": logits_real.mean().detach(),
+                      "logits_fake": logits_fake.mean().detach()}

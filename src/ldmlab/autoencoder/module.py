@@ -1,0 +1,125 @@
+"""LightningModule for stage 1: wires an Autoencoder, its loss and two optimisers together."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+
+from ldmlab.autoencoder.loss import AutoencoderLoss
+from ldmlab.autoencoder.model import Autoencoder
+from ldmlab.autoencoder.regularizers.kl import KLRegularizer
+from ldmlab.metrics.reconstruction import ReconstructionMetrics
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.schedules import linear_warmup
+
+
+class AutoencoderModule(pl.LightningModule):
+    """Manual optimisation: one autoencoder step (with LR warm-up and gradient clipping) then,
+    from ``loss.disc_start`` on, one discriminator step per batch. ``train_step`` is a saved
+    buffer so warm-up and discriminator start resume exactly.
+    """
+
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        loss: AutoencoderLoss,
+        optimizer: partial,
+        disc_optimizer: partial,
+        warmup_steps: int = 0,
+        gradient_clip_val: float | None = 1.0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.autoencoder, self.loss = autoencoder, loss
+        self.optimizer, self.disc_optimizer = optimizer, disc_optimizer
+        self.warmup_steps, self.gradient_clip_val = warmup_steps, gradient_clip_val
+        self.metrics = ReconstructionMetrics(loss.lpips)
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+
+    def _images(self, batch: dict) -> torch.Tensor:
+        x = batch["image"]
+        if x.shape[1] != self.autoencoder.in_channels:
+            raise ConfigError(
+                "data.channels", f"batch has {x.shape[1]} channels, the autoencoder expects "
+                f"{self.autoencoder.in_channels}", "make data.channels and autoencoder.in_channels agree",
+            )
+        return x
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        x, step = self._images(batch), int(self.train_step)
+        opt_ae, opt_d = self.optimizers()
+        sched_ae, sched_d = self.lr_schedulers()
+
+        self.toggle_optimizer(opt_ae)
+        x_rec, reg = self.autoencoder(x)
+        loss, log = self.loss.generator_step(x, x_rec, reg, step, self.autoencoder.last_layer)
+        ensure_finite(loss, "train/total", step, "lower autoencoder.optimizer.lr or check the data")
+        opt_ae.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(opt_ae, self.gradient_clip_val, "norm")
+        opt_ae.step()
+        sched_ae.step()
+        self.untoggle_optimizer(opt_ae)
+
+        d_loss, d_log = self.loss.discriminator_step(x, x_rec, step)
+        if d_log:
+            ensure_finite(d_loss, "train/d_loss", step, "lower autoencoder.disc_optimizer.lr")
+            self.toggle_optimizer(opt_d)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self.clip_gradients(opt_d, self.gradient_clip_val, "norm")
+            opt_d.step()
+            sched_d.step()
+            self.untoggle_optimizer(opt_d)
+        self.train_step += 1
+        rec_loss = log.pop("rec_loss")
+        self.log_dict({f"train/{k}": v for k, v in (log | d_log).items()})
+        self.log("train/rec_loss", rec_loss, prog_bar=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = self._images(batch)
+        x_rec, reg = self.autoencoder(x)
+        _, log = self.loss.generator_step(x, x_rec, reg, int(self.train_step), self.autoencoder.last_layer)
+        self.metrics.update(x, x_rec)
+        keep = ("rec_loss", "nll", "reg_loss", "kl", "perplexity", "codebook_usage")
+        self.log_dict({f"val/{k}": v for k, v in log.items() if k in keep}, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({f"val/{k}": v for k, v in self.metrics.compute().items()}, prog_bar=True)
+        self.metrics.reset()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → reconstructions in [-1, 1] with eval-mode encoding."""
+        return self.autoencoder(x)[0].clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample_prior(self, n: int, resolution: int, generator: torch.Generator | None = None):
+        """Decode z ~ N(0, I) (KL models only); None for other regularisers."""
+        if not isinstance(self.autoencoder.regularizer, KLRegularizer):
+            return None
+        side = resolution // self.autoencoder.downsample_factor
+        z = torch.randn(n, self.autoencoder.embed_dim, side, side, generator=generator)
+        return self.autoencoder.decode(z.to(self.device)).clamp(-1, 1)
+
+    def log_images(self, batch: dict, n: int, nrow: int = 8) -> dict[str, torch.Tensor]:
+        """Rows of inputs alternating with their reconstructions; prior samples for KL models."""
+        x = self._images(batch)[:n]
+        rec = self.reconstruct(x)
+        pairs = torch.cat([torch.cat([a, b]) for a, b in zip(x.split(nrow), rec.split(nrow))])
+        images = {"inputs_reconstructions": pairs}
+        prior = self.sample_prior(n, x.shape[-1])
+        if prior is not None:
+            images["prior_samples"] = prior
+        return images
+
+    def configure_optimizers(self):
+        opt_ae = self.optimizer(
+            params=list(self.autoencoder.parameters()) + self.loss.generator_parameters()
+        )
+        opt_d = self.disc_optimizer(params=self.loss.discriminator.parameters())
+        return [opt_ae, opt_d], [linear_warmup(opt_ae, self.warmup_steps),
+                                 linear_warmup(opt_d, self.warmup_steps)]

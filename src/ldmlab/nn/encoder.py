@@ -1,0 +1,53 @@
+"""Convolutional encoder of the first stage: (B, C, H, W) → (B, z_channels, H/f, W/f), f = 2^(len(ch_mult)-1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldmlab.nn.attention import SelfAttention2d
+from ldmlab.nn.normalization import group_norm
+from ldmlab.nn.resample import Downsample
+from ldmlab.nn.resnet import ResnetBlock
+
+
+class Encoder(nn.Module):
+    """ResNet stages of width ``ch * ch_mult[i]``; a stride-2 downsample after every stage but the
+    last; a middle block (ResNet, optional self-attention, ResNet); GroupNorm-SiLU-conv head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ch: int,
+        ch_mult: list[int],
+        num_res_blocks: int,
+        z_channels: int,
+        mid_attention: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.downsample_factor = 2 ** (len(ch_mult) - 1)
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+        stages: list[nn.Module] = []
+        width = ch
+        for level, mult in enumerate(ch_mult):
+            for _ in range(num_res_blocks):
+                stages.append(ResnetBlock(width, ch * mult, dropout=dropout))
+                width = ch * mult
+            if level < len(ch_mult) - 1:
+                stages.append(Downsample(width))
+        self.down = nn.Sequential(*stages)
+        self.mid = nn.Sequential(
+            ResnetBlock(width, dropout=dropout),
+            SelfAttention2d(width) if mid_attention else nn.Identity(),
+            ResnetBlock(width, dropout=dropout),
+        )
+        self.norm_out = group_norm(width)
+        self.conv_out = nn.Conv2d(width, z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.down(self.conv_in(x)))
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,108 @@
+"""Hydra entry point for every training task (``--config-name train_ae | train_ldm | ...``).
+
+Composes data, module, callbacks, loggers and trainer from the config, fits, then writes
+``summary.json`` and points ``logs/<task>/latest`` at the run. Bad input ends with one line
+on stderr naming the config key and the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.pretrained import WeightsUnavailableError
+from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+USER_ERRORS = (ConfigError, WeightsUnavailableError, FloatingPointError, FileNotFoundError)
+log = logging.getLogger(__name__)
+
+
+def resolve_resume(ckpt_path: str | None, task_dir: Path) -> str | None:
+    """``None`` → fresh start; ``"last"`` → newest ``last.ckpt`` of this task; else a file path."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        found = newest_checkpoint(task_dir)
+        if found is None:
+            raise ConfigError("ckpt_path", f"no last.ckpt under {task_dir}", "train once first or give a path")
+        return str(found)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError("ckpt_path", f"{ckpt_path} does not exist", "give an existing .ckpt or 'last'")
+    return ckpt_path
+
+
+def fit(cfg: DictConfig) -> dict:
+    """Train as configured and return the summary written to ``<run_dir>/summary.json``."""
+    started = time.time()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    task_dir = Path(cfg.paths.log_dir) / cfg.task_name
+    pl.seed_everything(cfg.seed, workers=True)
+    resume = resolve_resume(cfg.get("ckpt_path"), task_dir)
+
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    module: pl.LightningModule = instantiate(cfg.module)
+    if hasattr(module, "check_data"):
+        module.check_data(datamodule)
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
+    loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+
+    summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume)
+    if hasattr(module, "summary_extras"):
+        summary |= module.summary_extras()
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / SUMMARY, summary)
+        update_latest(task_dir, run_dir)
+    for logger in loggers:
+        logger.finalize("success")
+    return summary
+
+
+def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resumed: str | None):
+    ckpt = trainer.checkpoint_callback
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return {
+        "task": cfg.task_name,
+        "run_dir": str(run_dir),
+        "config": str(run_dir / ".hydra" / "config.yaml"),
+        "metrics": metrics,
+        "checkpoints": {
+            "last": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
+            "best": ckpt.best_model_path or None if ckpt else None,
+            "best_score": float(ckpt.best_model_score) if ckpt and ckpt.best_model_score is not None else None,
+            "monitor": ckpt.monitor if ckpt else None,
+        },
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wallclock_seconds": round(seconds, 1),
+        "resumed_from": resumed,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_ae")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = fit(cfg)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    metric = cfg.get("optimized_metric")
+    return summary["metrics"].get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

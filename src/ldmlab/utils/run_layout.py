@@ -1,0 +1,46 @@
+"""Run directories: ``logs/<task>/runs/<timestamp>/`` with ``checkpoints/`` and ``summary.json``;
+``logs/<task>/latest`` → newest completed run. Every write here is atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SUMMARY = "summary.json"
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def update_latest(task_dir: Path, run_dir: Path) -> Path:
+    """Point ``task_dir/latest`` at ``run_dir`` (relative symlink, swapped atomically)."""
+    link = task_dir / "latest"
+    tmp = task_dir / f".latest.tmp{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(run_dir, task_dir))
+    os.replace(tmp, link)
+    return link
+
+
+def task_dir_of(run_dir: Path) -> Path:
+    """``logs/<task>/runs/<ts>`` and ``logs/<task>/multiruns/<ts>/<job>`` → ``logs/<task>``."""
+    for parent in run_dir.parents:
+        if parent.name in ("runs", "multiruns"):
+            return parent.parent
+    return run_dir.parent
+
+
+def newest_checkpoint(task_dir: Path, name: str = "last.ckpt") -> Path | None:
+    """Most recently written ``<run>/checkpoints/<name>`` of any run or multirun job of the task."""
+    found = list(task_dir.glob(f"runs/*/checkpoints/{name}"))
+    found += list(task_dir.glob(f"multiruns/*/*/checkpoints/{name}"))
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / SUMMARY).read_text())
