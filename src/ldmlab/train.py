@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import WeightsUnavailableError
@@ -53,8 +54,10 @@ def fit(cfg: DictConfig) -> dict:
     module: pl.LightningModule = instantiate(cfg.module)
     if hasattr(module, "check_data"):
         module.check_data(datamodule)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg]
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
+    if not loggers:  # nothing to monitor into
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -39,6 +39,21 @@ class AutoencoderModule(pl.LightningModule):
         self.metrics = ReconstructionMetrics(loss.lpips)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
+    def check_data(self, datamodule) -> None:
+        """Fail before training if the data cannot pass through the autoencoder."""
+        f = self.autoencoder.downsample_factor
+        if datamodule.resolution % f:
+            raise ConfigError(
+                "data.resolution", f"{datamodule.resolution} is not divisible by the autoencoder's "
+                f"downsampling factor f={f} (from autoencoder.encoder.ch_mult)",
+                f"use a multiple of {f}, e.g. {max(f, datamodule.resolution // f * f)}",
+            )
+        if datamodule.channels != self.autoencoder.in_channels:
+            raise ConfigError(
+                "data.channels", f"data has {datamodule.channels} channels, the autoencoder expects "
+                f"{self.autoencoder.in_channels}", "make data.channels and autoencoder.encoder.in_channels agree",
+            )
+
     def _images(self, batch: dict) -> torch.Tensor:
         x = batch["image"]
         if x.shape[1] != self.autoencoder.in_channels:

@@ -1,0 +1,153 @@
+"""Combines embedders into the UNet's ``cond`` dict, with classifier-free-guidance dropout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ldmlab.conditioning.base import Embedder
+
+if TYPE_CHECKING:
+    from ldmlab.nn.unet import UNet
+
+Encoded = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class Conditioner(nn.Module):
+    """Runs each embedder on ``batch[embedder.input_key]`` and merges the outputs by type.
+
+    crossattn outputs are concatenated along L (with a ``"crossattn_mask"`` (B, L) bool when
+    any embedder returns a mask), vector outputs along D, concat outputs along C. In training
+    mode each sample's embedding is replaced by the embedder's learned null with probability
+    ``p_uncond``, independently per sample and per embedder; never in eval mode. No
+    embedders = unconditional model: the output is ``{}``.
+
+    ``embedders``: a list, or a name → embedder mapping (Hydra-friendly; None entries are
+    skipped, so an override can switch one off).
+    """
+
+    def __init__(self, embedders: Sequence[Embedder] | Mapping[str, Embedder | None] = ()) -> None:
+        super().__init__()
+        named = embedders.items() if isinstance(embedders, Mapping) else enumerate(embedders)
+        self.embedders = nn.ModuleDict()
+        for name, embedder in named:
+            if embedder is None:
+                continue
+            if not isinstance(embedder, Embedder):
+                raise TypeError(
+                    f"conditioner.embedders.{name} must be an ldmlab Embedder (give it a "
+                    f"_target_), got {type(embedder).__name__}"
+                )
+            self.embedders[str(name)] = embedder
+        dims = {name: e.null(1).shape[-1] for name, e in self._of_type("crossattn")}
+        if len(set(dims.values())) > 1:
+            raise ValueError(
+                f"crossattn embedders must share one embedding dim (the UNet's context_dim), got "
+                f"{dims}; make their embed_dim equal"
+            )
+
+    @property
+    def context_dim(self) -> int | None:
+        """Width D of the crossattn output, or None without crossattn embedders."""
+        dims = [e.null(1).shape[-1] for _, e in self._of_type("crossattn")]
+        return dims[0] if dims else None
+
+    @property
+    def vector_dim(self) -> int | None:
+        """Total width of the vector output, or None without vector embedders."""
+        dims = [e.null(1).shape[-1] for _, e in self._of_type("vector")]
+        return sum(dims) if dims else None
+
+    @property
+    def concat_channels(self) -> int:
+        """Total channels of the concat output (0 without concat embedders)."""
+        return sum(e.null(1).shape[1] for _, e in self._of_type("concat"))
+
+    def forward(
+        self, batch: Mapping[str, Any], force_uncond: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """``force_uncond=True`` gives every embedder's null (see ``unconditional``)."""
+        encoded: dict[str, list[Encoded]] = {"crossattn": [], "vector": [], "concat": []}
+        batch_size = None
+        for name, embedder in self.embedders.items():
+            inputs = self._inputs(batch, name, embedder)
+            if batch_size not in (None, len(inputs)):
+                raise ValueError(
+                    f"batch['{embedder.input_key}'] has {len(inputs)} entries, other "
+                    f"conditioning inputs have {batch_size}"
+                )
+            batch_size = len(inputs)
+            if force_uncond:
+                emb, mask = embedder.null(batch_size), embedder.null_mask(batch_size)
+            else:
+                emb, mask = embedder.encode(inputs)
+                if self.training:  # also at p_uncond=0: keeps the null in the graph for DDP
+                    emb, mask = _drop_to_null(embedder, emb, mask)
+            encoded[embedder.output_type].append((emb, mask))
+        return _merge(encoded)
+
+    def unconditional(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """All-null outputs with the shapes of ``forward(batch)`` (the CFG branch)."""
+        return self(batch, force_uncond=True)
+
+    def check_compatible(self, unet: UNet) -> None:
+        """Raise one error listing every ``unet.*`` key that disagrees with this conditioner."""
+        pairs = (
+            ("unet.context_dim", unet.context_dim, self.context_dim),
+            ("unet.vector_dim", unet.vector_dim, self.vector_dim),
+            ("unet.concat_channels", unet.concat_channels, self.concat_channels),
+        )
+        problems = [
+            f"{key}={built} but the conditioner gives {needed}; set {key}: {needed}"
+            for key, built, needed in pairs
+            if built != needed
+        ]
+        if problems:
+            raise ValueError("UNet and conditioner disagree: " + "; ".join(problems))
+
+    def _of_type(self, output_type: str) -> list[tuple[str, Embedder]]:
+        return [(n, e) for n, e in self.embedders.items() if e.output_type == output_type]
+
+    @staticmethod
+    def _inputs(batch: Mapping[str, Any], name: str, embedder: Embedder) -> Any:
+        if embedder.input_key not in batch:
+            raise KeyError(
+                f"conditioner.embedders.{name} reads batch['{embedder.input_key}'] but the batch "
+                f"has keys {sorted(batch)}; set its input_key or provide the key in the data"
+            )
+        return batch[embedder.input_key]
+
+
+def _drop_to_null(embedder: Embedder, emb: torch.Tensor, mask: torch.Tensor | None) -> Encoded:
+    """Replace each sample by the null with probability ``embedder.p_uncond``."""
+    batch_size = emb.shape[0]
+    drop = torch.rand(batch_size, device=emb.device) < embedder.p_uncond
+    emb = torch.where(drop.view(-1, *[1] * (emb.ndim - 1)), embedder.null(batch_size), emb)
+    null_mask = embedder.null_mask(batch_size)
+    if mask is None and null_mask is None:
+        return emb, None
+    mask = torch.where(drop[:, None], _mask_or_all(null_mask, emb), _mask_or_all(mask, emb))
+    return emb, mask
+
+
+def _mask_or_all(mask: torch.Tensor | None, emb: torch.Tensor) -> torch.Tensor:
+    """``mask``, or an all-True (B, L) mask for a crossattn embedding (B, L, D)."""
+    if mask is not None:
+        return mask
+    return torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device)
+
+
+def _merge(encoded: dict[str, list[Encoded]]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    if crossattn := encoded["crossattn"]:
+        out["crossattn"] = torch.cat([emb for emb, _ in crossattn], dim=1)
+        if any(mask is not None for _, mask in crossattn):
+            out["crossattn_mask"] = torch.cat([_mask_or_all(m, e) for e, m in crossattn], dim=1)
+    if encoded["vector"]:
+        out["vector"] = torch.cat([emb for emb, _ in encoded["vector"]], dim=-1)
+    if encoded["concat"]:
+        out["concat"] = torch.cat([emb for emb, _ in encoded["concat"]], dim=1)
+    return out

@@ -1,0 +1,45 @@
+"""Every config and every experiment preset composes, and its parts instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from tests.conftest import CONF_DIR, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+TASK_OF = {"fmnist_kl": "train_ae", "fmnist_vq": "train_ae"}
+
+
+def task_of(experiment: str) -> str:
+    return next((task for prefix, task in TASK_OF.items() if experiment.startswith(prefix)), "train_ldm")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment):
+    cfg = compose_config(task_of(experiment), [f"experiment={experiment}", "logger=none"])
+    assert cfg.trainer.max_epochs > 0
+    datamodule = instantiate(cfg.data)
+    assert datamodule.resolution > 0
+    network = instantiate(cfg.autoencoder if task_of(experiment) == "train_ae" else cfg.unet)
+    assert sum(p.numel() for p in network.parameters()) > 0
+
+
+@pytest.mark.parametrize("debug", ["fast_dev_run", "overfit"])
+def test_debug_presets_compose(debug):
+    cfg = compose_config("train_ae", [f"debug={debug}"])
+    assert cfg.data.batch_size == 8
+
+
+def test_vq_preset_selects_vector_quantizer():
+    cfg = compose_config("train_ae", ["experiment=fmnist_vq_f4"])
+    assert cfg.autoencoder.regularizer._target_.endswith("VectorQuantizer")
+    assert cfg.loss.reg_weight == 1.0
+
+
+def test_run_dirs_follow_the_layout():
+    cfg = compose_config("train_ae", ["paths.log_dir=/tmp/L"])
+    assert cfg.hydra.run.dir.startswith("/tmp/L/train_ae/runs/")
+    assert cfg.hydra.sweep.dir.startswith("/tmp/L/train_ae/multiruns/")
