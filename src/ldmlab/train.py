@@ -35,7 +35,7 @@ def resolve_resume(ckpt_path: str | None, task_dir: Path) -> str | None:
     if ckpt_path == "last":
         found = newest_checkpoint(task_dir)
         if found is None:
-            raise ConfigError("ckpt_path", f"no last.ckpt under {task_dir}", "train once first or give a path")
+            raise ConfigError("ckpt_path", f"no last.ckpt under {task_dir}", "train first or give a path")
         return str(found)
     if not Path(ckpt_path).is_file():
         raise ConfigError("ckpt_path", f"{ckpt_path} does not exist", "give an existing .ckpt or 'last'")
@@ -77,6 +77,7 @@ def fit(cfg: DictConfig) -> dict:
 
 def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resumed: str | None):
     ckpt = trainer.checkpoint_callback
+    best_score = ckpt.best_model_score if ckpt else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     return {
         "task": cfg.task_name,
@@ -86,7 +87,7 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
         "checkpoints": {
             "last": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
             "best": ckpt.best_model_path or None if ckpt else None,
-            "best_score": float(ckpt.best_model_score) if ckpt and ckpt.best_model_score is not None else None,
+            "best_score": float(best_score) if best_score is not None else None,
             "monitor": ckpt.monitor if ckpt else None,
         },
         "epochs": trainer.current_epoch,

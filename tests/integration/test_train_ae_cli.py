@@ -76,7 +76,8 @@ def test_indivisible_resolution_names_the_key(tmp_path, fmnist_dir):
 
 
 def test_channel_mismatch_names_the_key(tmp_path, fmnist_dir):
-    out = run_cli("ldmlab.train", ["data.channels=3", "autoencoder.encoder.in_channels=1", "logger=none"], tmp_path)
+    args = ["data.channels=3", "autoencoder.encoder.in_channels=1", "logger=none"]
+    out = run_cli("ldmlab.train", args, tmp_path)
     assert out.returncode == 2 and "data.channels" in out.stderr
 
 

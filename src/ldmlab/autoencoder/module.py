@@ -51,7 +51,8 @@ class AutoencoderModule(pl.LightningModule):
         if datamodule.channels != self.autoencoder.in_channels:
             raise ConfigError(
                 "data.channels", f"data has {datamodule.channels} channels, the autoencoder expects "
-                f"{self.autoencoder.in_channels}", "make data.channels and autoencoder.encoder.in_channels agree",
+                f"{self.autoencoder.in_channels}",
+                "make data.channels and autoencoder.encoder.in_channels agree",
             )
 
     def _images(self, batch: dict) -> torch.Tensor:
@@ -124,7 +125,7 @@ class AutoencoderModule(pl.LightningModule):
         """Rows of inputs alternating with their reconstructions; prior samples for KL models."""
         x = self._images(batch)[:n]
         rec = self.reconstruct(x)
-        pairs = torch.cat([torch.cat([a, b]) for a, b in zip(x.split(nrow), rec.split(nrow))])
+        pairs = torch.cat([torch.cat([a, b]) for a, b in zip(x.split(nrow), rec.split(nrow), strict=True)])
         images = {"inputs_reconstructions": pairs}
         prior = self.sample_prior(n, x.shape[-1])
         if prior is not None:

@@ -1,4 +1,4 @@
-"""Convolutional encoder of the first stage: (B, C, H, W) → (B, z_channels, H/f, W/f), f = 2^(len(ch_mult)-1)."""
+"""First-stage encoder: (B, C, H, W) → (B, z_channels, H/f, W/f) with f = 2^(len(ch_mult)-1)."""
 
 from __future__ import annotations
 
