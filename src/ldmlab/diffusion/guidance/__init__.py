@@ -1,0 +1,1 @@
+"""Guidance methods that combine conditional and unconditional model outputs."""

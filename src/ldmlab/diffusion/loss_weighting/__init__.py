@@ -1,0 +1,1 @@
+"""Per-timestep weights of the diffusion training loss."""

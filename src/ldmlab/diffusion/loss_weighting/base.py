@@ -1,0 +1,17 @@
+"""Base class of the per-timestep loss weightings."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor
+
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+
+
+class LossWeighting(ABC):
+    """Weight of each sample's loss on the parameterisation's target."""
+
+    @abstractmethod
+    def weight(self, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+        """t (B,) long → weights (B,) on the schedule's device."""

@@ -1,0 +1,36 @@
+"""ε-prediction (Ho et al. 2020)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ldmlab.diffusion.gather import gather
+from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+
+MIN_SIGNAL_SCALE = 1e-4
+"""Floor on sqrt(ᾱ) when dividing by it; only reached near ᾱ = 0."""
+
+
+class EpsParameterization(Parameterization):
+    """The network predicts the noise ε.
+
+    x0 = (x_t − sqrt(1 − ᾱ)·ε) / sqrt(ᾱ) is undefined at ᾱ = 0 (zero terminal SNR): there
+    the output carries no information about x0. The divisor is floored at
+    ``MIN_SIGNAL_SCALE`` so results stay finite, but such an x0 is meaningless; train with
+    ``v`` or ``x0`` when ``zero_terminal_snr`` is on.
+    """
+
+    name = "eps"
+
+    def target(
+        self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+    ) -> Tensor:
+        return noise
+
+    def to_x0_eps(
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+    ) -> tuple[Tensor, Tensor]:
+        signal = gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim).clamp(min=MIN_SIGNAL_SCALE)
+        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        return (x_t - noise_scale * model_output) / signal, model_output

@@ -1,0 +1,36 @@
+"""v-prediction (Salimans & Ho 2022)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ldmlab.diffusion.gather import gather
+from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+
+
+class VParameterization(Parameterization):
+    """v = sqrt(ᾱ)·ε − sqrt(1 − ᾱ)·x0.
+
+    With α = sqrt(ᾱ), σ = sqrt(1 − ᾱ) and α² + σ² = 1: x0 = α·x_t − σ·v and
+    ε = σ·x_t + α·v, exact (no division) for every t, including ᾱ = 0.
+    """
+
+    name = "v"
+
+    def target(
+        self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+    ) -> Tensor:
+        signal = gather(schedule.sqrt_alphas_cumprod, t, x0.ndim)
+        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+        return signal * noise - noise_scale * x0
+
+    def to_x0_eps(
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+    ) -> tuple[Tensor, Tensor]:
+        signal = gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
+        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        return (
+            signal * x_t - noise_scale * model_output,
+            noise_scale * x_t + signal * model_output,
+        )

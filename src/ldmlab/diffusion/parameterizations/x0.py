@@ -1,0 +1,27 @@
+"""x0-prediction: the network predicts the clean sample."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ldmlab.diffusion.gather import gather
+from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+
+
+class X0Parameterization(Parameterization):
+    """ε = (x_t − sqrt(ᾱ)·x0) / sqrt(1 − ᾱ); exact for every t since ᾱ_t < 1 always."""
+
+    name = "x0"
+
+    def target(
+        self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+    ) -> Tensor:
+        return x0
+
+    def to_x0_eps(
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+    ) -> tuple[Tensor, Tensor]:
+        signal = gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
+        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        return model_output, (x_t - signal * model_output) / noise_scale

@@ -1,0 +1,134 @@
+"""Base class of the samplers: a walk down a subsequence of the training timesteps.
+
+Samplers know nothing about networks, conditioning or guidance: they see a ``DenoiseFn``
+that maps (x_t, t) to the predicted (x0, ε), and a ``NoiseSchedule`` for ᾱ.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+
+DenoiseFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+"""(x_t (B, C, H, W), t (B,) long) → (x0_hat, eps_hat), both shaped like x_t."""
+
+StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]
+"""Called after each step with (step index, t (B,), x after the step, x0_hat of the step)."""
+
+SPACINGS = ("trailing", "leading")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One sampler step, from level t to the next cleaner level ("prev" as in x_{t−1}).
+
+    alpha_bar: ᾱ_t. alpha_bar_prev: ᾱ of the next cleaner level, 1.0 after the last step
+    (clean data). last_alpha_bar: ᾱ of the preceding, noisier level (None at the first step),
+    for multistep solvers.
+    """
+
+    index: int
+    t: int
+    alpha_bar: float
+    alpha_bar_prev: float
+    last_alpha_bar: float | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.alpha_bar_prev == 1.0
+
+
+class Sampler(ABC):
+    """Base sampler: ``steps`` timesteps out of the schedule's T, walked from noisy to clean.
+
+    spacing: "trailing" (default; t = round(T − i·T/steps) − 1, always starts at T − 1, which
+    zero-terminal-SNR schedules need, Lin et al. 2024) or "leading" (t = i·⌊T/steps⌋, always
+    ends at 0, as in the DDIM and LDM code bases).
+    """
+
+    def __init__(self, steps: int, spacing: str = "trailing") -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+            raise ValueError(f"steps must be a positive int, got steps={steps!r}")
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got spacing={spacing!r}")
+        self.steps = steps
+        self.spacing = spacing
+
+    def timesteps(self, num_train_timesteps: int) -> Tensor:
+        """The visited training timesteps, (steps,) long, strictly descending."""
+        if self.steps > num_train_timesteps:
+            raise ValueError(
+                f"steps={self.steps} exceeds the schedule's num_timesteps={num_train_timesteps}; "
+                "lower the sampler's steps"
+            )
+        index = torch.arange(self.steps, dtype=torch.float64)
+        if self.spacing == "trailing":
+            stride = num_train_timesteps / self.steps
+            return (num_train_timesteps - index * stride).round().long() - 1
+        return (index * (num_train_timesteps // self.steps)).long().flip(0)
+
+    def transitions(self, schedule: NoiseSchedule) -> list[Transition]:
+        """The steps of one trajectory, with ᾱ as float64 Python floats."""
+        timesteps = self.timesteps(schedule.num_timesteps)
+        alpha_bars = schedule.alphas_cumprod.detach().double().cpu()[timesteps].tolist()
+        levels = [*alpha_bars, 1.0]
+        return [
+            Transition(i, int(t), levels[i], levels[i + 1], levels[i - 1] if i else None)
+            for i, t in enumerate(timesteps.tolist())
+        ]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        denoise: DenoiseFn,
+        noise: Tensor,
+        schedule: NoiseSchedule,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> Tensor:
+        """Integrate from ``noise`` (x at the first level, (B, C, H, W)) to a sample x0.
+
+        generator: drives the in-loop noise; it must live on ``noise``'s device.
+        """
+        x, last_x0 = noise, None
+        for transition in self.transitions(schedule):
+            t = torch.full((noise.shape[0],), transition.t, dtype=torch.long, device=noise.device)
+            x0, eps = denoise(x, t)
+            x = self.step(x, x0, eps, transition, last_x0, generator)
+            last_x0 = x0
+            if callback is not None:
+                callback(transition.index, t, x, x0)
+        return x
+
+    @abstractmethod
+    def step(
+        self,
+        x_t: Tensor,
+        x0: Tensor,
+        eps: Tensor,
+        transition: Transition,
+        last_x0: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """One update x_t → x_prev given this step's (x0, ε) and the previous step's x0."""
+
+
+def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like ``x``."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def half_log_snr(alpha_bar: float) -> float:
+    """λ = log(sqrt(ᾱ)/sqrt(1 − ᾱ)), with λ(0) = −∞ and λ(1) = +∞."""
+    if alpha_bar <= 0.0:
+        return -math.inf
+    if alpha_bar >= 1.0:
+        return math.inf
+    return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))

@@ -1,0 +1,1 @@
+"""Discrete noise schedules: one file per kind, all subclasses of ``NoiseSchedule``."""

@@ -1,0 +1,27 @@
+"""DDPM's linear beta schedule (Ho et al. 2020)."""
+
+from __future__ import annotations
+
+import torch
+
+from ldmlab.diffusion.schedules.base import NoiseSchedule, check_num_timesteps
+
+
+class LinearSchedule(NoiseSchedule):
+    """β_t = linspace(beta_start, beta_end, T)[t]."""
+
+    def __init__(
+        self,
+        num_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        zero_terminal_snr: bool = False,
+    ) -> None:
+        check_num_timesteps(num_timesteps)
+        if not 0.0 < beta_start <= beta_end < 1.0:
+            raise ValueError(
+                f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
+                f"beta_end={beta_end}"
+            )
+        betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+        super().__init__(betas, zero_terminal_snr)
