@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from ldmlab.callbacks.store_config import StoreConfig
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import WeightsUnavailableError
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
@@ -56,11 +57,12 @@ def fit(cfg: DictConfig) -> dict:
         module.check_data(datamodule)
     loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg]
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
+    callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))
     if not loggers:  # nothing to monitor into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(callbacks[-1].config)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
 

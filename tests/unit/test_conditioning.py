@@ -237,10 +237,29 @@ def test_check_compatible_names_every_mismatched_key() -> None:
 
 def test_bad_conditioner_inputs_are_rejected() -> None:
     with pytest.raises(KeyError, match="reads batch\\['caption'\\]"):
-        full_conditioner()({"label": torch.tensor([1])})
+        full_conditioner().train()({"label": torch.tensor([1])})
     with pytest.raises(TypeError, match="conditioner.embedders.0"):
         Conditioner([torch.nn.Linear(2, 2)])
     with pytest.raises(ValueError, match="share one embedding dim"):
         Conditioner([ClassEmbedder(10, 8), ClassEmbedder(10, 16)])
     with pytest.raises(ValueError, match="entries"):
         full_conditioner()({**full_batch(), "caption": ["only one"]})
+
+
+def test_eval_mode_uses_the_null_for_absent_inputs() -> None:
+    conditioner = full_conditioner()
+    out = conditioner({"label": torch.tensor([3, 4])})
+    null = conditioner.unconditional(full_batch())
+    text_width = conditioner.embedders["text"].null(1).shape[1]
+    assert torch.equal(out["crossattn"][:, 1:], null["crossattn"][:2, 1:1 + text_width])
+    assert not torch.equal(out["crossattn"][:, :1], null["crossattn"][:2, :1])
+    only_nulls = conditioner({}, batch_size=3)
+    assert only_nulls["concat"].shape[0] == 3
+
+
+def test_conditioner_p_uncond_sets_every_embedder() -> None:
+    embedders = {"a": ClassEmbedder(10, 8, p_uncond=0.0), "b": ClassEmbedder(10, 8)}
+    conditioner = Conditioner(embedders, p_uncond=0.3)
+    assert all(e.p_uncond == 0.3 for e in conditioner.embedders.values())
+    with pytest.raises(ValueError, match="conditioner.p_uncond"):
+        Conditioner({"a": ClassEmbedder(10, 8)}, p_uncond=1.5)

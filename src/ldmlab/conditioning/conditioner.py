@@ -26,11 +26,20 @@ class Conditioner(nn.Module):
     embedders = unconditional model: the output is ``{}``.
 
     ``embedders``: a list, or a name → embedder mapping (Hydra-friendly; None entries are
-    skipped, so an override can switch one off).
+    skipped, so an override can switch one off). ``p_uncond``, when given, sets every
+    embedder's dropout probability (the one knob a CFG sweep turns: ``conditioner.p_uncond``).
+    In eval mode, an embedder whose input key is absent from the batch gets its null (so a
+    hybrid model can be sampled from one modality).
     """
 
-    def __init__(self, embedders: Sequence[Embedder] | Mapping[str, Embedder | None] = ()) -> None:
+    def __init__(
+        self,
+        embedders: Sequence[Embedder] | Mapping[str, Embedder | None] = (),
+        p_uncond: float | None = None,
+    ) -> None:
         super().__init__()
+        if p_uncond is not None and not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"conditioner.p_uncond must lie in [0, 1], got {p_uncond}")
         named = embedders.items() if isinstance(embedders, Mapping) else enumerate(embedders)
         self.embedders = nn.ModuleDict()
         for name, embedder in named:
@@ -41,6 +50,8 @@ class Conditioner(nn.Module):
                     f"conditioner.embedders.{name} must be an ldmlab Embedder (give it a "
                     f"_target_), got {type(embedder).__name__}"
                 )
+            if p_uncond is not None:
+                embedder.p_uncond = float(p_uncond)
             self.embedders[str(name)] = embedder
         dims = {name: e.null(1).shape[-1] for name, e in self._of_type("crossattn")}
         if len(set(dims.values())) > 1:
@@ -67,13 +78,18 @@ class Conditioner(nn.Module):
         return sum(e.null(1).shape[1] for _, e in self._of_type("concat"))
 
     def forward(
-        self, batch: Mapping[str, Any], force_uncond: bool = False
+        self, batch: Mapping[str, Any], force_uncond: bool = False, batch_size: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """``force_uncond=True`` gives every embedder's null (see ``unconditional``)."""
+        """``force_uncond=True`` gives every embedder's null (see ``unconditional``).
+        ``batch_size`` is needed only when no embedder's input is in the batch."""
         encoded: dict[str, list[Encoded]] = {"crossattn": [], "vector": [], "concat": []}
-        batch_size = None
-        for name, embedder in self.embedders.items():
-            inputs = self._inputs(batch, name, embedder)
+        present = {n: e for n, e in self.embedders.items() if e.input_key in batch}
+        missing = {n: e for n, e in self.embedders.items() if n not in present}
+        if missing and self.training:
+            name, embedder = next(iter(missing.items()))
+            self._inputs(batch, name, embedder)  # raises the key error
+        for embedder in present.values():
+            inputs = batch[embedder.input_key]
             if batch_size not in (None, len(inputs)):
                 raise ValueError(
                     f"batch['{embedder.input_key}'] has {len(inputs)} entries, other "
@@ -87,11 +103,19 @@ class Conditioner(nn.Module):
                 if self.training:  # also at p_uncond=0: keeps the null in the graph for DDP
                     emb, mask = _drop_to_null(embedder, emb, mask)
             encoded[embedder.output_type].append((emb, mask))
+        if missing and batch_size is None:
+            raise ValueError("pass batch_size: no conditioning input is in the batch")
+        for embedder in missing.values():
+            encoded[embedder.output_type].append(
+                (embedder.null(batch_size), embedder.null_mask(batch_size))
+            )
         return _merge(encoded)
 
-    def unconditional(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def unconditional(
+        self, batch: Mapping[str, Any], batch_size: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """All-null outputs with the shapes of ``forward(batch)`` (the CFG branch)."""
-        return self(batch, force_uncond=True)
+        return self(batch, force_uncond=True, batch_size=batch_size)
 
     def check_compatible(self, unet: UNet) -> None:
         """Raise one error listing every ``unet.*`` key that disagrees with this conditioner."""

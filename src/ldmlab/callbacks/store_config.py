@@ -1,0 +1,18 @@
+"""Store the resolved run config inside every checkpoint (plain containers, weights_only-safe)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+CONFIG_KEY = "ldmlab_config"
+
+
+class StoreConfig(pl.Callback):
+    """Puts the run's resolved config (a plain dict) under ``checkpoint["ldmlab_config"]`` so a
+    checkpoint can rebuild its own architecture, e.g. the frozen first stage of stage 2."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict):
+        checkpoint[CONFIG_KEY] = self.config

@@ -1,0 +1,1 @@
+"""Domain classifier: a small CNN trained on the dataset, used for classifier FID/KID/IS and accuracy."""

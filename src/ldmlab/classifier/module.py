@@ -1,0 +1,141 @@
+"""LightningModule training the domain classifier, and loading it back from a checkpoint."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from ldmlab.classifier.network import ClassifierNetwork
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.finite import ensure_finite
+
+CKPT_KEY = "metrics.classifier_ckpt"
+_CKPT_FIX = "point it at a checkpoint written by `make train-classifier` (logs/train_classifier/.../*.ckpt)"
+
+
+def random_shift_flip(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Light augmentation of (B, C, H, W): random horizontal flip and a random integer shift of up
+    to ``max_shift`` pixels per image (edge pixels repeated into the gap)."""
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if max_shift <= 0:
+        return x
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (x.shape[0], 2)).tolist()
+    crops = [padded[i, :, top : top + height, left : left + width] for i, (top, left) in enumerate(offsets)]
+    return torch.stack(crops)
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training of a ``ClassifierNetwork`` on dict batches {"image", "label"}.
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` (torchmetrics, micro accuracy).
+    ``scheduler`` is an optional partial called as ``scheduler(optimizer, total_steps=...)``
+    (e.g. OneCycleLR) and stepped every optimiser step. The network's ``config`` is saved as the
+    ``network`` hyperparameter so ``load_classifier`` can rebuild it.
+    """
+
+    def __init__(
+        self,
+        network: ClassifierNetwork,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        augment: bool = True,
+        max_shift: int = 2,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"network": network.config}, logger=False)
+        self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
+        self.augment, self.max_shift, self.label_smoothing = augment, max_shift, label_smoothing
+        self.train_acc = MulticlassAccuracy(network.num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(network.num_classes, average="micro")
+
+    def check_data(self, datamodule) -> None:
+        """Fail before training unless the data's channels, size and classes fit the network."""
+        net = self.network
+        if datamodule.channels != net.in_channels:
+            raise ConfigError(
+                "classifier.in_channels", f"data has {datamodule.channels} channels, the classifier "
+                f"expects {net.in_channels}", "set classifier.in_channels=${data.channels}",
+            )
+        if datamodule.resolution != net.resolution:
+            raise ConfigError(
+                "classifier.resolution", f"data is {datamodule.resolution}px, the classifier is built "
+                f"for {net.resolution}px", "set classifier.resolution=${data.resolution}",
+            )
+        classes = getattr(datamodule, "num_classes", net.num_classes)
+        if classes != net.num_classes:
+            raise ConfigError(
+                "classifier.num_classes", f"data has {classes} classes, the classifier {net.num_classes}",
+                f"set classifier.num_classes={classes}",
+            )
+
+    def _loss(self, batch: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch["image"], batch["label"]
+        if train and self.augment:
+            x = random_shift_flip(x, self.max_shift)
+        logits = self.network(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if train else 0.0)
+        return loss, logits, y
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self._loss(batch, train=True)
+        ensure_finite(loss, "train/loss", self.global_step, "lower module.optimizer.lr")
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits, y = self._loss(batch, train=False)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(params=self.network.parameters())
+        if self.scheduler is None:
+            return optimizer
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = self.scheduler(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
+    """The trained network (eval mode, on CPU) from a ``ClassifierModule`` Lightning checkpoint.
+
+    Read with ``torch.load(weights_only=True)``; the architecture comes from the ``network``
+    hyperparameter stored at training time. Anything missing or inconsistent raises
+    ``ConfigError`` naming ``metrics.classifier_ckpt``.
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(CKPT_KEY, f"{path} does not exist", _CKPT_FIX)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refused or not a torch file
+        raise ConfigError(CKPT_KEY, f"{path} is not a readable checkpoint ({err})", _CKPT_FIX) from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    config = hparams.get("network") if isinstance(hparams, dict) else None
+    if not isinstance(config, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(CKPT_KEY, f"{path} holds no classifier (no 'network' hyperparameter)", _CKPT_FIX)
+    try:
+        network = ClassifierNetwork(**config)
+    except (TypeError, ConfigError) as err:
+        raise ConfigError(CKPT_KEY, f"{path} stores an unusable network config ({err})", _CKPT_FIX) from None
+    prefix = "network."
+    state = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(
+            CKPT_KEY, f"{path}: weights do not match the stored network config ({str(err)[:300]})", _CKPT_FIX
+        ) from None
+    return network.eval().requires_grad_(False)

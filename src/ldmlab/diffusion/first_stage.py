@@ -1,0 +1,137 @@
+"""The frozen stage-1 autoencoder as stage 2 sees it: images ↔ scaled latents.
+
+Loaded from a stage-1 Lightning checkpoint (``weights_only=True``); the architecture is
+rebuilt from the config stored in the checkpoint by ``StoreConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from torch import nn
+
+from ldmlab.autoencoder.model import Autoencoder
+from ldmlab.callbacks.store_config import CONFIG_KEY
+from ldmlab.utils.errors import ConfigError
+
+KEY = "first_stage.ckpt"
+
+
+def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
+    """An explicit checkpoint path, or ``last`` of ``<log_dir>/train_ae/latest`` (its summary)."""
+    if ckpt:
+        path = Path(ckpt).expanduser()
+        if not path.is_file():
+            raise ConfigError(KEY, f"{path} does not exist", "give a stage-1 .ckpt or run `make train-ae`")
+        return path
+    summary = Path(log_dir) / "train_ae" / "latest" / "summary.json"
+    if not summary.is_file():
+        raise ConfigError(
+            KEY, f"no trained autoencoder found ({summary} is missing)",
+            "run `make train-ae` first or set first_stage.ckpt=/path/to/last.ckpt",
+        )
+    return Path(json.loads(summary.read_text())["checkpoints"]["last"])
+
+
+def load_autoencoder(path: Path) -> tuple[Autoencoder, dict]:
+    """Rebuild the autoencoder stored in a stage-1 checkpoint, load its weights; also return
+    its config (so a stage-2 checkpoint can rebuild it without the stage-1 file)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConfigError(KEY, f"cannot read {path} ({type(err).__name__})", "give a stage-1 .ckpt") from None
+    config = checkpoint.get(CONFIG_KEY, {}).get("autoencoder")
+    if config is None:
+        raise ConfigError(KEY, f"{path} is not an ldmlab stage-1 checkpoint", "point it at a train_ae run")
+    autoencoder: Autoencoder = instantiate(config)
+    prefix = "autoencoder."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    autoencoder.load_state_dict(state)
+    return autoencoder, config
+
+
+class FirstStage(nn.Module):
+    """Frozen autoencoder + latent scale: ``encode`` gives z = scale · E(x), ``decode`` D(z / scale).
+
+    ``expected_*`` are what the stage-2 config was written for; a checkpoint that disagrees is
+    rejected with the key to change. ``scale_by_std``: the scale is set once from real latents
+    (1 / std, all-reduced over DDP ranks) before training and then saved as a buffer.
+    ``autoencoder_config``: rebuild the architecture from this config instead of reading
+    ``ckpt`` (used when restoring a stage-2 checkpoint, which holds the weights itself).
+    """
+
+    def __init__(
+        self,
+        ckpt: str | None,
+        log_dir: str,
+        expected_embed_dim: int,
+        expected_downsample_factor: int,
+        expected_channels: int,
+        scale_factor: float = 1.0,
+        scale_by_std: bool = True,
+        autoencoder_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if autoencoder_config is None:
+            self.checkpoint_path = str(resolve_first_stage_checkpoint(ckpt, log_dir))
+            autoencoder, autoencoder_config = load_autoencoder(Path(self.checkpoint_path))
+        else:
+            self.checkpoint_path = ckpt
+            autoencoder = instantiate(autoencoder_config)
+        self.autoencoder_config = autoencoder_config
+        for key, expected, actual in (
+            ("first_stage.embed_dim", expected_embed_dim, autoencoder.embed_dim),
+            ("first_stage.downsample_factor", expected_downsample_factor, autoencoder.downsample_factor),
+            ("data.channels", expected_channels, autoencoder.in_channels),
+        ):
+            if expected != actual:
+                raise ConfigError(
+                    key, f"is {expected} but the checkpoint {self.checkpoint_path} has {actual}",
+                    f"set {key}={actual} or use a matching first_stage.ckpt",
+                )
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.scale_by_std = scale_by_std
+        self.register_buffer("scale_factor", torch.tensor(float(scale_factor)))
+        self.register_buffer("scale_initialized", torch.tensor(not scale_by_std))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.autoencoder.embed_dim
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.autoencoder.downsample_factor
+
+    def train(self, mode: bool = True) -> FirstStage:
+        """The autoencoder stays in eval mode (KL: posterior mode; no dropout, no BN updates)."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] → (B, embed_dim, H/f, W/f) scaled latents."""
+        return self.autoencoder.encode(images)[0] * self.scale_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → images (B, C, H, W) clamped to [-1, 1]."""
+        return self.autoencoder.decode(latents / self.scale_factor).clamp(-1, 1)
+
+    @torch.no_grad()
+    def fit_scale(self, images: torch.Tensor) -> float:
+        """Set scale = 1 / std of the (unscaled) latents of ``images`` pooled over all ranks."""
+        z = self.autoencoder.encode(images)[0].double()
+        count = torch.tensor(z.numel(), dtype=torch.double, device=z.device)
+        stats = torch.stack([z.sum(), z.square().sum(), count])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        total, total_sq, count = stats.tolist()
+        std = (total_sq / count - (total / count) ** 2) ** 0.5
+        self.scale_factor.fill_(1.0 / std)
+        self.scale_initialized.fill_(True)
+        return 1.0 / std

@@ -1,0 +1,170 @@
+"""LightningModule for stage 2: wires a frozen first stage, a conditioner, a UNet, a schedule,
+a parameterisation, a loss weighting and an EMA together. The maths lives in those parts.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ldmlab.conditioning.conditioner import Conditioner
+from ldmlab.diffusion.first_stage import FirstStage
+from ldmlab.diffusion.generate import generate_images
+from ldmlab.diffusion.loss import DiffusionLoss
+from ldmlab.diffusion.loss_weighting.base import LossWeighting
+from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.nn.ema import EMA
+from ldmlab.nn.unet import UNet
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.schedules import linear_warmup
+
+FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
+
+
+class LatentDiffusionModule(pl.LightningModule):
+    """Trains ``unet`` (and the conditioner's learnable parts) on z = scale · E(x).
+
+    ``model`` = {unet, conditioner} is what the optimiser and the EMA see; validation and
+    sampling use the EMA copy. The conditioner drops conditions to its learned nulls with
+    probability ``p_uncond`` in training mode only.
+    """
+
+    def __init__(
+        self,
+        first_stage: FirstStage,
+        unet: UNet,
+        conditioner: Conditioner,
+        schedule: NoiseSchedule,
+        parameterization: Parameterization,
+        loss_weighting: LossWeighting,
+        loss: DiffusionLoss,
+        sampler: Sampler,
+        optimizer: partial,
+        resolution: int,
+        log_guidance_scales: tuple[float, ...] = (1.0, 3.0),
+        ema_decay: float = 0.999,
+        ema_warmup: int = 10,
+        warmup_steps: int = 0,
+        scale_fit_batches: int = 4,
+    ) -> None:
+        super().__init__()
+        if unet.in_channels != first_stage.embed_dim:
+            raise ConfigError(
+                "unet.in_channels", f"is {unet.in_channels} but the first stage has embed_dim="
+                f"{first_stage.embed_dim}", "set first_stage.embed_dim to the autoencoder's embed_dim",
+            )
+        try:
+            conditioner.check_compatible(unet)
+        except ValueError as err:
+            raise ConfigError("unet", str(err), "match the unet keys to the conditioner") from None
+        self.first_stage = first_stage
+        self.model = nn.ModuleDict({"unet": unet, "conditioner": conditioner})
+        self.ema = EMA(self.model, ema_decay, ema_warmup)
+        self.schedule, self.parameterization = schedule, parameterization
+        self.loss_weighting, self.loss = loss_weighting, loss
+        self.sampler, self.optimizer = sampler, optimizer
+        self.warmup_steps, self.scale_fit_batches = warmup_steps, scale_fit_batches
+        self.resolution, self.log_guidance_scales = resolution, tuple(log_guidance_scales)
+
+    def check_data(self, datamodule) -> None:
+        f = self.first_stage.downsample_factor
+        if datamodule.resolution % f or datamodule.resolution != self.resolution:
+            raise ConfigError(
+                "data.resolution", f"{datamodule.resolution} must equal module.resolution="
+                f"{self.resolution} and be divisible by the first stage's f={f}", f"use a multiple of {f}",
+            )
+
+    def on_fit_start(self) -> None:
+        """Fit the latent scale from real data once (all ranks pooled); resumed runs keep theirs."""
+        if bool(self.first_stage.scale_initialized):
+            return
+        loader = iter(self.trainer.datamodule.train_dataloader())
+        images = [next(loader)["image"] for _ in range(self.scale_fit_batches)]
+        scale = self.first_stage.fit_scale(torch.cat(images).to(self.device))
+        self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
+
+    def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
+        z = self.first_stage.encode(batch["image"])
+        t = torch.randint(0, self.schedule.num_timesteps, (len(z),), device=z.device)
+        noise = torch.randn_like(z)
+        z_t = self.schedule.q_sample(z, t, noise)
+        output = model["unet"](z_t, t, model["conditioner"](batch))
+        target = self.parameterization.target(z, noise, z_t, t, self.schedule)
+        return self.loss(output, target, self.loss_weighting.weight(t, self.schedule))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch, self.model)
+        ensure_finite(loss, "train/loss", self.global_step, "lower module.optimizer.lr")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.ema.update(self.model)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # same t and noise every time: comparable curves
+            torch.manual_seed(batch_idx + 7919 * self.global_rank)
+            loss = self.diffusion_loss(batch, self.ema.shadow)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        condition: dict[str, Any],
+        num_samples: int,
+        guidance_scale: float = 1.0,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        guidance_rescale: float = 0.0,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1]; see ``ldmlab.diffusion.generate``."""
+        model = self.ema.shadow if use_ema else self.model
+        was_training = model.training
+        model.eval()
+        latent = self.resolution // self.first_stage.downsample_factor
+        images = generate_images(
+            self.first_stage, unet=model["unet"], conditioner=model["conditioner"],
+            schedule=self.schedule, parameterization=self.parameterization,
+            sampler=sampler or self.sampler, condition=condition,
+            latent_shape=(self.first_stage.embed_dim, latent, latent), num_samples=num_samples,
+            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, generator=generator,
+        )
+        model.train(was_training)
+        return images
+
+    def log_images(self, batch: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+        """Samples at each of ``log_guidance_scales`` for the validation batch's conditions;
+        class labels are replaced by 0, 1, …, K−1, 0, … so each grid row sweeps the classes."""
+        condition = {}
+        for embedder in self.model["conditioner"].embedders.values():
+            key = embedder.input_key
+            condition[key] = batch[key][:n]
+            if key == "label" and hasattr(embedder, "num_classes"):
+                condition[key] = torch.arange(n, device=self.device) % embedder.num_classes
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return {
+            f"samples_scale{scale:g}": self.generate(condition, n, scale, generator=generator.manual_seed(0))
+            for scale in self.log_guidance_scales
+        }
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(params=self.model.parameters())
+        scheduler = linear_warmup(optimizer, self.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the first stage's architecture so sampling needs only this file."""
+        checkpoint[FIRST_STAGE_CONFIG] = self.first_stage.autoencoder_config
+
+    def summary_extras(self) -> dict[str, Any]:
+        return {"scale_factor": float(self.first_stage.scale_factor),
+                "first_stage_ckpt": self.first_stage.checkpoint_path}
