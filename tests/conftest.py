@@ -36,8 +36,42 @@ def compose_config(config_name: str, overrides: list[str] | None = None) -> Dict
         return compose(config_name, overrides=overrides or [], return_hydra_config=True)
 
 
-def run_cli(module: str, args: list[str], log_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> <args>`` from the repo root with logs under ``log_dir``."""
+def run_cli(
+    module: str, args: list[str], log_dir: Path, config_name: str | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> [--config-name N] <args>`` from the repo root, logs under ``log_dir``."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", WANDB_SILENT="true")
-    cmd = [sys.executable, "-m", module, f"paths.log_dir={log_dir}", f"paths.data_dir={REPO / 'data'}", *args]
+    flags = ["--config-name", config_name] if config_name else []
+    cmd = [sys.executable, "-m", module, *flags, f"paths.log_dir={log_dir}",
+           f"paths.data_dir={REPO / 'data'}", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_AE = [
+    "data.train_subset=64", "data.val_subset=32", "data.batch_size=16",
+    "autoencoder.encoder.ch=16", "loss.discriminator.base_channels=16", "logger=none",
+]
+TINY_LDM = [
+    "data.train_subset=64", "data.val_subset=32", "data.batch_size=16",
+    "unet.model_channels=16", "unet.num_res_blocks=1", "unet.num_heads=2", "conditioner_context_dim=32",
+    "trainer.max_epochs=1", "module.warmup_steps=0", "callbacks.image_logger.num_images=10",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_ae_ckpt(tmp_path_factory, fmnist_dir) -> Path:
+    """A real (tiny, 1-epoch) stage-1 checkpoint trained through the CLI."""
+    log_dir = tmp_path_factory.mktemp("ae_logs")
+    out = run_cli("ldmlab.train", ["trainer.max_epochs=1", *TINY_AE], log_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return next(log_dir.glob("train_ae/runs/*/checkpoints/last.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_run(tmp_path_factory, tiny_ae_ckpt) -> Path:
+    """A real (tiny, 1-epoch) class-conditional stage-2 run; returns its log dir."""
+    log_dir = tmp_path_factory.mktemp("ldm_logs")
+    args = [f"first_stage.ckpt={tiny_ae_ckpt}", "logger=csv", *TINY_LDM]
+    out = run_cli("ldmlab.train", args, log_dir, config_name="train_ldm")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return log_dir

@@ -35,7 +35,10 @@ def load_ldm(path: Path, map_location: str | torch.device = "cpu") -> LatentDiff
     if not config or FIRST_STAGE_CONFIG not in checkpoint:
         raise ConfigError("ckpt", f"{path} is not an ldmlab stage-2 checkpoint", "use a train_ldm run")
     module_config = config["module"]
-    module_config["first_stage"]["autoencoder_config"] = checkpoint[FIRST_STAGE_CONFIG]
-    module: LatentDiffusionModule = instantiate(module_config)
+    first_stage = instantiate(  # not recursive: the autoencoder config is data here
+        module_config.pop("first_stage") | {"_recursive_": False},
+        autoencoder_config=checkpoint[FIRST_STAGE_CONFIG],
+    )
+    module: LatentDiffusionModule = instantiate(module_config, first_stage=first_stage)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

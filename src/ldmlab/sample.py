@@ -6,7 +6,6 @@ prompts, guidance scale, sampler) into ``logs/sample/runs/<timestamp>/``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,7 +19,7 @@ from torchvision.utils import save_image
 from ldmlab.callbacks.image_logger import to_unit
 from ldmlab.checkpoints import load_ldm, resolve_ldm_checkpoint
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.train import CONF_DIR, USER_ERRORS
+from ldmlab.train import CONF_DIR, exit_on_user_error
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
@@ -91,11 +90,7 @@ def sample(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
-        sample(cfg)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_user_error(sample, cfg)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -27,6 +28,32 @@ from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, w
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 USER_ERRORS = (ConfigError, WeightsUnavailableError, FloatingPointError, FileNotFoundError)
 log = logging.getLogger(__name__)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user-facing error behind ``err``: itself if it is one, or, for a config node that
+    failed to instantiate, the ValueError/ConfigError raised by the class it names."""
+    if isinstance(err, USER_ERRORS):
+        return err
+    if isinstance(err, InstantiationException):
+        cause = err.__cause__ or err.__context__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, (*USER_ERRORS, ValueError, KeyError, TypeError)):
+            return cause
+    return None
+
+
+def exit_on_user_error(run, cfg: DictConfig):
+    """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2."""
+    try:
+        return run(cfg)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def resolve_resume(ckpt_path: str | None, task_dir: Path) -> str | None:
@@ -101,11 +128,7 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_ae")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        summary = fit(cfg)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    summary = exit_on_user_error(fit, cfg)
     metric = cfg.get("optimized_metric")
     return summary["metrics"].get(metric) if metric else None
 
