@@ -201,17 +201,21 @@ def _save_pngs(images_uint8: torch.Tensor, folder: Path) -> Path:
 
 
 def test_matches_the_torch_fidelity_cli_on_saved_pngs(inception_run, tmp_path):
+    """The CLI reads the generated images back from PNGs; to halve its cost it takes the reference
+    features from the evaluator's cache (same name and cache root), as a later evaluation would."""
     evaluate = inception_run["evaluate"]
     generated = _save_pngs(to_uint8(inception_run["generated"]), tmp_path / "generated")
     reference = _save_pngs(evaluate.reference.images, tmp_path / "reference")
     weights = evaluate.networks[0].weights_path
+    cache_name = evaluate.reference.cache_name("inception", weights)
     command = [
         str(Path(sys.executable).parent / "fidelity"), "--input1", str(generated), "--input2", str(reference),
         "--fid", "--kid", "--prc", "--feature-extractor", "inception-v3-compat",
         "--feature-layer-fid", INCEPTION_LAYER, "--feature-layer-kid", INCEPTION_LAYER,
         "--feature-layer-prc", INCEPTION_LAYER, "--feature-extractor-weights-path", str(weights),
         "--kid-subset-size", str(KID["kid_subset_size"]), "--kid-subsets", str(KID["kid_subsets"]),
-        "--cpu", "--json", "--no-cache", "--save-cpu-ram", "--silent",
+        "--input2-cache-name", cache_name, "--cache-root", str(evaluate.cache_root),
+        "--cpu", "--json", "--save-cpu-ram", "--silent",
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
