@@ -54,6 +54,10 @@ test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 mi
 test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
 	$(PY) -m pytest -q
 
+benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratios)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(PY) benchmarks/bench_ddim_vs_diffusers.py
+
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks
 

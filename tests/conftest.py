@@ -42,8 +42,10 @@ def run_cli(
     """Run ``python -m <module> [--config-name N] <args>`` from the repo root, logs under ``log_dir``."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", WANDB_SILENT="true")
     flags = ["--config-name", config_name] if config_name else []
+    flags += [a for a in args if a in ("-m", "--multirun")]  # argparse wants flags first
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
     cmd = [sys.executable, "-m", module, *flags, f"paths.log_dir={log_dir}",
-           f"paths.data_dir={REPO / 'data'}", *args]
+           f"paths.data_dir={REPO / 'data'}", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -93,3 +93,13 @@ def test_nan_loss_stops_without_a_checkpoint(tmp_path, fmnist_dir):
 def test_resume_from_missing_checkpoint_is_clear(tmp_path):
     out = run_cli("ldmlab.train", ["ckpt_path=last", "logger=none"], tmp_path)
     assert out.returncode == 2 and "ckpt_path" in out.stderr
+
+
+def test_multirun_puts_each_job_under_multiruns(tmp_path, fmnist_dir):
+    args = ["-m", "debug=fast_dev_run", "autoencoder/regularizer=kl,vq", *TINY]
+    out = run_cli("ldmlab.train", args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(tmp_path.glob("train_ae/multiruns/*/*/summary.json"))
+    assert [p.parent.name for p in jobs] == ["0", "1"]
+    targets = {json.loads(p.read_text())["metrics"].get("val/perplexity") is not None for p in jobs}
+    assert targets == {True, False}, "one KL job and one VQ job"
