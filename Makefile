@@ -42,6 +42,15 @@ train-classifier: $(INSTALLED) $(DATA)  ## domain classifier for IS / accuracy /
 sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckpt=...)
 	$(PY) -m ldmlab.sample $(ARGS)
 
+evaluate: $(INSTALLED) $(DATA)  ## guidance sweep of logs/train_ldm/latest (or ckpt=...): CSV + FID/IS plots
+	$(PY) -m ldmlab.evaluate $(ARGS)
+
+sweep: $(INSTALLED) $(DATA)  ## train_ldm multirun over conditioner.p_uncond with the in-run guidance sweep
+	$(PY) -m ldmlab.train --config-name train_ldm -m experiment=cfg_sweep_fmnist $(ARGS)
+
+report: $(INSTALLED)  ## newest train_ldm multirun (or sweep_dir=...) -> report.csv/.md + frontier.png
+	$(PY) -m ldmlab.report $(ARGS)
+
 demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, then samples, on Fashion-MNIST
 	$(PY) -m ldmlab.train --config-name train_ae $(DEMO_AE_ARGS)
 	$(PY) -m ldmlab.train --config-name train_ldm $(DEMO_LDM_ARGS)

@@ -40,7 +40,8 @@ def run_cli(
     module: str, args: list[str], log_dir: Path, config_name: str | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
     """Run ``python -m <module> [--config-name N] <args>`` from the repo root, logs under ``log_dir``."""
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", WANDB_SILENT="true")
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", WANDB_SILENT="true",
+               OMP_NUM_THREADS="1")  # tiny CLI runs: 1 thread avoids OpenMP spin-waits on busy cores
     flags = ["--config-name", config_name] if config_name else []
     flags += [a for a in args if a in ("-m", "--multirun")]  # argparse wants flags first
     overrides = [a for a in args if a not in ("-m", "--multirun")]

@@ -94,8 +94,9 @@ def fit(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
 
     summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume)
-    if hasattr(module, "summary_extras"):
-        summary |= module.summary_extras()
+    for part in (module, *callbacks):
+        if hasattr(part, "summary_extras"):
+            summary |= part.summary_extras()
     if trainer.is_global_zero:
         write_json_atomic(run_dir / SUMMARY, summary)
         update_latest(task_dir, run_dir)

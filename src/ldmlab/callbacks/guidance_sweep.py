@@ -1,0 +1,141 @@
+"""Sweep the classifier-free guidance scale during training: samples at each scale → FID/IS/….
+
+Every ``every_n_epochs`` validation epochs and after the last one, all ranks draw ``num_samples``
+images per scale with the EMA weights (see ``ldmlab.evaluation.sweep`` for the chunked, rank-
+independent sampling) and rank 0 scores them against ``num_reference`` real images of
+``reference_split``. Results go to
+
+- ``<out_dir>/sweep_epochEEE.csv`` (one row per scale) and ``sweep_epochEEE.png`` (FID vs s,
+  IS vs s, FID–IS frontier), ``<out_dir>/best.json`` (the best scale so far);
+- the loggers: ``sweep/<metric>@s=<s>`` per scale, ``val/sweep/best_guidance_scale`` and
+  ``val/sweep/best_score`` (the ``select_by`` metric there, a valid ``optimized_metric``), and on
+  wandb a table plus line charts;
+- ``summary_extras()``: ``{"guidance_sweep": best row + epoch + metric}`` for ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.evaluation.conditions import sweep_condition
+from ldmlab.evaluation.plots import frontier_keys, plot_sweep
+from ldmlab.evaluation.reference import check_counts, load_reference
+from ldmlab.evaluation.sweep import check_settings, guidance_sweep, metric_keys, select_best
+from ldmlab.evaluation.table import Row, columns, write_csv
+from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.utils.errors import ConfigError
+
+KEY = "callbacks.guidance_sweep."
+
+
+class GuidanceSweep(pl.Callback):
+    """guidance_scales: the s values (ε̃ = ε_u + s·(ε_c − ε_u)); metrics: ``FidelityEvaluator``
+    without its reference (a Hydra ``_partial_``); sampler: None → the module's; select_by: the
+    metric that picks the best scale (None → the first FID key; fid/kid lower, others higher is
+    better); seed: chunk i of every scale uses generator seed ``seed + i``."""
+
+    def __init__(
+        self,
+        guidance_scales: Sequence[float],
+        num_samples: int,
+        metrics: Callable[..., FidelityEvaluator],
+        out_dir: str,
+        every_n_epochs: int = 5,
+        reference_split: str = "test",
+        num_reference: int = 2000,
+        sampler: Sampler | None = None,
+        batch_size: int = 64,
+        guidance_rescale: float = 0.0,
+        select_by: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size, KEY)
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ConfigError(f"{KEY}every_n_epochs", f"must be an integer ≥ 1, got {every_n_epochs!r}",
+                              f"e.g. {KEY}every_n_epochs=5")
+        self.num_samples, self.metrics, self.out_dir = num_samples, metrics, Path(out_dir)
+        self.every_n_epochs = every_n_epochs
+        self.reference_split, self.num_reference = reference_split, num_reference
+        self.select_by, self.sampling = select_by, {
+            "seed": seed, "batch_size": batch_size, "sampler": sampler, "guidance_rescale": guidance_rescale,
+        }
+        self.evaluator: FidelityEvaluator | None = None
+        self.condition: dict = {}
+        self.best: dict = {}
+        self._swept_epoch = -1
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Reference set, evaluator and conditions, checked before any training step."""
+        if stage != "fit" or self.evaluator is not None:
+            return
+        if trainer.datamodule is None:
+            raise ConfigError(KEY.rstrip("."), "needs a datamodule for its reference images",
+                              "fit with datamodule=... or remove the callback")
+        reference, dataset = load_reference(trainer.datamodule, self.reference_split, self.num_reference, KEY)
+        self.evaluator = self.metrics(reference=reference)
+        check_counts(self.evaluator, self.num_samples, KEY)
+        self.condition = sweep_condition(pl_module.model["conditioner"], self.num_samples, dataset)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or epoch == self._swept_epoch or not self._due(trainer):
+            return
+        self._swept_epoch = epoch
+        rows = guidance_sweep(pl_module, self.evaluator, self.condition, self.guidance_scales,
+                              self.num_samples, **self.sampling)
+        metric, best = select_best(rows, self.select_by, f"{KEY}select_by")
+        self.best = {"epoch": epoch, "select_by": metric, **best}
+        for row in rows:
+            for key in metric_keys(rows):
+                pl_module.log(f"sweep/{key}@s={row['guidance_scale']:g}", float(row[key]), sync_dist=True)
+        pl_module.log("val/sweep/best_guidance_scale", float(best["guidance_scale"]), sync_dist=True)
+        pl_module.log("val/sweep/best_score", float(best[metric]), sync_dist=True)
+        if trainer.is_global_zero:
+            self._write(rows, epoch)
+            self._log_wandb(trainer, rows, epoch)
+
+    def summary_extras(self) -> dict:
+        return {"guidance_sweep": self.best} if self.best else {}
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        epoch, max_epochs, max_steps = trainer.current_epoch, trainer.max_epochs, trainer.max_steps
+        last = (
+            (max_epochs not in (None, -1) and epoch + 1 >= max_epochs)
+            or (max_steps not in (None, -1) and trainer.global_step >= max_steps)
+            or trainer.should_stop
+        )
+        return last or (epoch + 1) % self.every_n_epochs == 0
+
+    def _write(self, rows: list[Row], epoch: int) -> None:
+        stem = self.out_dir / f"sweep_epoch{epoch:03d}"
+        write_csv(rows, stem.with_suffix(".csv"))
+        plot_sweep(rows, stem.with_suffix(".png"), title=f"guidance sweep, epoch {epoch}")
+        (self.out_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+
+    @staticmethod
+    def _log_wandb(trainer: pl.Trainer, rows: list[Row], epoch: int) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers:
+            return
+        import wandb  # only with a WandbLogger: importing wandb costs seconds
+
+        names = columns(rows)
+        table = wandb.Table(columns=names, data=[[row.get(name) for name in names] for row in rows])
+        fid, quality = frontier_keys(rows)
+        charts = {"guidance_sweep/table": table}
+        for key in (fid, quality):
+            if key:
+                charts[f"guidance_sweep/{key}_vs_s"] = wandb.plot.line(
+                    table, "guidance_scale", key, title=f"{key} vs guidance scale s (epoch {epoch})")
+        if fid and quality:
+            charts["guidance_sweep/frontier"] = wandb.plot.line_series(
+                xs=[row[fid] for row in rows], ys=[[row[quality] for row in rows]], keys=[f"epoch {epoch}"],
+                title=f"{fid} vs {quality} over s (epoch {epoch})", xname=fid)
+        for logger in loggers:
+            logger.experiment.log({**charts, "trainer/global_step": trainer.global_step})

@@ -1,0 +1,77 @@
+"""Guidance sweep of a trained LDM, offline: ``make evaluate ARGS="ckpt=... guidance_scales=[1,2,3]"``.
+
+Loads the checkpoint (weights only), rebuilds the datamodule from the config stored in it (or
+``data=...``) for the reference images, samples ``num_samples`` images per guidance scale and
+writes ``guidance_sweep.csv`` (one row per s), ``guidance_sweep.png`` (FID vs s, IS vs s,
+FID–IS frontier) and ``summary.json`` (rows, best scale) into ``logs/evaluate/runs/<timestamp>/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ldmlab.callbacks.store_config import CONFIG_KEY
+from ldmlab.checkpoints import load_ldm, resolve_ldm_checkpoint
+from ldmlab.evaluation.conditions import sweep_condition
+from ldmlab.evaluation.plots import plot_sweep
+from ldmlab.evaluation.reference import check_counts, load_reference
+from ldmlab.evaluation.sweep import check_settings, guidance_sweep, select_best
+from ldmlab.evaluation.table import write_csv
+from ldmlab.train import CONF_DIR, exit_on_user_error
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.run_layout import update_latest, write_json_atomic
+
+
+def stored_data_config(path: Path) -> dict:
+    """The ``data`` node of the training config inside a checkpoint (memory-mapped, weights only)."""
+    config = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY) or {}
+    if "data" not in config:
+        raise ConfigError("data", f"{path} stores no data config", "choose one, e.g. data=fashion_mnist")
+    return config["data"]
+
+
+def evaluate(cfg: DictConfig) -> Path:
+    scales = check_settings(cfg.guidance_scales, cfg.num_samples, cfg.batch_size)
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
+    module = load_ldm(path).to(device)
+    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
+    datamodule = instantiate(cfg.data if cfg.get("data") else stored_data_config(path))
+    reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
+    evaluator = instantiate(cfg.metrics)(reference=reference)
+    check_counts(evaluator, cfg.num_samples)
+    condition = sweep_condition(module.ema.shadow["conditioner"], cfg.num_samples, dataset)
+    rows = guidance_sweep(module, evaluator, condition, scales, cfg.num_samples, seed=cfg.seed,
+                          batch_size=cfg.batch_size, sampler=sampler, guidance_rescale=cfg.guidance_rescale,
+                          use_ema=cfg.use_ema)
+    metric, best = select_best(rows, cfg.select_by)
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    files = {"csv": write_csv(rows, run_dir / "guidance_sweep.csv"),
+             "plot": plot_sweep(rows, run_dir / "guidance_sweep.png", title=f"guidance sweep of {path.name}")}
+    write_json_atomic(run_dir / "summary.json", {
+        "task": "evaluate", "checkpoint": str(path), "num_samples": cfg.num_samples,
+        "num_reference": len(reference), "reference": reference.name, "seed": cfg.seed,
+        "sampler": OmegaConf.to_container(cfg.sampler) if cfg.get("sampler") else "checkpoint's",
+        "rows": rows, "best": {"select_by": metric, **best}, "files": files,
+    })
+    update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
+    print(f"best guidance scale by {metric}: s={best['guidance_scale']:g} ({metric}={best[metric]:.4g}); "
+          f"wrote {files['csv']} and {files['plot']}")
+    return run_dir
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""PNG plots of guidance sweeps (matplotlib, Agg backend): metric vs s, and the FID–IS frontier."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+
+from ldmlab.evaluation.sweep import first_key, metric_keys  # noqa: E402
+from ldmlab.evaluation.table import Row  # noqa: E402
+
+SPREAD = "_seed_std"  # suffix of a column's spread over seeds in aggregated rows
+
+
+def frontier_keys(rows: Sequence[Row]) -> tuple[str | None, str | None]:
+    """(x, y) of the frontier: the first FID key and the first IS key (else accuracy)."""
+    keys = metric_keys(rows)
+    return first_key(keys, "fid_"), first_key(keys, "is_") or first_key(keys, "accuracy_")
+
+
+def plot_sweep(rows: Sequence[Row], path: Path, title: str = "") -> Path:
+    """FID vs s, IS vs s (top axis: w = s − 1) and FID vs IS, for the keys ``rows`` have."""
+    fid, quality = frontier_keys(rows)
+    panels = [key for key in (fid, quality) if key]
+    count = len(panels) + bool(fid and quality)
+    fig, axes = plt.subplots(1, count, figsize=(4.5 * count, 3.8), squeeze=False)
+    scales = [row["guidance_scale"] for row in rows]
+    for ax, key in zip(axes[0], panels, strict=False):
+        ax.plot(scales, [row[key] for row in rows], "o-")
+        ax.set(xlabel="guidance scale s", ylabel=key)
+        ax.ticklabel_format(useOffset=False)
+        ax.secondary_xaxis("top", functions=(lambda s: s - 1, lambda w: w + 1)).set_xlabel("w = s − 1")
+        ax.grid(alpha=0.3)
+    if fid and quality:
+        draw_frontier(axes[0][-1], {"": rows}, fid, quality)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_frontier(
+    curves: Mapping[str, Sequence[Row]], fid: str, quality: str, path: Path, title: str = ""
+) -> Path:
+    """One FID–IS curve per label (e.g. ``p_uncond=0.1``), points labelled by s."""
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    draw_frontier(ax, curves, fid, quality)
+    ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def draw_frontier(ax, curves: Mapping[str, Sequence[Row]], fid: str, quality: str) -> None:
+    """x: ``fid`` (lower is better), y: ``quality``; spreads over seeds as error bars when present."""
+    for label, rows in curves.items():
+        xs, ys = [row[fid] for row in rows], [row[quality] for row in rows]
+        xerr = [row.get(fid + SPREAD, 0.0) for row in rows]
+        yerr = [row.get(quality + SPREAD, 0.0) for row in rows]
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o-", capsize=2, label=label or None)
+        for x, y, row in zip(xs, ys, rows, strict=True):
+            ax.annotate(f"s={row['guidance_scale']:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set(xlabel=f"{fid} (lower is better)", ylabel=quality, title="FID–IS frontier")
+    ax.ticklabel_format(useOffset=False)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,43 @@
+"""The real images a sweep compares with, and the sample counts its metrics can work with.
+
+``prefix`` is where the calling config keeps ``num_samples`` / ``num_reference`` /
+``reference_split`` (``""`` for ``evaluate``, ``"callbacks.guidance_sweep."`` in training), so
+errors name the key the user typed.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch.utils.data import Dataset
+
+from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.metrics.reference_stats import SPLITS, ReferenceSet
+from ldmlab.utils.errors import ConfigError
+
+
+def load_reference(
+    datamodule: pl.LightningDataModule, split: str, num_reference: int, prefix: str = ""
+) -> tuple[ReferenceSet, Dataset]:
+    """The first ``num_reference`` images of ``split`` and the split's dataset (for conditions)."""
+    if split not in SPLITS:
+        raise ConfigError(f"{prefix}reference_split", f"unknown split {split!r}", f"use one of {SPLITS}")
+    datamodule.setup("fit")
+    dataset = getattr(datamodule, f"{split}_set")
+    if not 0 < num_reference <= len(dataset):
+        raise ConfigError(f"{prefix}num_reference", f"{num_reference} images asked, the {split} split has "
+                          f"{len(dataset)}", f"set {prefix}num_reference between 1 and {len(dataset)}")
+    return ReferenceSet.from_datamodule(datamodule, split, num_reference), dataset
+
+
+def check_counts(evaluator: FidelityEvaluator, num_samples: int, prefix: str = "") -> None:
+    """FID on d-dim features needs more than d generated and d reference images."""
+    counts = {f"{prefix}num_samples": num_samples, f"{prefix}num_reference": len(evaluator.reference)}
+    for network in evaluator.networks:
+        for key, count in counts.items():
+            if count <= network.feature_dim:
+                raise ConfigError(
+                    key, f"FID on {network.feature_dim}-d {network.tag} features needs more than "
+                    f"{network.feature_dim} images, got {count}",
+                    f"set {key} above {network.feature_dim}"
+                    + (", or a smaller metrics.fid_feature_layer" if network.tag == "inception" else ""),
+                )

@@ -1,0 +1,83 @@
+"""`make sweep` + `make report`: a real 2-job p_uncond multirun with the in-run guidance sweep,
+aggregated into one table and one frontier (by the Hydra callback and by the CLI); the
+aggregation maths on hand-made jobs."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import yaml
+
+from ldmlab.evaluation.aggregate import write_report
+from ldmlab.evaluation.table import read_csv, write_csv
+from ldmlab.report import report
+from ldmlab.utils.errors import ConfigError
+from tests.conftest import TINY_LDM, compose_config, run_cli
+from tests.unit.test_classifier import tiny_classifier_ckpt
+
+TINY_SWEEP = [
+    "metrics.inception=false", "metrics.kid_subset_size=16", "metrics.kid_subsets=10", "sampler.steps=3",
+    "callbacks.guidance_sweep.guidance_scales=[1,3]", "callbacks.guidance_sweep.num_samples=20",
+    "callbacks.guidance_sweep.num_reference=40", "callbacks.guidance_sweep.batch_size=10",
+]
+
+
+def fake_job(sweep_dir, name, p_uncond, seed, fids, epoch=1):
+    job = sweep_dir / name
+    (job / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "conditioner": {"p_uncond": p_uncond}}
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [{"guidance_scale": s, "w": s - 1, "fid_x": fid, "is_x": 10 - fid}
+            for s, fid in zip((1.0, 3.0), fids, strict=True)]
+    write_csv([{**r, "fid_x": 999.0} for r in rows], job / "guidance_sweep" / "sweep_epoch000.csv")  # older
+    write_csv(rows, job / "guidance_sweep" / f"sweep_epoch{epoch:03d}.csv")
+
+
+def test_report_averages_seeds_per_p_uncond_and_scale(tmp_path):
+    fake_job(tmp_path, "0", 0.1, 1, [4.0, 3.0])
+    fake_job(tmp_path, "1", 0.1, 2, [6.0, 5.0], epoch=10)
+    fake_job(tmp_path, "2", 0.5, 1, [8.0, 2.0])
+    (tmp_path / "3" / ".hydra").mkdir(parents=True)  # a job that never swept: left out
+    (tmp_path / "3" / ".hydra" / "config.yaml").write_text("seed: 3\n")
+    paths = write_report(tmp_path, ["conditioner.p_uncond"])
+    rows = read_csv(paths["csv"])
+    assert [(r["p_uncond"], r["guidance_scale"], r["seeds"]) for r in rows] == \
+           [(0.1, 1.0, 2), (0.1, 3.0, 2), (0.5, 1.0, 1), (0.5, 3.0, 1)]
+    assert rows[0]["fid_x"] == 5.0 and rows[0]["fid_x_seed_std"] == pytest.approx(statistics.stdev([4, 6]))
+    assert "fid_x_seed_std" not in rows[2]  # one seed: no spread
+    markdown = paths["markdown"].read_text()
+    assert "| 0.1 | 1 | 0 | 2 | 5 ± 1.4 | 5 ± 1.4 |" in markdown and "| 0.5 | 3 | 2 | 1 | 2 | 8 |" in markdown
+    assert paths["frontier"].stat().st_size > 10_000
+    with pytest.raises(ConfigError, match="^sweep_dir: .*nope"):
+        report(compose_config("report", [f"sweep_dir={tmp_path / 'nope'}"]))
+    fake_job(tmp_path, "4", 0.5, 1, [1.0, 1.0])  # same p_uncond and seed as job 2: something else varied
+    with pytest.raises(ConfigError, match="group_by"):
+        write_report(tmp_path, ["conditioner.p_uncond"])
+
+
+def test_p_uncond_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 busy cores: no OpenMP spin-waits in the children
+    classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
+    args = ["experiment=cfg_sweep_fmnist", "conditioner.p_uncond=0,0.5", f"first_stage.ckpt={tiny_ae_ckpt}",
+            f"metrics.classifier_ckpt={classifier}", f"metrics.cache_root={tmp_path / 'cache'}",
+            "logger=none", *TINY_LDM, *TINY_SWEEP]
+    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "train_ldm" / "multiruns").iterdir()
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "guidance_sweep" / "sweep_epoch000.png").is_file()
+
+    report = read_csv(sweep_dir / "report.csv")  # written by the Hydra callback at the end of the multirun
+    assert [(r["p_uncond"], r["guidance_scale"]) for r in report] == [(0, 1), (0, 3), (0.5, 1), (0.5, 3)]
+    assert all(r["seeds"] == 1 and r["fid_classifier"] > 0 for r in report)
+    assert (sweep_dir / "frontier.png").is_file()
+    for name in ("report.csv", "report.md", "frontier.png"):
+        (sweep_dir / name).unlink()
+    out = run_cli("ldmlab.report", [], tmp_path)  # default: the newest multirun
+    assert out.returncode == 0, out.stderr[-3000:]
+    markdown = (sweep_dir / "report.md").read_text()
+    columns = ["p_uncond", "s", "w", "seeds", "fid_classifier", "kid_classifier", "is_classifier",
+               "accuracy_classifier"]
+    assert markdown.startswith("| " + " | ".join(columns) + " |\n") and markdown.count("\n") == 6
+    assert (sweep_dir / "frontier.png").is_file()
