@@ -22,6 +22,12 @@ DATA_DIR = REPO / "data" / "fashion-mnist"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same global RNG state."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def fmnist_dir() -> Path:
     """The real Fashion-MNIST idx files (``make data`` puts them there; fetched if missing)."""

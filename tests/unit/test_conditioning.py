@@ -12,16 +12,6 @@ from ldmlab.conditioning.text_encoder import TextEmbedder
 from ldmlab.nn.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_single_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-wait stalls on a shared 2-core machine."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def dropped_rows(emb: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
     """Bool (B,): rows of ``emb`` exactly equal to the null embedding."""
     return (emb == null).flatten(1).all(dim=1)

@@ -9,17 +9,6 @@ from ldmlab.conditioning.captions import CAPTION_TEMPLATES, FASHION_MNIST_CLASSE
 from ldmlab.conditioning.text_encoder import TextEmbedder
 from ldmlab.conditioning.tokenizer import BOS_ID, EOS_ID, PAD_ID, ByteTokenizer
 
-
-@pytest.fixture(autouse=True)
-def _seed_and_single_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-wait stalls on a shared 2-core machine."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- tokenizer ---------------------------------------------------------------------------
 
 

@@ -8,16 +8,6 @@ import torch
 from ldmlab.nn.transformer import BasicTransformerBlock, CrossAttention, SpatialTransformer
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_single_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-wait stalls on a shared 2-core machine."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def perturb_(module: torch.nn.Module) -> None:
     """Give zero-initialised parameters random values so gradients and outputs flow."""
     with torch.no_grad():

@@ -15,16 +15,6 @@ from ldmlab.nn.unet import UNet
 B, C, H = 2, 3, 8
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_single_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-wait stalls on a shared 2-core machine."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_unet(**overrides) -> UNet:
     config = dict(
         in_channels=C,
