@@ -5,18 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+from ldmlab.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 
 # ``{a}`` is the indefinite article matching the name, ``{name}`` the lower-cased class name.
 CAPTION_TEMPLATES = (
