@@ -59,6 +59,7 @@ def run_cli(
 TINY_AE = [
     "data.train_subset=64", "data.val_subset=32", "data.batch_size=16",
     "autoencoder.encoder.ch=16", "loss.discriminator.base_channels=16", "logger=none",
+    "callbacks.reconstruction_fid=null",
 ]
 TINY_LDM = [
     "data.train_subset=64", "data.val_subset=32", "data.batch_size=16",

@@ -39,10 +39,15 @@ def test_scale_by_std_is_all_reduced_over_ranks(tmp_path, tiny_ae_ckpt):
 
 
 def test_two_rank_ddp_trains_both_stages_through_the_cli(tmp_path, tiny_ae_ckpt):
-    ae = run_cli("ldmlab.train", ["trainer=ddp_cpu", "trainer.max_epochs=1", *TINY_AE], tmp_path)
+    rfid = ["data.val_subset=100", "callbacks.reconstruction_fid.num_images=100",
+            "metrics.kid_subset_size=50"]
+    tiny = [arg for arg in TINY_AE if not arg.startswith("callbacks.reconstruction_fid")]
+    ae_args = ["trainer=ddp_cpu", "trainer.max_epochs=1", *tiny, *rfid]
+    ae = run_cli("ldmlab.train", ae_args, tmp_path)
     assert ae.returncode == 0, ae.stderr[-3000:]
     summary = json.loads((tmp_path / "train_ae/latest/summary.json").read_text())
     assert summary["global_step"] > 0 and "val/psnr" in summary["metrics"]
+    assert summary["metrics"]["val/rfid_inception"] > 0, "ranks' reconstructions gathered and scored"
     ldm_args = ["trainer=ddp_cpu", f"first_stage.ckpt={tiny_ae_ckpt}", "logger=none", *TINY_LDM,
                 "callbacks.image_logger=null"]
     ldm = run_cli("ldmlab.train", ldm_args, tmp_path, config_name="train_ldm")

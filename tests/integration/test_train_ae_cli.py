@@ -15,6 +15,10 @@ TINY = [
     "autoencoder.encoder.ch=16", "loss.discriminator.base_channels=16",
     "trainer.log_every_n_steps=1",
 ]
+NO_RFID = "callbacks.reconstruction_fid=null"
+# rFID on 100 validation images: Inception's 64-d layer needs more than 64
+SMALL_RFID = ["data.val_subset=100", "callbacks.reconstruction_fid.num_images=100",
+              "metrics.kid_subset_size=50"]
 
 
 @pytest.mark.parametrize("experiment", ["fmnist_kl_f4", "fmnist_vq_f4"])
@@ -28,13 +32,15 @@ def test_fast_dev_run(experiment, tmp_path, fmnist_dir):
 
 
 def test_train_writes_summary_checkpoints_images_and_offline_wandb(tmp_path, fmnist_dir):
-    args = ["trainer.max_epochs=2", "loss.disc_start=4", "logger=default", *TINY]
+    args = ["trainer.max_epochs=2", "loss.disc_start=4", "logger=default", *TINY, *SMALL_RFID]
     out = run_cli("ldmlab.train", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = (tmp_path / "train_ae" / "latest").resolve()
     assert run.parent.name == "runs"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["checkpoints"]["monitor"] == "val/lpips"
+    metrics = summary["metrics"]
+    assert metrics["val/rfid_inception"] > 0 and "val/rkid_inception" in metrics
     assert Path(summary["checkpoints"]["last"]).is_file() and Path(summary["checkpoints"]["best"]).is_file()
     assert Path(summary["config"]).is_file()
     assert list((run / "images").glob("inputs_reconstructions_epoch*.png"))
@@ -45,7 +51,7 @@ def test_train_writes_summary_checkpoints_images_and_offline_wandb(tmp_path, fmn
 
 
 def test_resume_restores_optimizers_discriminator_and_counters(tmp_path, fmnist_dir):
-    common = ["logger=csv", "loss.disc_start=2", *TINY]
+    common = ["logger=csv", "loss.disc_start=2", NO_RFID, *TINY]
     first = run_cli("ldmlab.train", ["trainer.max_epochs=1", *common], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt1 = torch.load(tmp_path / "train_ae/latest/checkpoints/last.ckpt", weights_only=False)
@@ -83,7 +89,7 @@ def test_channel_mismatch_names_the_key(tmp_path, fmnist_dir):
 
 def test_nan_loss_stops_without_a_checkpoint(tmp_path, fmnist_dir):
     args = ["module.optimizer.lr=1e12", "module.warmup_steps=0", "module.gradient_clip_val=null",
-            "trainer.max_epochs=3", "logger=none", *TINY]
+            "trainer.max_epochs=3", "logger=none", NO_RFID, *TINY]
     out = run_cli("ldmlab.train", args, tmp_path)
     stderr = out.stderr.lower()
     assert out.returncode == 2 and ("is nan" in stderr or "is inf" in stderr), out.stderr[-2000:]
@@ -103,3 +109,10 @@ def test_multirun_puts_each_job_under_multiruns(tmp_path, fmnist_dir):
     assert [p.parent.name for p in jobs] == ["0", "1"]
     targets = {json.loads(p.read_text())["metrics"].get("val/perplexity") is not None for p in jobs}
     assert targets == {True, False}, "one KL job and one VQ job"
+
+
+def test_rfid_needs_more_images_than_feature_dims(tmp_path, fmnist_dir):
+    args = [*TINY, "callbacks.reconstruction_fid.num_images=32", "logger=none"]
+    out = run_cli("ldmlab.train", args, tmp_path)
+    assert out.returncode == 2 and "callbacks.reconstruction_fid.num_images" in out.stderr
+    assert "Traceback" not in out.stderr
