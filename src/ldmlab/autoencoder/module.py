@@ -13,13 +13,18 @@ from ldmlab.autoencoder.regularizers.kl import KLRegularizer
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
-from ldmlab.utils.schedules import linear_warmup
+from ldmlab.utils.schedules import linear_warmup, warmup_cosine
+
+LR_DECAYS = ("constant", "cosine")
 
 
 class AutoencoderModule(pl.LightningModule):
     """Manual optimisation: one autoencoder step (with LR warm-up and gradient clipping) then,
     from ``loss.disc_start`` on, one discriminator step per batch. ``train_step`` is a saved
     buffer so warm-up and discriminator start resume exactly.
+
+    lr_decay: "constant" after warm-up, or "cosine": the autoencoder's LR follows a half cosine
+    down to ``final_lr_ratio`` × LR at the trainer's last step (the discriminator's stays constant).
     """
 
     def __init__(
@@ -30,8 +35,16 @@ class AutoencoderModule(pl.LightningModule):
         disc_optimizer: partial,
         warmup_steps: int = 0,
         gradient_clip_val: float | None = 1.0,
+        lr_decay: str = "constant",
+        final_lr_ratio: float = 0.1,
     ) -> None:
         super().__init__()
+        if lr_decay not in LR_DECAYS:
+            raise ConfigError("module.lr_decay", f"unknown {lr_decay!r}", f"use one of {LR_DECAYS}")
+        if not 0 <= final_lr_ratio <= 1:
+            raise ConfigError("module.final_lr_ratio", f"must be in [0, 1], got {final_lr_ratio}",
+                              "e.g. module.final_lr_ratio=0.1")
+        self.lr_decay, self.final_lr_ratio = lr_decay, final_lr_ratio
         self.automatic_optimization = False
         self.autoencoder, self.loss = autoencoder, loss
         self.optimizer, self.disc_optimizer = optimizer, disc_optimizer
@@ -137,5 +150,9 @@ class AutoencoderModule(pl.LightningModule):
             params=list(self.autoencoder.parameters()) + self.loss.generator_parameters()
         )
         opt_d = self.disc_optimizer(params=self.loss.discriminator.parameters())
-        return [opt_ae, opt_d], [linear_warmup(opt_ae, self.warmup_steps),
-                                 linear_warmup(opt_d, self.warmup_steps)]
+        if self.lr_decay == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            sched_ae = warmup_cosine(opt_ae, self.warmup_steps, total, self.final_lr_ratio)
+        else:
+            sched_ae = linear_warmup(opt_ae, self.warmup_steps)
+        return [opt_ae, opt_d], [sched_ae, linear_warmup(opt_d, self.warmup_steps)]
