@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: help install data train-ae train-ldm train-classifier sample evaluate sweep report \
-        demo test test-all lint benchmark clean
+        demo test test-all lint benchmark benchmark-sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,11 +51,19 @@ sweep: $(INSTALLED) $(DATA)  ## train_ldm multirun over conditioner.p_uncond wit
 report: $(INSTALLED)  ## newest train_ldm multirun (or sweep_dir=...) -> report.csv/.md + frontier.png
 	$(PY) -m ldmlab.report $(ARGS)
 
-demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, then samples, on Fashion-MNIST
+# The demo's guidance sweep, sized for a CPU (see README): a short domain classifier, then
+# 4 scales × 300 DPM-Solver++ samples scored against 1000 test images.
+DEMO_CLASSIFIER_ARGS ?= trainer.max_epochs=1 trainer.limit_train_batches=200
+DEMO_SWEEP_ARGS ?= guidance_scales=[1,2,3,5] num_samples=300 num_reference=1000 sampler=dpmpp
+
+demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, samples, then a small guidance sweep
 	$(PY) -m ldmlab.train --config-name train_ae $(DEMO_AE_ARGS)
 	$(PY) -m ldmlab.train --config-name train_ldm $(DEMO_LDM_ARGS)
 	$(PY) -m ldmlab.sample sampler=ddim guidance_scale=3 num_samples=40
 	$(PY) -m ldmlab.sample sampler=dpmpp guidance_scale=1 num_samples=40
+	$(PY) -m ldmlab.train --config-name train_classifier $(DEMO_CLASSIFIER_ARGS)
+	$(PY) -m ldmlab.evaluate metrics.classifier_ckpt=logs/train_classifier/latest/checkpoints/last.ckpt \
+		$(DEMO_SWEEP_ARGS)
 
 test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 min on 2 cores
 	$(PY) -m pytest -m "not slow" -q
@@ -66,6 +74,9 @@ test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
 benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratios)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/bench_ddim_vs_diffusers.py
+
+benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
+	$(PY) benchmarks/bench_sweep_cost.py $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks

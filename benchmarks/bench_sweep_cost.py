@@ -1,0 +1,89 @@
+"""Where a guidance sweep's time goes: sampling vs feature extraction, with reference stats reused.
+
+For a trained LDM checkpoint it times, in one process:
+
+1. the reference set's features, cold (empty torch-fidelity cache) and warm (cache hit);
+2. a sweep over K guidance scales (``guidance_sweep``, as the callback and ``make evaluate`` run
+   it), with per-scale sampling and metric seconds;
+
+and prints the breakdown and the ratio  total / (K × (mean sampling + mean metrics)), which is
+≈ 1 when the reference features are computed once and reused. Run after ``make train-ldm``:
+
+    .venv/bin/python benchmarks/bench_sweep_cost.py [--ckpt ...] [--classifier-ckpt ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+from ldmlab.checkpoints import load_ldm, resolve_ldm_checkpoint
+from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
+from ldmlab.evaluate import stored_data_config
+from ldmlab.evaluation.conditions import sweep_condition
+from ldmlab.evaluation.reference import load_reference
+from ldmlab.evaluation.sweep import guidance_sweep
+from ldmlab.metrics.fidelity import FidelityEvaluator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default=None, help="train_ldm .ckpt or run dir (default: newest run)")
+    parser.add_argument("--classifier-ckpt", default=None, help="also time the domain-classifier metrics")
+    parser.add_argument("--scales", default="1,2,3,5")
+    parser.add_argument("--num-samples", type=int, default=300)
+    parser.add_argument("--num-reference", type=int, default=1000)
+    parser.add_argument("--sampler-steps", type=int, default=20)
+    parser.add_argument("--fid-layer", default="64")
+    args = parser.parse_args()
+    scales = [float(s) for s in args.scales.split(",")]
+
+    path = resolve_ldm_checkpoint(args.ckpt, "logs")
+    module = load_ldm(path)
+    datamodule = instantiate(stored_data_config(path))
+    reference, dataset = load_reference(datamodule, "test", args.num_reference)
+    with tempfile.TemporaryDirectory() as cache:
+        evaluator = FidelityEvaluator(reference, fid_feature_layer=args.fid_layer,
+                                      classifier_ckpt=args.classifier_ckpt, kid_subset_size=100,
+                                      kid_subsets=50, batch_size=100, cache_root=cache)
+        probe = torch.rand(args.num_reference, *reference.image_shape) * 2 - 1
+        cold = _seconds(lambda: evaluator(probe))  # reference features computed and cached
+        warm = _seconds(lambda: evaluator(probe))  # cache hit: only the probe's features
+        condition = sweep_condition(module.ema.shadow["conditioner"], args.num_samples, dataset)
+        started = time.perf_counter()
+        rows = guidance_sweep(module, evaluator, condition, scales, args.num_samples,
+                              sampler=DPMPP2MSampler(steps=args.sampler_steps), batch_size=100)
+        total = time.perf_counter() - started
+
+    sampling = [row["sampling_seconds"] for row in rows]
+    metrics = [row["metric_seconds"] for row in rows]
+    k = len(rows)
+    predicted = k * (sum(sampling) / k + sum(metrics) / k)
+    networks = "+".join(n.tag for n in evaluator.networks)
+    print(f"checkpoint {Path(path).name}; {args.num_samples} samples/scale, "
+          f"DPM-Solver++ {args.sampler_steps} steps, metrics: {networks} "
+          f"(Inception layer {args.fid_layer}), {torch.get_num_threads()} threads")
+    print(f"reference features ({args.num_reference} images): cold {cold - warm:.1f} s extra, "
+          f"reused from cache afterwards")
+    for row in rows:
+        print(f"  s={row['guidance_scale']:<4g} sampling {row['sampling_seconds']:6.1f} s   "
+              f"metrics {row['metric_seconds']:6.1f} s")
+    print(f"sweep of K={k} scales: {total:.1f} s; K × (mean sampling {sum(sampling) / k:.1f} s "
+          f"+ mean metrics {sum(metrics) / k:.1f} s) = {predicted:.1f} s; ratio {total / predicted:.3f}")
+    print(f"per image: sampling {sum(sampling) / (k * args.num_samples) * 1e3:.1f} ms, "
+          f"metrics {sum(metrics) / (k * args.num_samples) * 1e3:.1f} ms")
+
+
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    main()
