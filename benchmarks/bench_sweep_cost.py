@@ -49,7 +49,8 @@ def main() -> None:
     reference, dataset = load_reference(datamodule, "test", args.num_reference)
     with tempfile.TemporaryDirectory() as cache:
         evaluator = FidelityEvaluator(reference, fid_feature_layer=args.fid_layer,
-                                      classifier_ckpt=args.classifier_ckpt, kid_subset_size=100,
+                                      classifier_ckpt=args.classifier_ckpt,
+                                      kid_subset_size=min(100, args.num_samples, args.num_reference),
                                       kid_subsets=50, batch_size=100, cache_root=cache)
         probe = torch.rand(args.num_reference, *reference.image_shape) * 2 - 1
         cold = _seconds(lambda: evaluator(probe))  # reference features computed and cached
