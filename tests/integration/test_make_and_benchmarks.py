@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, compose_config
 
 
 def _documented_targets() -> list[str]:
@@ -44,3 +44,16 @@ def test_sweep_cost_benchmark_prints_the_breakdown(tiny_ldm_run, tmp_path):
     assert 0.5 < ratio < 2.0, out.stdout
     assert len(re.findall(r"^  s=", out.stdout, flags=re.M)) == 2, out.stdout
     assert "reference features (80 images)" in out.stdout
+
+
+def _make_variable(name: str) -> list[str]:
+    match = re.search(rf"^{name} \?= (.*)$", (REPO / "Makefile").read_text(), flags=re.M)
+    assert match, f"Makefile defines no {name}"
+    return match.group(1).split()
+
+
+def test_the_demo_overrides_compose():
+    classifier = compose_config("train_classifier", _make_variable("DEMO_CLASSIFIER_ARGS"))
+    assert classifier.trainer.max_epochs == 1 and classifier.trainer.limit_train_batches == 200
+    sweep = compose_config("evaluate", _make_variable("DEMO_SWEEP_ARGS"))
+    assert list(sweep.guidance_scales) == [1, 2, 3, 5] and sweep.num_samples == 300
