@@ -22,6 +22,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
+from ldmlab.callbacks.epoch_schedule import is_due
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.plots import frontier_keys, plot_sweep
@@ -84,7 +85,7 @@ class GuidanceSweep(pl.Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if trainer.sanity_checking or epoch == self._swept_epoch or not self._due(trainer):
+        if trainer.sanity_checking or epoch == self._swept_epoch or not is_due(trainer, self.every_n_epochs):
             return
         self._swept_epoch = epoch
         rows = guidance_sweep(pl_module, self.evaluator, self.condition, self.guidance_scales,
@@ -102,15 +103,6 @@ class GuidanceSweep(pl.Callback):
 
     def summary_extras(self) -> dict:
         return {"guidance_sweep": self.best} if self.best else {}
-
-    def _due(self, trainer: pl.Trainer) -> bool:
-        epoch, max_epochs, max_steps = trainer.current_epoch, trainer.max_epochs, trainer.max_steps
-        last = (
-            (max_epochs not in (None, -1) and epoch + 1 >= max_epochs)
-            or (max_steps not in (None, -1) and trainer.global_step >= max_steps)
-            or trainer.should_stop
-        )
-        return last or (epoch + 1) % self.every_n_epochs == 0
 
     def _write(self, rows: list[Row], epoch: int) -> None:
         stem = self.out_dir / f"sweep_epoch{epoch:03d}"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 
+from ldmlab.callbacks.epoch_schedule import is_due
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import SPLITS, ReferenceSet, to_uint8
@@ -75,7 +76,7 @@ class ReconstructionFID(pl.Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if trainer.sanity_checking or epoch == self._scored_epoch or not self._due(trainer):
+        if trainer.sanity_checking or epoch == self._scored_epoch or not is_due(trainer, self.every_n_epochs):
             return
         self._scored_epoch = epoch
         reconstructions = self._reconstruct(pl_module)
@@ -95,9 +96,3 @@ class ReconstructionFID(pl.Callback):
             x = (chunk.float() / 127.5 - 1).to(pl_module.device)
             local[index] = to_uint8(pl_module.reconstruct(x).cpu())
         return gather_chunks(local)
-
-    def _due(self, trainer: pl.Trainer) -> bool:
-        epoch, max_epochs = trainer.current_epoch, trainer.max_epochs
-        last = (max_epochs not in (None, -1) and epoch + 1 >= max_epochs) or trainer.should_stop or (
-            trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps)
-        return last or (epoch + 1) % self.every_n_epochs == 0
