@@ -65,7 +65,8 @@ class ReconstructionFID(pl.Callback):
             raise ConfigError(f"{KEY}num_images", f"{self.num_images} images asked, the {self.split} split "
                               f"has {available}", f"set {KEY}num_images at most {available}")
         reference = ReferenceSet.from_datamodule(trainer.datamodule, self.split, self.num_images)
-        self.evaluator = self.metrics(reference=reference)
+        # only FID / KID are reported: skip precision-recall
+        self.evaluator = self.metrics(reference=reference, compute_precision_recall=False)
         for network in self.evaluator.networks:
             if self.num_images <= network.feature_dim:
                 raise ConfigError(
