@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from ldmlab.callbacks.store_config import StoreConfig
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.pretrained import WeightsUnavailableError
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
 
@@ -87,7 +88,10 @@ def fit(cfg: DictConfig) -> dict:
     callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))
     if not loggers:  # nothing to monitor into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False
+    )
     for logger in loggers:
         logger.log_hyperparams(callbacks[-1].config)
 
@@ -122,6 +126,7 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
         },
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "precision": str(trainer.precision),
         "wallclock_seconds": round(seconds, 1),
         "resumed_from": resumed,
     }

@@ -13,8 +13,8 @@ from ldmlab.autoencoder.lpips import LPIPS
 class ReconstructionMetrics(nn.Module):
     """``update(x, x_rec)`` with images (B, C, H, W) in [-1, 1]; ``compute()`` → {psnr, ssim, lpips}.
 
-    PSNR/SSIM are computed on [0, 1] images (data_range 1); LPIPS is averaged per image.
-    Distributed reduction is handled by torchmetrics.
+    PSNR/SSIM are computed on [0, 1] images (data_range 1); LPIPS is averaged per image. All three
+    run in float32 even under mixed precision. Distributed reduction is handled by torchmetrics.
     """
 
     def __init__(self, lpips: LPIPS | None) -> None:
@@ -26,11 +26,13 @@ class ReconstructionMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, x_rec: torch.Tensor) -> None:
-        real, fake = (x.clamp(-1, 1) + 1) / 2, (x_rec.clamp(-1, 1) + 1) / 2
-        self.psnr.update(fake, real)
-        self.ssim.update(fake, real)
-        if self.lpips is not None:
-            self.lpips_mean.update(self.lpips(x.clamp(-1, 1), x_rec.clamp(-1, 1)))
+        x, x_rec = x.float().clamp(-1, 1), x_rec.float().clamp(-1, 1)
+        real, fake = (x + 1) / 2, (x_rec + 1) / 2
+        with torch.autocast(x.device.type, enabled=False):
+            self.psnr.update(fake, real)
+            self.ssim.update(fake, real)
+            if self.lpips is not None:
+                self.lpips_mean.update(self.lpips(x, x_rec))
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {"psnr": self.psnr.compute(), "ssim": self.ssim.compute()}
