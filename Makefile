@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: help install data train-ae train-ldm train-classifier sample evaluate sweep report \
-        demo test test-all lint benchmark benchmark-sweep clean
+        demo test test-all lint benchmark benchmark-sweep benchmark-ae clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratio
 
 benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
 	$(PY) benchmarks/bench_sweep_cost.py $(ARGS)
+
+benchmark-ae: $(INSTALLED)  ## stage-1 step: our LPIPS vs the official lpips package, float32 vs bf16 autocast
+	$(PY) benchmarks/bench_ae_step.py $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks

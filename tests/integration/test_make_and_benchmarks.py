@@ -46,6 +46,15 @@ def test_sweep_cost_benchmark_prints_the_breakdown(tiny_ldm_run, tmp_path):
     assert "reference features (80 images)" in out.stdout
 
 
+def test_autoencoder_step_benchmark_prints_both_ratios():
+    cmd = [sys.executable, "benchmarks/bench_ae_step.py", "--batch-size", "2", "--repeats", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(re.search(r"ours/official ([0-9.]+)", out.stdout).group(1)) > 0, out.stdout
+    assert float(re.search(r"float32/bf16 ([0-9.]+)x", out.stdout).group(1)) > 0, out.stdout
+
+
 def _make_variable(name: str) -> list[str]:
     match = re.search(rf"^{name} \?= (.*)$", (REPO / "Makefile").read_text(), flags=re.M)
     assert match, f"Makefile defines no {name}"
