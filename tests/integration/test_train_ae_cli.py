@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ldmlab.utils.precision import resolve_precision
 from tests.conftest import run_cli
 
 TINY = [
@@ -39,6 +40,7 @@ def test_train_writes_summary_checkpoints_images_and_offline_wandb(tmp_path, fmn
     assert run.parent.name == "runs"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["checkpoints"]["monitor"] == "val/lpips"
+    assert summary["precision"] == resolve_precision("auto", "auto"), "trainer.precision=auto resolved"
     metrics = summary["metrics"]
     assert metrics["val/rfid_inception"] > 0 and "val/rkid_inception" in metrics
     assert Path(summary["checkpoints"]["last"]).is_file() and Path(summary["checkpoints"]["best"]).is_file()
