@@ -1,8 +1,9 @@
-"""The Makefile's targets are documented and expand to the right commands; the sweep-cost
-benchmark runs end to end on a tiny trained LDM."""
+"""The Makefile's targets are documented and expand to the right commands; the benchmarks and
+the stage-1 recipe probe run end to end on tiny models."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -53,6 +54,17 @@ def test_autoencoder_step_benchmark_prints_both_ratios():
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(re.search(r"ours/official ([0-9.]+)", out.stdout).group(1)) > 0, out.stdout
     assert float(re.search(r"float32/bf16 ([0-9.]+)x", out.stdout).group(1)) > 0, out.stdout
+
+
+def test_stage1_recipe_probe_reports_psnr(fmnist_dir):
+    cmd = [sys.executable, "experiments/ae-fashion-mnist/recipe_probe.py", "3", "2,3",
+           "data.train_subset=64", "data.val_subset=32", "autoencoder.encoder.ch=16"]
+    env = dict(os.environ, NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["step"] for r in results] == [2, 3], out.stdout
+    assert all(0 < r["psnr"] < 60 and r["train_s"] > 0 for r in results), results
 
 
 def _make_variable(name: str) -> list[str]:
