@@ -14,7 +14,6 @@ Positional: total steps, comma-separated evaluation steps, then Hydra overrides 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -23,15 +22,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from ldmlab.utils.schedules import warmup_cosine
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def cosine_lr(step: int, total: int, base: float, warmup: int, final_ratio: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @torch.no_grad()
@@ -39,7 +34,7 @@ def pooled_psnr(autoencoder: torch.nn.Module, images: torch.Tensor) -> float:
     autoencoder.eval()
     rec = torch.cat([autoencoder(chunk)[0].clamp(-1, 1) for chunk in images.split(100)])
     autoencoder.train()
-    return float(-10 * torch.log10(((rec - images) / 2).pow(2).mean()))
+    return float(peak_signal_noise_ratio((rec + 1) / 2, (images + 1) / 2, data_range=1.0))
 
 
 def main(total: int, eval_steps: set[int], overrides: list[str]) -> None:
@@ -54,6 +49,7 @@ def main(total: int, eval_steps: set[int], overrides: list[str]) -> None:
     val = torch.cat([batch["image"] for batch in data.val_dataloader()])[:1000]
     params = list(autoencoder.parameters()) + loss.generator_parameters()
     optimizer = instantiate(cfg.module.optimizer)(params=params)
+    schedule = warmup_cosine(optimizer, cfg.module.warmup_steps, total, cfg.module.final_lr_ratio)
     step, trained_s, batches = 0, 0.0, iter(data.train_dataloader())
     while step < total:
         start = time.perf_counter()
@@ -62,9 +58,6 @@ def main(total: int, eval_steps: set[int], overrides: list[str]) -> None:
             batches = iter(data.train_dataloader())
             batch = next(batches)
         x = batch["image"]
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, total, cfg.module.optimizer.lr, cfg.module.warmup_steps,
-                                    cfg.module.final_lr_ratio)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             x_rec, reg = autoencoder(x)
             objective, _ = loss.generator_step(x, x_rec, reg, step, autoencoder.last_layer)
@@ -72,6 +65,7 @@ def main(total: int, eval_steps: set[int], overrides: list[str]) -> None:
         objective.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.module.gradient_clip_val)
         optimizer.step()
+        schedule.step()
         step += 1
         trained_s += time.perf_counter() - start
         if step in eval_steps:
