@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
-from ldmlab.checkpoints import load_ldm, resolve_ldm_checkpoint
+from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
-from ldmlab.evaluate import stored_data_config
+from ldmlab.evaluate import stored_datamodule
 from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.reference import load_reference
 from ldmlab.evaluation.sweep import guidance_sweep
@@ -45,7 +44,7 @@ def main() -> None:
 
     path = resolve_ldm_checkpoint(args.ckpt, "logs")
     module = load_ldm(path)
-    datamodule = instantiate(stored_data_config(path))
+    datamodule = stored_datamodule(path)
     reference, dataset = load_reference(datamodule, "test", args.num_reference)
     with tempfile.TemporaryDirectory() as cache:
         evaluator = FidelityEvaluator(reference, fid_feature_layer=args.fid_layer,

@@ -16,24 +16,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ldmlab.callbacks.store_config import CONFIG_KEY
-from ldmlab.checkpoints import load_ldm, resolve_ldm_checkpoint
+from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
+from ldmlab.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.diffusion.restore import FIX, KEY, load_ldm, resolve_ldm_checkpoint
 from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.plots import plot_sweep
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.sweep import check_settings, guidance_sweep, select_best
 from ldmlab.evaluation.table import write_csv
-from ldmlab.train import CONF_DIR, exit_on_user_error
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
 
-def stored_data_config(path: Path) -> dict:
-    """The ``data`` node of the training config inside a checkpoint (memory-mapped, weights only)."""
-    config = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY) or {}
-    if "data" not in config:
+def stored_datamodule(path: Path):
+    """The datamodule of the training config inside a checkpoint (weights only, allow-listed)."""
+    config = stored_config(read_checkpoint(path, KEY, FIX), path, KEY, FIX)
+    if not isinstance(config.get("data"), dict):
         raise ConfigError("data", f"{path} stores no data config", "choose one, e.g. data=fashion_mnist")
-    return config["data"]
+    return instantiate_stored(config["data"], path, KEY)
 
 
 def evaluate(cfg: DictConfig) -> Path:
@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> Path:
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-    datamodule = instantiate(cfg.data if cfg.get("data") else stored_data_config(path))
+    datamodule = instantiate(cfg.data) if cfg.get("data") else stored_datamodule(path)
     reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
     evaluator = instantiate(cfg.metrics)(reference=reference)
     check_counts(evaluator, cfg.num_samples)
@@ -74,4 +74,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "evaluate")

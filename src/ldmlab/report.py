@@ -16,8 +16,8 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.evaluation.aggregate import write_report
-from ldmlab.train import CONF_DIR, exit_on_user_error
 from ldmlab.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,4 +62,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "report")

@@ -16,11 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from ldmlab.callbacks.image_logger import to_unit
-from ldmlab.checkpoints import load_ldm, resolve_ldm_checkpoint
+from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.train import CONF_DIR, exit_on_user_error
+from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
 
@@ -94,4 +94,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "sample")

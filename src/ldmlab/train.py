@@ -8,66 +8,42 @@ on stderr naming the config key and the fix, and exit status 2.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from ldmlab.callbacks.store_config import StoreConfig
+from ldmlab.checkpoints import CONFIG_KEY, read_checkpoint
+from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.precision import resolve_precision
-from ldmlab.utils.pretrained import WeightsUnavailableError
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-USER_ERRORS = (ConfigError, WeightsUnavailableError, FloatingPointError, FileNotFoundError)
 log = logging.getLogger(__name__)
 
 
-def user_error(err: BaseException) -> BaseException | None:
-    """The user-facing error behind ``err``: itself if it is one, or, for a config node that
-    failed to instantiate, the ValueError/ConfigError raised by the class it names."""
-    if isinstance(err, USER_ERRORS):
-        return err
-    if isinstance(err, InstantiationException):
-        cause = err.__cause__ or err.__context__
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, (*USER_ERRORS, ValueError, KeyError, TypeError)):
-            return cause
-    return None
-
-
-def exit_on_user_error(run, cfg: DictConfig):
-    """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2."""
-    try:
-        return run(cfg)
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def resolve_resume(ckpt_path: str | None, task_dir: Path) -> str | None:
-    """``None`` → fresh start; ``"last"`` → newest ``last.ckpt`` of this task; else a file path."""
+def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path) -> str | None:
+    """``None`` → fresh start; ``"last"`` → newest ``last.ckpt`` of this task; else a file path.
+    The file is read once here (weights only) and must be a checkpoint of the same task."""
     if not ckpt_path:
         return None
     if ckpt_path == "last":
         found = newest_checkpoint(task_dir)
         if found is None:
-            raise ConfigError("ckpt_path", f"no last.ckpt under {task_dir}", "train first or give a path")
-        return str(found)
-    if not Path(ckpt_path).is_file():
-        raise ConfigError("ckpt_path", f"{ckpt_path} does not exist", "give an existing .ckpt or 'last'")
+            raise ConfigError("ckpt_path", f"no last.ckpt under {task_dir}", "start fresh: ckpt_path=null")
+        ckpt_path = str(found)
+    fix = f"give a {task} checkpoint (e.g. ckpt_path=last) or start fresh with ckpt_path=null"
+    checkpoint = read_checkpoint(ckpt_path, "ckpt_path", fix)
+    written_by = (checkpoint.get(CONFIG_KEY) or {}).get("task_name")
+    if written_by != task or "loops" not in checkpoint:
+        raise ConfigError("ckpt_path", f"{ckpt_path} is not a resumable {task} checkpoint "
+                          f"(written by {written_by or 'something else'})", fix)
     return ckpt_path
 
 
@@ -77,7 +53,7 @@ def fit(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task_dir = Path(cfg.paths.log_dir) / cfg.task_name
     pl.seed_everything(cfg.seed, workers=True)
-    resume = resolve_resume(cfg.get("ckpt_path"), task_dir)
+    resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     module: pl.LightningModule = instantiate(cfg.module)
@@ -95,7 +71,7 @@ def fit(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(callbacks[-1].config)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume)
     for part in (module, *callbacks):
@@ -140,4 +116,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "train_ae")

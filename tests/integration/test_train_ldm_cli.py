@@ -68,7 +68,8 @@ def test_missing_first_stage_is_one_clear_error(tmp_path, fmnist_dir):
 def test_mismatched_first_stage_names_the_key(tiny_ae_ckpt, tmp_path):
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "first_stage_embed_dim=8", "logger=none"]
     out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
-    assert out.returncode == 2 and "first_stage.embed_dim" in out.stderr
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: first_stage_embed_dim:")
+    assert "first_stage_embed_dim=4" in out.stderr
 
 
 def test_invalid_p_uncond_names_the_key(tiny_ae_ckpt, tmp_path):

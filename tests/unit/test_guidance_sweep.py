@@ -20,8 +20,8 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import Subset
 
 from ldmlab.callbacks.guidance_sweep import GuidanceSweep
-from ldmlab.checkpoints import load_ldm
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
+from ldmlab.diffusion.restore import load_ldm
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.distributed import on_rank_zero

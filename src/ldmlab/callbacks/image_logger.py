@@ -5,14 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] → [0, 1], clamped."""
-    return ((images.clamp(-1, 1) + 1) / 2).cpu()
+from ldmlab.utils.images import to_unit
 
 
 class ImageLogger(pl.Callback):

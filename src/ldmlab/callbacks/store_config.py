@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-CONFIG_KEY = "ldmlab_config"
+from ldmlab.checkpoints import CONFIG_KEY
 
 
 class StoreConfig(pl.Callback):

@@ -1,7 +1,7 @@
 """The frozen stage-1 autoencoder as stage 2 sees it: images ↔ scaled latents.
 
 Loaded from a stage-1 Lightning checkpoint (``weights_only=True``); the architecture is
-rebuilt from the config stored in the checkpoint by ``StoreConfig``.
+rebuilt from the config stored in the checkpoint, after its ``_target_``s pass the allow-list.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from hydra.utils import instantiate
 from torch import nn
 
 from ldmlab.autoencoder.model import Autoencoder
-from ldmlab.callbacks.store_config import CONFIG_KEY
+from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
 from ldmlab.utils.errors import ConfigError
 
 KEY = "first_stage.ckpt"
@@ -40,17 +39,18 @@ def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
 def load_autoencoder(path: Path) -> tuple[Autoencoder, dict]:
     """Rebuild the autoencoder stored in a stage-1 checkpoint, load its weights; also return
     its config (so a stage-2 checkpoint can rebuild it without the stage-1 file)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(KEY, f"cannot read {path} ({type(err).__name__})", "give a stage-1 .ckpt") from None
-    config = checkpoint.get(CONFIG_KEY, {}).get("autoencoder")
-    if config is None:
-        raise ConfigError(KEY, f"{path} is not an ldmlab stage-1 checkpoint", "point it at a train_ae run")
-    autoencoder: Autoencoder = instantiate(config)
+    fix = "point it at a train_ae checkpoint (first_stage.ckpt=logs/train_ae/latest/checkpoints/last.ckpt)"
+    checkpoint = read_checkpoint(path, KEY, fix)
+    config = stored_config(checkpoint, path, KEY, fix).get("autoencoder")
+    if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(KEY, f"{path} is not an ldmlab stage-1 checkpoint", fix)
+    autoencoder: Autoencoder = instantiate_stored(config, path, KEY)
     prefix = "autoencoder."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    autoencoder.load_state_dict(state)
+    try:
+        autoencoder.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(KEY, f"{path}: weights do not match its config ({str(err)[:200]})", fix) from None
     return autoencoder, config
 
 
@@ -81,11 +81,11 @@ class FirstStage(nn.Module):
             autoencoder, autoencoder_config = load_autoencoder(Path(self.checkpoint_path))
         else:
             self.checkpoint_path = ckpt
-            autoencoder = instantiate(autoencoder_config)
+            autoencoder = instantiate_stored(autoencoder_config, ckpt or "a stage-2 checkpoint", KEY)
         self.autoencoder_config = autoencoder_config
         for key, expected, actual in (
-            ("first_stage.embed_dim", expected_embed_dim, autoencoder.embed_dim),
-            ("first_stage.downsample_factor", expected_downsample_factor, autoencoder.downsample_factor),
+            ("first_stage_embed_dim", expected_embed_dim, autoencoder.embed_dim),
+            ("first_stage_downsample_factor", expected_downsample_factor, autoencoder.downsample_factor),
             ("data.channels", expected_channels, autoencoder.in_channels),
         ):
             if expected != actual:

@@ -1,0 +1,154 @@
+"""The entry points' shared layer: where the configs live and the error contract.
+
+Bad user input ends a command with exactly one ``error: ...`` line on stderr naming the config
+key and its fix, and exit status 2 — whether Hydra rejects the command line (unknown group
+option, typo'd key, bad override syntax) or ldmlab rejects a value while running. Anything else
+is a bug and keeps its full traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.errors import HydraException, InstantiationException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.pretrained import WeightsUnavailableError
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+USER_ERRORS = (ConfigError, WeightsUnavailableError)
+EXIT_USER_ERROR = 2
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user-facing error behind ``err``: itself if it is one; for a config node that failed
+    to instantiate, the user error raised by the class it names, or a ConfigError naming the node
+    when the node's keys do not match the class's signature. Anything else: None (a bug)."""
+    if isinstance(err, USER_ERRORS):
+        return err
+    if not isinstance(err, InstantiationException):
+        return None
+    cause = err.__cause__ or err.__context__
+    while isinstance(cause, InstantiationException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, USER_ERRORS):
+        return cause
+    if isinstance(cause, TypeError) and _raised_at_call_site(cause):
+        node = re.search(r"full_key: (\S+)", str(err))
+        key = node.group(1) if node else "config"
+        return ConfigError(key, str(cause), f"remove or rename the offending key under {key}")
+    return None
+
+
+def _raised_at_call_site(err: TypeError) -> bool:
+    """True when a TypeError came from calling the target (bad keyword), not from inside it."""
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    return bool(frames) and "hydra" in Path(frames[-1]).parts
+
+
+def exit_on_user_error(run: Callable, cfg):
+    """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2."""
+    try:
+        return run(cfg)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        fail(str(cause))
+
+
+def fail(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with status 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+def run(main: Callable[[], object], config_name: str) -> None:
+    """Call a ``@hydra.main`` function; Hydra's own command-line errors (multi-line reports,
+    exit 1) become one line with a runnable fix and exit 2. ``config_name`` is the decorator's
+    default, used to suggest keys when an override names one that does not exist."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us unformatted
+    for name in ("pytorch_lightning", "lightning_fabric"):  # progress notes on stdout; stderr is for errors
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if isinstance(err, InstantiationException):
+            raise
+        fail(describe_hydra_error(err, _config_name(config_name)))
+
+
+def _config_name(default: str) -> str:
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-name", "-cn") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config-name="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+def describe_hydra_error(err: BaseException, config_name: str) -> str:
+    """Hydra's message on one line, with a fix that is itself a valid override where one exists."""
+    text = " ".join(str(err).split("Config search path:")[0].split())
+    if err.__cause__ is not None:
+        text += " (" + " ".join(str(err.__cause__).split()) + ")"
+    missing_key = re.search(r"Could not override '([^']+)'\.", text)
+    if missing_key and "not in struct" in text:
+        key = missing_key.group(1)
+        close = difflib.get_close_matches(key, config_keys(config_name), n=1, cutoff=0.6)
+        value = _override_value(key)
+        fix = (f"did you mean {close[0]}={value}?" if close else
+               f"check the key's spelling, or use +{key}={value} to add a new key")
+        return f"{key}: no such config key in '{config_name}' ({text}). Fix: {fix}"
+    missing_option = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if missing_option:
+        group, option = missing_option.groups()
+        listing = str(err).split("Config search path:")[0]
+        options = [line.strip() for line in listing.splitlines() if line.startswith("\t")]
+        close = difflib.get_close_matches(option, options, n=1, cutoff=0.0)
+        fix = f"use one of {', '.join(options)}, e.g. {group}={close[0]}" if close else "see conf/" + group
+        return f"{group}: no option '{option}' ({text}). Fix: {fix}"
+    return f"command line: {text}"
+
+
+def _override_value(key: str) -> str:
+    for arg in sys.argv[1:]:
+        if arg.lstrip("+~").split("=", 1)[0] == key and "=" in arg:
+            return arg.split("=", 1)[1]
+    return "..."
+
+
+def config_keys(config_name: str) -> list[str]:
+    """Every dotted key of ``config_name`` composed with its defaults (for spelling suggestions)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name)
+    keys: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            keys.append(dotted)
+            if isinstance(value, dict):
+                walk(value, dotted + ".")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return keys

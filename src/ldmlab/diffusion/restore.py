@@ -1,0 +1,62 @@
+"""Rebuild a trained LatentDiffusionModule from its checkpoint alone (weights-only, allow-listed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ldmlab.checkpoints import check_targets, instantiate_stored, read_checkpoint, stored_config
+from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
+from ldmlab.utils.errors import ConfigError
+
+KEY = "ckpt"
+FIX = "give a train_ldm .ckpt or run dir, e.g. ckpt=logs/train_ldm/latest"
+
+
+def resolve_ldm_checkpoint(ckpt: str | None, log_dir: str) -> Path:
+    """An explicit path (file or run dir), or the ``last`` checkpoint of ``<log_dir>/train_ldm/latest``."""
+    if ckpt:
+        path = Path(ckpt).expanduser()
+        if path.is_dir():
+            path = _last_of_run(path)
+        if not path.is_file():
+            raise ConfigError(KEY, f"{path} does not exist", FIX)
+        return path
+    latest = Path(log_dir) / "train_ldm" / "latest"
+    if not (latest / "summary.json").is_file():
+        raise ConfigError(KEY, f"no trained LDM ({latest}/summary.json is missing)", "run `make train-ldm`")
+    return _last_of_run(latest)
+
+
+def _last_of_run(run_dir: Path) -> Path:
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        raise ConfigError(KEY, f"{run_dir} is a directory without summary.json", FIX)
+    try:
+        last = json.loads(summary.read_text())["checkpoints"]["last"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(KEY, f"{summary} is not an ldmlab run summary", FIX) from None
+    return Path(last)
+
+
+def load_ldm(path: Path) -> LatentDiffusionModule:
+    """The module with its EMA, first stage and latent scale restored; on the CPU, in eval mode."""
+    checkpoint = read_checkpoint(path, KEY, FIX)
+    config = stored_config(checkpoint, path, KEY, FIX)
+    module_config = config.get("module")
+    if not isinstance(module_config, dict) or FIRST_STAGE_CONFIG not in checkpoint \
+            or not isinstance(module_config.get("first_stage"), dict):
+        raise ConfigError(KEY, f"{path} is not an ldmlab stage-2 checkpoint", FIX)
+    module_config = {k: v for k, v in module_config.items() if k not in ("first_stage", "optimizer")}
+    check_targets(checkpoint[FIRST_STAGE_CONFIG], path, KEY)
+    first_stage = instantiate_stored(  # not recursive: the autoencoder config is data (checked above)
+        config["module"]["first_stage"] | {"_recursive_": False}, path, KEY,
+        autoencoder_config=checkpoint[FIRST_STAGE_CONFIG],
+    )
+    module: LatentDiffusionModule = instantiate_stored(module_config, path, KEY, first_stage=first_stage,
+                                                       optimizer=None)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise ConfigError(KEY, f"{path}: weights do not match its config ({str(err)[:200]})", FIX) from None
+    return module.eval()
