@@ -23,7 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ldmlab.autoencoder.lpips import LPIPS
+from ldmlab.nn.lpips import LPIPS
 from ldmlab.utils.precision import cpu_has_native_bf16
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")

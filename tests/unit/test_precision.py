@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ldmlab.autoencoder.lpips import LPIPS
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
+from ldmlab.nn.lpips import LPIPS
 from ldmlab.utils import precision as precision_module
 from ldmlab.utils.precision import resolve_precision
 

@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from ldmlab.conditioning.captions import CAPTION_TEMPLATES, FASHION_MNIST_CLASSES, caption_for
 from ldmlab.conditioning.text_encoder import TextEmbedder
 from ldmlab.conditioning.tokenizer import BOS_ID, EOS_ID, PAD_ID, ByteTokenizer
+from ldmlab.data.captions import CAPTION_TEMPLATES, FASHION_MNIST_CLASSES, caption_for
 
 # --- tokenizer ---------------------------------------------------------------------------
 

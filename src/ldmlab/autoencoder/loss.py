@@ -15,8 +15,8 @@ from ldmlab.autoencoder.adversarial import (
     generator_loss,
 )
 from ldmlab.autoencoder.discriminator import NLayerDiscriminator
-from ldmlab.autoencoder.lpips import LPIPS
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
+from ldmlab.nn.lpips import LPIPS
 from ldmlab.utils.errors import ConfigError
 
 RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}

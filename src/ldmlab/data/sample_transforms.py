@@ -6,7 +6,7 @@ import random
 
 import torch.nn.functional as F
 
-from ldmlab.conditioning.captions import FASHION_MNIST_CLASSES, caption_for
+from ldmlab.data.captions import FASHION_MNIST_CLASSES, caption_for
 
 
 class AddCaption:

