@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.torch_files import refusal_reason
 
 CONFIG_KEY = "ldmlab_config"  # the run's resolved config inside every checkpoint (StoreConfig)
 
@@ -64,9 +65,8 @@ def read_checkpoint(path: str | Path, key: str, fix: str) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever torch.load refuses, the file is at fault
-        reason = " ".join(str(err).split())[:160]
         raise ConfigError(key, f"{path} is not a readable weights-only checkpoint "
-                               f"({type(err).__name__}: {reason})", fix) from None
+                               f"({refusal_reason(path, err)})", fix) from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(key, f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict", fix)
     return checkpoint
@@ -81,8 +81,9 @@ def stored_config(checkpoint: Mapping, path: str | Path, key: str, fix: str) -> 
 
 
 def check_targets(node: Any, path: str | Path, key: str) -> None:
-    """Refuse a stored config node unless every ``_target_`` in it is allow-listed and no value
-    is an interpolation (stored configs are saved resolved; ``${...}`` would be evaluated)."""
+    """Refuse a stored config node unless every ``_target_`` in it is allow-listed, every leaf is
+    plain YAML data and no value is an interpolation (stored configs are saved resolved;
+    ``${...}`` would be evaluated)."""
     if isinstance(node, Mapping):
         target = node.get("_target_")
         if target is not None and target not in ARCHITECTURE_TARGETS:
@@ -98,6 +99,9 @@ def check_targets(node: Any, path: str | Path, key: str) -> None:
             check_targets(value, path, key)
     elif isinstance(node, str) and "${" in node:
         raise ConfigError(key, f"{path} stores an interpolation {node!r}", "use an ldmlab checkpoint")
+    elif node is not None and not isinstance(node, str | int | float | bool):
+        raise ConfigError(key, f"{path} stores a {type(node).__name__} in its config",
+                          "use an ldmlab checkpoint")
 
 
 def instantiate_stored(node: Mapping, path: str | Path, key: str, **kwargs: Any) -> Any:

@@ -10,11 +10,15 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.optimizers import build_optimizer
 
 CKPT_KEY = "metrics.classifier_ckpt"
+NETWORK_FIELDS = {"in_channels": int, "num_classes": int, "resolution": int, "widths": list, "groups": int,
+                  "dropout": int | float}
 _CKPT_FIX = "point it at a checkpoint written by `make train-classifier` (logs/train_classifier/.../*.ckpt)"
 
 
@@ -87,7 +91,7 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._loss(batch, train=True)
-        ensure_finite(loss, "train/loss", self.global_step, "lower module.optimizer.lr")
+        ensure_finite(loss, "train/loss", self.global_step, self, self.trainer.optimizers)
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
@@ -100,7 +104,7 @@ class ClassifierModule(pl.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(params=self.network.parameters())
+        optimizer = build_optimizer(self.optimizer, self.network.parameters(), "module.optimizer")
         if self.scheduler is None:
             return optimizer
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
@@ -111,24 +115,20 @@ class ClassifierModule(pl.LightningModule):
 def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
     """The trained network (eval mode, on CPU) from a ``ClassifierModule`` Lightning checkpoint.
 
-    Read with ``torch.load(weights_only=True)``; the architecture comes from the ``network``
-    hyperparameter stored at training time. Anything missing or inconsistent raises
-    ``ConfigError`` naming ``metrics.classifier_ckpt``.
+    Read with ``torch.load(weights_only=True)`` (``ldmlab.checkpoints.read_checkpoint``); the
+    architecture comes from the ``network`` hyperparameter stored at training time, which must be
+    plain numbers (``NETWORK_FIELDS``), never a config to instantiate. Anything missing or
+    inconsistent raises ``ConfigError`` naming ``metrics.classifier_ckpt``.
     """
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(CKPT_KEY, f"{path} does not exist", _CKPT_FIX)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refused or not a torch file
-        raise ConfigError(CKPT_KEY, f"{path} is not a readable checkpoint ({err})", _CKPT_FIX) from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    checkpoint = read_checkpoint(path, CKPT_KEY, _CKPT_FIX)
+    hparams = checkpoint.get("hyper_parameters")
     config = hparams.get("network") if isinstance(hparams, dict) else None
-    if not isinstance(config, dict) or "state_dict" not in checkpoint:
+    if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(CKPT_KEY, f"{path} holds no classifier (no 'network' hyperparameter)", _CKPT_FIX)
     try:
-        network = ClassifierNetwork(**config)
-    except (TypeError, ConfigError) as err:
+        network = ClassifierNetwork(**_network_config(config))
+    except (TypeError, ValueError) as err:
         raise ConfigError(CKPT_KEY, f"{path} stores an unusable network config ({err})", _CKPT_FIX) from None
     prefix = "network."
     state = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
@@ -139,3 +139,17 @@ def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
             CKPT_KEY, f"{path}: weights do not match the stored network config ({str(err)[:300]})", _CKPT_FIX
         ) from None
     return network.eval().requires_grad_(False)
+
+
+def _network_config(config: dict) -> dict:
+    """``config`` if it holds only ``ClassifierNetwork`` arguments of their plain types."""
+    for name, value in config.items():
+        if name not in NETWORK_FIELDS or not _plain(value, NETWORK_FIELDS[name]):
+            raise TypeError(f"unexpected network entry {name}={value!r}")
+    return config
+
+
+def _plain(value: object, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list | tuple) and all(_plain(v, int) for v in value)
+    return isinstance(value, kind) and not isinstance(value, bool)

@@ -19,6 +19,7 @@ second evaluation against the same reference runs the extractor on the generated
 
 from __future__ import annotations
 
+import glob
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from ldmlab.metrics.classifier_features import (
 from ldmlab.metrics.inception import FIDELITY_EXTRACTOR_NAME, has_classifier_head, inception_weights_path
 from ldmlab.metrics.reference_stats import FidelityImages, ReferenceSet, fidelity_cache_root, to_uint8
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.torch_files import NUMPY_ARRAYS, unsafe_globals
 
 INCEPTION_LAYER_DIMS = {"64": 64, "192": 192, "768": 768, "2048": 2048}
 _RANGE_TOLERANCE = 1e-3
@@ -163,10 +165,12 @@ class FidelityEvaluator:
 
     def _torch_fidelity(self, network: FidelityNetwork, generated: FidelityImages) -> dict[str, float]:
         layer = network.feature_layer
+        cache_name = self.reference.cache_name(network.tag, network.weights_path)
+        self._check_cache(cache_name)
         metrics = torch_fidelity.calculate_metrics(
             input1=generated,
             input2=self.reference.as_fidelity_input(),
-            input2_cache_name=self.reference.cache_name(network.tag, network.weights_path),
+            input2_cache_name=cache_name,
             cache_root=str(self.cache_root),
             fid=True,
             kid=True,
@@ -188,6 +192,18 @@ class FidelityEvaluator:
             verbose=False,
         )
         return {_RENAMES[key].format(network.tag): float(v) for key, v in metrics.items() if key in _RENAMES}
+
+    def _check_cache(self, cache_name: str) -> None:
+        """torch-fidelity unpickles its cached features with ``weights_only=False``: refuse any
+        cached file that names more than tensors and numpy arrays."""
+        for cached in sorted(self.cache_root.glob(f"{glob.escape(cache_name)}*.pt")):
+            names = unsafe_globals(cached, NUMPY_ARRAYS)
+            if names:
+                raise ConfigError(
+                    "metrics.cache_root", f"{cached} would import {', '.join(names[:4])} when "
+                    "torch-fidelity unpickles it: code, not cached features",
+                    "delete the file (it is recomputed); keep metrics.cache_root a directory only you write",
+                )
 
     @torch.no_grad()
     def _accuracy(self, generated: FidelityImages, labels: torch.Tensor) -> float:

@@ -44,6 +44,7 @@ from ldmlab.utils.pretrained import (
     load_state_dict_file,
     resolve_weights,
 )
+from ldmlab.utils.torch_files import unsafe_globals
 
 CONFIG_KEY = "metrics.inception_weights"
 FIDELITY_EXTRACTOR_NAME = "inception-v3-compat"
@@ -205,12 +206,12 @@ def inception_weights_path(explicit_path: str | Path | None = None) -> Path:
     Weights are resolved offline-first (``explicit_path`` is ``metrics.inception_weights``) and
     read safely; torch-fidelity reads its path with ``weights_only=False``, so it is only ever
     given this tensors-only copy: ``$LDMLAB_CACHE/inception_v3_fid-<content hash>.pt``, written
-    atomically once per distinct set of weights.
+    atomically once per distinct set of weights (rewritten if it names anything but tensors).
     """
     state = resolve_weights(INCEPTION_FID_SOURCE, explicit_path)
     _check_fidelity_layout(state, str(explicit_path or "the cache"))
     path = cache_dir() / f"{INCEPTION_FID_SOURCE.name}-{_digest(state)}.pt"
-    if not path.is_file():
+    if not path.is_file() or unsafe_globals(path):  # a file not written by us is replaced
         _torch_save_atomic(state, path)
     return path
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.torch_files import refusal_reason
+
 StateDict = dict[str, torch.Tensor]
 
 
@@ -53,7 +56,8 @@ class WeightSource:
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
-    """Load a user-supplied state dict safely (safetensors or weights-only pickle)."""
+    """Load a user-supplied state dict safely (safetensors or weights-only pickle); anything
+    but a dict of named tensors raises ``ValueError``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(path)
@@ -62,6 +66,10 @@ def load_state_dict_file(path: str | Path) -> StateDict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()
+    ):
+        raise ValueError(f"holds a {type(state).__name__}, not a dict of named tensors")
     return state
 
 
@@ -82,6 +90,12 @@ def resolve_weights(source: WeightSource, explicit_path: str | Path | None = Non
             raise WeightsUnavailableError(
                 f"{source.config_key}={explicit_path} does not exist; point it at a "
                 f".safetensors/.pt state dict or unset it to use the cache. {source.fix}"
+            ) from None
+        except Exception as err:  # noqa: BLE001 - whatever the safe loaders refuse, the file is at fault
+            raise ConfigError(
+                source.config_key, f"{explicit_path} is not a readable weights-only state dict "
+                f"({refusal_reason(explicit_path, err)})", "point it at a .safetensors/.pt state dict "
+                "of tensors, or unset it to use the cache",
             ) from None
     cached = cache_dir() / f"{source.name}.safetensors"
     if cached.is_file():
