@@ -2,17 +2,25 @@
 
 Every dataset yields dicts ``{"image": (C, H, W) float in [-1, 1], "label": int, ...}`` so
 stage-2 conditioners can read any key (``label``, ``caption``, ``lowres``).
+
+Loading never draws from the global RNGs: the training order and the per-sample augmentation
+seeds come from a ``ResumableSampler`` (a function of seed, epoch and position), and every
+DataLoader has its own generator. A checkpoint stores how many batches of the current epoch
+training consumed, so a resumed run continues with the next batch of the same order.
 """
 
 from __future__ import annotations
 
-import random
+import os
 from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ldmlab.data.resumable_sampler import ResumableSampler
 from ldmlab.utils.errors import ConfigError
 
 SampleTransform = Callable[[dict, int], dict]
@@ -23,7 +31,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     The validation split is the last ``val_size`` items of a seeded permutation of the
     training set, so it never changes between runs or ranks. ``train_subset`` /
-    ``val_subset`` cap the split sizes (tests and quick runs).
+    ``val_subset`` cap the split sizes (tests and quick runs). ``shuffle_seed`` seeds the
+    training order (null: the run's ``seed`` as set by ``pl.seed_everything``).
     """
 
     def __init__(
@@ -38,6 +47,7 @@ class ImageDataModule(pl.LightningDataModule):
         val_subset: int | None = None,
         sample_transforms: list[SampleTransform] | None = None,
         pin_memory: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if resolution <= 0:
@@ -56,6 +66,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.val_subset = val_subset
         self.sample_transforms = list(sample_transforms or [])
         self.pin_memory = pin_memory
+        self.shuffle_seed = shuffle_seed
+        self._resume_at: dict[str, int] = {}
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -79,46 +91,81 @@ class ImageDataModule(pl.LightningDataModule):
             train_idx = train_idx[: self.train_subset]
         if self.val_subset:
             val_idx = val_idx[: self.val_subset]
-        self.train_set = _Transformed(Subset(full, train_idx), self.sample_transforms, train=True)
-        self.val_set = _Transformed(Subset(full, val_idx), self.sample_transforms, train=False)
-        self.test_set = _Transformed(test, self.sample_transforms, train=False)
+        self.train_set = _Transformed(Subset(full, train_idx), self.sample_transforms)
+        self.val_set = _Transformed(Subset(full, val_idx), self.sample_transforms)
+        self.test_set = _Transformed(test, self.sample_transforms)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _seed(self) -> int:
+        if self.shuffle_seed is not None:
+            return int(self.shuffle_seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _loader(self, dataset: Dataset, sampler, drop_last: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
+            drop_last=drop_last,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self._seed()),  # worker seeds; never the global RNG
         )
 
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        """In order; sharded over ranks (padded, as Lightning's own sampler) under DDP."""
+        distributed = dist.is_available() and dist.is_initialized()
+        sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
+        return self._loader(dataset, sampler, drop_last=False)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        """Shuffled by a ``ResumableSampler`` (sharded over ranks); full batches only."""
+        # the epoch is set now, not only by Lightning's set_epoch: worker loaders draw indices
+        # as soon as their iterator exists (on resume, before the loops are restored)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        sampler = ResumableSampler(len(self.train_set), self._seed(), shuffle=True, epoch=epoch)
+        if self._resume_at:  # Lightning has not restored its epoch counter yet on the first call
+            sampler.set_epoch(max(epoch, self._resume_at["epoch"]))
+            sampler.resume(self._resume_at["epoch"], self._resume_at["batches"] * self.batch_size)
+        return self._loader(self.train_set, sampler, drop_last=len(sampler) >= self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is in the data: epoch and batches of it consumed (Lightning's progress)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        consumed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if consumed >= trainer.num_training_batches:  # epoch done: the next one starts afresh
+            return {"epoch": int(trainer.current_epoch) + 1, "batches": 0}
+        return {"epoch": int(trainer.current_epoch), "batches": int(consumed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called on resume before any train loader exists: the next one starts where training was."""
+        self._resume_at = {k: int(v) for k, v in state_dict.items()}
 
 
 class _Transformed(Dataset):
-    """Applies per-sample transforms ``f(sample, index) -> sample`` (e.g. add a caption).
+    """Applies per-sample transforms ``f(sample, seed) -> sample`` (e.g. add a caption).
 
-    Validation/test transforms are seeded by the index so their output is fixed.
+    Items are looked up by ``index`` or by ``(index, seed)`` (what ``ResumableSampler`` yields);
+    a bare index is its own seed, so validation/test output is fixed.
     """
 
-    def __init__(self, base: Dataset, transforms: list[SampleTransform], train: bool) -> None:
-        self.base, self.transforms, self.train = base, transforms, train
+    def __init__(self, base: Dataset, transforms: list[SampleTransform]) -> None:
+        self.base, self.transforms = base, transforms
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, seed = item if isinstance(item, tuple) else (item, item)
         sample = self.base[index]
-        seed = random.getrandbits(32) if self.train else index
         for transform in self.transforms:
             sample = transform(sample, seed)
         return sample

@@ -5,6 +5,7 @@ a parameterisation, a loss weighting and an EMA together. The maths lives in tho
 from __future__ import annotations
 
 from functools import partial
+from itertools import islice
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,6 +24,7 @@ from ldmlab.nn.ema import EMA
 from ldmlab.nn.unet import UNet
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.optimizers import build_optimizer
 from ldmlab.utils.schedules import linear_warmup
 
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
@@ -58,7 +60,8 @@ class LatentDiffusionModule(pl.LightningModule):
         if unet.in_channels != first_stage.embed_dim:
             raise ConfigError(
                 "unet.in_channels", f"is {unet.in_channels} but the first stage has embed_dim="
-                f"{first_stage.embed_dim}", "set first_stage.embed_dim to the autoencoder's embed_dim",
+                f"{first_stage.embed_dim}", f"unet.in_channels={first_stage.embed_dim} (or leave it at "
+                "${first_stage_embed_dim})",
             )
         try:
             conditioner.check_compatible(unet)
@@ -85,8 +88,13 @@ class LatentDiffusionModule(pl.LightningModule):
         """Fit the latent scale from real data once (all ranks pooled); resumed runs keep theirs."""
         if bool(self.first_stage.scale_initialized):
             return
-        loader = iter(self.trainer.datamodule.train_dataloader())
-        images = [next(loader)["image"] for _ in range(self.scale_fit_batches)]
+        batches = list(islice(self.trainer.datamodule.train_dataloader(), self.scale_fit_batches))
+        if len(batches) < self.scale_fit_batches:
+            raise ConfigError(
+                "module.scale_fit_batches", f"needs {self.scale_fit_batches} training batches, the data has "
+                f"{len(batches)}", f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size",
+            )
+        images = [batch["image"] for batch in batches]
         scale = self.first_stage.fit_scale(torch.cat(images).to(self.device))
         self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
 
@@ -101,11 +109,14 @@ class LatentDiffusionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.model)
-        ensure_finite(loss, "train/loss", self.global_step, "lower module.optimizer.lr")
+        ensure_finite(loss, "train/loss", self.global_step, self, self.trainer.optimizers)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Step, then update the EMA: once per optimiser step (also under gradient accumulation),
+        and before any ``on_train_batch_end`` checkpoint."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -157,7 +168,7 @@ class LatentDiffusionModule(pl.LightningModule):
         }
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(params=self.model.parameters())
+        optimizer = build_optimizer(self.optimizer, self.model.parameters(), "module.optimizer")
         scheduler = linear_warmup(optimizer, self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

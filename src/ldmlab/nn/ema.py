@@ -24,17 +24,24 @@ class EMA(nn.Module):
         self.decay, self.warmup = decay, warmup
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
-    def current_decay(self) -> float:
-        n = int(self.num_updates)
-        return min(self.decay, (1 + n) / (self.warmup + n))
+    def current_decay(self) -> torch.Tensor:
+        """The decay of the next update, a 0-d float32 tensor on the buffers' device."""
+        n = self.num_updates.float()
+        return torch.clamp((1 + n) / (self.warmup + n), max=self.decay)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        decay = self.current_decay()
-        for avg, new in zip(self.shadow.parameters(), model.parameters(), strict=True):
-            avg.lerp_(new.detach(), 1.0 - decay)
-        for avg, new in zip(self.shadow.buffers(), model.buffers(), strict=True):
-            avg.copy_(new)
+        """One averaging step; tensor ops only (no host sync)."""
+        weight = 1.0 - self.current_decay()
+        averages = list(self.shadow.parameters())
+        new = [p.detach() for p in model.parameters()]
+        if len(averages) != len(new):
+            raise ValueError(f"EMA holds {len(averages)} parameters, the model has {len(new)}")
+        if averages:
+            torch._foreach_lerp_(averages, new, [weight.to(a.dtype) for a in averages])
+        buffers, model_buffers = list(self.shadow.buffers()), list(model.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, model_buffers)
         self.num_updates += 1
 
     def train(self, mode: bool = True) -> EMA:
