@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.torch_files import refusal_reason
@@ -83,7 +84,9 @@ def stored_config(checkpoint: Mapping, path: str | Path, key: str, fix: str) -> 
 def check_targets(node: Any, path: str | Path, key: str) -> None:
     """Refuse a stored config node unless every ``_target_`` in it is allow-listed, every leaf is
     plain YAML data and no value is an interpolation (stored configs are saved resolved;
-    ``${...}`` would be evaluated)."""
+    ``${...}`` would be evaluated). An OmegaConf node is checked unresolved."""
+    if isinstance(node, DictConfig | ListConfig):  # e.g. a stored node Hydra passed on as a kwarg
+        node = OmegaConf.to_container(node, resolve=False)
     if isinstance(node, Mapping):
         target = node.get("_target_")
         if target is not None and target not in ARCHITECTURE_TARGETS:
