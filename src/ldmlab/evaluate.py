@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
-from ldmlab.diffusion.restore import FIX, KEY, load_ldm, resolve_ldm_checkpoint
+from ldmlab.diffusion.guidance.cfg import check_rescale
+from ldmlab.diffusion.restore import FIX, KEY, build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.plots import plot_sweep
 from ldmlab.evaluation.reference import check_counts, load_reference
@@ -38,11 +39,12 @@ def stored_datamodule(path: Path):
 
 def evaluate(cfg: DictConfig) -> Path:
     scales = check_settings(cfg.guidance_scales, cfg.num_samples, cfg.batch_size)
+    check_rescale(cfg.guidance_rescale)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
-    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
+    sampler = build_sampler(cfg.get("sampler"), module)
     datamodule = instantiate(cfg.data) if cfg.get("data") else stored_datamodule(path)
     reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
     evaluator = instantiate(cfg.metrics)(reference=reference)

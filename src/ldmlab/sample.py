@@ -6,19 +6,20 @@ prompts, guidance scale, sampler) into ``logs/sample/runs/<timestamp>/``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
+from ldmlab.diffusion.guidance.cfg import check_rescale
+from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
@@ -52,14 +53,15 @@ def build_condition(conditioner: Conditioner, num_samples: int, class_label, pro
 def sample(cfg: DictConfig) -> Path:
     if cfg.num_samples <= 0:
         raise ConfigError("num_samples", f"must be positive, got {cfg.num_samples}", "e.g. num_samples=64")
+    if not (math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0):
+        raise ConfigError("guidance_scale", f"must be ≥ 0 (0: unconditional, 1: no guidance), got "
+                          f"{cfg.guidance_scale}", "e.g. guidance_scale=3")
+    check_rescale(cfg.guidance_rescale)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
-    try:
-        sampler = instantiate(cfg.sampler)
-    except ValueError as err:
-        raise ConfigError("sampler", str(err), "check sampler.steps / sampler.eta") from None
+    sampler = build_sampler(cfg.sampler, module)
     conditioner = module.ema.shadow["conditioner"]
     condition = build_condition(conditioner, cfg.num_samples, cfg.class_label, cfg.prompt)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

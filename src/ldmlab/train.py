@@ -1,7 +1,8 @@
 """Hydra entry point for every training task (``--config-name train_ae | train_ldm | ...``).
 
 Composes data, module, callbacks, loggers and trainer from the config, fits, then writes
-``summary.json`` and points ``logs/<task>/latest`` at the run. Bad input ends with one line
+``summary.json`` (``status``: completed | diverged | interrupted) and, for a completed run with
+finite weights, points ``logs/<task>/latest`` at it. Bad input and divergence end with one line
 on stderr naming the config key and the fix, and exit status 2.
 """
 
@@ -17,11 +18,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from ldmlab.callbacks.atomic_checkpoint import AtomicModelCheckpoint, ensure_finite_state
 from ldmlab.callbacks.store_config import StoreConfig
 from ldmlab.checkpoints import CONFIG_KEY, read_checkpoint
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
 
@@ -71,32 +74,53 @@ def fit(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(callbacks[-1].config)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    status, stopped_by = "completed", None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        ensure_finite_state(trainer, module)  # steps after the last checkpoint may have diverged
+    except DivergedError as err:
+        status, stopped_by = "diverged", err
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl+C (Lightning exits 1), SIGTERM
+        status, stopped_by = "interrupted", err
 
-    summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume)
+    summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume, status)
+    if stopped_by is not None:
+        summary["stopped_by"] = " ".join(str(stopped_by).split()) or type(stopped_by).__name__
     for part in (module, *callbacks):
         if hasattr(part, "summary_extras"):
             summary |= part.summary_extras()
     if trainer.is_global_zero:
         write_json_atomic(run_dir / SUMMARY, summary)
-        update_latest(task_dir, run_dir)
+        if status == "completed":
+            update_latest(task_dir, run_dir)
+    if isinstance(stopped_by, SIGTERMException):
+        raise SystemExit(143) from None  # 128 + SIGTERM: not a success
+    if stopped_by is not None:
+        raise stopped_by
     for logger in loggers:
         logger.finalize("success")
     return summary
 
 
-def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resumed: str | None):
+def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resumed: str | None,
+                  status: str = "completed"):
+    """The run's summary; a diverged run reports the metrics of its last (finite) checkpoint."""
     ckpt = trainer.checkpoint_callback
-    best_score = ckpt.best_model_score if ckpt else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if status == "diverged":
+        saves = [c for c in trainer.checkpoint_callbacks if isinstance(c, AtomicModelCheckpoint)]
+        metrics = max(saves, key=lambda c: c.saved_step).saved_metrics if saves else {}
+    best = ckpt.best_model_path if ckpt and Path(ckpt.best_model_path or "-").is_file() else None
+    best_score = ckpt.best_model_score if best else None
     return {
         "task": cfg.task_name,
+        "status": status,
         "run_dir": str(run_dir),
         "config": str(run_dir / ".hydra" / "config.yaml"),
         "metrics": metrics,
         "checkpoints": {
             "last": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
-            "best": ckpt.best_model_path or None if ckpt else None,
+            "best": best,
             "best_score": float(best_score) if best_score is not None else None,
             "monitor": ckpt.monitor if ckpt else None,
         },

@@ -74,8 +74,8 @@ def test_first_stage_is_frozen_and_stays_in_eval(tiny_ae_ckpt):
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [
-    ({"expected_embed_dim": 8}, "first_stage.embed_dim"),
-    ({"expected_downsample_factor": 8}, "first_stage.downsample_factor"),
+    ({"expected_embed_dim": 8}, "first_stage_embed_dim"),
+    ({"expected_downsample_factor": 8}, "first_stage_downsample_factor"),
     ({"expected_channels": 3}, "data.channels"),
     ({"ckpt": "/nonexistent.ckpt"}, "first_stage.ckpt"),
 ])
@@ -87,5 +87,5 @@ def test_mismatched_or_missing_checkpoint_names_the_key(tiny_ae_ckpt, kwargs, ke
 def test_a_non_ldmlab_checkpoint_is_refused(tmp_path):
     bogus = tmp_path / "x.ckpt"
     torch.save({"state_dict": {}}, bogus)
-    with pytest.raises(ConfigError, match="not an ldmlab stage-1 checkpoint"):
+    with pytest.raises(ConfigError, match="stores no ldmlab run config"):
         first_stage(bogus)

@@ -13,6 +13,7 @@ from ldmlab.autoencoder.regularizers.kl import KLRegularizer
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.optimizers import build_optimizer
 from ldmlab.utils.schedules import linear_warmup, warmup_cosine
 
 LR_DECAYS = ("constant", "cosine")
@@ -26,6 +27,8 @@ class AutoencoderModule(pl.LightningModule):
     lr_decay: "constant" after warm-up, or "cosine": the autoencoder's LR follows a half cosine
     down to ``final_lr_ratio`` × LR at the trainer's last step (the discriminator's stays constant).
     """
+
+    optimizer_keys = ("module.optimizer", "module.disc_optimizer")  # per optimiser, for error messages
 
     def __init__(
         self,
@@ -85,7 +88,7 @@ class AutoencoderModule(pl.LightningModule):
         self.toggle_optimizer(opt_ae)
         x_rec, reg = self.autoencoder(x)
         loss, log = self.loss.generator_step(x, x_rec, reg, step, self.autoencoder.last_layer)
-        ensure_finite(loss, "train/total", step, "lower autoencoder.optimizer.lr or check the data")
+        ensure_finite(loss, "train/total", step, self, (opt_ae, opt_d))
         opt_ae.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.clip_gradients(opt_ae, self.gradient_clip_val, "norm")
@@ -95,7 +98,7 @@ class AutoencoderModule(pl.LightningModule):
 
         d_loss, d_log = self.loss.discriminator_step(x, x_rec, step)
         if d_log:
-            ensure_finite(d_loss, "train/d_loss", step, "lower autoencoder.disc_optimizer.lr")
+            ensure_finite(d_loss, "train/d_loss", step, self, (opt_ae, opt_d))
             self.toggle_optimizer(opt_d)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -146,10 +149,10 @@ class AutoencoderModule(pl.LightningModule):
         return images
 
     def configure_optimizers(self):
-        opt_ae = self.optimizer(
-            params=list(self.autoencoder.parameters()) + self.loss.generator_parameters()
-        )
-        opt_d = self.disc_optimizer(params=self.loss.discriminator.parameters())
+        params = list(self.autoencoder.parameters()) + self.loss.generator_parameters()
+        opt_ae = build_optimizer(self.optimizer, params, "module.optimizer")
+        disc_params = self.loss.discriminator.parameters()
+        opt_d = build_optimizer(self.disc_optimizer, disc_params, "module.disc_optimizer")
         if self.lr_decay == "cosine":
             total = self.trainer.estimated_stepping_batches
             sched_ae = warmup_cosine(opt_ae, self.warmup_steps, total, self.final_lr_ratio)

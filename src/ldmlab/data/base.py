@@ -51,11 +51,14 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if resolution <= 0:
-            raise ConfigError("data.resolution", f"must be positive, got {resolution}", "e.g. 32")
+            raise ConfigError("data.resolution", f"must be positive, got {resolution}",
+                              "e.g. data.resolution=32")
         if channels not in (1, 3):
-            raise ConfigError("data.channels", f"must be 1 or 3, got {channels}", "set 1 or 3")
+            raise ConfigError("data.channels", f"must be 1 or 3, got {channels}",
+                              "data.channels=1 or data.channels=3")
         if batch_size <= 0:
-            raise ConfigError("data.batch_size", f"must be positive, got {batch_size}", "e.g. 64")
+            raise ConfigError("data.batch_size", f"must be positive, got {batch_size}",
+                              "e.g. data.batch_size=64")
         self.resolution = resolution
         self.channels = channels
         self.batch_size = batch_size

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -32,7 +32,7 @@ class ImageFolder(Dataset):
             with Image.open(path) as img:
                 array = np.asarray(img.convert("RGB" if self.channels == 3 else "L"))
         except (UnidentifiedImageError, OSError) as err:
-            raise ConfigError(
+            raise DataError(  # DataError: one line also from a DataLoader worker process
                 "data.root", f"cannot read image {path} ({err})", "remove or fix the corrupt file"
             ) from None
         image = torch.from_numpy(array.copy())

@@ -90,10 +90,9 @@ class LatentDiffusionModule(pl.LightningModule):
             return
         batches = list(islice(self.trainer.datamodule.train_dataloader(), self.scale_fit_batches))
         if len(batches) < self.scale_fit_batches:
-            raise ConfigError(
-                "module.scale_fit_batches", f"needs {self.scale_fit_batches} training batches, the data has "
-                f"{len(batches)}", f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size",
-            )
+            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
+            raise ConfigError("module.scale_fit_batches", f"needs {self.scale_fit_batches} training "
+                              f"batches, the data has {len(batches)}", fix)
         images = [batch["image"] for batch in batches]
         scale = self.first_stage.fit_scale(torch.cat(images).to(self.device))
         self.print(f"scale_by_std: latent scale factor = {scale:.5f}")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
 from ldmlab.checkpoints import check_targets, instantiate_stored, read_checkpoint, stored_config
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
+from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
 
 KEY = "ckpt"
@@ -60,3 +64,11 @@ def load_ldm(path: Path) -> LatentDiffusionModule:
     except (KeyError, RuntimeError) as err:
         raise ConfigError(KEY, f"{path}: weights do not match its config ({str(err)[:200]})", FIX) from None
     return module.eval()
+
+
+def build_sampler(config: DictConfig | None, module: LatentDiffusionModule) -> Sampler:
+    """The sampler of the command's ``sampler`` group (None: the checkpoint's own), checked
+    against the model's schedule now, not after minutes of work (``sampler.steps`` ≤ T)."""
+    sampler = instantiate(config) if config else module.sampler
+    sampler.timesteps(module.schedule.num_timesteps)
+    return sampler

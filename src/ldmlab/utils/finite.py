@@ -1,9 +1,97 @@
-"""Stop training with one clear message when a loss stops being finite."""
+"""Find NaN/Inf in a training state cheaply and name the learning rate to lower.
+
+A module names the config key of each of its optimisers, in ``configure_optimizers`` order,
+as ``optimizer_keys`` (default: ``("module.optimizer",)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
+from torch import Tensor, nn
+
+from ldmlab.utils.errors import DivergedError
+
+OPTIMIZER_KEYS = ("module.optimizer",)
 
 
-def ensure_finite(loss: torch.Tensor, name: str, step: int, fix: str) -> None:
-    """Raise ``FloatingPointError`` if ``loss`` is NaN/Inf (before any optimiser or checkpoint step)."""
-    if not torch.isfinite(loss).all():
-        raise FloatingPointError(f"{name} is {loss.item()} at step {step}. Fix: {fix}")
+def nonfinite(tensors: Sequence[Tensor]) -> list[bool]:
+    """Which of the floating ``tensors`` hold a NaN or Inf: one fused max-abs pass, one host sync."""
+    if not tensors:
+        return []
+    norms = torch._foreach_norm([t.detach() for t in tensors], ord=math.inf)
+    return (~torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).isfinite()).tolist()
+
+
+def _owners(module: nn.Module, optimizers: Sequence) -> tuple[dict[int, int], dict[str, set[int]]]:
+    """Optimiser index by parameter id, and the indices training each submodule path."""
+    by_param = {id(p): i for i, opt in enumerate(optimizers) for g in opt.param_groups for p in g["params"]}
+    by_path: dict[str, set[int]] = {}
+    for name, param in module.named_parameters():
+        while id(param) in by_param and "." in name:
+            name = name.rpartition(".")[0]
+            by_path.setdefault(name, set()).add(by_param[id(param)])
+    return by_param, by_path
+
+
+def _owner_by_path(name: str, by_path: dict[str, set[int]]) -> int:
+    """A buffer's optimiser: the one training the parameters of its nearest submodule (else 0)."""
+    while "." in name:
+        name = name.rpartition(".")[0]
+        if name in by_path:
+            return next(iter(by_path[name])) if len(by_path[name]) == 1 else 0
+    return 0
+
+
+def nonfinite_state(
+    module: nn.Module, optimizers: Sequence, metrics: Mapping[str, Tensor | float] | None = None
+) -> tuple[int, list[str]] | None:
+    """None if every floating tensor of ``module.state_dict()`` (parameters, buffers, EMA), of the
+    optimisers' states and ``metrics`` is finite; else (index of the optimiser to blame, names
+    of the non-finite tensors). The first non-finite tensor in that order decides the blame."""
+    by_param, by_path = _owners(module, optimizers)
+    names, tensors, owners = [], [], []
+
+    def add(name: str, tensor, owner: int) -> None:
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and tensor.numel():
+            names.append(name), tensors.append(tensor), owners.append(owner)
+
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        add(name, tensor, by_param.get(id(tensor), _owner_by_path(name, by_path)))
+    param_names = {id(p): n for n, p in module.named_parameters()}
+    for index, optimizer in enumerate(optimizers):
+        for param, state in optimizer.state.items():
+            for key, tensor in state.items():
+                add(f"optimizer {index} state {key} of {param_names.get(id(param), '?')}", tensor, index)
+    for name, value in (metrics or {}).items():
+        add(name, torch.as_tensor(value, dtype=torch.float32), 0)
+    bad = [i for i, is_bad in enumerate(nonfinite(tensors)) if is_bad]
+    return (owners[bad[0]], [names[i] for i in bad]) if bad else None
+
+
+def describe(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:2]) + (f", … ({len(names)} in all)" if len(names) > 2 else "")
+    return f"NaN/Inf in {shown}"
+
+
+def diverged(module: nn.Module, optimizers: Sequence, index: int, problem: str) -> DivergedError:
+    """The error naming the learning rate of optimiser ``index``, with a tenfold lower value."""
+    key = f"{getattr(module, 'optimizer_keys', OPTIMIZER_KEYS)[index]}.lr"
+    group = optimizers[index].param_groups[0] if index < len(optimizers) else {}
+    lr = group.get("initial_lr", group.get("lr"))
+    fix = f"lower it, e.g. {key}={lr / 10:g}" if isinstance(lr, float | int) else f"lower {key}"
+    return DivergedError(key, problem, fix)
+
+
+def ensure_finite(loss: Tensor, name: str, step: int, module: nn.Module, optimizers: Sequence) -> None:
+    """Raise ``DivergedError`` if ``loss`` is NaN/Inf (before its backward pass), blaming the
+    optimiser whose state already went non-finite, else the first one."""
+    if bool(torch.isfinite(loss).all()):
+        return
+    problem = f"training diverged: {name} is {loss.item()} at step {step}"
+    found = nonfinite_state(module, optimizers)
+    if found is not None:
+        problem += f" ({describe(found[1])})"
+    raise diverged(module, optimizers, found[0] if found else 0, problem)

@@ -36,11 +36,21 @@ def task_dir_of(run_dir: Path) -> Path:
 
 
 def newest_checkpoint(task_dir: Path, name: str = "last.ckpt") -> Path | None:
-    """Most recently written ``<run>/checkpoints/<name>`` of any run or multirun job of the task."""
+    """Most recently written ``<run>/checkpoints/<name>`` of any run or multirun job of the task,
+    skipping runs known to have diverged."""
     found = list(task_dir.glob(f"runs/*/checkpoints/{name}"))
     found += list(task_dir.glob(f"multiruns/*/*/checkpoints/{name}"))
+    found = [p for p in found if run_status(p.parent.parent) != "diverged"]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / SUMMARY).read_text())
+
+
+def run_status(run_dir: Path) -> str | None:
+    """``status`` of a run's summary (completed | diverged | interrupted); None while it runs."""
+    try:
+        return read_summary(run_dir).get("status", "completed")
+    except (OSError, ValueError, AttributeError):
+        return None

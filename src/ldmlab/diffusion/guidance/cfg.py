@@ -7,6 +7,14 @@ import math
 from torch import Tensor
 
 from ldmlab.diffusion.guidance.base import Guidance
+from ldmlab.utils.errors import ConfigError
+
+
+def check_rescale(rescale: float, key: str = "guidance_rescale") -> float:
+    """``rescale`` if it is a valid φ ∈ [0, 1]; else ``ConfigError`` naming ``key``."""
+    if not 0.0 <= float(rescale) <= 1.0:
+        raise ConfigError(key, f"must be in [0, 1] (0: plain CFG), got {rescale}", f"e.g. {key}=0.7")
+    return float(rescale)
 
 
 class ClassifierFreeGuidance(Guidance):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.utils.errors import ConfigError
 
 DenoiseFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """(x_t (B, C, H, W), t (B,) long) → (x0_hat, eps_hat), both shaped like x_t."""
@@ -55,19 +56,20 @@ class Sampler(ABC):
 
     def __init__(self, steps: int, spacing: str = "trailing") -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise ValueError(f"steps must be a positive int, got steps={steps!r}")
+            raise ConfigError("sampler.steps", f"must be a positive int, got steps={steps!r}",
+                              "e.g. sampler.steps=50")
         if spacing not in SPACINGS:
-            raise ValueError(f"spacing must be one of {SPACINGS}, got spacing={spacing!r}")
+            raise ConfigError("sampler.spacing", f"must be one of {SPACINGS}, got spacing={spacing!r}",
+                              "sampler.spacing=trailing")
         self.steps = steps
         self.spacing = spacing
 
     def timesteps(self, num_train_timesteps: int) -> Tensor:
         """The visited training timesteps, (steps,) long, strictly descending."""
         if self.steps > num_train_timesteps:
-            raise ValueError(
-                f"steps={self.steps} exceeds the schedule's num_timesteps={num_train_timesteps}; "
-                "lower the sampler's steps"
-            )
+            t = num_train_timesteps
+            raise ConfigError("sampler.steps", f"steps={self.steps} exceeds the schedule's num_timesteps={t}",
+                              f"use at most {t}, e.g. sampler.steps={t}")
         index = torch.arange(self.steps, dtype=torch.float64)
         if self.spacing == "trailing":
             stride = num_train_timesteps / self.steps

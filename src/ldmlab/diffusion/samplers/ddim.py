@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.samplers.base import Sampler, Transition, gaussian_like
+from ldmlab.utils.errors import ConfigError
 
 
 class DDIMSampler(Sampler):
@@ -18,7 +19,7 @@ class DDIMSampler(Sampler):
     def __init__(self, steps: int = 50, spacing: str = "trailing", eta: float = 0.0) -> None:
         super().__init__(steps, spacing)
         if not eta >= 0.0:
-            raise ValueError(f"eta must be >= 0, got eta={eta}")
+            raise ConfigError("sampler.eta", f"must be >= 0, got eta={eta}", "e.g. sampler.eta=0")
         self.eta = eta
 
     def step_variance(self, alpha_bar: float, alpha_bar_prev: float) -> float:

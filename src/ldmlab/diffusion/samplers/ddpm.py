@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ldmlab.diffusion.posterior import posterior_coefficients
 from ldmlab.diffusion.samplers.base import Sampler, Transition, gaussian_like
+from ldmlab.utils.errors import ConfigError
 
 VARIANCES = ("fixed_small", "fixed_large")
 
@@ -24,7 +25,8 @@ class DDPMSampler(Sampler):
     ) -> None:
         super().__init__(steps, spacing)
         if variance not in VARIANCES:
-            raise ValueError(f"variance must be one of {VARIANCES}, got variance={variance!r}")
+            raise ConfigError("sampler.variance", f"must be one of {VARIANCES}, got variance={variance!r}",
+                              "sampler.variance=fixed_small")
         self.variance = variance
 
     def step_variance(self, alpha_bar: float, alpha_bar_prev: float) -> float:

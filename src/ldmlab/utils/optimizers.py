@@ -1,0 +1,39 @@
+"""Build an optimiser from its config partial; torch's own checks of its hyperparameters
+("Invalid learning rate: -1") become one line naming the config key."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+
+from torch.optim import Optimizer
+
+from ldmlab.utils.errors import ConfigError
+
+# torch.optim's "Invalid <what>: <value>" → (the hyperparameter, an example of a valid value)
+_TORCH_CHECKS = {
+    "learning rate": ("lr", None),  # None: the value's magnitude (a lost minus sign is the usual slip)
+    "epsilon value": ("eps", "1e-08"),
+    "beta parameter at index 0": ("betas", "[0.9,0.999]"),
+    "beta parameter at index 1": ("betas", "[0.9,0.999]"),
+    "weight_decay value": ("weight_decay", "0"),
+    "momentum value": ("momentum", "0.9"),
+}
+
+
+def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: str) -> Optimizer:
+    """``factory(params=params)``; a hyperparameter torch refuses raises ``ConfigError`` naming
+    ``<key>.<hyperparameter>`` (``key``: the config node of ``factory``, e.g. ``module.optimizer``)."""
+    try:
+        return factory(params=params)
+    except ValueError as err:
+        match = re.fullmatch(r"Invalid (.+): (\S+)", str(err))
+        if match is None or match.group(1) not in _TORCH_CHECKS:
+            raise
+        name, example = _TORCH_CHECKS[match.group(1)]
+        if example is None:
+            value = abs(float(match.group(2)))
+            example = f"{value:g}" if math.isfinite(value) and value > 0 else "0.0001"
+        raise ConfigError(f"{key}.{name}", f"torch.optim refuses {match.group(2)} ({err})",
+                          f"e.g. {key}.{name}={example}") from None
