@@ -49,7 +49,7 @@ def test_two_rank_ddp_trains_both_stages_through_the_cli(tmp_path, tiny_ae_ckpt)
     assert summary["global_step"] > 0 and "val/psnr" in summary["metrics"]
     assert summary["metrics"]["val/rfid_inception"] > 0, "ranks' reconstructions gathered and scored"
     ldm_args = ["trainer=ddp_cpu", f"first_stage.ckpt={tiny_ae_ckpt}", "logger=none", *TINY_LDM,
-                "callbacks.image_logger=null"]
+                "callbacks.image_logger=null", "module.scale_fit_batches=2"]  # 2 batches per rank
     ldm = run_cli("ldmlab.train", ldm_args, tmp_path, config_name="train_ldm")
     assert ldm.returncode == 0, ldm.stderr[-3000:]
     summary = json.loads((tmp_path / "train_ldm/latest/summary.json").read_text())
