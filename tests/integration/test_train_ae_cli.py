@@ -71,6 +71,14 @@ def test_resume_restores_optimizers_discriminator_and_counters(tmp_path, fmnist_
     assert int(next(iter(adam_d["state"].values()))["step"]) == 2 * steps_per_epoch - 2
 
 
+def test_checkpoints_store_no_frozen_pretrained_weights(tiny_ae_ckpt):
+    """LPIPS's VGG16 (~59 MB) is resolved at construction, never stored: the tiny stage-1
+    checkpoint has no LPIPS key and stays small (62.1 MB with it, 3.3 MB without)."""
+    checkpoint = torch.load(tiny_ae_ckpt, weights_only=True)
+    assert not [key for key in checkpoint["state_dict"] if "lpips" in key]
+    assert tiny_ae_ckpt.stat().st_size < 10_000_000
+
+
 def test_missing_data_is_one_clear_error(tmp_path):
     out = run_cli("ldmlab.train", ["data.data_dir=/nonexistent", "logger=none"], tmp_path)
     assert out.returncode == 2
