@@ -56,12 +56,12 @@ def test_resume_restores_optimizers_discriminator_and_counters(tmp_path, fmnist_
     common = ["logger=csv", "loss.disc_start=2", NO_RFID, *TINY]
     first = run_cli("ldmlab.train", ["trainer.max_epochs=1", *common], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    ckpt1 = torch.load(tmp_path / "train_ae/latest/checkpoints/last.ckpt", weights_only=False)
+    ckpt1 = torch.load(tmp_path / "train_ae/latest/checkpoints/last.ckpt", weights_only=True)
     second = run_cli("ldmlab.train", ["trainer.max_epochs=2", "ckpt_path=last", *common], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads((tmp_path / "train_ae/latest/summary.json").read_text())
     assert summary["resumed_from"].endswith("last.ckpt") and summary["epochs"] == 2
-    ckpt2 = torch.load(summary["checkpoints"]["last"], weights_only=False)
+    ckpt2 = torch.load(summary["checkpoints"]["last"], weights_only=True)
     steps_per_epoch = 64 // 16
     assert int(ckpt1["state_dict"]["train_step"]) == steps_per_epoch
     assert int(ckpt2["state_dict"]["train_step"]) == 2 * steps_per_epoch
