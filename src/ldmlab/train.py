@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,11 @@ from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
 
 log = logging.getLogger(__name__)
+# Lightning warnings about what ldmlab does on purpose (frozen LPIPS / first stage stay in eval
+# mode; bf16 model summaries; its own pytree use under this torch): stderr is kept for errors.
+QUIET_WARNINGS = (r"Found \d+ module\(s\) in eval mode",
+                  r"Precision .* is not supported by the model summary",
+                  r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path) -> str | None:
@@ -41,7 +47,7 @@ def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path) -> str | No
         if found is None:
             raise ConfigError("ckpt_path", f"no last.ckpt under {task_dir}", "start fresh: ckpt_path=null")
         ckpt_path = str(found)
-    fix = f"give a {task} checkpoint (e.g. ckpt_path=last) or start fresh with ckpt_path=null"
+    fix = f"start fresh with ckpt_path=null, or give a {task} checkpoint (e.g. ckpt_path=last)"
     checkpoint = read_checkpoint(ckpt_path, "ckpt_path", fix)
     written_by = (checkpoint.get(CONFIG_KEY) or {}).get("task_name")
     if written_by != task or "loops" not in checkpoint:
@@ -53,6 +59,8 @@ def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path) -> str | No
 def fit(cfg: DictConfig) -> dict:
     """Train as configured and return the summary written to ``<run_dir>/summary.json``."""
     started = time.time()
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task_dir = Path(cfg.paths.log_dir) / cfg.task_name
     pl.seed_everything(cfg.seed, workers=True)
@@ -77,7 +85,8 @@ def fit(cfg: DictConfig) -> dict:
     status, stopped_by = "completed", None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        ensure_finite_state(trainer, module)  # steps after the last checkpoint may have diverged
+        # steps after the last checkpoint may have diverged: the final state and validation
+        ensure_finite_state(trainer, module, [k for k in trainer.callback_metrics if k.startswith("val/")])
     except DivergedError as err:
         status, stopped_by = "diverged", err
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl+C (Lightning exits 1), SIGTERM

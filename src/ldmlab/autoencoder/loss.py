@@ -4,11 +4,16 @@ log-variance, the regulariser's loss, and a patch-GAN term with an adaptive weig
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ldmlab.autoencoder.adversarial import (
+    DISCRIMINATOR_KINDS,
+    GENERATOR_KINDS,
     adaptive_weight,
     disc_factor,
     discriminator_loss,
@@ -54,7 +59,14 @@ class AutoencoderLoss(nn.Module):
         if perceptual_weight > 0 and lpips is None:
             raise ConfigError("loss.lpips", "perceptual_weight > 0 needs LPIPS", "configure loss.lpips")
         if disc_start < 0:
-            raise ConfigError("loss.disc_start", f"must be ≥ 0, got {disc_start}", "use a step count")
+            raise ConfigError("loss.disc_start", f"must be ≥ 0, got {disc_start}", "e.g. loss.disc_start=0")
+        _check_weights(perceptual_weight=perceptual_weight, reg_weight=reg_weight, disc_weight=disc_weight,
+                       disc_factor=disc_factor, max_adaptive_weight=max_adaptive_weight)
+        for key, kind, kinds in (("disc_loss", disc_loss, DISCRIMINATOR_KINDS),
+                                 ("gen_loss", gen_loss, GENERATOR_KINDS)):
+            if kind not in kinds:
+                raise ConfigError(f"loss.{key}", f"unknown {kind!r}, not one of {kinds}",
+                                  f"loss.{key}={kinds[0]}")
         self.discriminator, self.lpips = discriminator, lpips
         self.reconstruction = reconstruction
         self.perceptual_weight, self.reg_weight = perceptual_weight, reg_weight
@@ -114,3 +126,12 @@ class AutoencoderLoss(nn.Module):
         loss = factor * discriminator_loss(logits_real, logits_fake, self.disc_loss)
         return loss, {"d_loss": loss.detach(), "logits_real": logits_real.mean().detach(),
                       "logits_fake": logits_fake.mean().detach()}
+
+
+def _check_weights(**weights: float) -> None:
+    """Every loss weight is a finite number ≥ 0; else ConfigError naming ``loss.<name>``."""
+    defaults = inspect.signature(AutoencoderLoss).parameters
+    for name, value in weights.items():
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"loss.{name}", f"must be a finite weight ≥ 0, got {value}",
+                              f"e.g. loss.{name}={defaults[name].default:g}")

@@ -88,14 +88,14 @@ def resolve_weights(source: WeightSource, explicit_path: str | Path | None = Non
             return load_state_dict_file(explicit_path)
         except FileNotFoundError:
             raise WeightsUnavailableError(
-                f"{source.config_key}={explicit_path} does not exist; point it at a "
-                f".safetensors/.pt state dict or unset it to use the cache. {source.fix}"
+                f"{source.config_key}: {explicit_path} does not exist. Fix: point it at a .safetensors/.pt "
+                f"state dict, or use the cache (and offline sources): {source.config_key}=null"
             ) from None
         except Exception as err:  # noqa: BLE001 - whatever the safe loaders refuse, the file is at fault
             raise ConfigError(
                 source.config_key, f"{explicit_path} is not a readable weights-only state dict "
                 f"({refusal_reason(explicit_path, err)})", "point it at a .safetensors/.pt state dict "
-                "of tensors, or unset it to use the cache",
+                f"of tensors, or use the cache: {source.config_key}=null",
             ) from None
     cached = cache_dir() / f"{source.name}.safetensors"
     if cached.is_file():
@@ -115,6 +115,6 @@ def resolve_weights(source: WeightSource, explicit_path: str | Path | None = Non
         save_state_dict_atomic(state, cached)
         return state
     raise WeightsUnavailableError(
-        f"pretrained weights '{source.name}' unavailable (tried {source.config_key}, cache "
-        f"{cached}, {'; '.join(errors) or 'no other source'}). {source.fix}"
+        f"{source.config_key}: pretrained weights '{source.name}' unavailable (tried {source.config_key}, "
+        f"cache {cached}, {'; '.join(errors) or 'no other source'}). Fix: {source.fix}"
     )

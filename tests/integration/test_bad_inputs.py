@@ -1,0 +1,133 @@
+"""Every bad input a user can type ends with one line naming the real config key, exit status 2,
+no traceback and no checkpoint; the suggested fix (a ``key=value`` override) composes with the
+same command and, where cheap, runs past the error.
+
+Most cases run in a fork of the test process (``run_forked``: same argv, fds and exit status as
+the CLI, without 6 s of interpreter start); one case per entry point runs as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ENTRY_CONFIG, TINY_AE, TINY_LDM, compose_config, run_cli, run_forked
+
+AE = [*TINY_AE, "trainer.max_epochs=1"]
+LDM = ["first_stage.ckpt={ae}", "logger=none", *TINY_LDM]
+SAMPLE = ["ckpt={ldm}", "num_samples=2", "sampler.steps=2"]
+OVERRIDE = re.compile(r"(\+?[A-Za-z_][\w.]*)=([^\s,;?)]+)")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    entry: str
+    args: tuple[str, ...]
+    key: str
+    config: str | None = None
+    mentions: str = ""         # something else the line must name (e.g. the bad file)
+    has_fix: bool = True       # the fix holds a key=value override
+    run_fix: bool = False      # also run the fixed command (training: one batch, trainer.fast_dev_run)
+    subprocess: bool = False   # through the real CLI instead of a fork
+
+
+CASES = [
+    Case("corrupt_image_in_worker", "ldmlab.train", (*AE, "data=image_folder", "data.root={images}",
+         "data.num_workers=2", "data.resolution=32", "data.batch_size=4"), "data.root",
+         mentions="bad.png", has_fix=False),
+    Case("negative_guidance_scale", "ldmlab.sample", (*SAMPLE, "guidance_scale=-1"), "guidance_scale",
+         run_fix=True, subprocess=True),
+    Case("negative_lr", "ldmlab.train", (*AE, "module.optimizer.lr=-0.002"), "module.optimizer.lr",
+         run_fix=True),
+    Case("negative_disc_lr", "ldmlab.train", (*AE, "module.disc_optimizer.lr=-4e-4"),
+         "module.disc_optimizer.lr"),
+    Case("negative_reg_weight", "ldmlab.train", (*AE, "loss.reg_weight=-1e-6"), "loss.reg_weight",
+         run_fix=True),
+    Case("negative_perceptual_weight", "ldmlab.train", (*AE, "loss.perceptual_weight=-0.25"),
+         "loss.perceptual_weight"),
+    Case("text_file_as_sample_ckpt", "ldmlab.sample", ("ckpt={text}",), "ckpt", mentions="notes.ckpt"),
+    Case("truncated_sample_ckpt", "ldmlab.sample", ("ckpt={truncated}",), "ckpt", mentions="truncated.ckpt"),
+    Case("text_file_as_evaluate_ckpt", "ldmlab.evaluate", ("ckpt={text}",), "ckpt", mentions="notes.ckpt"),
+    Case("truncated_evaluate_ckpt", "ldmlab.evaluate", ("ckpt={truncated}",), "ckpt",
+         mentions="truncated.ckpt"),
+    Case("zero_batch_size", "ldmlab.train", (*AE, "data.batch_size=0"), "data.batch_size", run_fix=True),
+    Case("guidance_rescale_2_sample", "ldmlab.sample", (*SAMPLE, "guidance_rescale=2"), "guidance_rescale",
+         run_fix=True),
+    Case("guidance_rescale_2_evaluate", "ldmlab.evaluate", ("ckpt={ldm}", "guidance_rescale=2"),
+         "guidance_rescale", subprocess=True),
+    Case("steps_above_T_sample", "ldmlab.sample", ("ckpt={ldm}", "num_samples=2", "sampler.steps=5000"),
+         "sampler.steps"),
+    Case("steps_above_T_evaluate", "ldmlab.evaluate", ("ckpt={ldm}", "sampler=ddim", "sampler.steps=5000"),
+         "sampler.steps"),
+    Case("text_file_as_ckpt_path", "ldmlab.train", (*AE, "ckpt_path={text}"), "ckpt_path", run_fix=True),
+    Case("stage2_ckpt_as_ckpt_path", "ldmlab.train", (*AE, "ckpt_path={ldm}"), "ckpt_path",
+         mentions="train_ldm"),
+    Case("too_few_batches_for_scale_fit", "ldmlab.train", (*LDM, "module.scale_fit_batches=5"),
+         "module.scale_fit_batches", config="train_ldm", run_fix=True),
+    Case("unknown_group_option", "ldmlab.sample", (*SAMPLE, "sampler=dddim"), "sampler", run_fix=True),
+    Case("typo_key", "ldmlab.train", (*AE, "trainer.max_epoch=1"), "trainer.max_epoch", run_fix=True),
+    Case("mismatched_first_stage", "ldmlab.train", (*LDM, "first_stage_embed_dim=8"), "first_stage_embed_dim",
+         config="train_ldm", run_fix=True),
+    Case("missing_lpips_weights", "ldmlab.train",
+         (*AE, "loss.lpips.weights_path=/nonexistent/lpips.safetensors"), "loss.lpips.weights_path",
+         run_fix=True),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_ae_ckpt, tiny_ldm_run) -> dict[str, str]:
+    """The files the cases hand in, outside every case's log dir."""
+    root = tmp_path_factory.mktemp("inputs")
+    ldm = (tiny_ldm_run / "train_ldm" / "latest" / "checkpoints" / "last.ckpt").resolve()
+    (root / "notes.ckpt").write_text("not a checkpoint\n")
+    (root / "truncated.ckpt").write_bytes(ldm.read_bytes()[: ldm.stat().st_size // 2])
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    (images / "bad.png").write_bytes(b"this is not a png")
+    return {"ae": str(tiny_ae_ckpt), "ldm": str(ldm), "text": str(root / "notes.ckpt"),
+            "truncated": str(root / "truncated.ckpt"), "images": str(images)}
+
+
+def suggested_override(line: str) -> str | None:
+    """The first ``key=value`` of the line's ``Fix:`` part."""
+    match = OVERRIDE.search(line.split(" Fix: ", 1)[-1]) if " Fix: " in line else None
+    return f"{match.group(1)}={match.group(2).rstrip('.')}" if match else None
+
+
+def with_fix(args: list[str], key: str, override: str) -> list[str]:
+    """``args`` without the overrides of the reported key or the fix's key, plus the fix."""
+    keys = {key, override.split("=", 1)[0].lstrip("+")}
+    return [a for a in args if a.split("=", 1)[0].lstrip("+~") not in keys] + [override]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_with_a_fix_that_composes(case: Case, inputs, tmp_path):
+    args = [a.format(**inputs) for a in case.args]
+    out = (run_cli if case.subprocess else run_forked)(case.entry, args, tmp_path, case.config)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert lines and lines[-1].startswith(f"error: {case.key}:"), out.stderr[-3000:]
+    assert sum(line.startswith("error:") for line in lines) == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert case.mentions in lines[-1]
+    assert not list(tmp_path.rglob("*.ckpt")), "no checkpoint is written"
+    print(f"{case.name} | {lines[-1]} | {out.returncode}")
+
+    override = suggested_override(lines[-1])
+    assert (override is not None) == case.has_fix, lines[-1]
+    if override is None:
+        return
+    fixed = with_fix(args, case.key, override)
+    compose_config(case.config or ENTRY_CONFIG[case.entry], fixed)  # raises if it does not compose
+    if case.run_fix:
+        extra = ["trainer.fast_dev_run=true"] if case.entry == "ldmlab.train" else []
+        again = run_forked(case.entry, [*fixed, *extra], tmp_path / "fixed", case.config)
+        assert again.returncode == 0, f"{override}: {again.stderr[-3000:]}"
