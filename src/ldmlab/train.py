@@ -85,8 +85,7 @@ def fit(cfg: DictConfig) -> dict:
     status, stopped_by = "completed", None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        # steps after the last checkpoint may have diverged: the final state and validation
-        ensure_finite_state(trainer, module, [k for k in trainer.callback_metrics if k.startswith("val/")])
+        ensure_finite_state(trainer, module)  # steps after the last checkpoint may have diverged
     except DivergedError as err:
         status, stopped_by = "diverged", err
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl+C (Lightning exits 1), SIGTERM

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from weakref import proxy
 
@@ -13,10 +12,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from ldmlab.utils.finite import describe, diverged, nonfinite_state
 
 
-def ensure_finite_state(trainer: pl.Trainer, module: pl.LightningModule, metrics: Iterable[str] = ()) -> None:
+def ensure_finite_state(trainer: pl.Trainer, module: pl.LightningModule, monitor: str | None = None) -> None:
     """Raise ``DivergedError`` (on every rank) if any rank's weights, buffers, EMA, optimiser
-    state or logged ``metrics`` (names in ``trainer.callback_metrics``) hold NaN/Inf."""
-    logged = {name: trainer.callback_metrics[name] for name in metrics if name in trainer.callback_metrics}
+    state, validation metrics (``val/*``) or ``monitor`` hold NaN/Inf."""
+    logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/") or k == monitor}
     found = nonfinite_state(module, trainer.optimizers, logged)
     if trainer.strategy.reduce_boolean_decision(found is not None, all=False):
         index, names = found or (0, ["the state of another rank"])
@@ -36,7 +35,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         self.saved_step = -1
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        ensure_finite_state(trainer, trainer.lightning_module, [self.monitor] if self.monitor else [])
+        ensure_finite_state(trainer, trainer.lightning_module, self.monitor)
         tmp = str(Path(filepath).with_name(f".{Path(filepath).name}.tmp"))
         trainer.save_checkpoint(tmp, self.save_weights_only)
         if trainer.is_global_zero:

@@ -1,13 +1,15 @@
 """Find NaN/Inf in a training state cheaply and name the learning rate to lower.
 
 A module names the config key of each of its optimisers, in ``configure_optimizers`` order,
-as ``optimizer_keys`` (default: ``("module.optimizer",)``).
+as ``optimizer_keys`` (default: ``("module.optimizer",)``); ``module.<name>`` is also the
+module's attribute holding that optimiser's partial, whose ``lr`` the suggested fix divides.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -78,9 +80,13 @@ def describe(names: Sequence[str]) -> str:
 
 def diverged(module: nn.Module, optimizers: Sequence, index: int, problem: str) -> DivergedError:
     """The error naming the learning rate of optimiser ``index``, with a tenfold lower value."""
-    key = f"{getattr(module, 'optimizer_keys', OPTIMIZER_KEYS)[index]}.lr"
+    node = getattr(module, "optimizer_keys", OPTIMIZER_KEYS)[index]
+    factory = getattr(module, node.removeprefix("module."), None)
     group = optimizers[index].param_groups[0] if index < len(optimizers) else {}
     lr = group.get("initial_lr", group.get("lr"))
+    if isinstance(factory, partial):  # the configured value (schedulers may start elsewhere)
+        lr = factory.keywords.get("lr", lr)
+    key = f"{node}.lr"
     fix = f"lower it, e.g. {key}={lr / 10:g}" if isinstance(lr, float | int) else f"lower {key}"
     return DivergedError(key, problem, fix)
 
