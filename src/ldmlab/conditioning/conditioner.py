@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
+from ldmlab.utils.errors import ConfigError
 
 if TYPE_CHECKING:
     from ldmlab.nn.unet import UNet
@@ -39,7 +40,8 @@ class Conditioner(nn.Module):
     ) -> None:
         super().__init__()
         if p_uncond is not None and not 0.0 <= p_uncond <= 1.0:
-            raise ValueError(f"conditioner.p_uncond must lie in [0, 1], got {p_uncond}")
+            raise ConfigError("conditioner.p_uncond", f"must lie in [0, 1], got {p_uncond}",
+                              "e.g. conditioner.p_uncond=0.1")
         named = embedders.items() if isinstance(embedders, Mapping) else enumerate(embedders)
         self.embedders = nn.ModuleDict()
         for name, embedder in named:
