@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from ldmlab.callbacks.epoch_schedule import is_due
+from ldmlab.diffusion.guidance.cfg import check_rescale
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.plots import frontier_keys, plot_sweep
@@ -57,6 +58,7 @@ class GuidanceSweep(pl.Callback):
         seed: int = 0,
     ) -> None:
         self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size, KEY)
+        check_rescale(guidance_rescale, f"{KEY}guidance_rescale")
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ConfigError(f"{KEY}every_n_epochs", f"must be an integer ≥ 1, got {every_n_epochs!r}",
                               f"e.g. {KEY}every_n_epochs=5")
