@@ -70,7 +70,9 @@ def test_callback_writes_csv_plots_logs_and_best_scale(ldm_ckpt, classifier_ckpt
         logger=[CSVLogger(tmp_path, name="csv"), wandb_logger], callbacks=[sweep], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
     )
-    trainer.fit(load_ldm(ldm_ckpt), datamodule=datamodule(fmnist_dir))
+    module = load_ldm(ldm_ckpt)
+    module.optimizer = partial(torch.optim.AdamW, lr=1e-4)  # load_ldm restores no optimiser (not data)
+    trainer.fit(module, datamodule=datamodule(fmnist_dir))
     wandb_logger.experiment.finish()
 
     rows = read_csv(out / "sweep_epoch000.csv")
