@@ -35,5 +35,6 @@ def refusal_reason(path: str | Path, err: BaseException) -> str:
     if names or found:
         return f"unpickling it would import {', '.join(names[:4]) or found.group(1)}: code, not weights"
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(err), re.S)
-    detail = found.group(1) if found else str(err)
-    return f"{type(err).__name__}: {' '.join(detail.split())[:160]}"
+    detail = " ".join((found.group(1) if found else str(err)).split())
+    first_sentence = re.split(r"(?<=[a-z])\. ", detail)[0]
+    return f"{type(err).__name__}: {first_sentence[:160]}"
