@@ -62,13 +62,13 @@ class AutoencoderModule(pl.LightningModule):
             raise ConfigError(
                 "data.resolution", f"{datamodule.resolution} is not divisible by the autoencoder's "
                 f"downsampling factor f={f} (from autoencoder.encoder.ch_mult)",
-                f"use a multiple of {f}, e.g. {max(f, datamodule.resolution // f * f)}",
+                f"use a multiple of {f}, e.g. data.resolution={max(f, datamodule.resolution // f * f)}",
             )
         if datamodule.channels != self.autoencoder.in_channels:
             raise ConfigError(
                 "data.channels", f"data has {datamodule.channels} channels, the autoencoder expects "
                 f"{self.autoencoder.in_channels}",
-                "make data.channels and autoencoder.encoder.in_channels agree",
+                f"autoencoder.encoder.in_channels={datamodule.channels} (the default follows data.channels)",
             )
 
     def _images(self, batch: dict) -> torch.Tensor:
@@ -76,7 +76,7 @@ class AutoencoderModule(pl.LightningModule):
         if x.shape[1] != self.autoencoder.in_channels:
             raise ConfigError(
                 "data.channels", f"batch has {x.shape[1]} channels, the autoencoder expects "
-                f"{self.autoencoder.in_channels}", "make data.channels and autoencoder.in_channels agree",
+                f"{self.autoencoder.in_channels}", f"autoencoder.encoder.in_channels={x.shape[1]}",
             )
         return x
 
