@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.evaluate import stored_datamodule
-from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.reference import load_reference
 from ldmlab.evaluation.sweep import guidance_sweep
 from ldmlab.metrics.fidelity import FidelityEvaluator
@@ -54,7 +54,7 @@ def main() -> None:
         probe = torch.rand(args.num_reference, *reference.image_shape) * 2 - 1
         cold = _seconds(lambda: evaluator(probe))  # reference features computed and cached
         warm = _seconds(lambda: evaluator(probe))  # cache hit: only the probe's features
-        condition = sweep_condition(module.ema.shadow["conditioner"], args.num_samples, dataset)
+        condition = build_condition(module.ema.shadow["conditioner"], args.num_samples, source=dataset)
         started = time.perf_counter()
         rows = guidance_sweep(module, evaluator, condition, scales, args.num_samples,
                               sampler=DPMPP2MSampler(steps=args.sampler_steps), batch_size=100)

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.diffusion.guidance.cfg import check_rescale
 from ldmlab.diffusion.restore import FIX, KEY, build_sampler, load_ldm, resolve_ldm_checkpoint
-from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.plots import plot_sweep
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.sweep import check_settings, guidance_sweep, select_best
@@ -49,7 +49,7 @@ def evaluate(cfg: DictConfig) -> Path:
     reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
     evaluator = instantiate(cfg.metrics)(reference=reference)
     check_counts(evaluator, cfg.num_samples)
-    condition = sweep_condition(module.ema.shadow["conditioner"], cfg.num_samples, dataset)
+    condition = build_condition(module.ema.shadow["conditioner"], cfg.num_samples, source=dataset)
     rows = guidance_sweep(module, evaluator, condition, scales, cfg.num_samples, seed=cfg.seed,
                           batch_size=cfg.batch_size, sampler=sampler, guidance_rescale=cfg.guidance_rescale,
                           use_ema=cfg.use_ema)

@@ -17,37 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
-from ldmlab.conditioning.conditioner import Conditioner
+from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.diffusion.guidance.cfg import check_rescale
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
-
-
-def build_condition(conditioner: Conditioner, num_samples: int, class_label, prompt) -> dict:
-    """The conditioner's inputs for ``num_samples`` samples: a fixed label, all classes in turn,
-    or a prompt; inputs the model has no embedder for are refused."""
-    by_key = {e.input_key: e for e in conditioner.embedders.values()}
-    condition: dict = {}
-    if prompt is not None:
-        if "caption" not in by_key:
-            raise ConfigError("prompt", f"this checkpoint reads {sorted(by_key)}, not text",
-                              "train with conditioner=text (or hybrid) or use class_label")
-        condition["caption"] = [str(prompt)] * num_samples
-    if "label" in by_key:
-        classes = by_key["label"].num_classes
-        if class_label is not None:
-            if not 0 <= int(class_label) < classes:
-                raise ConfigError("class_label", f"{class_label} is not in [0, {classes - 1}]",
-                                  f"pick a class in 0..{classes - 1}")
-            condition["label"] = torch.full((num_samples,), int(class_label))
-        elif prompt is None:
-            condition["label"] = torch.arange(num_samples) % classes
-    elif class_label is not None:
-        raise ConfigError("class_label", f"this checkpoint reads {sorted(by_key)}, not labels",
-                          "use prompt= or a class-conditional checkpoint")
-    return condition
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -63,13 +38,12 @@ def sample(cfg: DictConfig) -> Path:
     module = load_ldm(path).to(device)
     sampler = build_sampler(cfg.sampler, module)
     conditioner = module.ema.shadow["conditioner"]
-    condition = build_condition(conditioner, cfg.num_samples, cfg.class_label, cfg.prompt)
+    condition = build_condition(conditioner, cfg.num_samples, class_label=cfg.class_label, prompt=cfg.prompt)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     images = []
     for start in range(0, cfg.num_samples, cfg.batch_size):
         n = min(cfg.batch_size, cfg.num_samples - start)
-        chunk = {k: (v[start:start + n].to(device) if torch.is_tensor(v) else v[start:start + n])
-                 for k, v in condition.items()}
+        chunk = chunk_of(condition, start, start + n, device)
         images.append(module.generate(chunk, n, cfg.guidance_scale, sampler, generator,
                                       cfg.guidance_rescale, use_ema=cfg.use_ema).cpu())
     images = torch.cat(images)

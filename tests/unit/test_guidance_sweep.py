@@ -20,10 +20,10 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import Subset
 
 from ldmlab.callbacks.guidance_sweep import GuidanceSweep
+from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.diffusion.restore import load_ldm
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.distributed import on_rank_zero
 from ldmlab.evaluation.reference import load_reference
 from ldmlab.evaluation.sweep import check_settings, draw_samples, guidance_sweep, select_best
@@ -132,11 +132,11 @@ def test_conditions_cycle_classes_and_take_other_inputs_from_the_data(fmnist_dir
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     items = [datamodule.test_set[i] for i in range(3)]
-    condition = sweep_condition(conditioner, 5, Subset(datamodule.test_set, range(3)))
+    condition = build_condition(conditioner, 5, source=Subset(datamodule.test_set, range(3)))
     assert condition["label"].tolist() == [0, 1, 2, 3, 4]  # balanced classes, not the data's labels
     assert condition["caption"] == [items[i % 3]["caption"] for i in range(5)]
     assert torch.equal(condition["lowres"], torch.stack([items[i % 3]["lowres"] for i in range(5)]))
-    assert set(sweep_condition(conditioner, 5)) == {"label"}  # no data: the other inputs sample their nulls
+    assert set(build_condition(conditioner, 5)) == {"label"}  # no data: the other inputs sample their nulls
 
 
 def _sweep(ldm_ckpt: Path, classifier_ckpt: Path, data_dir: Path, cache: Path) -> tuple:
@@ -144,7 +144,7 @@ def _sweep(ldm_ckpt: Path, classifier_ckpt: Path, data_dir: Path, cache: Path) -
     module = load_ldm(ldm_ckpt)
     reference, dataset = load_reference(datamodule(data_dir), "test", 40)
     evaluator = metrics(classifier_ckpt, cache)(reference=reference)
-    condition = sweep_condition(module.ema.shadow["conditioner"], 20, dataset)
+    condition = build_condition(module.ema.shadow["conditioner"], 20, source=dataset)
     sampling = {"batch_size": 8, "sampler": DDIMSampler(steps=3)}
     images = draw_samples(module, condition, 20, 3.0, **sampling)
     return images, guidance_sweep(module, evaluator, condition, SCALES, 20, **sampling)

@@ -23,9 +23,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from ldmlab.callbacks.epoch_schedule import is_due
+from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.diffusion.guidance.cfg import check_rescale
 from ldmlab.diffusion.samplers.base import Sampler
-from ldmlab.evaluation.conditions import sweep_condition
 from ldmlab.evaluation.plots import frontier_keys, plot_sweep
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.sweep import check_settings, guidance_sweep, metric_keys, select_best
@@ -83,7 +83,7 @@ class GuidanceSweep(pl.Callback):
         reference, dataset = load_reference(trainer.datamodule, self.reference_split, self.num_reference, KEY)
         self.evaluator = self.metrics(reference=reference)
         check_counts(self.evaluator, self.num_samples, KEY)
-        self.condition = sweep_condition(pl_module.model["conditioner"], self.num_samples, dataset)
+        self.condition = build_condition(pl_module.model["conditioner"], self.num_samples, source=dataset)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.first_stage import FirstStage
 from ldmlab.diffusion.generate import generate_images
@@ -152,14 +153,10 @@ class LatentDiffusionModule(pl.LightningModule):
         return images
 
     def log_images(self, batch: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
-        """Samples at each of ``log_guidance_scales`` for the validation batch's conditions;
-        class labels are replaced by 0, 1, …, K−1, 0, … so each grid row sweeps the classes."""
-        condition = {}
-        for embedder in self.model["conditioner"].embedders.values():
-            key = embedder.input_key
-            condition[key] = batch[key][:n]
-            if key == "label" and hasattr(embedder, "num_classes"):
-                condition[key] = torch.arange(n, device=self.device) % embedder.num_classes
+        """Samples at each of ``log_guidance_scales`` for the validation batch's other inputs,
+        with classes 0, 1, …, K−1, 0, … so each grid row sweeps the classes (``build_condition``)."""
+        condition = build_condition(self.model["conditioner"], n, source=batch)
+        condition = chunk_of(condition, 0, n, self.device)
         generator = torch.Generator(device=self.device).manual_seed(0)
         return {
             f"samples_scale{scale:g}": self.generate(condition, n, scale, generator=generator.manual_seed(0))

@@ -19,9 +19,9 @@ from functools import partial
 
 import torch
 
+from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.diffusion.samplers.base import Sampler
-from ldmlab.evaluation.conditions import chunk_of
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.evaluation.table import Row
 from ldmlab.metrics.fidelity import FidelityEvaluator

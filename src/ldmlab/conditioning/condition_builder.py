@@ -1,0 +1,86 @@
+"""What generated samples are conditioned on: one rule for sample, evaluate, sweeps and image logs.
+
+Each embedder of the conditioner decides, by what it is:
+- a class embedder (it has ``num_classes``): ``class_label`` for every sample if given (checked
+  to be a valid class), else 0, 1, …, K−1, 0, … (balanced, as FID's reference set);
+- a text embedder: ``prompt`` for every sample if given, else the ``source``'s captions;
+- any other embedder (``lowres``, …): the ``source``'s values for its ``input_key``.
+Without a ``source`` such inputs are left out, so those samples use the learned null. A
+``class_label`` or ``prompt`` the model has no embedder for is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ldmlab.conditioning.conditioner import Conditioner
+from ldmlab.conditioning.text_encoder import TextEmbedder
+from ldmlab.utils.errors import ConfigError
+
+Source = Dataset | Mapping[str, Any]
+"""Items 0, 1, … (cycled) of a dataset of sample dicts, or rows of one collated batch."""
+
+
+def build_condition(
+    conditioner: Conditioner,
+    num_samples: int,
+    *,
+    class_label: int | None = None,
+    prompt: str | None = None,
+    source: Source | None = None,
+) -> dict[str, Any]:
+    """The conditioner's inputs for ``num_samples`` samples, by the rules above: tensors (N, ...)
+    on the CPU (or on the batch's device for a batch source), strings as a list of N."""
+    embedders = list(conditioner.embedders.values())
+    keys = sorted(e.input_key for e in embedders)
+    classes = [e for e in embedders if hasattr(e, "num_classes")]
+    texts = [e for e in embedders if isinstance(e, TextEmbedder)]
+    if class_label is not None and not classes:
+        raise ConfigError("class_label", f"this checkpoint reads {keys}, not class labels",
+                          "class_label=null (or use a class-conditional checkpoint)")
+    if prompt is not None and not texts:
+        raise ConfigError("prompt", f"this checkpoint reads {keys}, not text",
+                          "prompt=null (or train with conditioner=text or hybrid)")
+    condition: dict[str, Any] = {}
+    for embedder in embedders:
+        key = embedder.input_key
+        if embedder in classes:
+            condition[key] = _labels(embedder.num_classes, num_samples, class_label)
+        elif embedder in texts and prompt is not None:
+            condition[key] = [str(prompt)] * num_samples
+        elif source is not None:
+            condition[key] = _values(source, key, num_samples)
+    return condition
+
+
+def chunk_of(condition: dict[str, Any], start: int, stop: int, device: torch.device | str) -> dict[str, Any]:
+    """Entries ``start:stop`` of every input, tensors moved to ``device``."""
+    return {key: value[start:stop].to(device) if torch.is_tensor(value) else value[start:stop]
+            for key, value in condition.items()}
+
+
+def _labels(num_classes: int, n: int, class_label: int | None) -> torch.Tensor:
+    if class_label is None:
+        return torch.arange(n) % num_classes
+    if not 0 <= int(class_label) < num_classes:
+        raise ConfigError("class_label", f"{class_label} is not a class in [0, {num_classes - 1}]",
+                          f"e.g. class_label=0 (classes 0..{num_classes - 1}), or class_label=null for all")
+    return torch.full((n,), int(class_label))
+
+
+def _values(source: Source, key: str, n: int) -> torch.Tensor | list:
+    if isinstance(source, Mapping):  # one collated batch: rows 0, 1, … cycled
+        column = source[key]
+        if torch.is_tensor(column):
+            return column[torch.arange(n, device=column.device) % len(column)]
+        return [column[i % len(column)] for i in range(n)]
+    values = [source[i % len(source)][key] for i in range(n)]
+    if torch.is_tensor(values[0]):
+        return torch.stack(values)
+    if isinstance(values[0], int | float):
+        return torch.tensor(values)
+    return values
