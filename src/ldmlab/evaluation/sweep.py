@@ -72,7 +72,7 @@ def guidance_sweep(
 ) -> list[Row]:
     """One row per scale: ``{guidance_scale, w, <evaluator metrics>, sampling_seconds, metric_seconds}``.
 
-    condition: the conditioner's inputs for all ``num_samples`` samples (``sweep_condition``);
+    condition: the conditioner's inputs for all ``num_samples`` samples (``build_condition``);
     its ``label`` entry, when present, scores ``accuracy_classifier``. sampling: ``seed``,
     ``batch_size``, ``sampler`` (None: the module's), ``guidance_rescale``, ``use_ema`` of
     ``draw_samples``. Every rank returns the same rows; call it on every rank.
