@@ -59,8 +59,8 @@ DEMO_SWEEP_ARGS ?= guidance_scales=[1,2,3,5] num_samples=300 num_reference=1000 
 demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, samples, then a small guidance sweep
 	$(PY) -m ldmlab.train --config-name train_ae $(DEMO_AE_ARGS)
 	$(PY) -m ldmlab.train --config-name train_ldm $(DEMO_LDM_ARGS)
-	$(PY) -m ldmlab.sample sampler=ddim guidance_scale=3 num_samples=40
-	$(PY) -m ldmlab.sample sampler=dpmpp guidance_scale=1 num_samples=40
+	$(PY) -m ldmlab.sample sampler=ddim guidance.scale=3 num_samples=40
+	$(PY) -m ldmlab.sample sampler=dpmpp guidance.scale=1 num_samples=40
 	$(PY) -m ldmlab.train --config-name train_classifier $(DEMO_CLASSIFIER_ARGS)
 	$(PY) -m ldmlab.evaluate metrics.classifier_ckpt=logs/train_classifier/latest/checkpoints/last.ckpt \
 		$(DEMO_SWEEP_ARGS)

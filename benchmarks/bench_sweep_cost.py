@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ldmlab.conditioning.condition_builder import build_condition
+from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.evaluate import stored_datamodule
@@ -56,8 +57,9 @@ def main() -> None:
         warm = _seconds(lambda: evaluator(probe))  # cache hit: only the probe's features
         condition = build_condition(module.ema.shadow["conditioner"], args.num_samples, source=dataset)
         started = time.perf_counter()
-        rows = guidance_sweep(module, evaluator, condition, scales, args.num_samples,
-                              sampler=DPMPP2MSampler(steps=args.sampler_steps), batch_size=100)
+        rows = guidance_sweep(module, evaluator, condition, ClassifierFreeGuidance(), scales,
+                              args.num_samples, sampler=DPMPP2MSampler(steps=args.sampler_steps),
+                              batch_size=100)
         total = time.perf_counter() - started
 
     sampling = [row["sampling_seconds"] for row in rows]

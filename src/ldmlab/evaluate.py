@@ -1,5 +1,7 @@
 """Guidance sweep of a trained LDM, offline: ``make evaluate ARGS="ckpt=... guidance_scales=[1,2,3]"``.
 
+Sweeps the scale of the configured ``guidance`` (default cfg; ``guidance=classifier`` sweeps the
+classifier-guidance scale, ``guidance=cfg_classifier`` the term named by ``guidance.sweep``).
 Loads the checkpoint (weights only), rebuilds the datamodule from the config stored in it (or
 ``data=...``) for the reference images, samples ``num_samples`` images per guidance scale and
 writes ``guidance_sweep.csv`` (one row per s), ``guidance_sweep.png`` (FID vs s, IS vs s,
@@ -18,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
-from ldmlab.conditioning.condition_builder import build_condition
-from ldmlab.diffusion.guidance.cfg import check_rescale
+from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import FIX, KEY, build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.evaluation.plots import plot_sweep
 from ldmlab.evaluation.reference import check_counts, load_reference
@@ -39,7 +40,7 @@ def stored_datamodule(path: Path):
 
 def evaluate(cfg: DictConfig) -> Path:
     scales = check_settings(cfg.guidance_scales, cfg.num_samples, cfg.batch_size)
-    check_rescale(cfg.guidance_rescale)
+    guidance = instantiate(cfg.guidance)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
@@ -49,24 +50,26 @@ def evaluate(cfg: DictConfig) -> Path:
     reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
     evaluator = instantiate(cfg.metrics)(reference=reference)
     check_counts(evaluator, cfg.num_samples)
-    condition = build_condition(module.ema.shadow["conditioner"], cfg.num_samples, source=dataset)
-    rows = guidance_sweep(module, evaluator, condition, scales, cfg.num_samples, seed=cfg.seed,
-                          batch_size=cfg.batch_size, sampler=sampler, guidance_rescale=cfg.guidance_rescale,
-                          use_ema=cfg.use_ema)
+    condition = guided_condition(module.ema.shadow["conditioner"], guidance, cfg.num_samples,
+                                 class_label=cfg.class_label, source=dataset)
+    rows = guidance_sweep(module, evaluator, condition, guidance, scales, cfg.num_samples, seed=cfg.seed,
+                          batch_size=cfg.batch_size, sampler=sampler, use_ema=cfg.use_ema)
     metric, best = select_best(rows, cfg.select_by)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     files = {"csv": write_csv(rows, run_dir / "guidance_sweep.csv"),
-             "plot": plot_sweep(rows, run_dir / "guidance_sweep.png", title=f"guidance sweep of {path.name}")}
+             "plot": plot_sweep(rows, run_dir / "guidance_sweep.png",
+                                title=f"{guidance.name} sweep of {path.name}")}
     write_json_atomic(run_dir / "summary.json", {
         "task": "evaluate", "checkpoint": str(path), "num_samples": cfg.num_samples,
         "num_reference": len(reference), "reference": reference.name, "seed": cfg.seed,
+        "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
         "sampler": OmegaConf.to_container(cfg.sampler) if cfg.get("sampler") else "checkpoint's",
         "rows": rows, "best": {"select_by": metric, **best}, "files": files,
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
-    print(f"best guidance scale by {metric}: s={best['guidance_scale']:g} ({metric}={best[metric]:.4g}); "
-          f"wrote {files['csv']} and {files['plot']}")
+    print(f"best {guidance.name} scale by {metric}: s={best['guidance_scale']:g} "
+          f"({metric}={best[metric]:.4g}); wrote {files['csv']} and {files['plot']}")
     return run_dir
 
 

@@ -1,24 +1,25 @@
-"""Draw samples from a trained LDM: ``make sample ARGS="sampler=ddim guidance_scale=3 class_label=7"``.
+"""Draw samples from a trained LDM: ``make sample ARGS="sampler=ddim guidance.scale=3 class_label=7"``.
 
-Writes ``samples.png`` (a grid) and ``samples.npz`` (uint8 images (N, H, W, C), labels,
-prompts, guidance scale, sampler) into ``logs/sample/runs/<timestamp>/``.
+``guidance`` is a config group (cfg, classifier, image, cfg_classifier, none). Writes
+``samples.png`` (a grid) and ``samples.npz`` (uint8 images (N, H, W, C), labels, prompt,
+guidance, sampler) into ``logs/sample/runs/<timestamp>/``.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
-from ldmlab.conditioning.condition_builder import build_condition, chunk_of
-from ldmlab.diffusion.guidance.cfg import check_rescale
+from ldmlab.conditioning.condition_builder import chunk_of
+from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.images import to_unit
@@ -28,35 +29,34 @@ from ldmlab.utils.run_layout import update_latest, write_json_atomic
 def sample(cfg: DictConfig) -> Path:
     if cfg.num_samples <= 0:
         raise ConfigError("num_samples", f"must be positive, got {cfg.num_samples}", "e.g. num_samples=64")
-    if not (math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0):
-        raise ConfigError("guidance_scale", f"must be ≥ 0 (0: unconditional, 1: no guidance), got "
-                          f"{cfg.guidance_scale}", "e.g. guidance_scale=3")
-    check_rescale(cfg.guidance_rescale)
+    guidance = instantiate(cfg.guidance)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
     sampler = build_sampler(cfg.sampler, module)
     conditioner = module.ema.shadow["conditioner"]
-    condition = build_condition(conditioner, cfg.num_samples, class_label=cfg.class_label, prompt=cfg.prompt)
+    condition = guided_condition(conditioner, guidance, cfg.num_samples, class_label=cfg.class_label,
+                                 prompt=cfg.prompt)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     images = []
     for start in range(0, cfg.num_samples, cfg.batch_size):
         n = min(cfg.batch_size, cfg.num_samples - start)
         chunk = chunk_of(condition, start, start + n, device)
-        images.append(module.generate(chunk, n, cfg.guidance_scale, sampler, generator,
-                                      cfg.guidance_rescale, use_ema=cfg.use_ema).cpu())
+        images.append(module.generate(chunk, n, guidance=guidance, sampler=sampler, generator=generator,
+                                      use_ema=cfg.use_ema).cpu())
     images = torch.cat(images)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     save_image(to_unit(images), run_dir / "samples.png", nrow=cfg.nrow, padding=1)
     pixels = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     labels = condition.get("label", torch.full((cfg.num_samples,), -1)).numpy()
     np.savez_compressed(run_dir / "samples.npz", images=pixels, labels=labels,
-                        prompt=str(cfg.prompt or ""), guidance_scale=cfg.guidance_scale,
+                        prompt=str(cfg.prompt or ""), guidance=OmegaConf.to_yaml(cfg.guidance, resolve=True),
                         sampler=OmegaConf.to_yaml(cfg.sampler), checkpoint=str(path))
     write_json_atomic(run_dir / "summary.json", {
         "task": "sample", "checkpoint": str(path), "num_samples": cfg.num_samples,
-        "guidance_scale": cfg.guidance_scale, "sampler": OmegaConf.to_container(cfg.sampler),
+        "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
+        "sampler": OmegaConf.to_container(cfg.sampler),
         "files": {"grid": str(run_dir / "samples.png"), "npz": str(run_dir / "samples.npz")},
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)

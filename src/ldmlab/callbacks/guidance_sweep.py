@@ -1,4 +1,4 @@
-"""Sweep the classifier-free guidance scale during training: samples at each scale → FID/IS/….
+"""Sweep the guidance scale during training (CFG by default): samples at each scale → FID/IS/….
 
 Every ``every_n_epochs`` validation epochs and after the last one, all ranks draw ``num_samples``
 images per scale with the EMA weights (see ``ldmlab.evaluation.sweep`` for the chunked, rank-
@@ -23,8 +23,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from ldmlab.callbacks.epoch_schedule import is_due
-from ldmlab.conditioning.condition_builder import build_condition
-from ldmlab.diffusion.guidance.cfg import check_rescale
+from ldmlab.diffusion.guidance.base import Guidance
+from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.evaluation.plots import frontier_keys, plot_sweep
 from ldmlab.evaluation.reference import check_counts, load_reference
@@ -37,10 +38,11 @@ KEY = "callbacks.guidance_sweep."
 
 
 class GuidanceSweep(pl.Callback):
-    """guidance_scales: the s values (ε̃ = ε_u + s·(ε_c − ε_u)); metrics: ``FidelityEvaluator``
-    without its reference (a Hydra ``_partial_``); sampler: None → the module's; select_by: the
-    metric that picks the best scale (None → the first FID key; fid/kid lower, others higher is
-    better); seed: chunk i of every scale uses generator seed ``seed + i``."""
+    """guidance_scales: the s values of ``guidance`` (None: CFG, ε̃ = ε_u + s·(ε_c − ε_u));
+    metrics: ``FidelityEvaluator`` without its reference (a Hydra ``_partial_``); sampler: None →
+    the module's; select_by: the metric that picks the best scale (None → the first FID key;
+    fid/kid lower, others higher is better); seed: chunk i of every scale uses generator seed
+    ``seed + i``."""
 
     def __init__(
         self,
@@ -53,12 +55,12 @@ class GuidanceSweep(pl.Callback):
         num_reference: int = 2000,
         sampler: Sampler | None = None,
         batch_size: int = 64,
-        guidance_rescale: float = 0.0,
+        guidance: Guidance | None = None,
         select_by: str | None = None,
         seed: int = 0,
     ) -> None:
         self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size, KEY)
-        check_rescale(guidance_rescale, f"{KEY}guidance_rescale")
+        self.guidance = guidance or ClassifierFreeGuidance()
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ConfigError(f"{KEY}every_n_epochs", f"must be an integer ≥ 1, got {every_n_epochs!r}",
                               f"e.g. {KEY}every_n_epochs=5")
@@ -66,8 +68,7 @@ class GuidanceSweep(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.reference_split, self.num_reference = reference_split, num_reference
         self.select_by, self.sampling = select_by, {
-            "seed": seed, "batch_size": batch_size, "sampler": sampler, "guidance_rescale": guidance_rescale,
-        }
+            "seed": seed, "batch_size": batch_size, "sampler": sampler}
         self.evaluator: FidelityEvaluator | None = None
         self.condition: dict = {}
         self.best: dict = {}
@@ -83,14 +84,15 @@ class GuidanceSweep(pl.Callback):
         reference, dataset = load_reference(trainer.datamodule, self.reference_split, self.num_reference, KEY)
         self.evaluator = self.metrics(reference=reference)
         check_counts(self.evaluator, self.num_samples, KEY)
-        self.condition = build_condition(pl_module.model["conditioner"], self.num_samples, source=dataset)
+        self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
+                                          source=dataset)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         if trainer.sanity_checking or epoch == self._swept_epoch or not is_due(trainer, self.every_n_epochs):
             return
         self._swept_epoch = epoch
-        rows = guidance_sweep(pl_module, self.evaluator, self.condition, self.guidance_scales,
+        rows = guidance_sweep(pl_module, self.evaluator, self.condition, self.guidance, self.guidance_scales,
                               self.num_samples, **self.sampling)
         metric, best = select_best(rows, self.select_by, f"{KEY}select_by")
         self.best = {"epoch": epoch, "select_by": metric, **best}

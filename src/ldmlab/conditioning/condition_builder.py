@@ -6,7 +6,8 @@ Each embedder of the conditioner decides, by what it is:
 - a text embedder: ``prompt`` for every sample if given, else the ``source``'s captions;
 - any other embedder (``lowres``, …): the ``source``'s values for its ``input_key``.
 Without a ``source`` such inputs are left out, so those samples use the learned null. A
-``class_label`` or ``prompt`` the model has no embedder for is refused.
+``class_label`` or ``prompt`` nothing reads is refused. ``label_classes``: K of a reader of
+``label`` outside the conditioner (classifier guidance), which gets labels by the class rule.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def build_condition(
     class_label: int | None = None,
     prompt: str | None = None,
     source: Source | None = None,
+    label_classes: int | None = None,
 ) -> dict[str, Any]:
     """The conditioner's inputs for ``num_samples`` samples, by the rules above: tensors (N, ...)
     on the CPU (or on the batch's device for a batch source), strings as a list of N."""
@@ -39,9 +41,9 @@ def build_condition(
     keys = sorted(e.input_key for e in embedders)
     classes = [e for e in embedders if hasattr(e, "num_classes")]
     texts = [e for e in embedders if isinstance(e, TextEmbedder)]
-    if class_label is not None and not classes:
+    if class_label is not None and not classes and label_classes is None:
         raise ConfigError("class_label", f"this checkpoint reads {keys}, not class labels",
-                          "class_label=null (or use a class-conditional checkpoint)")
+                          "class_label=null (or use a class-conditional checkpoint or guidance=classifier)")
     if prompt is not None and not texts:
         raise ConfigError("prompt", f"this checkpoint reads {keys}, not text",
                           "prompt=null (or train with conditioner=text or hybrid)")
@@ -54,6 +56,8 @@ def build_condition(
             condition[key] = [str(prompt)] * num_samples
         elif source is not None:
             condition[key] = _values(source, key, num_samples)
+    if label_classes is not None and "label" not in condition:
+        condition["label"] = _labels(label_classes, num_samples, class_label)
     return condition
 
 

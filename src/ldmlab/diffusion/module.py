@@ -16,6 +16,8 @@ from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.first_stage import FirstStage
 from ldmlab.diffusion.generate import generate_images
+from ldmlab.diffusion.guidance.base import Guidance, GuidanceContext
+from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.loss import DiffusionLoss
 from ldmlab.diffusion.loss_weighting.base import LossWeighting
 from ldmlab.diffusion.parameterizations.base import Parameterization
@@ -131,36 +133,43 @@ class LatentDiffusionModule(pl.LightningModule):
         self,
         condition: dict[str, Any],
         num_samples: int,
-        guidance_scale: float = 1.0,
+        *,
+        guidance: Guidance | None = None,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        guidance_rescale: float = 0.0,
         use_ema: bool = True,
     ) -> torch.Tensor:
-        """Images (N, C, H, W) in [-1, 1]; see ``ldmlab.diffusion.generate``."""
+        """Images (N, C, H, W) in [-1, 1]; ``guidance`` is prepared for this model here; see
+        ``ldmlab.diffusion.generate``."""
         model = self.ema.shadow if use_ema else self.model
         was_training = model.training
         model.eval()
         latent = self.resolution // self.first_stage.downsample_factor
+        latent_shape = (self.first_stage.embed_dim, latent, latent)
+        if guidance is not None:
+            context = GuidanceContext(self.first_stage, self.schedule, latent_shape, model["conditioner"])
+            guidance.prepare(context)
         images = generate_images(
             self.first_stage, unet=model["unet"], conditioner=model["conditioner"],
             schedule=self.schedule, parameterization=self.parameterization,
-            sampler=sampler or self.sampler, condition=condition,
-            latent_shape=(self.first_stage.embed_dim, latent, latent), num_samples=num_samples,
-            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, generator=generator,
+            sampler=sampler or self.sampler, condition=condition, latent_shape=latent_shape,
+            num_samples=num_samples, guidance=guidance, generator=generator,
         )
         model.train(was_training)
         return images
 
     def log_images(self, batch: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
-        """Samples at each of ``log_guidance_scales`` for the validation batch's other inputs,
-        with classes 0, 1, …, K−1, 0, … so each grid row sweeps the classes (``build_condition``)."""
+        """Samples at each CFG scale of ``log_guidance_scales`` for the validation batch's other
+        inputs, with classes 0, 1, …, K−1, 0, … so each grid row sweeps the classes (``build_condition``)."""
         condition = build_condition(self.model["conditioner"], n, source=batch)
         condition = chunk_of(condition, 0, n, self.device)
         generator = torch.Generator(device=self.device).manual_seed(0)
+        guided = self.model["conditioner"].embedders
         return {
-            f"samples_scale{scale:g}": self.generate(condition, n, scale, generator=generator.manual_seed(0))
-            for scale in self.log_guidance_scales
+            f"samples_scale{scale:g}": self.generate(
+                condition, n, guidance=ClassifierFreeGuidance(scale) if guided else None,
+                generator=generator.manual_seed(0))
+            for scale in (self.log_guidance_scales if guided else (1.0,))
         }
 
     def configure_optimizers(self):

@@ -23,7 +23,7 @@ def frontier_keys(rows: Sequence[Row]) -> tuple[str | None, str | None]:
 
 
 def plot_sweep(rows: Sequence[Row], path: Path, title: str = "") -> Path:
-    """FID vs s, IS vs s (top axis: w = s − 1) and FID vs IS, for the keys ``rows`` have."""
+    """FID vs s, IS vs s (top axis for CFG rows: w = s − 1) and FID vs IS, for the keys ``rows`` have."""
     fid, quality = frontier_keys(rows)
     panels = [key for key in (fid, quality) if key]
     count = len(panels) + bool(fid and quality)
@@ -31,9 +31,10 @@ def plot_sweep(rows: Sequence[Row], path: Path, title: str = "") -> Path:
     scales = [row["guidance_scale"] for row in rows]
     for ax, key in zip(axes[0], panels, strict=False):
         ax.plot(scales, [row[key] for row in rows], "o-")
-        ax.set(xlabel="guidance scale s", ylabel=key)
+        ax.set(xlabel=f"{rows[0].get('guidance', 'guidance')} scale s", ylabel=key)
         ax.ticklabel_format(useOffset=False)
-        ax.secondary_xaxis("top", functions=(lambda s: s - 1, lambda w: w + 1)).set_xlabel("w = s − 1")
+        if all("w" in row for row in rows):
+            ax.secondary_xaxis("top", functions=(lambda s: s - 1, lambda w: w + 1)).set_xlabel("w = s − 1")
         ax.grid(alpha=0.3)
     if fid and quality:
         draw_frontier(axes[0][-1], {"": rows}, fid, quality)

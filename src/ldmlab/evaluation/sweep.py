@@ -1,7 +1,9 @@
-"""Fidelity metrics of one model at several classifier-free guidance scales.
+"""Fidelity metrics of one model at several scales of its configured guidance.
 
-Convention: ``guidance_scale`` s with ε̃ = ε_u + s·(ε_c − ε_u) (s = 1: no guidance); each row
-also carries Ho & Salimans' w = s − 1.
+The swept scale is the guidance's own (``Guidance.with_scale``): CFG's s with
+ε̃ = ε_u + s·(ε_c − ε_u) (s = 1: no guidance; those rows also carry Ho & Salimans' w = s − 1),
+classifier guidance's s in ε̂ − s·sqrt(1 − ᾱ_t)·∇ log p(y | x_t) (s = 0: none), …; every row
+names the guidance (``guidance``) so CFG and classifier sweeps can share one table and frontier.
 
 Reproducible under any process count: the samples of a scale are drawn in chunks of
 ``batch_size``, chunk i from a generator seeded ``seed + i`` (the same noise at every scale);
@@ -20,6 +22,8 @@ from functools import partial
 import torch
 
 from ldmlab.conditioning.condition_builder import chunk_of
+from ldmlab.diffusion.guidance.base import Guidance
+from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
@@ -29,7 +33,7 @@ from ldmlab.metrics.reference_stats import to_uint8
 from ldmlab.utils.errors import ConfigError
 
 LOWER_IS_BETTER = ("fid_", "kid_")
-NOT_METRICS = ("guidance_scale", "w", "sampling_seconds", "metric_seconds")
+NOT_METRICS = ("guidance", "guidance_scale", "w", "sampling_seconds", "metric_seconds")
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +55,8 @@ def check_settings(
 
 @torch.no_grad()
 def draw_samples(
-    module: LatentDiffusionModule, condition: dict, num_samples: int, guidance_scale: float, seed: int = 0,
-    batch_size: int = 64, sampler: Sampler | None = None, guidance_rescale: float = 0.0, use_ema: bool = True,
+    module: LatentDiffusionModule, condition: dict, num_samples: int, guidance: Guidance, seed: int = 0,
+    batch_size: int = 64, sampler: Sampler | None = None, use_ema: bool = True,
 ) -> torch.Tensor | None:
     """uint8 (num_samples, C, H, W) on rank 0 (None elsewhere): this rank's chunks, gathered."""
     rank, world = rank_and_world()
@@ -61,41 +65,46 @@ def draw_samples(
         start, stop = index * batch_size, min((index + 1) * batch_size, num_samples)
         generator = torch.Generator(device=module.device).manual_seed(seed + index)
         images = module.generate(chunk_of(condition, start, stop, module.device), stop - start,
-                                 guidance_scale, sampler, generator, guidance_rescale, use_ema)
+                                 guidance=guidance, sampler=sampler, generator=generator, use_ema=use_ema)
         local[index] = to_uint8(images)
     return gather_chunks(local)
 
 
 def guidance_sweep(
-    module: LatentDiffusionModule, evaluator: FidelityEvaluator, condition: dict,
+    module: LatentDiffusionModule, evaluator: FidelityEvaluator, condition: dict, guidance: Guidance,
     guidance_scales: Sequence[float], num_samples: int, **sampling,
 ) -> list[Row]:
-    """One row per scale: ``{guidance_scale, w, <evaluator metrics>, sampling_seconds, metric_seconds}``.
+    """One row per scale: ``{guidance, guidance_scale, [w,] <evaluator metrics>, sampling_seconds,
+    metric_seconds}``, sampled with ``guidance.with_scale(s)``.
 
-    condition: the conditioner's inputs for all ``num_samples`` samples (``build_condition``);
-    its ``label`` entry, when present, scores ``accuracy_classifier``. sampling: ``seed``,
-    ``batch_size``, ``sampler`` (None: the module's), ``guidance_rescale``, ``use_ema`` of
-    ``draw_samples``. Every rank returns the same rows; call it on every rank.
+    condition: the inputs for all ``num_samples`` samples (``guided_condition``); its ``label``
+    entry, when present, scores ``accuracy_classifier``. sampling: ``seed``, ``batch_size``,
+    ``sampler`` (None: the module's), ``use_ema`` of ``draw_samples``. Every rank returns the same
+    rows; call it on every rank.
     """
     labels = condition.get("label")
     rows = []
     for scale in guidance_scales:
+        guided = guidance.with_scale(scale)
         started = time.perf_counter()
-        images = draw_samples(module, condition, num_samples, scale, **sampling)
+        images = draw_samples(module, condition, num_samples, guided, **sampling)
         seconds = time.perf_counter() - started
-        rows.append(on_rank_zero(partial(_score, evaluator, images, labels, scale, seconds)))
+        rows.append(on_rank_zero(partial(_score, evaluator, images, labels, guided, seconds)))
         if rank_and_world()[0] == 0:
             log.info("guidance sweep: %s", rows[-1])
     return rows
 
 
-def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Tensor | None, scale: float,
-           sampling_seconds: float) -> Row:
+def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Tensor | None,
+           guidance: Guidance, sampling_seconds: float) -> Row:
     started = time.perf_counter()
     metrics = evaluator(images.float() / 127.5 - 1, labels)
     seconds = {"sampling_seconds": round(sampling_seconds, 2),
                "metric_seconds": round(time.perf_counter() - started, 2)}
-    return {"guidance_scale": scale, "w": scale - 1, **metrics, **seconds}
+    scale = {"guidance": guidance.name, "guidance_scale": guidance.scale}
+    if isinstance(guidance.swept, ClassifierFreeGuidance):
+        scale["w"] = guidance.scale - 1
+    return {**scale, **metrics, **seconds}
 
 
 def metric_keys(rows: Sequence[Row]) -> list[str]:
