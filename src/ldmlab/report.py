@@ -1,8 +1,11 @@
-"""Aggregate a multirun's guidance sweeps: ``make report ARGS="sweep_dir=logs/train_ldm/multiruns/<ts>"``.
+"""Aggregate a multirun's guidance sweeps: ``make report ARGS="sweep_dir=logs/train_ldm/multiruns/<ts>"``,
+or compare ``make evaluate`` runs on one frontier: ``make report ARGS="evaluate_runs=[A,B]"``.
 
 Writes ``report.csv`` (every metric, mean and seed spread per group × s), ``report.md``
 (FID/KID/IS/accuracy, ``mean ± std`` over seeds) and ``frontier.png`` (one FID–IS curve per
-group, points labelled by s) into the sweep dir. ``AggregateOnMultirunEnd`` does the same as a
+group, points labelled by s) into the sweep dir. With ``evaluate_runs``: ``compare.csv``,
+``compare.md`` and ``frontier.png`` (one curve per run, e.g. CFG vs classifier guidance) into the
+report's own run dir ``logs/report/runs/<ts>``. ``AggregateOnMultirunEnd`` does the same as a
 Hydra callback when the multirun finishes (``hydra.callbacks`` of ``experiment=cfg_sweep_fmnist``).
 """
 
@@ -13,11 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.evaluation.aggregate import write_report
+from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,11 @@ def newest_multirun(task_dir: Path) -> Path:
 
 
 def report(cfg: DictConfig) -> dict[str, Path]:
+    if cfg.evaluate_runs:
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        paths = write_comparison([Path(run) for run in cfg.evaluate_runs], out_dir, cfg.labels)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return paths
     task_dir = Path(cfg.paths.log_dir) / cfg.sweep_task
     sweep_dir = Path(cfg.sweep_dir) if cfg.sweep_dir else newest_multirun(task_dir)
     if not sweep_dir.is_dir():

@@ -4,12 +4,14 @@ aggregation maths on hand-made jobs."""
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
 import yaml
 
 from ldmlab.evaluation.aggregate import write_report
+from ldmlab.evaluation.compare import write_comparison
 from ldmlab.evaluation.table import read_csv, write_csv
 from ldmlab.report import report
 from ldmlab.utils.errors import ConfigError
@@ -81,3 +83,35 @@ def test_p_uncond_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factor
                "accuracy_classifier"]
     assert markdown.startswith("| " + " | ".join(columns) + " |\n") and markdown.count("\n") == 6
     assert (sweep_dir / "frontier.png").is_file()
+
+
+def evaluate_run(root, name, guidance, model, rows):
+    run = root / name
+    run.mkdir(parents=True)
+    summary = {"task": "evaluate", "checkpoint": f"/logs/train_ldm/runs/{model}/checkpoints/last.ckpt",
+               "guidance": {"name": guidance}, "rows": rows}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_report_puts_evaluate_runs_of_different_guidance_on_one_frontier(tmp_path):
+    cfg_rows = [{"guidance": "cfg", "guidance_scale": s, "w": s - 1, "fid_x": f, "is_x": i}
+                for s, f, i in ((1, 9.0, 3.0), (3, 6.0, 5.0))]
+    clf_rows = [{"guidance": "classifier", "guidance_scale": s, "fid_x": f, "is_x": i}
+                for s, f, i in ((0, 12.0, 2.5), (4, 8.0, 4.0))]
+    runs = [evaluate_run(tmp_path, "a", "cfg", "cond", cfg_rows), evaluate_run(tmp_path, "b", "classifier",
+                                                                                "uncond", clf_rows)]
+    cfg = compose_config("report", [f"evaluate_runs=[{runs[0]},{runs[1]}]"])
+    out_dir = tmp_path / "report"
+    paths = write_comparison([runs[0], runs[1]], out_dir)
+    rows = read_csv(paths["csv"])
+    assert [(r["run"], r["guidance_scale"], r["fid_x"]) for r in rows] == [
+        ("cfg · cond", 1, 9.0), ("cfg · cond", 3, 6.0), ("classifier · uncond", 0, 12.0),
+        ("classifier · uncond", 4, 8.0)]
+    assert paths["markdown"].read_text().startswith("| run | guidance | s | fid_x | is_x |")
+    assert paths["frontier"].stat().st_size > 10_000
+    assert list(cfg.evaluate_runs) == [str(runs[0]), str(runs[1])]
+    with pytest.raises(ConfigError, match="labels"):
+        write_comparison(runs, out_dir, labels=["only one"])
+    with pytest.raises(ConfigError, match="evaluate_runs"):
+        write_comparison([tmp_path / "missing"], out_dir)

@@ -1,0 +1,63 @@
+"""One table and one FID–IS frontier over several ``make evaluate`` runs, e.g. CFG on a conditional
+LDM next to classifier guidance on an unconditional one, scored by the same evaluator.
+
+Each run is a ``logs/evaluate/runs/<ts>`` dir (or its ``summary.json``); its curve is labelled
+``<guidance> · <checkpoint's run name>`` unless ``labels`` are given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ldmlab.evaluation.aggregate import TABLE_METRICS
+from ldmlab.evaluation.plots import frontier_keys, plot_frontier
+from ldmlab.evaluation.sweep import metric_keys
+from ldmlab.evaluation.table import Row, format_value, write_csv, write_markdown
+from ldmlab.utils.errors import ConfigError
+
+KEY = "evaluate_runs"
+
+
+def load_evaluation(run: Path) -> tuple[str, list[Row]]:
+    """(default label, rows) of one evaluate run."""
+    summary_path = run / "summary.json" if run.is_dir() else run
+    try:
+        summary = json.loads(summary_path.read_text())
+        rows, checkpoint = summary["rows"], Path(summary["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(KEY, f"{run} is not a `make evaluate` run (no readable summary.json with rows)",
+                          "give logs/evaluate/runs/<timestamp> dirs") from None
+    guidance = (summary.get("guidance") or {}).get("name", "cfg")
+    model = checkpoint.parents[1].name if len(checkpoint.parents) > 1 else checkpoint.stem
+    return f"{guidance} · {model}", rows
+
+
+def write_comparison(
+    runs: Sequence[Path], out_dir: Path, labels: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """``compare.csv``, ``compare.md`` and ``frontier.png`` in ``out_dir`` (one curve per run)."""
+    if not runs:
+        raise ConfigError(KEY, "is empty", "e.g. evaluate_runs=[logs/evaluate/runs/A,logs/evaluate/runs/B]")
+    if labels and len(labels) != len(runs):
+        raise ConfigError("labels", f"has {len(labels)} entries for {len(runs)} runs",
+                          "give one label per run")
+    curves = {}
+    for index, run in enumerate(runs):
+        label, rows = load_evaluation(Path(run))
+        curves[labels[index] if labels else label] = rows
+    if len(curves) != len(runs):
+        raise ConfigError("labels", f"two runs share a label ({sorted(curves)})", "give labels=[...]")
+    rows = [{"run": label, **row} for label, curve in curves.items() for row in curve]
+    metrics = [k for prefix in TABLE_METRICS for k in metric_keys(rows) if k.startswith(prefix)]
+    header = ["run", "guidance", "s", *metrics]
+    lines = [[row["run"], str(row.get("guidance", "cfg")), f"{row['guidance_scale']:g}",
+              *(format_value(row.get(m)) for m in metrics)] for row in rows]
+    paths = {"csv": write_csv(rows, out_dir / "compare.csv"),
+             "markdown": write_markdown(header, lines, out_dir / "compare.md")}
+    fid, quality = frontier_keys(rows)
+    if fid and quality:
+        paths["frontier"] = plot_frontier(curves, fid, quality, out_dir / "frontier.png",
+                                          title=f"{fid} vs {quality} over the guidance scale")
+    return paths
