@@ -9,7 +9,7 @@ DATA := data/fashion-mnist/.complete
 ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install data train-ae train-ldm train-classifier sample evaluate sweep report \
+.PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate sweep report \
         demo test test-all lint benchmark benchmark-sweep benchmark-ae clean
 
 help:  ## list the targets
@@ -38,6 +38,9 @@ train-ldm: $(INSTALLED) $(DATA)  ## stage 2: train the class-conditional LDM on 
 
 train-classifier: $(INSTALLED) $(DATA)  ## domain classifier for IS / accuracy / classifier-FID
 	$(PY) -m ldmlab.train --config-name train_classifier $(ARGS)
+
+train-noisy-classifier: $(INSTALLED) $(DATA)  ## noisy-latent classifier for classifier guidance (on logs/train_ae/latest)
+	$(PY) -m ldmlab.train --config-name train_noisy_classifier $(ARGS)
 
 sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckpt=...)
 	$(PY) -m ldmlab.sample $(ARGS)

@@ -6,6 +6,7 @@ rebuilt from the config stored in the checkpoint, after its ``_target_``s pass t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -121,6 +122,17 @@ class FirstStage(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → images (B, C, H, W) clamped to [-1, 1]."""
         return self.autoencoder.decode(latents / self.scale_factor).clamp(-1, 1)
+
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """16 hex digits of sha256 over the autoencoder's state_dict (names and raw bytes, sorted by
+        name; independent of device): tells whether two first stages carry the same weights."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.autoencoder.state_dict().items()):
+            data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(data.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @torch.no_grad()
     def fit_scale(self, images: torch.Tensor) -> float:

@@ -1,0 +1,205 @@
+"""LightningModule training the noisy-latent classifier p(y | z_t, t) used for classifier guidance.
+
+z_0 = scale · E(x) from the frozen first stage, z_t ~ q(z_t | z_0) of the configured schedule,
+t ~ U{0, …, T−1}; cross-entropy on the labels. Validation reports accuracy per t-bucket.
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ldmlab.classifier.noisy_network import NoisyLatentClassifier
+from ldmlab.nn.ema import EMA
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.optimizers import build_optimizer
+
+CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
+FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"  # the key stage-2 checkpoints use for the same
+BUCKET_CSV = "t_bucket_accuracy.csv"
+
+
+def t_buckets(num_timesteps: int, count: int) -> list[tuple[int, int]]:
+    """``count`` near-equal half-open ranges [lo, hi) covering {0, …, T−1}."""
+    edges = [i * num_timesteps // count for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+class NoisyClassifierModule(pl.LightningModule):
+    """Trains ``network`` on noisy latents of ``first_stage`` under ``schedule``.
+
+    ``first_stage`` is an ``ldmlab.diffusion.first_stage.FirstStage`` and ``schedule`` an
+    ``ldmlab.diffusion.schedules`` ``NoiseSchedule``, injected by the config and used through their
+    methods only: ``ldmlab.diffusion`` imports this package (classifier guidance), never the reverse.
+
+    ``ema_decay`` (None: no EMA) keeps an EMA copy, updated in the optimiser step and used for
+    validation and by ``load_noisy_classifier``. ``scheduler`` is an optional partial called as
+    ``scheduler(optimizer, total_steps=...)`` and stepped every optimiser step. Validation is
+    RNG-neutral: each batch is scored once per t-bucket (``val_t_buckets`` equal ranges of [0, T),
+    t uniform inside) with a seed fixed per batch; logs ``val/acc``, ``val/loss`` (all buckets
+    pooled) and ``val/acc_t<lo>_<hi>`` (t ∈ [lo, hi)), and rank 0 appends the per-bucket rows to
+    ``<out_dir>/t_bucket_accuracy.csv``.
+    """
+
+    def __init__(
+        self,
+        first_stage: nn.Module,
+        schedule: nn.Module,
+        network: NoisyLatentClassifier,
+        optimizer: partial,
+        resolution: int,
+        out_dir: str,
+        scheduler: partial | None = None,
+        ema_decay: float | None = 0.999,
+        ema_warmup: int = 10,
+        scale_fit_batches: int = 4,
+        val_t_buckets: int = 10,
+    ) -> None:
+        super().__init__()
+        if network.in_channels != first_stage.embed_dim:
+            raise ConfigError(
+                "noisy_classifier.in_channels", f"is {network.in_channels} but the first stage has "
+                f"embed_dim={first_stage.embed_dim}", "leave it at ${first_stage_embed_dim}",
+            )
+        if not 1 <= val_t_buckets <= schedule.num_timesteps:
+            raise ConfigError("module.val_t_buckets", f"must lie in [1, T={schedule.num_timesteps}], got "
+                              f"{val_t_buckets}", "e.g. module.val_t_buckets=10")
+        self.first_stage, self.schedule, self.network = first_stage, schedule, network
+        self.ema = EMA(network, ema_decay, ema_warmup) if ema_decay is not None else None
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.resolution, self.out_dir, self.scale_fit_batches = resolution, Path(out_dir), scale_fit_batches
+        self.buckets = t_buckets(schedule.num_timesteps, val_t_buckets)
+        self.train_acc = MulticlassAccuracy(network.num_classes, average="micro")
+        self.bucket_accuracy: dict[str, float] = {}
+        self._val_stats: torch.Tensor | None = None  # (3, buckets): correct, count, summed loss
+
+    @property
+    def latent_shape(self) -> list[int]:
+        size = self.resolution // self.first_stage.downsample_factor
+        return [self.first_stage.embed_dim, size, size]
+
+    def check_data(self, datamodule) -> None:
+        """Fail before training unless the data's size and classes fit the first stage and network."""
+        f, factor = self.first_stage.downsample_factor, self.network.downsample
+        if datamodule.resolution != self.resolution or datamodule.resolution % (f * factor):
+            raise ConfigError(
+                "data.resolution", f"{datamodule.resolution} must equal module.resolution={self.resolution} "
+                f"and be divisible by the first stage's f={f} × the classifier's downsampling {factor}",
+                f"use a multiple of {f * factor}",
+            )
+        classes = getattr(datamodule, "num_classes", None)
+        if classes != self.network.num_classes:
+            raise ConfigError("noisy_classifier.num_classes", f"data has {classes} classes, the classifier "
+                              f"{self.network.num_classes}", f"set noisy_classifier.num_classes={classes}")
+
+    def on_fit_start(self) -> None:
+        """Fit the latent scale from real data once (all ranks pooled), as stage 2 does; resumed
+        runs keep theirs."""
+        if bool(self.first_stage.scale_initialized):
+            return
+        batches = list(islice(self.trainer.datamodule.train_dataloader(), self.scale_fit_batches))
+        if len(batches) < self.scale_fit_batches:
+            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
+            raise ConfigError("module.scale_fit_batches", f"needs {self.scale_fit_batches} training "
+                              f"batches, the data has {len(batches)}", fix)
+        scale = self.first_stage.fit_scale(torch.cat([b["image"] for b in batches]).to(self.device))
+        self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        z0, y = self.first_stage.encode(batch["image"]), batch["label"]
+        t = torch.randint(0, self.schedule.num_timesteps, (len(z0),), device=z0.device)
+        logits = self.network(self.schedule.q_sample(z0, t, torch.randn_like(z0)), t)
+        loss = F.cross_entropy(logits, y)
+        ensure_finite(loss, "train/loss", self.global_step, self, self.trainer.optimizers)
+        self.log("train/loss", loss, prog_bar=True)
+        self.train_acc(logits, y)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Step, then update the EMA (once per optimiser step, before any batch-end checkpoint)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.network)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_stats = torch.zeros(3, len(self.buckets), device=self.device)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Score the batch once per t-bucket in one forward pass of (buckets × B) noisy latents."""
+        network = self.ema.shadow if self.ema is not None else self.network
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # same t and noise every time: comparable curves
+            torch.manual_seed(batch_idx + 7919 * self.global_rank)
+            z0, y = self.first_stage.encode(batch["image"]), batch["label"]
+            t = torch.cat([torch.randint(lo, hi, (len(z0),), device=z0.device) for lo, hi in self.buckets])
+            z = z0.repeat(len(self.buckets), 1, 1, 1)
+            logits = network(self.schedule.q_sample(z, t, torch.randn_like(z)), t)
+        labels = y.repeat(len(self.buckets))
+        loss = F.cross_entropy(logits, labels, reduction="none").view(len(self.buckets), -1)
+        correct = (logits.argmax(1) == labels).view(len(self.buckets), -1)
+        count = torch.full_like(loss[:, 0], len(z0))
+        self._val_stats += torch.stack([correct.sum(1).to(loss.dtype), count, loss.sum(1)])
+
+    def on_validation_epoch_end(self) -> None:
+        """Pool the bucket counts over ranks; log the accuracies; rank 0 appends the CSV rows."""
+        correct, count, loss = self.trainer.strategy.reduce(self._val_stats, reduce_op="sum")
+        if self.trainer.sanity_checking or not bool(count.sum() > 0):
+            return
+        accuracy = (correct / count).tolist()  # every bucket sees every batch: all counts equal
+        names = [f"t{lo}_{hi}" for lo, hi in self.buckets]
+        self.bucket_accuracy = dict(zip(names, accuracy, strict=True))
+        pooled = {"val/acc": correct.sum() / count.sum(), "val/loss": loss.sum() / count.sum()}
+        self.log_dict({k: float(v) for k, v in pooled.items()})  # floats: already pooled over ranks
+        self.log_dict({f"val/acc_{name}": value for name, value in self.bucket_accuracy.items()})
+        if self.trainer.is_global_zero:
+            self._append_rows(accuracy, count.tolist())
+
+    def _append_rows(self, accuracy: list[float], count: list[float]) -> None:
+        path = self.out_dir / BUCKET_CSV
+        is_new = not path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as file:
+            writer = csv.writer(file)
+            if is_new:
+                writer.writerow(["epoch", "bucket", "t_lo", "t_hi", "accuracy", "count"])
+            for index, ((lo, hi), acc, n) in enumerate(zip(self.buckets, accuracy, count, strict=True)):
+                writer.writerow([self.current_epoch, index, lo, hi, f"{acc:.6f}", int(n)])
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.optimizer, self.network.parameters(), "module.optimizer")
+        if self.scheduler is None:
+            return optimizer
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = self.scheduler(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store, as plain data, what guidance needs to rebuild the classifier and check that it fits
+        the diffusion model: the first stage's architecture and fingerprint, latent shape and scale,
+        and the schedule's ᾱ (T values)."""
+        checkpoint[FIRST_STAGE_CONFIG] = self.first_stage.autoencoder_config
+        checkpoint[CHECKPOINT_KEY] = {
+            "network": dict(self.network.config),
+            "num_classes": self.network.num_classes,
+            "latent_shape": self.latent_shape,
+            "scale_factor": float(self.first_stage.scale_factor),
+            "first_stage_fingerprint": self.first_stage.fingerprint(),
+            "alphas_cumprod": self.schedule.alphas_cumprod.double().cpu().tolist(),
+        }
+
+    def summary_extras(self) -> dict[str, Any]:
+        """Final per-bucket validation accuracies, the latent scale and the first stage used."""
+        return {"t_bucket_accuracy": self.bucket_accuracy,
+                "scale_factor": float(self.first_stage.scale_factor),
+                "first_stage_ckpt": self.first_stage.checkpoint_path}
