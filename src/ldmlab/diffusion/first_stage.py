@@ -121,7 +121,12 @@ class FirstStage(nn.Module):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → images (B, C, H, W) clamped to [-1, 1]."""
-        return self.autoencoder.decode(latents / self.scale_factor).clamp(-1, 1)
+        return self.decode_differentiable(latents).clamp(-1, 1)
+
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+        """D(latents / scale), unclamped, in the caller's grad mode: differentiable in ``latents``
+        (the weights stay frozen) and nonzero gradients where pixels leave [-1, 1] (image guidance)."""
+        return self.autoencoder.decode(latents / self.scale_factor)
 
     @torch.no_grad()
     def fingerprint(self) -> str:
