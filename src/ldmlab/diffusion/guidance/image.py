@@ -185,12 +185,12 @@ class ImageGuidance(GradientGuidance):
     def _known_mask(self, mask: str | None, box: Any, size: tuple[int, int]) -> Tensor | None:
         if self.transform != "mask":
             if mask or box is not None:
-                which = "guidance.mask" if mask else "guidance.box"
-                raise ConfigError("guidance.transform", f"is {self.transform}, but {which} is set (only the "
-                                  "mask transform reads it)", "guidance.transform=mask")
+                key = "guidance.mask" if mask else "guidance.box"
+                raise ConfigError(key, f"is set, but only transform=mask reads it, not {self.transform}",
+                                  f"{key}=null (or guidance.transform=mask to inpaint)")
             return None
         if mask and box is not None:
-            raise ConfigError("guidance.mask", "and guidance.box are both set; give one",
+            raise ConfigError("guidance.mask", "is set together with guidance.box; give one",
                               "guidance.mask=null")
         centre = f"guidance.box=[{size[0] // 4},{size[1] // 4},{size[0] // 2},{size[1] // 2}]"
         if box is not None:
