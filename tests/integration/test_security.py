@@ -126,6 +126,8 @@ PICKLE_CASES = {  # id: (module, config name, key, extra overrides)
     "train_ae.ckpt_path": ("ldmlab.train", "train_ae", "ckpt_path", TINY_AE),
     "train_ldm.ckpt_path": ("ldmlab.train", "train_ldm", "ckpt_path", LDM),
     "train_classifier.ckpt_path": ("ldmlab.train", "train_classifier", "ckpt_path", ["logger=none"]),
+    "train_noisy_classifier.ckpt_path": ("ldmlab.train", "train_noisy_classifier", "ckpt_path",
+                                         ["logger=none"]),
     "train_ldm.first_stage.ckpt": ("ldmlab.train", "train_ldm", "first_stage.ckpt", LDM),
     "train_ae.loss.lpips.weights_path": ("ldmlab.train", "train_ae", "loss.lpips.weights_path", TINY_AE),
     "sample.ckpt": ("ldmlab.sample", None, "ckpt", []),

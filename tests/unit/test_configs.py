@@ -27,6 +27,14 @@ def test_experiment_composes_and_instantiates(experiment):
     assert sum(p.numel() for p in network.parameters()) > 0
 
 
+def test_noisy_classifier_task_composes_and_instantiates():
+    cfg = compose_config("train_noisy_classifier", ["logger=none"])
+    network = instantiate(cfg.noisy_classifier)
+    assert network.in_channels == cfg.first_stage_embed_dim and network.num_classes == 10
+    assert cfg.module.schedule._target_ == cfg.diffusion.schedule._target_
+    assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric == "val/acc"
+
+
 @pytest.mark.parametrize("debug", ["fast_dev_run", "overfit"])
 def test_debug_presets_compose(debug):
     cfg = compose_config("train_ae", [f"debug={debug}"])

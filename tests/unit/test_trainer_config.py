@@ -43,7 +43,8 @@ def test_lightning_defaults_are_kept():
 
 
 @pytest.mark.parametrize(("config", "monitor"), [("train_ae", "val/lpips"), ("train_ldm", "val/loss"),
-                                                 ("train_classifier", "val/acc")])
+                                                 ("train_classifier", "val/acc"),
+                                                 ("train_noisy_classifier", "val/acc")])
 def test_monitored_checkpoint_is_the_trainers_and_last_ckpt_has_one_owner(config, monitor):
     cfg = compose_config(config, ["logger=none", "trainer.accelerator=cpu", "paths.output_dir=/tmp/x"])
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
