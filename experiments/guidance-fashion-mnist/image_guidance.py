@@ -1,5 +1,5 @@
-"""Image-guided synthesis with an unconditional Fashion-MNIST LDM (LDM paper, sec. 4.3.2):
-super-resolution (y = bicubic 8×8 of a test image) and inpainting (a box of unknown pixels).
+"""Image-guided synthesis (the LDM paper's post-hoc guiding) with an unconditional Fashion-MNIST
+LDM: super-resolution (y = bicubic 8×8 of a test image) and inpainting (a box of unknown pixels).
 
   python experiments/guidance-fashion-mnist/image_guidance.py --ckpt RUN_DIR_OR_CKPT sweep
   python experiments/guidance-fashion-mnist/image_guidance.py --ckpt RUN_DIR_OR_CKPT run \

@@ -1,5 +1,5 @@
-"""Image-guided (post-hoc) synthesis (Rombach et al. 2022, sec. 4.3.2): steer any LDM toward a
-target image y seen through a differentiable observation T.
+"""Image-guided synthesis (the LDM paper's post-hoc guiding, Rombach et al. 2022): steer any LDM
+toward a target image y seen through a differentiable observation T.
 
 log p(y | z_t) = −L(y, T(D(ẑ0(z_t)))) + const, D the frozen decoder (unclamped), ẑ0 the
 denoiser's clean-latent prediction; the guided denoiser takes ∇_{z_t} through D and ẑ0
