@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate sweep report \
-        demo test test-all lint benchmark benchmark-sweep benchmark-ae clean
+        demo test test-all lint benchmark benchmark-sweep benchmark-ae benchmark-guidance clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratio
 
 benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
 	$(PY) benchmarks/bench_sweep_cost.py $(ARGS)
+
+benchmark-guidance: $(INSTALLED) $(DATA)  ## sampling cost of each guidance type vs unguided (ARGS="--ckpt ... --classifier-ckpt ...")
+	$(PY) benchmarks/bench_guidance_cost.py $(ARGS)
 
 benchmark-ae: $(INSTALLED)  ## stage-1 step: our LPIPS vs the official lpips package, float32 vs bf16 autocast
 	$(PY) benchmarks/bench_ae_step.py $(ARGS)

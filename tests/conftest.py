@@ -142,3 +142,20 @@ def tiny_ldm_run(tmp_path_factory, tiny_ae_ckpt) -> Path:
     out = run_cli("ldmlab.train", args, log_dir, config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return log_dir
+
+
+TINY_NOISY_CLASSIFIER = [
+    "data.train_subset=64", "data.val_subset=32", "data.batch_size=16", "trainer.max_epochs=1",
+    "noisy_classifier.model_channels=16", "noisy_classifier.num_heads=2", "noisy_classifier.pool_heads=2",
+    "logger=none",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_noisy_classifier_run(tmp_path_factory, tiny_ae_ckpt) -> Path:
+    """A real (tiny, 1-epoch) noisy-latent classifier on the tiny first stage; returns its run dir."""
+    log_dir = tmp_path_factory.mktemp("noisy_classifier_logs")
+    out = run_cli("ldmlab.train", [f"first_stage.ckpt={tiny_ae_ckpt}", *TINY_NOISY_CLASSIFIER], log_dir,
+                  config_name="train_noisy_classifier")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return (log_dir / "train_noisy_classifier" / "latest").resolve()

@@ -89,7 +89,8 @@ def test_callback_writes_csv_plots_logs_and_best_scale(ldm_ckpt, classifier_ckpt
     assert float(logged["val/sweep/best_score"]) == pytest.approx(best["fid_classifier"], rel=1e-6)
     assert float(logged["sweep/accuracy_classifier@s=3"]) == pytest.approx(rows[1]["accuracy_classifier"])
     tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/guidance_sweep/table_*.table.json"))
-    assert len(tables) == 1 and json.loads(tables[0].read_text())["columns"][:3] == ["guidance", "guidance_scale", "w"]
+    columns = json.loads(tables[0].read_text())["columns"]
+    assert len(tables) == 1 and columns[:3] == ["guidance", "guidance_scale", "w"]
 
 
 def test_callback_refuses_sample_counts_before_training(ldm_ckpt, classifier_ckpt, fmnist_dir, tmp_path):

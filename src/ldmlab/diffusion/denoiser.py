@@ -50,7 +50,7 @@ class GuidedDenoiser:
             _check_uncond(cond, uncond)
             self.batched_cond = {key: torch.cat([cond[key], uncond[key]]) for key in cond}
         if self.gradients and form is None:
-            raise ValueError("gradient guidance needs a form: guidance.forms.gradient_form(sampler, schedule)")
+            raise ValueError("gradient guidance needs a form (guidance.forms.gradient_form)")
         self.model, self.parameterization, self.schedule = model, parameterization, schedule
         self.cond, self.condition, self.form = cond, condition or {}, form
         self.through_model = any(g.needs_model_grad for g in self.gradients)
