@@ -155,3 +155,14 @@ def test_bad_classifier_guidance_input_is_one_line(uncond_ldm, tmp_path, args, k
     if fix_args:  # the suggested fix, applied, runs
         fixed = run_forked("ldmlab.sample", [f"ckpt={uncond_ldm}", *SAMPLE, *fix_args], tmp_path)
         assert fixed.returncode == 0, fixed.stderr[-3000:]
+
+
+def test_guidance_none_samples_the_plain_model(uncond_ldm, tmp_path):
+    out, summary = sample(uncond_ldm, None, tmp_path, "guidance=none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert summary["guidance"]["name"] == "none"
+    plain = np.load(tmp_path / "sample" / "latest" / "samples.npz")["images"]
+    out, _ = sample(uncond_ldm, None, tmp_path, "guidance=cfg", "guidance.scale=1")
+    assert out.returncode == 0 and np.array_equal(
+        plain, np.load(tmp_path / "sample" / "latest" / "samples.npz")["images"]
+    )
