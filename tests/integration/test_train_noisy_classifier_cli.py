@@ -55,7 +55,7 @@ def test_short_fit_is_accurate_at_low_noise_and_near_chance_at_high_noise(tiny_a
     """300 steps of 64 real Fashion-MNIST images (~30 s on 2 cores): the lowest t-bucket is well
     above chance (measured 0.57), the highest, where z_t is almost pure noise, near it (0.14)."""
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "data.train_subset=19200", "data.val_subset=500",
-            "data.batch_size=64", "trainer.max_epochs=1", "module.scheduler=null", "module.optimizer.lr=3e-3",
+            "data.batch_size=64", "trainer.max_epochs=1", "module.optimizer.lr=3e-3",
             "logger=none", *TINY_NET]
     out = run_forked("ldmlab.train", args, tmp_path, config_name=TASK)
     assert out.returncode == 0, out.stderr[-3000:]
