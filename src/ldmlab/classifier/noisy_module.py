@@ -85,6 +85,7 @@ class NoisyClassifierModule(pl.LightningModule):
 
     @property
     def latent_shape(self) -> list[int]:
+        """[C, h, w] of the scaled latents the network classifies."""
         size = self.resolution // self.first_stage.downsample_factor
         return [self.first_stage.embed_dim, size, size]
 
