@@ -2,7 +2,7 @@
 
 ``guidance`` is a config group (cfg, classifier, image, cfg_classifier, none). Writes
 ``samples.png`` (a grid) and ``samples.npz`` (uint8 images (N, H, W, C), labels, prompt,
-guidance, sampler) into ``logs/sample/runs/<timestamp>/``.
+guidance name, its (swept) scale and config, sampler) into ``logs/sample/runs/<timestamp>/``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def sample(cfg: DictConfig) -> Path:
     pixels = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     labels = condition.get("label", torch.full((cfg.num_samples,), -1)).numpy()
     np.savez_compressed(run_dir / "samples.npz", images=pixels, labels=labels,
-                        prompt=str(cfg.prompt or ""), guidance=OmegaConf.to_yaml(cfg.guidance, resolve=True),
+                        prompt=str(cfg.prompt or ""), guidance=guidance.name, guidance_scale=guidance.scale,
+                        guidance_config=OmegaConf.to_yaml(cfg.guidance, resolve=True),
                         sampler=OmegaConf.to_yaml(cfg.sampler), checkpoint=str(path))
     write_json_atomic(run_dir / "summary.json", {
         "task": "sample", "checkpoint": str(path), "num_samples": cfg.num_samples,

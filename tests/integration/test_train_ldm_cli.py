@@ -33,7 +33,8 @@ def test_sample_with_each_sampler(sampler, tiny_ldm_run, tmp_path):
     run = (tmp_path / "sample" / "latest").resolve()
     data = np.load(run / "samples.npz")
     assert data["images"].shape == (6, 32, 32, 1) and data["images"].dtype == np.uint8
-    assert (data["labels"] == 7).all() and "scale: 3.0" in str(data["guidance"])
+    assert (data["labels"] == 7).all() and str(data["guidance"]) == "cfg"
+    assert float(data["guidance_scale"]) == 3.0
     assert (run / "samples.png").is_file()
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Subset
 from ldmlab.callbacks.guidance_sweep import GuidanceSweep
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
+from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.restore import load_ldm
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.evaluation.distributed import on_rank_zero
@@ -147,8 +148,9 @@ def _sweep(ldm_ckpt: Path, classifier_ckpt: Path, data_dir: Path, cache: Path) -
     evaluator = metrics(classifier_ckpt, cache)(reference=reference)
     condition = build_condition(module.ema.shadow["conditioner"], 20, source=dataset)
     sampling = {"batch_size": 8, "sampler": DDIMSampler(steps=3)}
-    images = draw_samples(module, condition, 20, 3.0, **sampling)
-    return images, guidance_sweep(module, evaluator, condition, SCALES, 20, **sampling)
+    images = draw_samples(module, condition, 20, ClassifierFreeGuidance(3.0), **sampling)
+    cfg = ClassifierFreeGuidance()
+    return images, guidance_sweep(module, evaluator, condition, cfg, SCALES, 20, **sampling)
 
 
 def _sweep_on_rank(rank: int, world: int, tmp: str, *paths: str) -> None:
