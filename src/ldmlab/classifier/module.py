@@ -14,7 +14,7 @@ from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
-from ldmlab.utils.optimizers import build_optimizer
+from ldmlab.utils.optimizers import optimizer_and_schedule
 
 CKPT_KEY = "metrics.classifier_ckpt"
 NETWORK_FIELDS = {"in_channels": int, "num_classes": int, "resolution": int, "widths": list, "groups": int,
@@ -104,12 +104,8 @@ class ClassifierModule(pl.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.optimizer, self.network.parameters(), "module.optimizer")
-        if self.scheduler is None:
-            return optimizer
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = self.scheduler(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
+                                      int(self.trainer.estimated_stepping_batches), "module.optimizer")
 
 
 def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:

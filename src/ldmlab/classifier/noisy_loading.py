@@ -7,7 +7,6 @@ from a config to instantiate.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.run_layout import resolve_run_checkpoint
 
 KEY = "guidance.classifier_ckpt"
 FIX = "run `make train-noisy-classifier` or give guidance.classifier_ckpt=..."
@@ -48,30 +48,7 @@ class NoisyClassifierCheckpoint:
 def resolve_noisy_classifier(ckpt: str | None, log_dir: str) -> Path:
     """An explicit path (.ckpt file or run dir), or the ``last`` checkpoint of
     ``<log_dir>/train_noisy_classifier/latest``."""
-    if ckpt:
-        path = Path(ckpt).expanduser()
-        if path.is_dir():
-            path = _last_of_run(path)
-        if not path.is_file():
-            raise ConfigError(KEY, f"{path} does not exist", FIX)
-        return path
-    latest = Path(log_dir) / TASK / "latest"
-    if not (latest / "summary.json").is_file():
-        raise ConfigError(KEY, f"no trained noisy classifier ({latest}/summary.json is missing)", FIX)
-    return _last_of_run(latest)
-
-
-def _last_of_run(run_dir: Path) -> Path:
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        raise ConfigError(KEY, f"{run_dir} is a directory without summary.json", FIX)
-    try:
-        last = json.loads(summary.read_text())["checkpoints"]["last"]
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(KEY, f"{summary} is not an ldmlab run summary", FIX) from None
-    if not isinstance(last, str):
-        raise ConfigError(KEY, f"{summary} names no last checkpoint", FIX)
-    return Path(last)
+    return resolve_run_checkpoint(ckpt, log_dir, TASK, KEY, FIX, "trained noisy classifier", FIX)
 
 
 def load_noisy_classifier(path: str | Path) -> NoisyClassifierCheckpoint:

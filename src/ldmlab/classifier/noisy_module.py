@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 from functools import partial
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.nn.ema import EMA
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
-from ldmlab.utils.optimizers import build_optimizer
+from ldmlab.utils.optimizers import optimizer_and_schedule
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"  # the key stage-2 checkpoints use for the same
@@ -108,12 +107,8 @@ class NoisyClassifierModule(pl.LightningModule):
         runs keep theirs."""
         if bool(self.first_stage.scale_initialized):
             return
-        batches = list(islice(self.trainer.datamodule.train_dataloader(), self.scale_fit_batches))
-        if len(batches) < self.scale_fit_batches:
-            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
-            raise ConfigError("module.scale_fit_batches", f"needs {self.scale_fit_batches} training "
-                              f"batches, the data has {len(batches)}", fix)
-        scale = self.first_stage.fit_scale(torch.cat([b["image"] for b in batches]).to(self.device))
+        loader = self.trainer.datamodule.train_dataloader()
+        scale = self.first_stage.fit_scale_from(loader, self.scale_fit_batches, self.device)
         self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -178,12 +173,8 @@ class NoisyClassifierModule(pl.LightningModule):
                 writer.writerow([self.current_epoch, index, lo, hi, f"{acc:.6f}", int(n)])
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.optimizer, self.network.parameters(), "module.optimizer")
-        if self.scheduler is None:
-            return optimizer
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = self.scheduler(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
+                                      int(self.trainer.estimated_stepping_batches), "module.optimizer")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store, as plain data, what guidance needs to rebuild the classifier and check that it fits

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -138,6 +140,16 @@ class FirstStage(nn.Module):
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
             digest.update(data.numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def fit_scale_from(self, loader: Iterable[dict], num_batches: int, device: torch.device) -> float:
+        """``fit_scale`` on the images of the first ``num_batches`` batches of ``loader``; fewer
+        batches than that is a ``ConfigError`` naming ``module.scale_fit_batches``."""
+        batches = [batch["image"] for batch in islice(loader, num_batches)]
+        if len(batches) < num_batches:
+            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
+            raise ConfigError("module.scale_fit_batches", f"needs {num_batches} training batches, the data "
+                              f"has {len(batches)}", fix)
+        return self.fit_scale(torch.cat(batches).to(device))
 
     @torch.no_grad()
     def fit_scale(self, images: torch.Tensor) -> float:

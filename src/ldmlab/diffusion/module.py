@@ -5,7 +5,6 @@ a parameterisation, a loss weighting and an EMA together. The maths lives in tho
 from __future__ import annotations
 
 from functools import partial
-from itertools import islice
 from typing import Any
 
 import pytorch_lightning as pl
@@ -91,13 +90,8 @@ class LatentDiffusionModule(pl.LightningModule):
         """Fit the latent scale from real data once (all ranks pooled); resumed runs keep theirs."""
         if bool(self.first_stage.scale_initialized):
             return
-        batches = list(islice(self.trainer.datamodule.train_dataloader(), self.scale_fit_batches))
-        if len(batches) < self.scale_fit_batches:
-            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
-            raise ConfigError("module.scale_fit_batches", f"needs {self.scale_fit_batches} training "
-                              f"batches, the data has {len(batches)}", fix)
-        images = [batch["image"] for batch in batches]
-        scale = self.first_stage.fit_scale(torch.cat(images).to(self.device))
+        loader = self.trainer.datamodule.train_dataloader()
+        scale = self.first_stage.fit_scale_from(loader, self.scale_fit_batches, self.device)
         self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
 
     def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -12,6 +11,7 @@ from ldmlab.checkpoints import check_targets, instantiate_stored, read_checkpoin
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.run_layout import resolve_run_checkpoint
 
 KEY = "ckpt"
 FIX = "give a train_ldm .ckpt or run dir, e.g. ckpt=logs/train_ldm/latest"
@@ -19,28 +19,7 @@ FIX = "give a train_ldm .ckpt or run dir, e.g. ckpt=logs/train_ldm/latest"
 
 def resolve_ldm_checkpoint(ckpt: str | None, log_dir: str) -> Path:
     """An explicit path (file or run dir), or the ``last`` checkpoint of ``<log_dir>/train_ldm/latest``."""
-    if ckpt:
-        path = Path(ckpt).expanduser()
-        if path.is_dir():
-            path = _last_of_run(path)
-        if not path.is_file():
-            raise ConfigError(KEY, f"{path} does not exist", FIX)
-        return path
-    latest = Path(log_dir) / "train_ldm" / "latest"
-    if not (latest / "summary.json").is_file():
-        raise ConfigError(KEY, f"no trained LDM ({latest}/summary.json is missing)", "run `make train-ldm`")
-    return _last_of_run(latest)
-
-
-def _last_of_run(run_dir: Path) -> Path:
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        raise ConfigError(KEY, f"{run_dir} is a directory without summary.json", FIX)
-    try:
-        last = json.loads(summary.read_text())["checkpoints"]["last"]
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(KEY, f"{summary} is not an ldmlab run summary", FIX) from None
-    return Path(last)
+    return resolve_run_checkpoint(ckpt, log_dir, "train_ldm", KEY, FIX, "trained LDM")
 
 
 def load_ldm(path: Path) -> LatentDiffusionModule:

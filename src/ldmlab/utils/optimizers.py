@@ -37,3 +37,16 @@ def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: st
             example = f"{value:g}" if math.isfinite(value) and value > 0 else "0.0001"
         raise ConfigError(f"{key}.{name}", f"torch.optim refuses {match.group(2)} ({err})",
                           f"e.g. {key}.{name}={example}") from None
+
+
+def optimizer_and_schedule(
+    factory: Callable[..., Optimizer], params: Iterable, scheduler: Callable | None, total_steps: int,
+    key: str,
+) -> Optimizer | dict:
+    """``build_optimizer``, and with a ``scheduler`` partial (called as ``scheduler(optimizer,
+    total_steps=...)``, e.g. OneCycleLR) Lightning's dict stepping it every optimiser step."""
+    optimizer = build_optimizer(factory, params, key)
+    if scheduler is None:
+        return optimizer
+    schedule = scheduler(optimizer, total_steps=max(total_steps, 1))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

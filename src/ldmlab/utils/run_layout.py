@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from ldmlab.utils.errors import ConfigError
+
 SUMMARY = "summary.json"
 
 
@@ -54,3 +56,38 @@ def run_status(run_dir: Path) -> str | None:
         return read_summary(run_dir).get("status", "completed")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def resolve_run_checkpoint(
+    ckpt: str | None, log_dir: str, task: str, key: str, fix: str, what: str, missing_fix: str | None = None
+) -> Path:
+    """An explicit ``.ckpt`` file or run dir (its summary's last checkpoint), or the last checkpoint
+    of ``<log_dir>/<task>/latest``; anything missing is a ``ConfigError`` naming ``key`` with ``fix``
+    (``missing_fix`` when there is no run at all; default: run the task's make target).
+    what: the missing thing in words, e.g. "trained LDM"."""
+    if ckpt:
+        path = Path(ckpt).expanduser()
+        if path.is_dir():
+            path = last_checkpoint_of_run(path, key, fix)
+        if not path.is_file():
+            raise ConfigError(key, f"{path} does not exist", fix)
+        return path
+    latest = Path(log_dir) / task / "latest"
+    if not (latest / SUMMARY).is_file():
+        missing_fix = missing_fix or f"run `make {task.replace('_', '-')}`"
+        raise ConfigError(key, f"no {what} ({latest}/{SUMMARY} is missing)", missing_fix)
+    return last_checkpoint_of_run(latest, key, fix)
+
+
+def last_checkpoint_of_run(run_dir: Path, key: str, fix: str) -> Path:
+    """The ``checkpoints.last`` path named by ``<run_dir>/summary.json``."""
+    summary = run_dir / SUMMARY
+    if not summary.is_file():
+        raise ConfigError(key, f"{run_dir} is a directory without {SUMMARY}", fix)
+    try:
+        last = json.loads(summary.read_text())["checkpoints"]["last"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(key, f"{summary} is not an ldmlab run summary", fix) from None
+    if not isinstance(last, str):
+        raise ConfigError(key, f"{summary} names no last checkpoint", fix)
+    return Path(last)
