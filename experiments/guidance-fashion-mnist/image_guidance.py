@@ -6,7 +6,9 @@ LDM: super-resolution (y = bicubic 8×8 of a test image) and inpainting (a box o
       --sr-scale S S_DETACHED --inpaint-scale S S_DETACHED
 
 ``sweep``: guidance scales on the 16 test images 9000–9015 (disjoint from the evaluated ones),
-both detach_unet settings → ``image_guidance_sweep.csv``. ``run``: the first N test images →
+both detach_unet settings → ``image_guidance_sweep.csv`` / ``.md`` (an empty ``--sr-scales`` or
+``--inpaint-scales`` skips that task; ``--loss lpips`` needs it for the 8×8 targets).
+``run``: the first N test images →
 ``image_guidance.csv`` / ``.md`` (mean ± standard error over the images) and PNG strips
 ``image_guidance_<task>.png`` (rows: input, [bicubic,] unguided, guided with detach_unet false,
 true, ground truth; 8 images).
@@ -68,7 +70,7 @@ def summarise(values: torch.Tensor) -> tuple[float, float]:
 class Experiment:
     """The model, the test images and the measurements shared by ``sweep`` and ``run``."""
 
-    def __init__(self, ckpt: str, steps: int, batch_size: int, seed: int, box: str) -> None:
+    def __init__(self, ckpt: str, steps: int, batch_size: int, seed: int, box: str, loss: str) -> None:
         path = resolve_ldm_checkpoint(ckpt, "logs")
         self.module = load_ldm(path)
         self.conditioner = self.module.ema.shadow["conditioner"]
@@ -76,7 +78,7 @@ class Experiment:
         datamodule.setup("fit")
         self.test_set = datamodule.test_set
         self.sampler = DDIMSampler(steps=steps)
-        self.batch_size, self.seed, self.box = batch_size, seed, box
+        self.batch_size, self.seed, self.box, self.loss = batch_size, seed, box, loss
         self.lpips = LPIPS()
         self.tmp = Path(tempfile.mkdtemp(prefix="image_guidance_"))
 
@@ -89,8 +91,8 @@ class Experiment:
         target = downsample(truth, LOW_RES).clamp(-1, 1) if task == "super_resolution" else truth
         np.savez(path, images=target.permute(0, 2, 3, 1).numpy())
         if task == "super_resolution":
-            return ImageGuidance(str(path), "downsample", scale=scale, detach_unet=detach_unet)
-        return ImageGuidance(str(path), "mask", scale=scale, box=self.box, detach_unet=detach_unet)
+            return ImageGuidance(str(path), "downsample", self.loss, scale, detach_unet=detach_unet)
+        return ImageGuidance(str(path), "mask", self.loss, scale, box=self.box, detach_unet=detach_unet)
 
     def sample(self, guidance: ImageGuidance | None, count: int) -> tuple[torch.Tensor, float]:
         """(count, C, H, W) samples and seconds per image."""
@@ -145,6 +147,8 @@ class Experiment:
 def markdown(rows: list[dict], header: str) -> str:
     lines = [header, ""]
     for task, metrics in TASKS.items():
+        if not any(r["task"] == task for r in rows):
+            continue
         lines += [f"### {task}", "", "| method | scale | detach_unet | " + " | ".join(metrics)
                   + " | s / image | cost vs unguided |", "|---" * (len(metrics) + 5) + "|"]
         for r in (r for r in rows if r["task"] == task):
@@ -164,23 +168,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--box", default="10,10,12,12", help="unknown region top,left,height,width")
     parser.add_argument("--out", type=Path, default=HERE, help="where tables and strips go")
+    parser.add_argument("--loss", choices=("l2", "lpips"), default="l2", help="guidance.loss")
     commands = parser.add_subparsers(dest="command", required=True)
     sweep = commands.add_parser("sweep")
-    sweep.add_argument("--sr-scales", type=float, nargs="+", default=[1, 3, 10, 30, 100])
-    sweep.add_argument("--inpaint-scales", type=float, nargs="+", default=[0.3, 1, 3, 10, 30])
+    sweep.add_argument("--sr-scales", type=float, nargs="*", default=[0.3, 0.5, 1, 2, 4], help="none: skip")
+    sweep.add_argument("--inpaint-scales", type=float, nargs="*", default=[0.01, 0.03, 0.1, 0.2, 0.4])
     run = commands.add_parser("run")
     run.add_argument("--num-images", type=int, default=100)
     for name in ("--sr-scale", "--inpaint-scale"):
         run.add_argument(name, type=float, nargs=2, required=True, help="for detach_unet false, true")
     args = parser.parse_args()
-    experiment = Experiment(args.ckpt, args.steps, args.batch_size, args.seed, args.box)
-    header = (f"DDIM {args.steps} steps (eta 0), seed {args.seed}, box {args.box} (top,left,height,width); "
-              "mean ± standard error over the images.")
+    experiment = Experiment(args.ckpt, args.steps, args.batch_size, args.seed, args.box, args.loss)
+    header = (f"guidance.loss={args.loss}, DDIM {args.steps} steps (eta 0), seed {args.seed}, box {args.box} "
+              "(top,left,height,width); mean ± standard error over the images.")
     rows = []
     if args.command == "sweep":
         truth = experiment.truth(SWEEP_START, SWEEP_COUNT)
         for task, scales in (("super_resolution", args.sr_scales), ("inpainting", args.inpaint_scales)):
-            rows += experiment.compare(task, truth, [(s, d) for d in (False, True) for s in scales])[0]
+            if scales:
+                rows += experiment.compare(task, truth, [(s, d) for d in (False, True) for s in scales])[0]
         write_csv(rows, args.out / "image_guidance_sweep.csv")
         span = f"Sweep: test images {SWEEP_START}–{SWEEP_START + SWEEP_COUNT - 1}, {header}"
         (args.out / "image_guidance_sweep.md").write_text(markdown(rows, span))

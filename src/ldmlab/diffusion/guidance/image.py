@@ -129,8 +129,10 @@ class ImageGuidance(GradientGuidance):
         ``identity`` (T(x) = x, target at full resolution).
     loss: ``l2``: L = Σ over the target's pixels and channels of (T(x) − y)² (a sum, not a mean,
         so the per-pixel pull does not shrink with the image size; with a mask only known pixels
-        count): scale s = 1/(2σ²) for Gaussian noise σ on y in [-1, 1] units, sensible s ~ 0.1–10.
-        ``lpips``: L = LPIPS-VGG16(T(x), y) per sample (targets ≥ 16 px); sensible s ~ 10–1000.
+        count): s = 1/(2σ²) for Gaussian noise σ on y in [-1, 1] units. ``lpips``: L =
+        LPIPS-VGG16(T(x), y) per sample (targets ≥ 16 px). Measured on Fashion-MNIST 32×32, DDIM 50
+        (experiments/guidance-fashion-mnist/IMAGE_GUIDANCE.md): l2 s ≈ 1–2 for 8×8 targets,
+        ≈ 0.1–0.2 for a mask with ~900 known pixels, samples degrade beyond; lpips s ≈ 100–1000.
     scale: s ≥ 0 multiplying log p (0: off, bit-exact).
     mask: PNG of the target's size, white (≥ 128) = known pixels; box: the unknown region
         "top,left,height,width" (or 4 ints) in full-image pixels, the rest known. One of them
