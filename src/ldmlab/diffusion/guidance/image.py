@@ -215,7 +215,7 @@ class ImageGuidance(GradientGuidance):
         first_stage = context.first_stage
         channels = first_stage.autoencoder.in_channels
         resolution = tuple(n * first_stage.downsample_factor for n in context.latent_shape[1:])
-        count, have, *size = self.target.shape
+        _, have, *size = self.target.shape
         path = self.target_path
         if have != channels:
             mode = "L" if channels == 1 else "RGB"
