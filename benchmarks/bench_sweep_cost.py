@@ -26,8 +26,9 @@ from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.evaluate import stored_datamodule
+from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import load_reference
-from ldmlab.evaluation.sweep import guidance_sweep
+from ldmlab.evaluation.sweep import grid_sweep
 from ldmlab.metrics.fidelity import FidelityEvaluator
 
 
@@ -57,9 +58,9 @@ def main() -> None:
         warm = _seconds(lambda: evaluator(probe))  # cache hit: only the probe's features
         condition = build_condition(module.ema.shadow["conditioner"], args.num_samples, source=dataset)
         started = time.perf_counter()
-        rows = guidance_sweep(module, evaluator, condition, ClassifierFreeGuidance(), scales,
-                              args.num_samples, sampler=DPMPP2MSampler(steps=args.sampler_steps),
-                              batch_size=100)
+        samplers = sampler_grid(DPMPP2MSampler(steps=args.sampler_steps), None, module.schedule.num_timesteps)
+        rows = grid_sweep(module, evaluator, condition, ClassifierFreeGuidance(), scales,
+                          args.num_samples, samplers=samplers, batch_size=100)
         total = time.perf_counter() - started
 
     sampling = [row["sampling_seconds"] for row in rows]

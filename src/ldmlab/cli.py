@@ -20,10 +20,10 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ldmlab.utils.conf_dir import CONF_DIR
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
 EXIT_USER_ERROR = 2
 

@@ -1,11 +1,15 @@
-"""Guidance sweep of a trained LDM, offline: ``make evaluate ARGS="ckpt=... guidance_scales=[1,2,3]"``.
+"""Sweep of a trained LDM, offline: ``make evaluate ARGS="ckpt=... guidance_scales=[1,2,3]"``.
 
-Sweeps the scale of the configured ``guidance`` (default cfg; ``guidance=classifier`` sweeps the
-classifier-guidance scale, ``guidance=cfg_classifier`` the term named by ``guidance.sweep``).
-Loads the checkpoint (weights only), rebuilds the datamodule from the config stored in it (or
-``data=...``) for the reference images, samples ``num_samples`` images per guidance scale and
-writes ``guidance_sweep.csv`` (one row per s), ``guidance_sweep.png`` (FID vs s, IS vs s,
-FID–IS frontier) and ``summary.json`` (rows, best scale) into ``logs/evaluate/runs/<timestamp>/``.
+The grid is guidance scales × sampler settings × sampling seeds: the scale of the configured
+``guidance`` (default cfg; ``guidance=classifier`` sweeps the classifier-guidance scale,
+``guidance=cfg_classifier`` the term named by ``guidance.sweep``), every combination of
+``grid.<setting>`` (``grid.sampler=[ddim,dpmpp]``, ``grid.steps=[10,50]``, ``grid.eta=[0,1]``, …)
+and every seed of ``seeds``. Loads the checkpoint (weights only), rebuilds the datamodule from
+the config stored in it (or ``data=...``) for the reference images, samples ``num_samples``
+images per grid point and seed and writes, into ``logs/evaluate/runs/<timestamp>/``,
+``guidance_sweep.csv`` (one row per grid point: mean, ``*_seed_std`` and ``seeds``),
+``guidance_sweep_per_seed.csv`` (with several seeds), ``guidance_sweep.png`` (FID/IS vs s and
+the frontier, or metric vs the swept sampler setting) and ``summary.json`` (rows, best point).
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_confi
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import FIX, KEY, build_sampler, load_ldm, resolve_ldm_checkpoint
-from ldmlab.evaluation.plots import plot_sweep
+from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import check_counts, load_reference
-from ldmlab.evaluation.sweep import check_settings, guidance_sweep, select_best
-from ldmlab.evaluation.table import write_csv
+from ldmlab.evaluation.sweep import check_seeds, check_settings, grid_sweep, select_best
+from ldmlab.evaluation.sweep_files import write_sweep
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
@@ -40,36 +44,39 @@ def stored_datamodule(path: Path):
 
 def evaluate(cfg: DictConfig) -> Path:
     scales = check_settings(cfg.guidance_scales, cfg.num_samples, cfg.batch_size)
+    seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds)
+    grid = OmegaConf.to_container(cfg.grid, resolve=True) if cfg.get("grid") else {}
     guidance = instantiate(cfg.guidance)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
-    sampler = build_sampler(cfg.get("sampler"), module)
+    samplers = sampler_grid(build_sampler(cfg.get("sampler"), module), grid, module.schedule.num_timesteps)
     datamodule = instantiate(cfg.data) if cfg.get("data") else stored_datamodule(path)
     reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
     evaluator = instantiate(cfg.metrics)(reference=reference)
     check_counts(evaluator, cfg.num_samples)
     condition = guided_condition(module.ema.shadow["conditioner"], guidance, cfg.num_samples,
                                  class_label=cfg.class_label, source=dataset)
-    rows = guidance_sweep(module, evaluator, condition, guidance, scales, cfg.num_samples, seed=cfg.seed,
-                          batch_size=cfg.batch_size, sampler=sampler, use_ema=cfg.use_ema)
-    metric, best = select_best(rows, cfg.select_by)
+    rows = grid_sweep(module, evaluator, condition, guidance, scales, cfg.num_samples, samplers=samplers,
+                      seeds=seeds, batch_size=cfg.batch_size, use_ema=cfg.use_ema)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    files = {"csv": write_csv(rows, run_dir / "guidance_sweep.csv"),
-             "plot": plot_sweep(rows, run_dir / "guidance_sweep.png",
-                                title=f"{guidance.name} sweep of {path.name}")}
+    cells, files = write_sweep(rows, run_dir / "guidance_sweep", f"{guidance.name} sweep of {path.name}")
+    metric, best = select_best(cells, cfg.select_by)
     write_json_atomic(run_dir / "summary.json", {
         "task": "evaluate", "checkpoint": str(path), "num_samples": cfg.num_samples,
-        "num_reference": len(reference), "reference": reference.name, "seed": cfg.seed,
+        "num_reference": len(reference), "reference": reference.name, "seeds": seeds,
         "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
         "sampler": OmegaConf.to_container(cfg.sampler) if cfg.get("sampler") else "checkpoint's",
-        "rows": rows, "best": {"select_by": metric, **best}, "files": files,
+        "grid": grid, "rows": cells, "rows_per_seed": rows, "best": {"select_by": metric, **best},
+        "files": {name: str(file) for name, file in files.items()},
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
-    print(f"best {guidance.name} scale by {metric}: s={best['guidance_scale']:g} "
-          f"({metric}={best[metric]:.4g}); wrote {files['csv']} and {files['plot']}")
+    where = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()
+                      if k in ("guidance_scale", "sampler") or k.startswith("sampler."))
+    print(f"best by {metric}: {where} ({metric}={best[metric]:.4g}); "
+          f"wrote {files['csv']} and {files['plot']}")
     return run_dir
 
 

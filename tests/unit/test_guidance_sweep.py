@@ -25,9 +25,11 @@ from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.restore import load_ldm
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
+from ldmlab.evaluation.columns import is_timing
 from ldmlab.evaluation.distributed import on_rank_zero
+from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import load_reference
-from ldmlab.evaluation.sweep import check_settings, draw_samples, guidance_sweep, select_best
+from ldmlab.evaluation.sweep import check_settings, draw_samples, grid_sweep, select_best
 from ldmlab.evaluation.table import read_csv
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.utils.errors import ConfigError
@@ -147,10 +149,11 @@ def _sweep(ldm_ckpt: Path, classifier_ckpt: Path, data_dir: Path, cache: Path) -
     reference, dataset = load_reference(datamodule(data_dir), "test", 40)
     evaluator = metrics(classifier_ckpt, cache)(reference=reference)
     condition = build_condition(module.ema.shadow["conditioner"], 20, source=dataset)
-    sampling = {"batch_size": 8, "sampler": DDIMSampler(steps=3)}
-    images = draw_samples(module, condition, 20, ClassifierFreeGuidance(3.0), **sampling)
-    cfg = ClassifierFreeGuidance()
-    return images, guidance_sweep(module, evaluator, condition, cfg, SCALES, 20, **sampling)
+    images = draw_samples(module, condition, 20, ClassifierFreeGuidance(3.0), batch_size=8,
+                          sampler=DDIMSampler(steps=3))
+    samplers = sampler_grid(DDIMSampler(steps=3), None, module.schedule.num_timesteps)
+    return images, grid_sweep(module, evaluator, condition, ClassifierFreeGuidance(), SCALES, 20,
+                              samplers=samplers, batch_size=8)
 
 
 def _sweep_on_rank(rank: int, world: int, tmp: str, *paths: str) -> None:
@@ -175,7 +178,7 @@ def test_two_rank_sweep_equals_the_single_process_sweep(ldm_ckpt, classifier_ckp
     assert rank1["images"] is None and torch.equal(rank0["images"], images)
 
     def untimed(rows):
-        return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]
+        return [{k: v for k, v in r.items() if not is_timing(k)} for r in rows]
 
     assert untimed(rank0["rows"]) == untimed(rank1["rows"]) == untimed(rows)
     assert rank0["error"].startswith("ConfigError: guidance_scales")

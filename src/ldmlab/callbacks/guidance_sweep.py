@@ -1,13 +1,16 @@
 """Sweep the guidance scale during training (CFG by default): samples at each scale → FID/IS/….
 
 Every ``every_n_epochs`` validation epochs and after the last one, all ranks draw ``num_samples``
-images per scale with the EMA weights (see ``ldmlab.evaluation.sweep`` for the chunked, rank-
-independent sampling) and rank 0 scores them against ``num_reference`` real images of
-``reference_split``. Results go to
+images per grid point and seed with the EMA weights — the grid is the scales × every combination
+of ``grid`` sampler settings (see ``ldmlab.evaluation.grid``; chunked, rank-independent sampling
+in ``ldmlab.evaluation.sweep``) — and rank 0 scores them against ``num_reference`` real images
+of ``reference_split``. Results go to
 
-- ``<out_dir>/sweep_epochEEE.csv`` (one row per scale) and ``sweep_epochEEE.png`` (FID vs s,
-  IS vs s, FID–IS frontier), ``<out_dir>/best.json`` (the best scale so far);
-- the loggers: ``sweep/<metric>@s=<s>`` per scale, ``val/sweep/best_guidance_scale`` and
+- ``<out_dir>/sweep_epochEEE.csv`` (one row per grid point, mean and ``*_seed_std`` over
+  ``seeds``), ``sweep_epochEEE_per_seed.csv`` (several seeds), ``sweep_epochEEE.png`` (FID vs s,
+  IS vs s, FID–IS frontier; or metric vs the swept sampler setting), ``<out_dir>/best.json``;
+- the loggers: ``sweep/<metric>@s=<s>[,<setting>=<v>…]`` per grid point,
+  ``val/sweep/best_guidance_scale`` and
   ``val/sweep/best_score`` (the ``select_by`` metric there, a valid ``optimized_metric``), and on
   wandb a table plus line charts;
 - ``summary_extras()``: ``{"guidance_sweep": best row + epoch + metric}`` for ``summary.json``.
@@ -16,7 +19,7 @@ independent sampling) and rank 0 scores them against ``num_reference`` real imag
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,10 +30,14 @@ from ldmlab.diffusion.guidance.base import Guidance
 from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.samplers.base import Sampler
-from ldmlab.evaluation.plots import frontier_keys, plot_sweep
+from ldmlab.evaluation.columns import SAMPLER_PREFIX, metric_keys, varying_axes
+from ldmlab.evaluation.grid import sampler_grid
+from ldmlab.evaluation.plots import frontier_keys
 from ldmlab.evaluation.reference import check_counts, load_reference
-from ldmlab.evaluation.sweep import check_settings, guidance_sweep, metric_keys, select_best
-from ldmlab.evaluation.table import Row, columns, write_csv
+from ldmlab.evaluation.seeds import mean_over_seeds
+from ldmlab.evaluation.sweep import check_seeds, check_settings, grid_sweep, select_best
+from ldmlab.evaluation.sweep_files import write_sweep
+from ldmlab.evaluation.table import Row, columns
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.utils.errors import ConfigError
 
@@ -40,9 +47,10 @@ KEY = "callbacks.guidance_sweep."
 class GuidanceSweep(pl.Callback):
     """guidance_scales: the s values of ``guidance`` (None: CFG, ε̃ = ε_u + s·(ε_c − ε_u));
     metrics: ``FidelityEvaluator`` without its reference (a Hydra ``_partial_``); sampler: None →
-    the module's; select_by: the metric that picks the best scale (None → the first FID key;
-    fid/kid lower, others higher is better); seed: chunk i of every scale uses generator seed
-    ``seed + i``."""
+    the module's; grid: sampler settings swept on top (``{"steps": [10, 50], "eta": [0, 1]}``,
+    ``{"sampler": ["ddim", "dpmpp"]}``; None: none); select_by: the metric that picks the best
+    grid point (None → the first FID key; fid/kid lower, others higher is better); seeds: the
+    sampling seeds (chunk i of seed k uses generator seed k·10⁶ + i)."""
 
     def __init__(
         self,
@@ -57,9 +65,11 @@ class GuidanceSweep(pl.Callback):
         batch_size: int = 64,
         guidance: Guidance | None = None,
         select_by: str | None = None,
-        seed: int = 0,
+        grid: Mapping[str, Sequence] | None = None,
+        seeds: Sequence[int] = (0,),
     ) -> None:
         self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size, KEY)
+        self.seeds = check_seeds(seeds, KEY)
         self.guidance = guidance or ClassifierFreeGuidance()
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ConfigError(f"{KEY}every_n_epochs", f"must be an integer ≥ 1, got {every_n_epochs!r}",
@@ -67,8 +77,9 @@ class GuidanceSweep(pl.Callback):
         self.num_samples, self.metrics, self.out_dir = num_samples, metrics, Path(out_dir)
         self.every_n_epochs = every_n_epochs
         self.reference_split, self.num_reference = reference_split, num_reference
-        self.select_by, self.sampling = select_by, {
-            "seed": seed, "batch_size": batch_size, "sampler": sampler}
+        self.select_by, self.sampler, self.grid = select_by, sampler, dict(grid or {})
+        self.batch_size = batch_size
+        self.samplers: list = []
         self.evaluator: FidelityEvaluator | None = None
         self.condition: dict = {}
         self.best: dict = {}
@@ -86,33 +97,36 @@ class GuidanceSweep(pl.Callback):
         check_counts(self.evaluator, self.num_samples, KEY)
         self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
                                           source=dataset)
+        self.samplers = sampler_grid(self.sampler or pl_module.sampler, self.grid,
+                                     pl_module.schedule.num_timesteps, f"{KEY}grid")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         if trainer.sanity_checking or epoch == self._swept_epoch or not is_due(trainer, self.every_n_epochs):
             return
         self._swept_epoch = epoch
-        rows = guidance_sweep(pl_module, self.evaluator, self.condition, self.guidance, self.guidance_scales,
-                              self.num_samples, **self.sampling)
-        metric, best = select_best(rows, self.select_by, f"{KEY}select_by")
+        rows = grid_sweep(pl_module, self.evaluator, self.condition, self.guidance, self.guidance_scales,
+                          self.num_samples, samplers=self.samplers, seeds=self.seeds,
+                          batch_size=self.batch_size)
+        cells = mean_over_seeds(rows)
+        metric, best = select_best(cells, self.select_by, f"{KEY}select_by")
         self.best = {"epoch": epoch, "select_by": metric, **best}
-        for row in rows:
-            for key in metric_keys(rows):
-                pl_module.log(f"sweep/{key}@s={row['guidance_scale']:g}", float(row[key]), sync_dist=True)
+        settings = [a for a in varying_axes(cells) if a.startswith(SAMPLER_PREFIX) or a == "sampler"]
+        for cell in cells:
+            where = ",".join([f"s={cell['guidance_scale']:g}",
+                              *(f"{axis.removeprefix(SAMPLER_PREFIX)}={cell[axis]}" for axis in settings)])
+            for key in metric_keys(cells):
+                pl_module.log(f"sweep/{key}@{where}", float(cell[key]), sync_dist=True)
         pl_module.log("val/sweep/best_guidance_scale", float(best["guidance_scale"]), sync_dist=True)
         pl_module.log("val/sweep/best_score", float(best[metric]), sync_dist=True)
         if trainer.is_global_zero:
-            self._write(rows, epoch)
-            self._log_wandb(trainer, rows, epoch)
+            write_sweep(rows, self.out_dir / f"sweep_epoch{epoch:03d}",
+                        f"{self.guidance.name} sweep, epoch {epoch}")
+            (self.out_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+            self._log_wandb(trainer, cells, epoch)
 
     def summary_extras(self) -> dict:
         return {"guidance_sweep": self.best} if self.best else {}
-
-    def _write(self, rows: list[Row], epoch: int) -> None:
-        stem = self.out_dir / f"sweep_epoch{epoch:03d}"
-        write_csv(rows, stem.with_suffix(".csv"))
-        plot_sweep(rows, stem.with_suffix(".png"), title=f"guidance sweep, epoch {epoch}")
-        (self.out_dir / "best.json").write_text(json.dumps(self.best, indent=2))
 
     @staticmethod
     def _log_wandb(trainer: pl.Trainer, rows: list[Row], epoch: int) -> None:

@@ -1,36 +1,45 @@
-"""One table and one FID–IS frontier from the guidance sweeps of every job of a multirun.
+"""One table and one FID–IS frontier from the in-run sweeps of every job of a multirun.
 
 A job is a ``<sweep_dir>/<n>/`` folder with ``.hydra/config.yaml``; its sweep is its newest
-``guidance_sweep/sweep_epochEEE.csv``. Jobs are grouped by the values of the ``group_by`` config
-keys (e.g. ``conditioner.p_uncond``); jobs in one group must differ only in ``seed_key``, and
-each (group, s) row reports the mean over those seeds and, with several, their standard
-deviation (column ``<metric>_seed_std``, ``±`` in the Markdown table).
+``guidance_sweep/sweep_epochEEE_per_seed.csv`` (several sampling seeds) or ``sweep_epochEEE.csv``.
+Jobs are grouped by the values of the ``group_by`` config keys (e.g. ``conditioner.p_uncond``);
+jobs in one group must differ only in ``seed_key`` (the training seed, column ``run_seed``).
+Each cell — group × grid point (guidance scale and sampler settings) — reports the mean over its
+rows (jobs × sampling seeds), their number (``seeds``) and, over ≥ 2, their standard deviation
+(column ``<metric>_seed_std``, ``±`` in the Markdown table).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ldmlab.evaluation.plots import SPREAD, frontier_keys, plot_frontier
-from ldmlab.evaluation.sweep import metric_keys
+from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, varying_axes
+from ldmlab.evaluation.plots import frontier_keys, plot_frontier, plot_grid
+from ldmlab.evaluation.seeds import mean_over_seeds
+from ldmlab.evaluation.sweep_files import plot_axis
 from ldmlab.evaluation.table import Row, format_value, read_csv, write_csv, write_markdown
 from ldmlab.utils.errors import ConfigError
 
-TABLE_METRICS = ("fid_", "kid_", "is_", "accuracy_")
+TABLE_METRICS = ("fid_", "kid_", "is_", "accuracy_", "seconds_per_image")
+RUN_SEED = "run_seed"
 log = logging.getLogger(__name__)
 
 
 def newest_sweep_csv(job_dir: Path) -> Path | None:
+    """The newest epoch's per-seed rows when they exist, else its one-row-per-point table."""
     found = {int(m.group(1)): p for p in job_dir.glob("guidance_sweep/sweep_epoch*.csv")
              if (m := re.fullmatch(r"sweep_epoch(\d+)\.csv", p.name))}
-    return found[max(found)] if found else None
+    if not found:
+        return None
+    newest = found[max(found)]
+    per_seed = newest.with_name(f"{newest.stem}_per_seed.csv")
+    return per_seed if per_seed.exists() else newest
 
 
 def short_name(key: str) -> str:
@@ -38,7 +47,7 @@ def short_name(key: str) -> str:
 
 
 Job = tuple[tuple, object, list[Row]]
-"""(values of the group_by keys, seed, sweep rows) of one job."""
+"""(values of the group_by keys, training seed, sweep rows) of one job."""
 
 
 def load_jobs(sweep_dir: Path, group_by: Sequence[str], seed_key: str) -> list[Job]:
@@ -66,52 +75,49 @@ def load_jobs(sweep_dir: Path, group_by: Sequence[str], seed_key: str) -> list[J
 
 
 def aggregate(jobs: Sequence[Job], group_by: Sequence[str]) -> list[Row]:
-    """One row per (group, s): group values, s, w, seeds, each metric's mean (and seed spread)."""
-    cells: dict[tuple, dict[float, list[Row]]] = defaultdict(lambda: defaultdict(list))
-    seen: dict[tuple, object] = {}
+    """One row per (group, grid point), sorted by group then scale (then first seen): the group
+    values, the grid point's axes, ``seeds`` (rows averaged: jobs × sampling seeds), each
+    measure's mean and, over ≥ 2 rows, its standard deviation."""
+    names = [short_name(k) for k in group_by]
+    seen: set[tuple] = set()
+    tagged = []
     for group, seed, rows in jobs:
         if (group, seed) in seen:
             shared = dict(zip(group_by, group, strict=True))
             raise ConfigError("group_by", f"two jobs share {shared} and seed {seed}, so they differ in "
                               "another setting", "add that config key to group_by")
-        seen[(group, seed)] = True
-        for row in rows:
-            cells[group][float(row["guidance_scale"])].append(row)
-    out = []
-    for group in sorted(cells):
-        for scale in sorted(cells[group]):
-            rows = cells[group][scale]
-            row: Row = {short_name(k): v for k, v in zip(group_by, group, strict=True)}
-            row |= {"guidance_scale": scale, "w": scale - 1, "seeds": len(rows)}
-            for key in metric_keys(rows):
-                values = [r[key] for r in rows if key in r]
-                row[key] = statistics.fmean(values)
-                if len(values) > 1:
-                    row[key + SPREAD] = statistics.stdev(values)
-            out.append(row)
-    return out
+        seen.add((group, seed))
+        tagged += [{**dict(zip(names, group, strict=True)), RUN_SEED: seed, **row} for row in rows]
+    cells = mean_over_seeds(tagged, seed_keys=("seed", RUN_SEED), extra_axes=names)
+    for cell in cells:
+        cell.setdefault("w", float(cell["guidance_scale"]) - 1)
+    return sorted(cells, key=lambda c: (tuple(c[n] for n in names), float(c["guidance_scale"])))
 
 
 def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed") -> dict[str, Path]:
-    """``report.csv``, ``report.md`` and ``frontier.png`` in ``sweep_dir``; returns their paths."""
+    """``report.csv``, ``report.md``, ``frontier.png`` and, when sampler settings vary,
+    ``grid.png`` in ``sweep_dir``; returns their paths."""
     jobs = load_jobs(sweep_dir, group_by, seed_key)
     rows = aggregate(jobs, group_by)
     names = [short_name(k) for k in group_by]
-    every_row = [r for *_, job_rows in jobs for r in job_rows]
-    metrics = [k for prefix in TABLE_METRICS for k in metric_keys(every_row) if k.startswith(prefix)]
-    header = [*names, "s", "w", "seeds", *metrics]
-    lines = [[*(format_value(row[n]) for n in names), f"{row['guidance_scale']:g}", f"{row['w']:g}",
-              str(row["seeds"]), *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)]
-             for row in rows]
+    settings = [a for a in varying_axes(rows) if a == "sampler" or a.startswith(SAMPLER_PREFIX)]
+    measures = measure_keys(rows, names)
+    metrics = [k for prefix in TABLE_METRICS for k in measures if k.startswith(prefix)]
+    header = [*names, *(short_name(a) for a in settings), "s", "w", "seeds", *metrics]
+    lines = [[*(format_value(row[n]) for n in [*names, *settings]), f"{row['guidance_scale']:g}",
+              f"{row['w']:g}", str(row["seeds"]),
+              *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)] for row in rows]
     paths = {"csv": write_csv(rows, sweep_dir / "report.csv"),
              "markdown": write_markdown(header, lines, sweep_dir / "report.md")}
     fid, quality = frontier_keys(rows)
     if fid and quality:
         curves = defaultdict(list)
         for row in rows:
-            curves[", ".join(f"{n}={row[n]}" for n in names)].append(row)
+            curves[", ".join(f"{n}={format_value(row[n])}" for n in [*names, *settings])].append(row)
         paths["frontier"] = plot_frontier(curves, fid, quality, sweep_dir / "frontier.png",
                                           title=f"{sweep_dir.name}: {fid} vs {quality} over s")
     else:
         log.warning("report: no FID and IS/accuracy columns, so no frontier plot")
+    if settings:
+        paths["grid"] = plot_grid(rows, plot_axis(rows), sweep_dir / "grid.png", f"{sweep_dir.name}", names)
     return paths

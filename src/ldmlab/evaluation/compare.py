@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldmlab.evaluation.aggregate import TABLE_METRICS
+from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, varying_axes
 from ldmlab.evaluation.plots import frontier_keys, plot_frontier
-from ldmlab.evaluation.sweep import metric_keys
 from ldmlab.evaluation.table import Row, format_value, write_csv, write_markdown
 from ldmlab.utils.errors import ConfigError
 
@@ -50,10 +50,12 @@ def write_comparison(
     if len(curves) != len(runs):
         raise ConfigError("labels", f"two runs share a label ({sorted(curves)})", "give labels=[...]")
     rows = [{"run": label, **row} for label, curve in curves.items() for row in curve]
-    metrics = [k for prefix in TABLE_METRICS for k in metric_keys(rows) if k.startswith(prefix)]
-    header = ["run", "guidance", "s", *metrics]
-    lines = [[row["run"], str(row.get("guidance", "cfg")), f"{row['guidance_scale']:g}",
-              *(format_value(row.get(m)) for m in metrics)] for row in rows]
+    metrics = [k for prefix in TABLE_METRICS for k in measure_keys(rows, ["run"]) if k.startswith(prefix)]
+    settings = [a for a in varying_axes(rows) if a == "sampler" or a.startswith(SAMPLER_PREFIX)]
+    header = ["run", "guidance", *(a.removeprefix(SAMPLER_PREFIX) for a in settings), "s", "seeds", *metrics]
+    lines = [[row["run"], str(row.get("guidance", "cfg")), *(format_value(row.get(a)) for a in settings),
+              f"{row['guidance_scale']:g}", format_value(row.get("seeds", 1)),
+              *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)] for row in rows]
     paths = {"csv": write_csv(rows, out_dir / "compare.csv"),
              "markdown": write_markdown(header, lines, out_dir / "compare.md")}
     fid, quality = frontier_keys(rows)

@@ -1,4 +1,5 @@
-"""PNG plots of guidance sweeps (matplotlib, Agg backend): metric vs s, and the FID–IS frontier."""
+"""PNG plots of sweeps (matplotlib, Agg backend): metric vs s, the FID–IS frontier, and metric vs a
+sampler setting (steps, η, …) with one curve per value of the other axes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
-from ldmlab.evaluation.sweep import first_key, metric_keys  # noqa: E402
+from ldmlab.evaluation.columns import SPREAD, first_key, is_timing, metric_keys, varying_axes  # noqa: E402
 from ldmlab.evaluation.table import Row  # noqa: E402
-
-SPREAD = "_seed_std"  # suffix of a column's spread over seeds in aggregated rows
 
 
 def frontier_keys(rows: Sequence[Row]) -> tuple[str | None, str | None]:
@@ -30,7 +29,8 @@ def plot_sweep(rows: Sequence[Row], path: Path, title: str = "") -> Path:
     fig, axes = plt.subplots(1, count, figsize=(4.5 * count, 3.8), squeeze=False)
     scales = [row["guidance_scale"] for row in rows]
     for ax, key in zip(axes[0], panels, strict=False):
-        ax.plot(scales, [row[key] for row in rows], "o-")
+        ax.errorbar(scales, [row[key] for row in rows], yerr=[row.get(key + SPREAD, 0.0) for row in rows],
+                    fmt="o-", capsize=2)
         ax.set(xlabel=f"{rows[0].get('guidance', 'guidance')} scale s", ylabel=key)
         ax.ticklabel_format(useOffset=False)
         if all("w" in row for row in rows):
@@ -40,6 +40,46 @@ def plot_sweep(rows: Sequence[Row], path: Path, title: str = "") -> Path:
         draw_frontier(axes[0][-1], {"": rows}, fid, quality)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_grid(
+    rows: Sequence[Row], x: str, path: Path, title: str = "", extra_axes: Sequence[str] = ()
+) -> Path:
+    """Panels FID, IS (else accuracy) and seconds per image vs the axis ``x`` (e.g.
+    ``sampler.steps``), one curve per combination of the other varying axes (e.g. s or η);
+    spreads over seeds as error bars. ``extra_axes``: more columns that tell curves apart (e.g. a
+    report's ``p_uncond``). Log x axis for step counts."""
+    fid, quality = frontier_keys(rows)
+    panels = [key for key in (fid, quality, "seconds_per_image") if key and any(key in r for r in rows)]
+    others = [axis for axis in varying_axes(rows, extra_axes) if axis not in (x, "w")]
+    curves: dict[str, list[Row]] = {}
+    for row in rows:
+        curves.setdefault(", ".join(f"{_short(a)}={_text(row.get(a))}" for a in others), []).append(row)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.9), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=True):
+        for label, members in curves.items():
+            members = sorted((r for r in members if key in r), key=lambda r: float(r[x]))
+            ax.errorbar([float(r[x]) for r in members], [r[key] for r in members],
+                        yerr=[r.get(key + SPREAD, 0.0) for r in members], fmt="o-", capsize=2,
+                        label=label or None)
+        ax.set(xlabel=_short(x), ylabel=key + (" (lower is better)" if key == fid or is_timing(key) else ""))
+        if x.endswith("steps"):
+            ax.set_xscale("log")
+        if is_timing(key):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if any(curves):
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _short(axis: str) -> str:
+    return {"guidance_scale": "s"}.get(axis, axis.rsplit(".", 1)[-1])
+
+
+def _text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def plot_frontier(

@@ -1,14 +1,16 @@
-"""Fidelity metrics of one model at several scales of its configured guidance.
+"""Fidelity metrics of one model over a grid: guidance scales × sampler settings × sampling seeds.
 
 The swept scale is the guidance's own (``Guidance.with_scale``): CFG's s with
 ε̃ = ε_u + s·(ε_c − ε_u) (s = 1: no guidance; those rows also carry Ho & Salimans' w = s − 1),
 classifier guidance's s in ε̂ − s·sqrt(1 − ᾱ_t)·∇ log p(y | x_t) (s = 0: none), …; every row
 names the guidance (``guidance``) so CFG and classifier sweeps can share one table and frontier.
+Sampler settings come as (point, sampler) pairs from ``ldmlab.evaluation.grid.sampler_grid``.
 
-Reproducible under any process count: the samples of a scale are drawn in chunks of
-``batch_size``, chunk i from a generator seeded ``seed + i`` (the same noise at every scale);
-rank r of W draws chunks i ≡ r (mod W), rank 0 gathers them in chunk order and computes the
-metrics once, and every rank returns rank 0's rows. So 1 or N processes give the same numbers.
+Reproducible under any process count: the samples of a cell are drawn in chunks of
+``batch_size``, chunk i of sampling seed k from a generator seeded ``chunk_seed(k, i)`` (the same
+noise at every scale and sampler setting); rank r of W draws chunks i ≡ r (mod W), rank 0
+gathers them in chunk order and computes the metrics once, and every rank returns rank 0's rows.
+So 1 or N processes give the same numbers.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from ldmlab.diffusion.guidance.base import Guidance
 from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.evaluation.columns import LOWER_IS_BETTER, first_key, metric_keys
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
+from ldmlab.evaluation.grid import Point, sampler_grid
+from ldmlab.evaluation.seeds import chunk_seed
 from ldmlab.evaluation.table import Row
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
 from ldmlab.utils.errors import ConfigError
 
-LOWER_IS_BETTER = ("fid_", "kid_")
-NOT_METRICS = ("guidance", "guidance_scale", "w", "sampling_seconds", "metric_seconds")
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +56,16 @@ def check_settings(
     return scales
 
 
+def check_seeds(seeds: Sequence[int] | int, prefix: str = "") -> list[int]:
+    """Sampling seeds as distinct non-negative ints (a single int is one seed)."""
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds or ())
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{prefix}seeds", f"must be distinct non-negative integers, got {seeds!r}",
+                          f"e.g. {prefix}seeds=[0,1,2]")
+    return seeds
+
+
 @torch.no_grad()
 def draw_samples(
     module: LatentDiffusionModule, condition: dict, num_samples: int, guidance: Guidance, seed: int = 0,
@@ -63,58 +76,61 @@ def draw_samples(
     local = {}
     for index in range(rank, math.ceil(num_samples / batch_size), world):
         start, stop = index * batch_size, min((index + 1) * batch_size, num_samples)
-        generator = torch.Generator(device=module.device).manual_seed(seed + index)
+        generator = torch.Generator(device=module.device).manual_seed(chunk_seed(seed, index))
         images = module.generate(chunk_of(condition, start, stop, module.device), stop - start,
                                  guidance=guidance, sampler=sampler, generator=generator, use_ema=use_ema)
         local[index] = to_uint8(images)
     return gather_chunks(local)
 
 
-def guidance_sweep(
+def grid_sweep(
     module: LatentDiffusionModule, evaluator: FidelityEvaluator, condition: dict, guidance: Guidance,
-    guidance_scales: Sequence[float], num_samples: int, **sampling,
+    guidance_scales: Sequence[float], num_samples: int, *,
+    samplers: Sequence[tuple[Point, Sampler]] | None = None, seeds: Sequence[int] = (0,),
+    batch_size: int = 64, use_ema: bool = True,
 ) -> list[Row]:
-    """One row per scale: ``{guidance, guidance_scale, [w,] <evaluator metrics>, sampling_seconds,
-    metric_seconds}``, sampled with ``guidance.with_scale(s)``.
+    """One row per (sampler point, scale, seed), in that nesting: ``{guidance, guidance_scale,
+    [w,] sampler, sampler.<setting>…, seed, <evaluator metrics>, sampling_seconds,
+    seconds_per_image, metric_seconds}``, sampled with ``guidance.with_scale(s)``.
 
     condition: the inputs for all ``num_samples`` samples (``guided_condition``); its ``label``
-    entry, when present, scores ``accuracy_classifier``. sampling: ``seed``, ``batch_size``,
-    ``sampler`` (None: the module's), ``use_ema`` of ``draw_samples``. Every rank returns the same
-    rows; call it on every rank.
+    entry, when present, scores ``accuracy_classifier``. samplers: ``sampler_grid`` pairs (None:
+    the module's sampler). Average over seeds with ``mean_over_seeds``. Every rank returns the
+    same rows; call it on every rank.
     """
+    samplers = samplers or sampler_grid(module.sampler, None, module.schedule.num_timesteps)
     labels = condition.get("label")
     rows = []
-    for scale in guidance_scales:
-        guided = guidance.with_scale(scale)
-        started = time.perf_counter()
-        images = draw_samples(module, condition, num_samples, guided, **sampling)
-        seconds = time.perf_counter() - started
-        rows.append(on_rank_zero(partial(_score, evaluator, images, labels, guided, seconds)))
-        if rank_and_world()[0] == 0:
-            log.info("guidance sweep: %s", rows[-1])
+    for point, sampler in samplers:
+        for scale in guidance_scales:
+            guided = guidance.with_scale(scale)
+            for seed in seeds:
+                started = time.perf_counter()
+                images = draw_samples(module, condition, num_samples, guided, seed=seed,
+                                      batch_size=batch_size, sampler=sampler, use_ema=use_ema)
+                seconds = time.perf_counter() - started
+                where = {**_scale_columns(guided), **point, "seed": seed}
+                rows.append(on_rank_zero(partial(_score, evaluator, images, labels, where, seconds)))
+                if rank_and_world()[0] == 0:
+                    log.info("sweep: %s", rows[-1])
     return rows
 
 
+def _scale_columns(guidance: Guidance) -> Row:
+    columns = {"guidance": guidance.name, "guidance_scale": guidance.scale}
+    if isinstance(guidance.swept, ClassifierFreeGuidance):
+        columns["w"] = guidance.scale - 1
+    return columns
+
+
 def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Tensor | None,
-           guidance: Guidance, sampling_seconds: float) -> Row:
+           where: Row, sampling_seconds: float) -> Row:
     started = time.perf_counter()
     metrics = evaluator(images.float() / 127.5 - 1, labels)
-    seconds = {"sampling_seconds": round(sampling_seconds, 2),
+    seconds = {"sampling_seconds": round(sampling_seconds, 3),
+               "seconds_per_image": sampling_seconds / len(images),
                "metric_seconds": round(time.perf_counter() - started, 2)}
-    scale = {"guidance": guidance.name, "guidance_scale": guidance.scale}
-    if isinstance(guidance.swept, ClassifierFreeGuidance):
-        scale["w"] = guidance.scale - 1
-    return {**scale, **metrics, **seconds}
-
-
-def metric_keys(rows: Sequence[Row]) -> list[str]:
-    """Metric columns of sweep rows, without torch-fidelity's ``*_std`` spreads."""
-    keys = dict.fromkeys(key for row in rows for key in row)
-    return [k for k in keys if k not in NOT_METRICS and not k.endswith("_std")]
-
-
-def first_key(keys: Sequence[str], prefix: str) -> str | None:
-    return next((k for k in keys if k.startswith(prefix)), None)
+    return {**where, **metrics, **seconds}
 
 
 def select_best(rows: Sequence[Row], select_by: str | None = None, key: str = "select_by") -> tuple[str, Row]:

@@ -5,7 +5,7 @@ class ConfigError(ValueError):
     """Invalid configuration or input data; the message names the config key and the fix."""
 
     def __init__(self, key: str, problem: str, fix: str) -> None:
-        self.key = key
+        self.key, self.problem, self.fix = key, problem, fix
         super().__init__(f"{key}: {problem}. Fix: {fix}")
 
 

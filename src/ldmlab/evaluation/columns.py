@@ -1,0 +1,50 @@
+"""The column vocabulary of sweep tables: which columns locate a row (axes) and which measure it.
+
+Axes: ``guidance``, ``guidance_scale``, ``w`` (CFG's s − 1), ``sampler`` and every
+``sampler.<setting>`` column, the sampling ``seed``, plus any grouping key a report adds.
+Counts: ``seeds`` (rows averaged into a cell). Timings (``*_seconds``, ``seconds_per_image``) are
+measured and averaged like metrics but never pick a best row. Everything else is a metric; a
+column's spread over seeds is ``<column>_seed_std``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ldmlab.evaluation.table import Row
+
+AXES = ("guidance", "guidance_scale", "w", "sampler", "seed")
+SAMPLER_PREFIX = "sampler."
+COUNT = "seeds"
+SPREAD = "_seed_std"
+LOWER_IS_BETTER = ("fid_", "kid_")
+
+
+def is_axis(key: str) -> bool:
+    return key in AXES or key.startswith(SAMPLER_PREFIX)
+
+
+def is_timing(key: str) -> bool:
+    return key.endswith("_seconds") or key == "seconds_per_image"
+
+
+def measure_keys(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[str]:
+    """Metric and timing columns (first-seen order), without spreads, counts or axes."""
+    keys = dict.fromkeys(key for row in rows for key in row)
+    return [k for k in keys if not (is_axis(k) or k in extra_axes or k == COUNT or k.endswith(SPREAD)
+                                    or k.endswith("_std"))]
+
+
+def metric_keys(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[str]:
+    """Metric columns (FID, KID, IS, accuracy, …): measures other than timings."""
+    return [k for k in measure_keys(rows, extra_axes) if not is_timing(k)]
+
+
+def first_key(keys: Sequence[str], prefix: str) -> str | None:
+    return next((k for k in keys if k.startswith(prefix)), None)
+
+
+def varying_axes(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[str]:
+    """Axis columns (and ``extra_axes``) that take more than one value across ``rows``."""
+    keys = [k for k in dict.fromkeys(key for row in rows for key in row) if is_axis(k) or k in extra_axes]
+    return [k for k in keys if len({str(row.get(k)) for row in rows}) > 1]

@@ -1,0 +1,81 @@
+"""The sampler axes of a sweep: every combination of sampler settings, each as a ready sampler.
+
+A grid is ``{axis: values}`` with axes ``sampler`` (``conf/sampler`` option names) and any
+constructor argument of the sampler (``steps``, ``eta``, ``spacing``, ``variance``, …), e.g.
+``{"steps": [10, 50, 250], "eta": [0, 1]}``; combinations follow ``itertools.product`` in the
+order given (first axis outermost). A point is labelled by ``sampler`` (its option name) and
+``sampler.<setting>`` columns, so rows say which sampler drew them even when nothing is swept.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Mapping, Sequence
+
+from hydra.utils import get_class
+
+from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.utils.conf_dir import load_option, option_of
+from ldmlab.utils.errors import ConfigError
+
+SAMPLER_AXIS = "sampler"
+PREFIX = "sampler."  # column prefix of a sampler setting
+
+Point = dict[str, float | int | str]
+"""Column → value of one grid point, e.g. ``{"sampler": "ddim", "sampler.steps": 50, "sampler.eta": 0.0}``."""
+
+
+def settings_of(sampler: Sampler) -> dict[str, object]:
+    """The constructor arguments of ``sampler`` as it is configured (``steps``, ``spacing``, …)."""
+    names = [name for name in inspect.signature(type(sampler).__init__).parameters if name != "self"]
+    return {name: getattr(sampler, name) for name in names if hasattr(sampler, name)}
+
+
+def sampler_grid(
+    base: Sampler, grid: Mapping[str, Sequence] | None, num_timesteps: int, key: str = "grid"
+) -> list[tuple[Point, Sampler]]:
+    """(point, sampler) for every combination of ``grid`` applied to ``base`` (``{}``/None: just
+    ``base``; an axis set to None is not swept, a single value is a one-value list), each checked
+    against the schedule's ``num_timesteps``. Bad axes, empty value lists,
+    settings a sampler lacks and steps > T raise ConfigError naming ``<key>.<axis>``."""
+    grid = {axis: _as_list(values) for axis, values in (grid or {}).items() if values is not None}
+    for axis, values in grid.items():
+        if not values:
+            raise ConfigError(f"{key}.{axis}", f"must be a non-empty list, got {values!r}",
+                              f"e.g. {key}.{axis}=[{'ddim,dpmpp' if axis == SAMPLER_AXIS else '10,50'}]")
+    points = []
+    for combination in itertools.product(*grid.values()):
+        chosen = dict(zip(grid, combination, strict=True))
+        points.append(_build(base, chosen, num_timesteps, key))
+    return points
+
+
+def _as_list(values) -> list:
+    return [values] if isinstance(values, str | int | float) else list(values)
+
+
+def _build(base: Sampler, chosen: dict, num_timesteps: int, key: str) -> tuple[Point, Sampler]:
+    name = chosen.pop(SAMPLER_AXIS, None)
+    if name is None:
+        target, settings, name = type(base), settings_of(base), option_of("sampler", base)
+    else:
+        config = load_option("sampler", str(name), f"{key}.{SAMPLER_AXIS}")
+        target, settings = get_class(config._target_), {k: v for k, v in config.items() if k != "_target_"}
+    unknown = sorted(set(chosen) - set(settings))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"{unknown[0]!r} is not a setting of the {name} sampler "
+                          f"(its settings: {sorted(settings)})", f"sweep one of {sorted(settings)} or "
+                          f"drop {key}.{unknown[0]}")
+    settings |= chosen
+    try:
+        sampler = target(**settings)
+        sampler.timesteps(num_timesteps)
+    except ConfigError as err:  # name the swept key, not the sampler group's
+        setting = err.key.removeprefix(PREFIX)
+        if setting in chosen:
+            raise ConfigError(f"{key}.{setting}", err.problem,
+                              err.fix.replace(f"{PREFIX}{setting}=", f"{key}.{setting}=")) from None
+        raise
+    labels = {PREFIX + k: settings[k] for k in ("steps", *chosen) if k in settings}
+    return {SAMPLER_AXIS: str(name), **labels}, sampler
