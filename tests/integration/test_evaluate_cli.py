@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import statistics
 
 import pytest
 
 from ldmlab.evaluate import evaluate
 from ldmlab.evaluation.table import read_csv
 from ldmlab.utils.errors import ConfigError
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, run_cli, run_forked
 from tests.unit.test_classifier import tiny_classifier_ckpt
 
 TINY = ["sampler=ddim", "sampler.steps=3", "num_samples=20", "num_reference=40", "batch_size=8",
@@ -54,3 +56,58 @@ def test_bad_settings_name_their_key(override, key, tiny_ldm_run, tmp_path):
                                       f"paths.log_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=rf"^{key}: "):
         evaluate(cfg)
+
+
+def test_steps_eta_grid_over_seeds_writes_one_row_per_grid_point(tiny_ldm_run, fmnist_dir, tmp_path_factory,
+                                                                  tmp_path):
+    classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
+    args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
+            f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "grid.steps=[2,4]", "grid.eta=[0,1]",
+            "guidance_scales=[3]", "seeds=[0,1]"]
+    out = run_forked("ldmlab.evaluate", args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = (tmp_path / "evaluate" / "latest").resolve()
+    rows = read_csv(run / "guidance_sweep.csv")
+    assert [(r["sampler"], r["sampler.steps"], r["sampler.eta"], r["seeds"]) for r in rows] == [
+        ("ddim", steps, eta, 2) for steps in (2, 4) for eta in (0, 1)]
+    per_seed = read_csv(run / "guidance_sweep_per_seed.csv")
+    assert len(per_seed) == 8 and {r["seed"] for r in per_seed} == {0, 1}
+    for row in rows:  # each cell is the mean ± std of its two seeds' rows
+        fids = [r["fid_classifier"] for r in per_seed
+                if (r["sampler.steps"], r["sampler.eta"]) == (row["sampler.steps"], row["sampler.eta"])]
+        assert row["fid_classifier"] == pytest.approx(statistics.fmean(fids))
+        assert row["fid_classifier_seed_std"] == pytest.approx(statistics.stdev(fids))
+        assert row["fid_classifier_seed_std"] > 0  # the seeds draw different noise
+    assert len({r["fid_classifier"] for r in rows}) == 4  # steps and η change the samples
+    assert (run / "guidance_sweep.png").stat().st_size > 10_000
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["grid"] == {"steps": [2, 4], "eta": [0, 1]} and summary["seeds"] == [0, 1]
+    assert summary["best"]["fid_classifier"] == min(r["fid_classifier"] for r in rows)
+
+
+@pytest.mark.parametrize(("override", "problem"), [
+    ("+grid.foo=[1]", "grid.foo: 'foo' is not a setting of the ddim sampler"),
+    ("grid.foo=[1]", "grid.foo"),
+    ("grid.steps=[]", "grid.steps: must be a non-empty list"),
+    ("grid.sampler=[plms]", "grid.sampler: 'plms' is not a sampler option"),
+    ("seeds=[]", "seeds: must be distinct non-negative integers"),
+])
+def test_bad_grids_exit_2_on_one_line(override, problem, tiny_ldm_run, tmp_path):
+    out = run_forked("ldmlab.evaluate", [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", *TINY, override],
+                     tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
+    assert out.stderr.startswith("error: ") and problem in out.stderr
+
+
+def test_steps_above_T_exit_2_and_the_suggested_fix_runs(tiny_ldm_run, fmnist_dir, tmp_path_factory,
+                                                         tmp_path):
+    classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
+    args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
+            f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "guidance_scales=[1]"]
+    out = run_forked("ldmlab.evaluate", [*args, "grid.steps=[4,5000]"], tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith("error: grid.steps: steps=5000 exceeds"), out.stderr
+    fix = re.search(r"e\.g\. (grid\.steps=\d+)", out.stderr).group(1)
+    out = run_forked("ldmlab.evaluate", [*args, fix], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row, = read_csv((tmp_path / "evaluate" / "latest").resolve() / "guidance_sweep.csv")
+    assert row["sampler.steps"] == 1000

@@ -58,6 +58,39 @@ def test_report_averages_seeds_per_p_uncond_and_scale(tmp_path):
         write_report(tmp_path, ["conditioner.p_uncond"])
 
 
+def test_report_averages_training_and_sampling_seeds_per_grid_point(tmp_path):
+    """2 training seeds × 2 sampling seeds per (steps, s) cell: mean ± std over the 4 rows."""
+    fids = {}
+    for name, train_seed in (("0", 1), ("1", 2)):
+        job = tmp_path / name
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+            {"seed": train_seed, "conditioner": {"p_uncond": 0.1}}))
+        rows = []
+        for steps in (10, 50):
+            for seed in (0, 1):
+                fid = 20.0 / steps + train_seed + 0.5 * seed
+                fids.setdefault(steps, []).append(fid)
+                rows.append({"guidance": "cfg", "guidance_scale": 3.0, "w": 2.0, "sampler": "ddim",
+                             "sampler.steps": steps, "seed": seed, "fid_x": fid, "is_x": 5.0,
+                             "seconds_per_image": steps / 100})
+        write_csv(rows, job / "guidance_sweep" / "sweep_epoch001_per_seed.csv")
+        write_csv([{**r, "fid_x": 999.0} for r in rows[::2]], job / "guidance_sweep" / "sweep_epoch001.csv")
+    paths = write_report(tmp_path, ["conditioner.p_uncond"])
+    rows = read_csv(paths["csv"])
+    assert [(r["sampler.steps"], r["seeds"]) for r in rows] == [(10, 4), (50, 4)]
+    for row in rows:  # hand computation over the per-seed rows, not the per-job means
+        assert row["fid_x"] == pytest.approx(statistics.fmean(fids[row["sampler.steps"]]))
+        assert row["fid_x_seed_std"] == pytest.approx(statistics.stdev(fids[row["sampler.steps"]]))
+    # 10 steps: 2 + {1, 1.5, 2, 2.5} → mean 3.75, std sqrt(0.41667) = 0.6455
+    assert rows[0]["fid_x"] == pytest.approx(3.75)
+    assert rows[0]["fid_x_seed_std"] == pytest.approx(0.645497, 1e-5)
+    markdown = paths["markdown"].read_text()
+    assert "| p_uncond | steps | s | w | seeds | fid_x | is_x | seconds_per_image |" in markdown
+    assert "| 0.1 | 10 | 3 | 2 | 4 | 3.75 ± 0.65 | 5 ± 0 | 0.1 ± 0 |" in markdown
+    assert paths["grid"].stat().st_size > 10_000 and paths["frontier"].stat().st_size > 10_000
+
+
 def test_p_uncond_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 busy cores: no OpenMP spin-waits in the children
     classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
@@ -108,7 +141,7 @@ def test_report_puts_evaluate_runs_of_different_guidance_on_one_frontier(tmp_pat
     assert [(r["run"], r["guidance_scale"], r["fid_x"]) for r in rows] == [
         ("cfg · cond", 1, 9.0), ("cfg · cond", 3, 6.0), ("classifier · uncond", 0, 12.0),
         ("classifier · uncond", 4, 8.0)]
-    assert paths["markdown"].read_text().startswith("| run | guidance | s | fid_x | is_x |")
+    assert paths["markdown"].read_text().startswith("| run | guidance | s | seeds | fid_x | is_x |")
     assert paths["frontier"].stat().st_size > 10_000
     assert list(cfg.evaluate_runs) == [str(runs[0]), str(runs[1])]
     with pytest.raises(ConfigError, match="labels"):
