@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from ldmlab.evaluation.columns import SPREAD, first_key, is_timing, metric_keys, varying_axes  # noqa: E402
 from ldmlab.evaluation.table import Row  # noqa: E402
@@ -65,6 +66,9 @@ def plot_grid(
         ax.set(xlabel=_short(x), ylabel=key + (" (lower is better)" if key == fid or is_timing(key) else ""))
         if x.endswith("steps"):
             ax.set_xscale("log")
+            ax.set_xticks(sorted({float(r[x]) for r in rows}), minor=False)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if is_timing(key):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
