@@ -96,6 +96,29 @@ def test_callback_writes_csv_plots_logs_and_best_scale(ldm_ckpt, classifier_ckpt
     assert len(tables) == 1 and columns[:3] == ["guidance", "guidance_scale", "w"]
 
 
+def test_callback_sweeps_a_sampler_grid_over_seeds(ldm_ckpt, classifier_ckpt, fmnist_dir, tmp_path):
+    out = tmp_path / "guidance_sweep"
+    sweep = GuidanceSweep([3.0], num_samples=20, metrics=metrics(classifier_ckpt, tmp_path), out_dir=str(out),
+                          num_reference=40, sampler=DDIMSampler(steps=3), batch_size=10,
+                          grid={"steps": [2, 3], "eta": None}, seeds=[0, 1])
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                         num_sanity_val_steps=0, logger=CSVLogger(tmp_path, name="csv"), callbacks=[sweep],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    module = load_ldm(ldm_ckpt)
+    module.optimizer = partial(torch.optim.AdamW, lr=1e-4)
+    trainer.fit(module, datamodule=datamodule(fmnist_dir))
+    cells, per_seed = read_csv(out / "sweep_epoch000.csv"), read_csv(out / "sweep_epoch000_per_seed.csv")
+    assert [(c["sampler.steps"], c["seeds"]) for c in cells] == [(2, 2), (3, 2)]
+    assert [(r["sampler.steps"], r["seed"]) for r in per_seed] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    both = (per_seed[2]["fid_classifier"] + per_seed[3]["fid_classifier"]) / 2
+    assert cells[1]["fid_classifier"] == pytest.approx(both)
+    assert per_seed[2]["fid_classifier"] != per_seed[3]["fid_classifier"]  # seeds draw different noise
+    logged = trainer.callback_metrics
+    fid = cells[0]["fid_classifier"]
+    assert float(logged["sweep/fid_classifier@s=3,steps=2"]) == pytest.approx(fid, rel=1e-6)
+    assert sweep.summary_extras()["guidance_sweep"]["sampler.steps"] in (2, 3)
+
+
 def test_callback_refuses_sample_counts_before_training(ldm_ckpt, classifier_ckpt, fmnist_dir, tmp_path):
     sweep = GuidanceSweep(SCALES, num_samples=16, metrics=metrics(classifier_ckpt, tmp_path),
                           out_dir=str(tmp_path), num_reference=40)

@@ -15,7 +15,9 @@ from ldmlab.evaluation.seeds import chunk_seed, mean_over_seeds
 from ldmlab.evaluation.sweep import check_seeds
 from ldmlab.evaluation.sweep_files import plot_axis, write_sweep
 from ldmlab.evaluation.table import read_csv
+from ldmlab.utils.conf_dir import group_options, option_of
 from ldmlab.utils.errors import ConfigError
+from tests.conftest import compose_config
 
 
 def test_grid_is_the_product_of_its_axes_in_order():
@@ -106,3 +108,20 @@ def test_sweep_files_have_one_row_per_grid_point_and_a_grid_plot(tmp_path):
     _, files = write_sweep([dict(TOY[0], is_x=2.0), dict(TOY[0], guidance_scale=1.0, w=0.0, is_x=1.5)],
                            tmp_path / "scales", "toy")
     assert "per_seed_csv" not in files and files["plot"].stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("sampler", group_options("sampler"))
+def test_every_sampler_option_is_a_grid_value(sampler):
+    (point, built), = sampler_grid(DDIMSampler(), {"sampler": [sampler], "steps": [10]}, 1000)
+    assert point == {"sampler": sampler, "sampler.steps": 10} and built.steps == 10
+    assert option_of("sampler", built) == sampler
+
+
+def test_grids_and_seeds_compose_for_evaluate_and_the_in_run_sweep():
+    cfg = compose_config("evaluate", ["grid.steps=[10,50]", "grid.eta=[0,1]", "seeds=[0,1,2]"])
+    assert cfg.grid.steps == [10, 50] and cfg.grid.sampler is None and list(cfg.seeds) == [0, 1, 2]
+    cfg = compose_config("train_ldm", ["callbacks=ldm_sweep", "callbacks.guidance_sweep.seeds=[0,1]",
+                                       "callbacks.guidance_sweep.grid.sampler=[ddim,dpmpp]"])
+    node = cfg.callbacks.guidance_sweep
+    points = sampler_grid(DDIMSampler(), node.grid, 1000, "callbacks.guidance_sweep.grid")
+    assert [p["sampler"] for p, _ in points] == ["ddim", "dpmpp"] and list(node.seeds) == [0, 1]
