@@ -111,3 +111,16 @@ def test_steps_above_T_exit_2_and_the_suggested_fix_runs(tiny_ldm_run, fmnist_di
     assert out.returncode == 0, out.stderr[-3000:]
     row, = read_csv((tmp_path / "evaluate" / "latest").resolve() / "guidance_sweep.csv")
     assert row["sampler.steps"] == 1000
+
+
+def test_the_old_seed_key_points_to_seeds_and_that_fix_runs(tiny_ldm_run, fmnist_dir, tmp_path_factory,
+                                                           tmp_path):
+    classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
+    args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
+            f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "guidance_scales=[1]"]
+    out = run_forked("ldmlab.evaluate", [*args, "seed=1"], tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith("error: seed: no such config key"), out.stderr
+    fix = re.search(r"did you mean (seeds=1)\?", out.stderr).group(1)
+    out = run_forked("ldmlab.evaluate", [*args, fix], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(((tmp_path / "evaluate" / "latest").resolve() / "summary.json").read_text())["seeds"] == [1]
