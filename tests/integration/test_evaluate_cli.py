@@ -123,4 +123,5 @@ def test_the_old_seed_key_points_to_seeds_and_that_fix_runs(tiny_ldm_run, fmnist
     fix = re.search(r"did you mean (seeds=1)\?", out.stderr).group(1)
     out = run_forked("ldmlab.evaluate", [*args, fix], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(((tmp_path / "evaluate" / "latest").resolve() / "summary.json").read_text())["seeds"] == [1]
+    summary = (tmp_path / "evaluate" / "latest").resolve() / "summary.json"
+    assert json.loads(summary.read_text())["seeds"] == [1]
