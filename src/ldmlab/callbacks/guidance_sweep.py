@@ -120,16 +120,16 @@ class GuidanceSweep(pl.Callback):
         pl_module.log("val/sweep/best_guidance_scale", float(best["guidance_scale"]), sync_dist=True)
         pl_module.log("val/sweep/best_score", float(best[metric]), sync_dist=True)
         if trainer.is_global_zero:
-            write_sweep(rows, self.out_dir / f"sweep_epoch{epoch:03d}",
-                        f"{self.guidance.name} sweep, epoch {epoch}")
+            _, files = write_sweep(rows, self.out_dir / f"sweep_epoch{epoch:03d}",
+                                   f"{self.guidance.name} sweep, epoch {epoch}")
             (self.out_dir / "best.json").write_text(json.dumps(self.best, indent=2))
-            self._log_wandb(trainer, cells, epoch)
+            self._log_wandb(trainer, cells, epoch, files["plot"])
 
     def summary_extras(self) -> dict:
         return {"guidance_sweep": self.best} if self.best else {}
 
     @staticmethod
-    def _log_wandb(trainer: pl.Trainer, rows: list[Row], epoch: int) -> None:
+    def _log_wandb(trainer: pl.Trainer, rows: list[Row], epoch: int, plot: Path) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             return
@@ -138,7 +138,7 @@ class GuidanceSweep(pl.Callback):
         names = columns(rows)
         table = wandb.Table(columns=names, data=[[row.get(name) for name in names] for row in rows])
         fid, quality = frontier_keys(rows)
-        charts = {"guidance_sweep/table": table}
+        charts = {"guidance_sweep/table": table, "guidance_sweep/plot": wandb.Image(str(plot))}
         for key in (fid, quality):
             if key:
                 charts[f"guidance_sweep/{key}_vs_s"] = wandb.plot.line(
