@@ -94,6 +94,7 @@ def test_callback_writes_csv_plots_logs_and_best_scale(ldm_ckpt, classifier_ckpt
     tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/guidance_sweep/table_*.table.json"))
     columns = json.loads(tables[0].read_text())["columns"]
     assert len(tables) == 1 and columns[:3] == ["guidance", "guidance_scale", "w"]
+    assert len(list(tmp_path.glob("wandb/offline-run-*/files/media/images/guidance_sweep/plot_*.png"))) == 1
 
 
 def test_callback_sweeps_a_sampler_grid_over_seeds(ldm_ckpt, classifier_ckpt, fmnist_dir, tmp_path):
