@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from hydra.utils import get_class
 
 from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.evaluation.columns import SAMPLER_PREFIX as PREFIX
 from ldmlab.utils.conf_dir import load_option, option_of
 from ldmlab.utils.errors import ConfigError
 
 SAMPLER_AXIS = "sampler"
-PREFIX = "sampler."  # column prefix of a sampler setting
 
 Point = dict[str, float | int | str]
 """Column → value of one grid point, e.g. ``{"sampler": "ddim", "sampler.steps": 50, "sampler.eta": 0.0}``."""
