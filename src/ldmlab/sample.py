@@ -23,6 +23,7 @@ from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.images import to_unit
+from ldmlab.utils.progress import Progress
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
 
@@ -40,11 +41,13 @@ def sample(cfg: DictConfig) -> Path:
                                  prompt=cfg.prompt)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     images = []
-    for start in range(0, cfg.num_samples, cfg.batch_size):
-        n = min(cfg.batch_size, cfg.num_samples - start)
-        chunk = chunk_of(condition, start, start + n, device)
-        images.append(module.generate(chunk, n, guidance=guidance, sampler=sampler, generator=generator,
-                                      use_ema=cfg.use_ema).cpu())
+    with Progress(cfg.num_samples, "sampling (images)") as progress:
+        for start in range(0, cfg.num_samples, cfg.batch_size):
+            n = min(cfg.batch_size, cfg.num_samples - start)
+            chunk = chunk_of(condition, start, start + n, device)
+            images.append(module.generate(chunk, n, guidance=guidance, sampler=sampler, generator=generator,
+                                          use_ema=cfg.use_ema).cpu())
+            progress.advance(n)
     images = torch.cat(images)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     save_image(to_unit(images), run_dir / "samples.png", nrow=cfg.nrow, padding=1)

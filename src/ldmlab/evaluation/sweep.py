@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -36,6 +36,7 @@ from ldmlab.evaluation.table import Row
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ def check_seeds(seeds: Sequence[int] | int, prefix: str = "") -> list[int]:
 def draw_samples(
     module: LatentDiffusionModule, condition: dict, num_samples: int, guidance: Guidance, seed: int = 0,
     batch_size: int = 64, sampler: Sampler | None = None, use_ema: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor | None:
-    """uint8 (num_samples, C, H, W) on rank 0 (None elsewhere): this rank's chunks, gathered."""
+    """uint8 (num_samples, C, H, W) on rank 0 (None elsewhere): this rank's chunks, gathered.
+    on_chunk: called with each drawn chunk's size (progress)."""
     rank, world = rank_and_world()
     local = {}
     for index in range(rank, math.ceil(num_samples / batch_size), world):
@@ -80,6 +83,8 @@ def draw_samples(
         images = module.generate(chunk_of(condition, start, stop, module.device), stop - start,
                                  guidance=guidance, sampler=sampler, generator=generator, use_ema=use_ema)
         local[index] = to_uint8(images)
+        if on_chunk is not None:
+            on_chunk(stop - start)
     return gather_chunks(local)
 
 
@@ -100,19 +105,27 @@ def grid_sweep(
     """
     samplers = samplers or sampler_grid(module.sampler, None, module.schedule.num_timesteps)
     labels = condition.get("label")
+    rank, world = rank_and_world()
+    mine = sum(min(batch_size, num_samples - i * batch_size)
+               for i in range(rank, math.ceil(num_samples / batch_size), world))
     rows = []
-    for point, sampler in samplers:
-        for scale in guidance_scales:
-            guided = guidance.with_scale(scale)
-            for seed in seeds:
-                started = time.perf_counter()
-                images = draw_samples(module, condition, num_samples, guided, seed=seed,
-                                      batch_size=batch_size, sampler=sampler, use_ema=use_ema)
-                seconds = time.perf_counter() - started
-                where = {**_scale_columns(guided), **point, "seed": seed}
-                rows.append(on_rank_zero(partial(_score, evaluator, images, labels, where, seconds)))
-                if rank_and_world()[0] == 0:
-                    log.info("sweep: %s", rows[-1])
+    cells = len(samplers) * len(guidance_scales) * len(seeds)
+    with Progress(cells * mine, "sweep (images)", enabled=rank == 0) as progress:
+        for point, sampler in samplers:
+            for scale in guidance_scales:
+                guided = guidance.with_scale(scale)
+                for seed in seeds:
+                    where = {**_scale_columns(guided), **point, "seed": seed}
+                    note = ", ".join(f"{k.removeprefix('sampler.')}={v}" for k, v in where.items()
+                                     if k not in ("w", "guidance"))
+                    started = time.perf_counter()
+                    images = draw_samples(module, condition, num_samples, guided, seed=seed,
+                                          batch_size=batch_size, sampler=sampler, use_ema=use_ema,
+                                          on_chunk=partial(progress.advance, note=note))
+                    seconds = time.perf_counter() - started
+                    rows.append(on_rank_zero(partial(_score, evaluator, images, labels, where, seconds)))
+                    if rank == 0:
+                        log.info("sweep: %s", rows[-1])
     return rows
 
 
