@@ -4,13 +4,13 @@
 #   C:   ancestral DDPM at steps {100,250,1000}, s = 3;
 #   D:   DDIM η {0,0.5,1} × steps {10,50,250} at s = 3.
 # CKPT: a train_ldm run dir; DOMAIN: a train_classifier last.ckpt (FID/IS/accuracy features).
-# CPU size (this README): N=200 samples per grid point, 2000 reference images, domain-classifier
-# metrics only. GPU size: N=10000 NREF=10000 EXTRA="metrics=gpu" (adds Inception FID/IS).
+# CPU size (this README): N=200 samples per grid point and seed, 3 sampling seeds (mean ± std),
+# 2000 reference images, domain-classifier metrics only. GPU size: N=10000 NREF=10000 EXTRA="metrics=gpu" (adds Inception FID/IS).
 #   CKPT=... DOMAIN=... bash experiments/sampling-fashion-mnist/run_study.sh
 set -eu
 PY=${PY:-.venv/bin/python}
 COMMON="ckpt=$CKPT metrics.classifier_ckpt=$DOMAIN num_samples=${N:-200} num_reference=${NREF:-2000} \
-batch_size=100 seeds=${SEEDS:-[0]} ${EXTRA:-metrics.inception=false}"
+batch_size=100 seeds=${SEEDS:-[0,1,2]} ${EXTRA:-metrics.inception=false}"
 $PY -m ldmlab.evaluate sampler=ddim 'grid.steps=[10,20,50,100,250]' 'guidance_scales=[1,3]' $COMMON
 $PY -m ldmlab.evaluate sampler=dpmpp 'grid.steps=[10,20,50,100,250]' 'guidance_scales=[1,3]' $COMMON
 $PY -m ldmlab.evaluate sampler=ddpm 'grid.steps=[100,250,1000]' 'guidance_scales=[3]' $COMMON
