@@ -91,10 +91,11 @@ def test_report_averages_training_and_sampling_seeds_per_grid_point(tmp_path):
     assert paths["grid"].stat().st_size > 10_000 and paths["frontier"].stat().st_size > 10_000
 
 
-def test_p_uncond_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, tmp_path, monkeypatch):
+def test_seeds_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 busy cores: no OpenMP spin-waits in the children
     classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
-    args = ["experiment=cfg_sweep_fmnist", "conditioner.p_uncond=0,0.5", f"first_stage.ckpt={tiny_ae_ckpt}",
+    args = ["experiment=cfg_sweep_fmnist", "conditioner.p_uncond=0.5", "seed=1,2",
+            f"first_stage.ckpt={tiny_ae_ckpt}",
             f"metrics.classifier_ckpt={classifier}", f"metrics.cache_root={tmp_path / 'cache'}",
             "logger=none", *TINY_LDM, *TINY_SWEEP]
     out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
@@ -104,8 +105,12 @@ def test_p_uncond_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factor
         assert (sweep_dir / job / "guidance_sweep" / "sweep_epoch000.png").is_file()
 
     report = read_csv(sweep_dir / "report.csv")  # written by the Hydra callback at the end of the multirun
-    assert [(r["p_uncond"], r["guidance_scale"]) for r in report] == [(0, 1), (0, 3), (0.5, 1), (0.5, 3)]
-    assert all(r["seeds"] == 1 and r["fid_classifier"] > 0 for r in report)
+    assert [(r["p_uncond"], r["guidance_scale"], r["seeds"]) for r in report] == [(0.5, 1, 2), (0.5, 3, 2)]
+    jobs = [read_csv(sweep_dir / job / "guidance_sweep" / "sweep_epoch000.csv") for job in ("0", "1")]
+    for index, row in enumerate(report):  # mean ± std over the two training seeds' rows
+        fids = [job[index]["fid_classifier"] for job in jobs]
+        assert row["fid_classifier"] == pytest.approx(statistics.fmean(fids))
+        assert row["fid_classifier_seed_std"] == pytest.approx(statistics.stdev(fids)) and fids[0] != fids[1]
     assert (sweep_dir / "frontier.png").is_file()
     for name in ("report.csv", "report.md", "frontier.png"):
         (sweep_dir / name).unlink()
@@ -113,8 +118,9 @@ def test_p_uncond_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factor
     assert out.returncode == 0, out.stderr[-3000:]
     markdown = (sweep_dir / "report.md").read_text()
     columns = ["p_uncond", "s", "w", "seeds", "fid_classifier", "kid_classifier", "is_classifier",
-               "accuracy_classifier"]
-    assert markdown.startswith("| " + " | ".join(columns) + " |\n") and markdown.count("\n") == 6
+               "accuracy_classifier", "seconds_per_image"]
+    assert markdown.startswith("| " + " | ".join(columns) + " |\n") and markdown.count("\n") == 4
+    assert markdown.count(" ± ") >= 2 * 5
     assert (sweep_dir / "frontier.png").is_file()
 
 
