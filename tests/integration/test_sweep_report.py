@@ -1,4 +1,4 @@
-"""`make sweep` + `make report`: a real 2-job p_uncond multirun with the in-run guidance sweep,
+"""`make sweep` + `make report`: a real 2-seed multirun with the in-run guidance sweep,
 aggregated into one table and one frontier (by the Hydra callback and by the CLI); the
 aggregation maths on hand-made jobs."""
 
