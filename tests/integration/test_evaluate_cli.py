@@ -99,29 +99,24 @@ def test_bad_grids_exit_2_on_one_line(override, problem, tiny_ldm_run, tmp_path)
     assert out.stderr.startswith("error: ") and problem in out.stderr
 
 
-def test_steps_above_T_exit_2_and_the_suggested_fix_runs(tiny_ldm_run, fmnist_dir, tmp_path_factory,
-                                                         tmp_path):
+def scored_args(tiny_ldm_run, fmnist_dir, tmp_path_factory, tmp_path) -> list[str]:
+    """A tiny one-scale evaluate command line with a domain classifier."""
     classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
-    args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
+    return [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
             f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "guidance_scales=[1]"]
-    out = run_forked("ldmlab.evaluate", [*args, "grid.steps=[4,5000]"], tmp_path)
-    assert out.returncode == 2 and out.stderr.startswith("error: grid.steps: steps=5000 exceeds"), out.stderr
-    fix = re.search(r"e\.g\. (grid\.steps=\d+)", out.stderr).group(1)
-    out = run_forked("ldmlab.evaluate", [*args, fix], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    row, = read_csv((tmp_path / "evaluate" / "latest").resolve() / "guidance_sweep.csv")
-    assert row["sampler.steps"] == 1000
 
 
-def test_the_old_seed_key_points_to_seeds_and_that_fix_runs(tiny_ldm_run, fmnist_dir, tmp_path_factory,
-                                                           tmp_path):
-    classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
-    args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
-            f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "guidance_scales=[1]"]
-    out = run_forked("ldmlab.evaluate", [*args, "seed=1"], tmp_path)
-    assert out.returncode == 2 and out.stderr.startswith("error: seed: no such config key"), out.stderr
-    fix = re.search(r"did you mean (seeds=1)\?", out.stderr).group(1)
-    out = run_forked("ldmlab.evaluate", [*args, fix], tmp_path)
+@pytest.mark.parametrize(("bad", "error", "suggested", "check"), [
+    ("grid.steps=[4,5000]", "error: grid.steps: steps=5000 exceeds", r"e\.g\. (grid\.steps=\d+)",
+     lambda run: read_csv(run / "guidance_sweep.csv")[0]["sampler.steps"] == 1000),
+    ("seed=1", "error: seed: no such config key", r"did you mean (seeds=1)\?",
+     lambda run: json.loads((run / "summary.json").read_text())["seeds"] == [1]),
+])
+def test_bad_sweep_input_exits_2_and_the_suggested_fix_runs(bad, error, suggested, check, tiny_ldm_run,
+                                                            fmnist_dir, tmp_path_factory, tmp_path):
+    args = scored_args(tiny_ldm_run, fmnist_dir, tmp_path_factory, tmp_path)
+    out = run_forked("ldmlab.evaluate", [*args, bad], tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith(error) and out.stderr.count("\n") == 1, out.stderr
+    out = run_forked("ldmlab.evaluate", [*args, re.search(suggested, out.stderr).group(1)], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = (tmp_path / "evaluate" / "latest").resolve() / "summary.json"
-    assert json.loads(summary.read_text())["seeds"] == [1]
+    assert check((tmp_path / "evaluate" / "latest").resolve())
