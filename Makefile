@@ -45,7 +45,7 @@ train-noisy-classifier: $(INSTALLED) $(DATA)  ## noisy-latent classifier for cla
 sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckpt=...)
 	$(PY) -m ldmlab.sample $(ARGS)
 
-evaluate: $(INSTALLED) $(DATA)  ## guidance sweep of logs/train_ldm/latest (or ckpt=...): CSV + FID/IS plots
+evaluate: $(INSTALLED) $(DATA)  ## sweep guidance scales × sampler settings (grid.*) × seeds of logs/train_ldm/latest (or ckpt=...): CSV + plot
 	$(PY) -m ldmlab.evaluate $(ARGS)
 
 sweep: $(INSTALLED) $(DATA)  ## train_ldm multirun over conditioner.p_uncond with the in-run guidance sweep
