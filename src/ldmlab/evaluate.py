@@ -63,7 +63,8 @@ def evaluate(cfg: DictConfig) -> Path:
                       seeds=seeds, batch_size=cfg.batch_size, use_ema=cfg.use_ema)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    cells, files = write_sweep(rows, run_dir / "guidance_sweep", f"{guidance.name} sweep of {path.name}")
+    title = f"{guidance.name} sweep of {path.parent.parent.name}/{path.name}"  # <run>/checkpoints/<file>
+    cells, files = write_sweep(rows, run_dir / "guidance_sweep", title)
     metric, best = select_best(cells, cfg.select_by)
     write_json_atomic(run_dir / "summary.json", {
         "task": "evaluate", "checkpoint": str(path), "num_samples": cfg.num_samples,
