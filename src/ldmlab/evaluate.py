@@ -75,9 +75,10 @@ def evaluate(cfg: DictConfig) -> Path:
         "files": {name: str(file) for name, file in files.items()},
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
-    where = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()
-                      if k in ("guidance_scale", "sampler") or k.startswith("sampler."))
-    print(f"best by {metric}: {where} ({metric}={best[metric]:.4g}); "
+    where = ", ".join(f"{k.removeprefix('sampler.')}={v:g}" if isinstance(v, float | int) else f"{k}={v}"
+                      for k, v in best.items() if k == "sampler" or k.startswith("sampler."))
+    print(f"best {guidance.name} scale by {metric}: s={best['guidance_scale']:g} with {where} "
+          f"({metric}={best[metric]:.4g}); "
           f"wrote {files['csv']} and {files['plot']}")
     return run_dir
 

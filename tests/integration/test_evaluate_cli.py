@@ -83,6 +83,8 @@ def test_steps_eta_grid_over_seeds_writes_one_row_per_grid_point(tiny_ldm_run, f
     summary = json.loads((run / "summary.json").read_text())
     assert summary["grid"] == {"steps": [2, 4], "eta": [0, 1]} and summary["seeds"] == [0, 1]
     assert summary["best"]["fid_classifier"] == min(r["fid_classifier"] for r in rows)
+    best = summary["best"]
+    assert f"s=3 with sampler=ddim, steps={best['sampler.steps']}, eta={best['sampler.eta']}" in out.stdout
 
 
 @pytest.mark.parametrize(("override", "problem"), [
