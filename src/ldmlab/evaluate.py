@@ -44,7 +44,7 @@ def stored_datamodule(path: Path):
 
 def evaluate(cfg: DictConfig) -> Path:
     scales = check_settings(cfg.guidance_scales, cfg.num_samples, cfg.batch_size)
-    seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds)
+    seeds = check_seeds(cfg.seeds)
     grid = {axis: values for axis, values in OmegaConf.to_container(cfg.grid, resolve=True).items()
             if values is not None} if cfg.get("grid") else {}
     guidance = instantiate(cfg.guidance)
