@@ -44,10 +44,11 @@ def sampler_grid(
         if not values:
             raise ConfigError(f"{key}.{axis}", f"must be a non-empty list, got {values!r}",
                               f"e.g. {key}.{axis}=[{'ddim,dpmpp' if axis == SAMPLER_AXIS else '10,50'}]")
+    base_name = option_of("sampler", base)  # reads conf/sampler once, not once per point
     points = []
     for combination in itertools.product(*grid.values()):
         chosen = dict(zip(grid, combination, strict=True))
-        points.append(_build(base, chosen, num_timesteps, key))
+        points.append(_build(base, base_name, chosen, num_timesteps, key))
     return points
 
 
@@ -55,10 +56,12 @@ def _as_list(values) -> list:
     return [values] if isinstance(values, str | int | float) else list(values)
 
 
-def _build(base: Sampler, chosen: dict, num_timesteps: int, key: str) -> tuple[Point, Sampler]:
+def _build(
+    base: Sampler, base_name: str, chosen: dict, num_timesteps: int, key: str
+) -> tuple[Point, Sampler]:
     name = chosen.pop(SAMPLER_AXIS, None)
     if name is None:
-        target, settings, name = type(base), settings_of(base), option_of("sampler", base)
+        target, settings, name = type(base), settings_of(base), base_name
     else:
         config = load_option("sampler", str(name), f"{key}.{SAMPLER_AXIS}")
         target, settings = get_class(config._target_), {k: v for k, v in config.items() if k != "_target_"}
