@@ -52,7 +52,8 @@ def evaluate(cfg: DictConfig) -> Path:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
-    samplers = sampler_grid(build_sampler(cfg.get("sampler"), module), grid, module.schedule.num_timesteps)
+    samplers = sampler_grid(build_sampler(cfg.get("sampler"), module), grid, module.schedule.num_timesteps,
+                            horizon=module.horizon)
     datamodule = instantiate(cfg.data) if cfg.get("data") else stored_datamodule(path)
     reference, dataset = load_reference(datamodule, cfg.reference_split, cfg.num_reference)
     evaluator = instantiate(cfg.metrics)(reference=reference)

@@ -22,9 +22,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import CONFIG_KEY, check_targets
 from ldmlab.classifier.network import ClassifierNetwork
-from ldmlab.diffusion.first_stage import load_autoencoder
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
 from ldmlab.diffusion.restore import load_ldm
 from ldmlab.evaluate import stored_datamodule

@@ -40,6 +40,17 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
 
+    @torch.no_grad()
+    def sample(
+        self, n: int, resolution: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """D(z), z ~ the regulariser's prior: (n, C, resolution, resolution) clamped to [-1, 1];
+        None when the regulariser has no prior. ``generator`` lives on the weights' device."""
+        side = resolution // self.downsample_factor
+        device = self.post_quant_conv.weight.device
+        z = self.regularizer.sample_prior((n, self.embed_dim, side, side), generator, device)
+        return None if z is None else self.decode(z).clamp(-1, 1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RegularizerOutput]:
         z, reg = self.encode(x)
         return self.decode(z), reg

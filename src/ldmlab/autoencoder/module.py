@@ -9,7 +9,6 @@ import torch
 
 from ldmlab.autoencoder.loss import AutoencoderLoss
 from ldmlab.autoencoder.model import Autoencoder
-from ldmlab.autoencoder.regularizers.kl import KLRegularizer
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
@@ -116,7 +115,7 @@ class AutoencoderModule(pl.LightningModule):
         x_rec, reg = self.autoencoder(x)
         _, log = self.loss.generator_step(x, x_rec, reg, int(self.train_step), self.autoencoder.last_layer)
         self.metrics.update(x, x_rec)
-        keep = ("rec_loss", "nll", "reg_loss", "kl", "perplexity", "codebook_usage")
+        keep = ("rec_loss", "nll", "reg_loss", *reg.log)  # the regulariser's own logs, whatever they are
         self.log_dict({f"val/{k}": v for k, v in log.items() if k in keep}, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
@@ -130,15 +129,13 @@ class AutoencoderModule(pl.LightningModule):
 
     @torch.no_grad()
     def sample_prior(self, n: int, resolution: int, generator: torch.Generator | None = None):
-        """Decode z ~ N(0, I) (KL models only); None for other regularisers."""
-        if not isinstance(self.autoencoder.regularizer, KLRegularizer):
-            return None
-        side = resolution // self.autoencoder.downsample_factor
-        z = torch.randn(n, self.autoencoder.embed_dim, side, side, generator=generator)
-        return self.autoencoder.decode(z.to(self.device)).clamp(-1, 1)
+        """Decoded prior samples (N, C, resolution, resolution) in [-1, 1]; None when the
+        regulariser has no prior (``Regularizer.sample_prior``)."""
+        return self.autoencoder.sample(n, resolution, generator)
 
     def log_images(self, batch: dict, n: int, nrow: int = 8) -> dict[str, torch.Tensor]:
-        """Rows of inputs alternating with their reconstructions; prior samples for KL models."""
+        """Rows of inputs alternating with their reconstructions; prior samples where the
+        regulariser has a prior (KL)."""
         x = self._images(batch)[:n]
         rec = self.reconstruct(x)
         pairs = torch.cat([torch.cat([a, b]) for a, b in zip(x.split(nrow), rec.split(nrow), strict=True)])

@@ -98,7 +98,8 @@ class GuidanceSweep(pl.Callback):
         self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
                                           source=dataset)
         self.samplers = sampler_grid(self.sampler or pl_module.sampler, self.grid,
-                                     pl_module.schedule.num_timesteps, f"{KEY}grid")
+                                     pl_module.schedule.num_timesteps, f"{KEY}grid",
+                                     pl_module.horizon)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

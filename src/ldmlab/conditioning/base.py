@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -44,6 +45,11 @@ class Embedder(nn.Module, ABC):
     @abstractmethod
     def null(self, batch_size: int) -> torch.Tensor:
         """The learned unconditional embedding, repeated ``batch_size`` times."""
+
+    def inputs(self, batch: Mapping[str, Any]) -> Any | None:
+        """What ``forward`` embeds from ``batch``: ``batch[input_key]``; None when absent (the
+        conditioner then uses the null at sampling and refuses the batch in training)."""
+        return batch.get(self.input_key)
 
     def encode(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embedding and key mask (None: every position is kept)."""

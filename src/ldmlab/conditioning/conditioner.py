@@ -18,7 +18,8 @@ Encoded = tuple[torch.Tensor, torch.Tensor | None]
 
 
 class Conditioner(nn.Module):
-    """Runs each embedder on ``batch[embedder.input_key]`` and merges the outputs by type.
+    """Runs each embedder on its inputs in the batch (``Embedder.inputs``, by default
+    ``batch[embedder.input_key]``) and merges the outputs by type.
 
     crossattn outputs are concatenated along L (with a ``"crossattn_mask"`` (B, L) bool when
     any embedder returns a mask), vector outputs along D, concat outputs along C. In training
@@ -29,7 +30,7 @@ class Conditioner(nn.Module):
     ``embedders``: a list, or a name → embedder mapping (Hydra-friendly; None entries are
     skipped, so an override can switch one off). ``p_uncond``, when given, sets every
     embedder's dropout probability (the one knob a CFG sweep turns: ``conditioner.p_uncond``).
-    In eval mode, an embedder whose input key is absent from the batch gets its null (so a
+    In eval mode, an embedder whose input is absent from the batch gets its null (so a
     hybrid model can be sampled from one modality).
     """
 
@@ -85,13 +86,17 @@ class Conditioner(nn.Module):
         """``force_uncond=True`` gives every embedder's null (see ``unconditional``).
         ``batch_size`` is needed only when no embedder's input is in the batch."""
         encoded: dict[str, list[Encoded]] = {"crossattn": [], "vector": [], "concat": []}
-        present = {n: e for n, e in self.embedders.items() if e.input_key in batch}
+        found = {n: e.inputs(batch) for n, e in self.embedders.items()}
+        present = {n: e for n, e in self.embedders.items() if found[n] is not None}
         missing = {n: e for n, e in self.embedders.items() if n not in present}
         if missing and self.training:
             name, embedder = next(iter(missing.items()))
-            self._inputs(batch, name, embedder)  # raises the key error
-        for embedder in present.values():
-            inputs = batch[embedder.input_key]
+            raise KeyError(
+                f"conditioner.embedders.{name} reads batch['{embedder.input_key}'] but the batch "
+                f"has keys {sorted(batch)}; set its input_key or provide the key in the data"
+            )
+        for name, embedder in present.items():
+            inputs = found[name]
             if batch_size not in (None, len(inputs)):
                 raise ValueError(
                     f"batch['{embedder.input_key}'] has {len(inputs)} entries, other "
@@ -136,15 +141,6 @@ class Conditioner(nn.Module):
 
     def _of_type(self, output_type: str) -> list[tuple[str, Embedder]]:
         return [(n, e) for n, e in self.embedders.items() if e.output_type == output_type]
-
-    @staticmethod
-    def _inputs(batch: Mapping[str, Any], name: str, embedder: Embedder) -> Any:
-        if embedder.input_key not in batch:
-            raise KeyError(
-                f"conditioner.embedders.{name} reads batch['{embedder.input_key}'] but the batch "
-                f"has keys {sorted(batch)}; set its input_key or provide the key in the data"
-            )
-        return batch[embedder.input_key]
 
 
 def _drop_to_null(embedder: Embedder, emb: torch.Tensor, mask: torch.Tensor | None) -> Encoded:

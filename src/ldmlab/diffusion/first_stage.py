@@ -1,7 +1,7 @@
 """The frozen stage-1 autoencoder as stage 2 sees it: images ↔ scaled latents.
 
-Loaded from a stage-1 Lightning checkpoint (``weights_only=True``); the architecture is
-rebuilt from the config stored in the checkpoint, after its ``_target_``s pass the allow-list.
+Loaded from a stage-1 Lightning checkpoint (``ldmlab.autoencoder.loading``). ``first_stage=identity``
+(``identity_first_stage.py``) is the pixel-space (f = 1) stand-in with the same interface.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ldmlab.autoencoder.model import Autoencoder
-from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
+from ldmlab.autoencoder.loading import load_autoencoder
+from ldmlab.checkpoints import instantiate_stored
 from ldmlab.utils.errors import ConfigError
 
 KEY = "first_stage.ckpt"
+FIX = "point it at a train_ae checkpoint (first_stage.ckpt=logs/train_ae/latest/checkpoints/last.ckpt)"
 
 
 def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
@@ -37,24 +38,6 @@ def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
             "run `make train-ae` first or set first_stage.ckpt=/path/to/last.ckpt",
         )
     return Path(json.loads(summary.read_text())["checkpoints"]["last"])
-
-
-def load_autoencoder(path: Path) -> tuple[Autoencoder, dict]:
-    """Rebuild the autoencoder stored in a stage-1 checkpoint, load its weights; also return
-    its config (so a stage-2 checkpoint can rebuild it without the stage-1 file)."""
-    fix = "point it at a train_ae checkpoint (first_stage.ckpt=logs/train_ae/latest/checkpoints/last.ckpt)"
-    checkpoint = read_checkpoint(path, KEY, fix)
-    config = stored_config(checkpoint, path, KEY, fix).get("autoencoder")
-    if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ConfigError(KEY, f"{path} is not an ldmlab stage-1 checkpoint", fix)
-    autoencoder: Autoencoder = instantiate_stored(config, path, KEY)
-    prefix = "autoencoder."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    try:
-        autoencoder.load_state_dict(state)
-    except RuntimeError as err:
-        raise ConfigError(KEY, f"{path}: weights do not match its config ({str(err)[:200]})", fix) from None
-    return autoencoder, config
 
 
 class FirstStage(nn.Module):
@@ -81,7 +64,7 @@ class FirstStage(nn.Module):
         super().__init__()
         if autoencoder_config is None:
             self.checkpoint_path = str(resolve_first_stage_checkpoint(ckpt, log_dir))
-            autoencoder, autoencoder_config = load_autoencoder(Path(self.checkpoint_path))
+            autoencoder, autoencoder_config = load_autoencoder(Path(self.checkpoint_path), KEY, FIX)
         else:
             self.checkpoint_path = ckpt
             autoencoder = instantiate_stored(autoencoder_config, ckpt or "a stage-2 checkpoint", KEY)
@@ -108,6 +91,11 @@ class FirstStage(nn.Module):
     @property
     def downsample_factor(self) -> int:
         return self.autoencoder.downsample_factor
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images."""
+        return self.autoencoder.in_channels
 
     def train(self, mode: bool = True) -> FirstStage:
         """The autoencoder stays in eval mode (KL: posterior mode; no dropout, no BN updates)."""

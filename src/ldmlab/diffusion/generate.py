@@ -31,6 +31,8 @@ def generate_latents(
     *,
     guidance: Guidance | None = None,
     generator: torch.Generator | None = None,
+    init: Tensor | None = None,
+    horizon: int | None = None,
 ) -> Tensor:
     """(num_samples, *latent_shape) latents; ``condition`` holds the conditioner's inputs
     (``label`` (N,), ``caption`` list of N strings, ...; absent keys use the learned null) and
@@ -38,6 +40,9 @@ def generate_latents(
     (``Guidance.prepare``) for this model; None: the plain conditional model.
 
     CFG convention: ε̃ = ε_u + s·(ε_c − ε_u), s = ``guidance.scale`` (1: no guidance).
+    horizon: T' ≤ T, the model's trained timesteps; the walk starts at t = T' − 1 (default T − 1).
+    init: clean latents (num_samples, *latent_shape) of another generator; the walk then starts
+    from q(x_{T'−1} | init) (ES-DDPM / SDEdit) instead of pure noise.
     """
     device = schedule.betas.device
     terms = guidance.terms() if guidance is not None else []
@@ -45,10 +50,14 @@ def generate_latents(
     uncond = None
     if any(isinstance(g, OutputGuidance) and g.needs_unconditional for g in terms):
         uncond = conditioner.unconditional(condition, batch_size=num_samples)
-    form = gradient_form(sampler, schedule) if any(isinstance(g, GradientGuidance) for g in terms) else None
+    gradient = any(isinstance(g, GradientGuidance) for g in terms)
+    form = gradient_form(sampler, schedule, horizon) if gradient else None
     denoise = GuidedDenoiser(unet, parameterization, schedule, cond, uncond, guidance, dict(condition), form)
-    noise = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
-    return sampler.sample(denoise, noise, schedule, generator=generator)
+    x = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
+    if init is not None:
+        t_start = torch.full((num_samples,), (horizon or schedule.num_timesteps) - 1, device=device)
+        x = schedule.q_sample(init.to(device), t_start, x)
+    return sampler.sample(denoise, x, schedule, generator=generator, horizon=horizon)
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """LightningModule for stage 2: wires a frozen first stage, a conditioner, a UNet, a schedule,
-a parameterisation, a loss weighting and an EMA together. The maths lives in those parts.
+an objective, a sampler and an EMA together. The maths lives in those parts.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ldmlab.autoencoder.prior import VAEPrior
 from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.first_stage import FirstStage
 from ldmlab.diffusion.generate import generate_images
 from ldmlab.diffusion.guidance.base import Guidance, GuidanceContext
 from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.diffusion.loss import DiffusionLoss
-from ldmlab.diffusion.loss_weighting.base import LossWeighting
+from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.diffusion.schedules.base import NoiseSchedule
@@ -37,7 +37,13 @@ class LatentDiffusionModule(pl.LightningModule):
 
     ``model`` = {unet, conditioner} is what the optimiser and the EMA see; validation and
     sampling use the EMA copy. The conditioner drops conditions to its learned nulls with
-    probability ``p_uncond`` in training mode only.
+    probability ``p_uncond`` in training mode only. ``objective`` owns the loss (and p(t));
+    ``parameterization`` turns network outputs into (x0, ε) for sampling.
+
+    start: another generator (ES-DDPM): sampling starts from its samples x̂ noised by
+    q(x_{T'−1} | x̂), where T' = ``horizon`` is one past the largest trained t; required when
+    the objective trains t < T' < T only. A conditioning input ``x_hat`` (DiffuseVAE) is used
+    as x̂ when present.
     """
 
     def __init__(
@@ -47,11 +53,11 @@ class LatentDiffusionModule(pl.LightningModule):
         conditioner: Conditioner,
         schedule: NoiseSchedule,
         parameterization: Parameterization,
-        loss_weighting: LossWeighting,
-        loss: DiffusionLoss,
+        objective: DiffusionObjective,
         sampler: Sampler,
         optimizer: partial,
         resolution: int,
+        start: VAEPrior | None = None,
         log_guidance_scales: tuple[float, ...] = (1.0, 3.0),
         ema_decay: float = 0.999,
         ema_warmup: int = 10,
@@ -69,11 +75,15 @@ class LatentDiffusionModule(pl.LightningModule):
             conditioner.check_compatible(unet)
         except ValueError as err:
             raise ConfigError("unet", str(err), "match the unet keys to the conditioner") from None
-        self.first_stage = first_stage
+        self.horizon = objective.timestep_sampler.horizon(schedule.num_timesteps)
+        if self.horizon < schedule.num_timesteps and start is None:
+            raise ConfigError("module.start", f"the objective trains t < {self.horizon} only, so sampling "
+                              "cannot start from pure noise at T − 1", "give a generator to start from, "
+                              "e.g. experiment=es_ddpm generator_ckpt=/path/to/vae.ckpt")
+        self.first_stage, self.start = first_stage, start
         self.model = nn.ModuleDict({"unet": unet, "conditioner": conditioner})
         self.ema = EMA(self.model, ema_decay, ema_warmup)
-        self.schedule, self.parameterization = schedule, parameterization
-        self.loss_weighting, self.loss = loss_weighting, loss
+        self.schedule, self.parameterization, self.objective = schedule, parameterization, objective
         self.sampler, self.optimizer = sampler, optimizer
         self.warmup_steps, self.scale_fit_batches = warmup_steps, scale_fit_batches
         self.resolution, self.log_guidance_scales = resolution, tuple(log_guidance_scales)
@@ -85,6 +95,13 @@ class LatentDiffusionModule(pl.LightningModule):
                 "data.resolution", f"{datamodule.resolution} must equal module.resolution="
                 f"{self.resolution} and be divisible by the first stage's f={f}", f"use a multiple of {f}",
             )
+        side = self.resolution // f
+        for name, embedder in self.model["conditioner"].embedders.items():
+            size = embedder.null(1).shape[-1]
+            if embedder.output_type == "concat" and size != side:
+                raise ConfigError(f"conditioner.embedders.{name}.size", f"is {size}, but the model works "
+                                  f"on {side}×{side} (data.resolution={self.resolution}, f={f})",
+                                  f"conditioner.embedders.{name}.size={side}")
 
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled); resumed runs keep theirs."""
@@ -95,13 +112,8 @@ class LatentDiffusionModule(pl.LightningModule):
         self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
 
     def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
-        z = self.first_stage.encode(batch["image"])
-        t = torch.randint(0, self.schedule.num_timesteps, (len(z),), device=z.device)
-        noise = torch.randn_like(z)
-        z_t = self.schedule.q_sample(z, t, noise)
-        output = model["unet"](z_t, t, model["conditioner"](batch))
-        target = self.parameterization.target(z, noise, z_t, t, self.schedule)
-        return self.loss(output, target, self.loss_weighting.weight(t, self.schedule))
+        """The objective on this batch's latents, with ``model`` = {unet, conditioner}."""
+        return self.objective(model, self.first_stage.encode(batch["image"]), batch, self.schedule)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.model)
@@ -143,11 +155,16 @@ class LatentDiffusionModule(pl.LightningModule):
         if guidance is not None:
             context = GuidanceContext(self.first_stage, self.schedule, latent_shape, model["conditioner"])
             guidance.prepare(context)
+        init = None
+        if self.start is not None:
+            x_hat = condition.get("x_hat")
+            x_hat = self.start.sample(num_samples, generator) if x_hat is None else x_hat.to(self.device)
+            init = self.first_stage.encode(x_hat)
         images = generate_images(
             self.first_stage, unet=model["unet"], conditioner=model["conditioner"],
             schedule=self.schedule, parameterization=self.parameterization,
             sampler=sampler or self.sampler, condition=condition, latent_shape=latent_shape,
-            num_samples=num_samples, guidance=guidance, generator=generator,
+            num_samples=num_samples, guidance=guidance, generator=generator, init=init, horizon=self.horizon,
         )
         model.train(was_training)
         return images

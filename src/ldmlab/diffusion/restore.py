@@ -30,12 +30,13 @@ def load_ldm(path: Path) -> LatentDiffusionModule:
     if not isinstance(module_config, dict) or FIRST_STAGE_CONFIG not in checkpoint \
             or not isinstance(module_config.get("first_stage"), dict):
         raise ConfigError(KEY, f"{path} is not an ldmlab stage-2 checkpoint", FIX)
-    module_config = {k: v for k, v in module_config.items() if k not in ("first_stage", "optimizer")}
-    check_targets(checkpoint[FIRST_STAGE_CONFIG], path, KEY)
+    module_config = _with_objective(
+        {k: v for k, v in module_config.items() if k not in ("first_stage", "optimizer")})
+    autoencoder_config = checkpoint[FIRST_STAGE_CONFIG]  # None: a pixel-space model (first_stage=identity)
+    check_targets(autoencoder_config, path, KEY)
+    stored = {"autoencoder_config": autoencoder_config} if autoencoder_config is not None else {}
     first_stage = instantiate_stored(  # not recursive: the autoencoder config is data (checked above)
-        config["module"]["first_stage"] | {"_recursive_": False}, path, KEY,
-        autoencoder_config=checkpoint[FIRST_STAGE_CONFIG],
-    )
+        config["module"]["first_stage"] | {"_recursive_": False}, path, KEY, **stored)
     module: LatentDiffusionModule = instantiate_stored(module_config, path, KEY, first_stage=first_stage,
                                                        optimizer=None)
     try:
@@ -45,9 +46,21 @@ def load_ldm(path: Path) -> LatentDiffusionModule:
     return module.eval()
 
 
+def _with_objective(module_config: dict) -> dict:
+    """Checkpoints written before the objective existed stored ``loss`` and ``loss_weighting`` on
+    the module (trained with uniform timesteps); fold them into the equivalent objective."""
+    if "objective" in module_config:
+        return module_config
+    rest = {k: v for k, v in module_config.items() if k not in ("loss", "loss_weighting")}
+    objective = {"_target_": "ldmlab.diffusion.objective.DiffusionObjective",
+                 "parameterization": module_config.get("parameterization"),
+                 "loss_weighting": module_config.get("loss_weighting"), "loss": module_config.get("loss")}
+    return rest | {"objective": objective}
+
+
 def build_sampler(config: DictConfig | None, module: LatentDiffusionModule) -> Sampler:
     """The sampler of the command's ``sampler`` group (None: the checkpoint's own), checked
-    against the model's schedule now, not after minutes of work (``sampler.steps`` ≤ T)."""
+    against the model's schedule now, not after minutes of work (``sampler.steps`` ≤ T')."""
     sampler = instantiate(config) if config else module.sampler
-    sampler.timesteps(module.schedule.num_timesteps)
+    sampler.timesteps(module.schedule.num_timesteps, module.horizon)
     return sampler

@@ -33,12 +33,14 @@ def settings_of(sampler: Sampler) -> dict[str, object]:
 
 
 def sampler_grid(
-    base: Sampler, grid: Mapping[str, Sequence] | None, num_timesteps: int, key: str = "grid"
+    base: Sampler, grid: Mapping[str, Sequence] | None, num_timesteps: int, key: str = "grid",
+    horizon: int | None = None,
 ) -> list[tuple[Point, Sampler]]:
     """(point, sampler) for every combination of ``grid`` applied to ``base`` (``{}``/None: just
     ``base``; an axis set to None is not swept, a single value is a one-value list), each checked
-    against the schedule's ``num_timesteps``. Bad axes, empty value lists,
-    settings a sampler lacks and steps > T raise ConfigError naming ``<key>.<axis>``."""
+    against the schedule's ``num_timesteps`` and the model's ``horizon`` T' (``Sampler.timesteps``).
+    Bad axes, empty value lists, settings a sampler lacks and steps > T' raise ConfigError naming
+    ``<key>.<axis>``."""
     grid = {axis: _as_list(values) for axis, values in (grid or {}).items() if values is not None}
     for axis, values in grid.items():
         if not values:
@@ -48,7 +50,7 @@ def sampler_grid(
     points = []
     for combination in itertools.product(*grid.values()):
         chosen = dict(zip(grid, combination, strict=True))
-        points.append(_build(base, base_name, chosen, num_timesteps, key))
+        points.append(_build(base, base_name, chosen, (num_timesteps, horizon), key))
     return points
 
 
@@ -57,7 +59,7 @@ def _as_list(values) -> list:
 
 
 def _build(
-    base: Sampler, base_name: str, chosen: dict, num_timesteps: int, key: str
+    base: Sampler, base_name: str, chosen: dict, levels: tuple[int, int | None], key: str
 ) -> tuple[Point, Sampler]:
     name = chosen.pop(SAMPLER_AXIS, None)
     if name is None:
@@ -73,7 +75,7 @@ def _build(
     settings |= chosen
     try:
         sampler = target(**settings)
-        sampler.timesteps(num_timesteps)
+        sampler.timesteps(*levels)
     except ConfigError as err:  # name the swept key, not the sampler group's
         setting = err.key.removeprefix(PREFIX)
         if setting in chosen:

@@ -103,7 +103,8 @@ def grid_sweep(
     the module's sampler). Average over seeds with ``mean_over_seeds``. Every rank returns the
     same rows; call it on every rank.
     """
-    samplers = samplers or sampler_grid(module.sampler, None, module.schedule.num_timesteps)
+    samplers = samplers or sampler_grid(module.sampler, None, module.schedule.num_timesteps,
+                                              horizon=module.horizon)
     labels = condition.get("label")
     rank, world = rank_and_world()
     mine = sum(min(batch_size, num_samples - i * batch_size)

@@ -37,6 +37,16 @@ class Regularizer(nn.Module, ABC):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, RegularizerOutput]:
         """(B, moments_factor·embed_dim, h, w) → (z (B, embed_dim, h, w), RegularizerOutput)."""
 
+    def sample_prior(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor | None:
+        """z ~ p(z) of ``shape`` (N, embed_dim, h, w), or None where the regulariser defines no
+        prior to sample (VQ: its prior over codes is learned separately)."""
+        return None
+
     def check_moments(self, h: torch.Tensor) -> None:
         """Raise a ValueError unless ``h`` is (B, moments_factor·embed_dim, h, w)."""
         expected = self.moments_factor * self.embed_dim

@@ -34,3 +34,12 @@ class KLRegularizer(Regularizer):
             z = mean
         kl = 0.5 * (mean.pow(2) + var - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
         return z, RegularizerOutput(loss=kl, log={"kl": kl.detach()})
+
+    def sample_prior(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """z ~ N(0, I)."""
+        return torch.randn(shape, generator=generator, device=device)

@@ -42,9 +42,9 @@ class ScoreForm:
 class MeanShiftForm:
     """x0 + Σ_t/c_x0(t)·g on the sampler's visited steps (0 on the final, noiseless step)."""
 
-    def __init__(self, sampler: DDPMSampler, schedule: NoiseSchedule) -> None:
+    def __init__(self, sampler: DDPMSampler, schedule: NoiseSchedule, horizon: int | None = None) -> None:
         gain = torch.zeros(schedule.num_timesteps, dtype=torch.float64)
-        for step in sampler.transitions(schedule):
+        for step in sampler.transitions(schedule, horizon):
             coef_x0 = posterior_coefficients(step.alpha_bar, step.alpha_bar_prev)[0]
             gain[step.t] = sampler.step_variance(step.alpha_bar, step.alpha_bar_prev) / coef_x0
         self.gain = gain.to(schedule.alphas_cumprod.device)
@@ -57,8 +57,9 @@ class MeanShiftForm:
         return x0, eps
 
 
-def gradient_form(sampler: Sampler, schedule: NoiseSchedule) -> GradientForm:
-    """The mean-shift form for ancestral DDPM, the score form for every other sampler."""
+def gradient_form(sampler: Sampler, schedule: NoiseSchedule, horizon: int | None = None) -> GradientForm:
+    """The mean-shift form for ancestral DDPM (on its steps below ``horizon``), the score form for
+    every other sampler."""
     if isinstance(sampler, DDPMSampler):
-        return MeanShiftForm(sampler, schedule)
+        return MeanShiftForm(sampler, schedule, horizon)
     return ScoreForm(schedule)

@@ -213,7 +213,7 @@ class ImageGuidance(GradientGuidance):
     def prepare(self, context: GuidanceContext) -> None:
         """Check the target against the model's images (channels, size); keep its decoder."""
         first_stage = context.first_stage
-        channels = first_stage.autoencoder.in_channels
+        channels = first_stage.in_channels
         resolution = tuple(n * first_stage.downsample_factor for n in context.latent_shape[1:])
         _, have, *size = self.target.shape
         path = self.target_path

@@ -64,21 +64,31 @@ class Sampler(ABC):
         self.steps = steps
         self.spacing = spacing
 
-    def timesteps(self, num_train_timesteps: int) -> Tensor:
-        """The visited training timesteps, (steps,) long, strictly descending."""
-        if self.steps > num_train_timesteps:
-            t = num_train_timesteps
-            raise ConfigError("sampler.steps", f"steps={self.steps} exceeds the schedule's num_timesteps={t}",
-                              f"use at most {t}, e.g. sampler.steps={t}")
+    def timesteps(self, num_train_timesteps: int, horizon: int | None = None) -> Tensor:
+        """The visited training timesteps, (steps,) long, strictly descending, all below ``horizon``.
+
+        horizon: T' ≤ T, one past the first visited level (default T). The grid is laid over
+        {0, …, T' − 1} exactly as over {0, …, T − 1}, so a trailing walk starts at t = T' − 1
+        (an ES-DDPM / SDEdit start x_{T'−1}).
+        """
+        levels = num_train_timesteps if horizon is None else horizon
+        if not 1 <= levels <= num_train_timesteps:
+            raise ValueError(f"horizon={horizon} must lie in [1, {num_train_timesteps}]")
+        if self.steps > levels:
+            what = "the schedule's num_timesteps" if levels == num_train_timesteps else \
+                "the timesteps this model is trained on, T'"
+            raise ConfigError("sampler.steps", f"steps={self.steps} exceeds {what}={levels}",
+                              f"use at most {levels}, e.g. sampler.steps={levels}")
         index = torch.arange(self.steps, dtype=torch.float64)
         if self.spacing == "trailing":
-            stride = num_train_timesteps / self.steps
-            return (num_train_timesteps - index * stride).round().long() - 1
-        return (index * (num_train_timesteps // self.steps)).long().flip(0)
+            stride = levels / self.steps
+            return (levels - index * stride).round().long() - 1
+        return (index * (levels // self.steps)).long().flip(0)
 
-    def transitions(self, schedule: NoiseSchedule) -> list[Transition]:
-        """The steps of one trajectory, with ᾱ as float64 Python floats."""
-        timesteps = self.timesteps(schedule.num_timesteps)
+    def transitions(self, schedule: NoiseSchedule, horizon: int | None = None) -> list[Transition]:
+        """The steps of one trajectory (below ``horizon``, see ``timesteps``), with ᾱ as float64
+        Python floats."""
+        timesteps = self.timesteps(schedule.num_timesteps, horizon)
         alpha_bars = schedule.alphas_cumprod.detach().double().cpu()[timesteps].tolist()
         levels = [*alpha_bars, 1.0]
         return [
@@ -94,13 +104,16 @@ class Sampler(ABC):
         schedule: NoiseSchedule,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
+        horizon: int | None = None,
     ) -> Tensor:
-        """Integrate from ``noise`` (x at the first level, (B, C, H, W)) to a sample x0.
+        """Integrate from ``noise`` (x at the first visited level, (B, C, H, W)) to a sample x0.
 
         generator: drives the in-loop noise; it must live on ``noise``'s device.
+        horizon: T' (default T): the walk starts at t = T' − 1 (trailing spacing), so ``noise``
+        is then x_{T'−1}, e.g. another generator's sample noised by q(x_{T'−1} | x̂).
         """
         x, last_x0 = noise, None
-        for transition in self.transitions(schedule):
+        for transition in self.transitions(schedule, horizon):
             t = torch.full((noise.shape[0],), transition.t, dtype=torch.long, device=noise.device)
             x0, eps = denoise(x, t)
             x = self.step(x, x0, eps, transition, last_x0, generator)

@@ -1,0 +1,46 @@
+"""The stage-2 training objective: timestep sampler + forward process + parameterised regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ldmlab.diffusion.loss import DiffusionLoss
+from ldmlab.diffusion.loss_weighting.base import LossWeighting
+from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
+from ldmlab.diffusion.timestep_samplers.uniform import UniformTimesteps
+
+
+class DiffusionObjective(nn.Module):
+    """loss = mean_b w(t_b)·d(net(x_t, t, c), target), t ~ ``timestep_sampler``, x_t ~ q(x_t | x_0).
+
+    As sgm's ``StandardDiffusionLoss`` owns its sigma sampler, this owns p(t); the module only
+    supplies the clean latents, the batch (for the conditioner) and the network pair.
+    Draw order (global RNG): t, then ε, then the conditioner's dropout.
+    """
+
+    def __init__(
+        self,
+        parameterization: Parameterization,
+        loss_weighting: LossWeighting,
+        loss: DiffusionLoss,
+        timestep_sampler: TimestepSampler | None = None,
+    ) -> None:
+        super().__init__()
+        self.parameterization, self.loss_weighting, self.loss = parameterization, loss_weighting, loss
+        self.timestep_sampler = timestep_sampler or UniformTimesteps()
+
+    def forward(
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule
+    ) -> Tensor:
+        """model: {"unet", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
+        t = self.timestep_sampler(len(x0), schedule, x0.device)
+        noise = torch.randn_like(x0)
+        x_t = schedule.q_sample(x0, t, noise)
+        output = model["unet"](x_t, t, model["conditioner"](batch))
+        target = self.parameterization.target(x0, noise, x_t, t, schedule)
+        return self.loss(output, target, self.loss_weighting.weight(t, schedule))

@@ -1,0 +1,1 @@
+"""Training timestep distributions p(t) of the diffusion objective."""

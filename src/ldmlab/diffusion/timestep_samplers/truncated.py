@@ -1,0 +1,34 @@
+"""Timesteps truncated to t < T' (ES-DDPM, Lyu et al. 2022: train only the last T' denoising steps)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
+from ldmlab.utils.errors import ConfigError
+
+KEY = "diffusion.timestep_sampler.t_max"
+
+
+class TruncatedTimesteps(TimestepSampler):
+    """t ~ U{0, …, T' − 1} with T' = ``t_max`` ∈ [1, T]; T' = T is the uniform sampler.
+
+    A model trained so cannot denoise pure noise: sampling starts at t = T' − 1 from another
+    generator's sample noised by q(x_{T'−1} | x̂) (``LatentDiffusionModule.start``).
+    """
+
+    def __init__(self, t_max: int) -> None:
+        if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1:
+            raise ConfigError(KEY, f"must be an int in [1, T], got {t_max!r}", f"e.g. {KEY}=500")
+        self.t_max = t_max
+
+    def horizon(self, num_timesteps: int) -> int:
+        if self.t_max > num_timesteps:
+            raise ConfigError(KEY, f"{self.t_max} exceeds the schedule's T={num_timesteps}",
+                              f"use at most {num_timesteps}, e.g. {KEY}={num_timesteps // 2}")
+        return self.t_max
+
+    def __call__(self, batch_size: int, schedule: NoiseSchedule, device: torch.device) -> Tensor:
+        return torch.randint(0, self.horizon(schedule.num_timesteps), (batch_size,), device=device)
