@@ -17,9 +17,9 @@ class GeneratorSampleEmbedder(Embedder):
     """x̂ (B, C, H, W) in [-1, 1] → resized to (B, C, size, size), concatenated to the UNet input as
     it is (DiffuseVAE feeds x̂ itself, no learned map). ``size`` is the diffusion's spatial size.
 
-    Inputs: ``batch["x_hat"]`` when given (sampling: the VAE's prior samples, see ``draw``); in
-    training, the VAE's reconstruction D(E(x)) of ``batch[source_key]`` (DiffuseVAE's training
-    pairs). The null (CFG-style dropout, ``p_uncond``) is a learned (C,) vector broadcast over space.
+    Inputs: ``batch["x_hat"]`` when given (sampling: the VAE's prior samples, see ``draw``), else
+    the VAE's reconstruction D(E(x)) of ``batch[source_key]`` (DiffuseVAE's training and
+    validation pairs). The null (CFG-style dropout, ``p_uncond``) is a learned (C,) vector broadcast over space.
     """
 
     def __init__(self, prior: VAEPrior, size: int, input_key: str = "x_hat", source_key: str = "image",
@@ -32,7 +32,7 @@ class GeneratorSampleEmbedder(Embedder):
     def inputs(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         if self.input_key in batch:
             return batch[self.input_key]
-        if self.training and self.source_key in batch:
+        if self.source_key in batch:
             return self.prior.reconstruct(batch[self.source_key])
         return None
 
