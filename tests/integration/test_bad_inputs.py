@@ -20,6 +20,8 @@ from tests.conftest import ENTRY_CONFIG, TINY_AE, TINY_LDM, compose_config, run_
 AE = [*TINY_AE, "trainer.max_epochs=1"]
 LDM = ["first_stage.ckpt={ae}", "logger=none", *TINY_LDM]
 SAMPLE = ["ckpt={ldm}", "num_samples=2", "sampler.steps=2"]
+HYBRID = [a for a in LDM if not a.startswith("conditioner_context_dim")] + ["generator_ckpt={ae}"]
+ES = (*HYBRID, "experiment=es_ddpm")
 OVERRIDE = re.compile(r"(\+?[A-Za-z_][\w.]*)=([^\s,;?)]+)")
 
 
@@ -73,6 +75,18 @@ CASES = [
     Case("typo_key", "ldmlab.train", (*AE, "trainer.max_epoch=1"), "trainer.max_epoch", run_fix=True),
     Case("mismatched_first_stage", "ldmlab.train", (*LDM, "first_stage_embed_dim=8"), "first_stage_embed_dim",
          config="train_ldm", run_fix=True),
+    Case("t_prime_above_T", "ldmlab.train", (*ES, "diffusion.timestep_sampler.t_max=2000"),
+         "diffusion.timestep_sampler.t_max", config="train_ldm", run_fix=True),
+    Case("t_prime_zero", "ldmlab.train", (*ES, "diffusion.timestep_sampler.t_max=0"),
+         "diffusion.timestep_sampler.t_max", config="train_ldm", run_fix=True),
+    Case("truncated_without_start", "ldmlab.train", (*ES, "module.start=null"),
+         "module.start", config="train_ldm", run_fix=True),
+    Case("refiner_on_another_resolution", "ldmlab.train",
+         (*HYBRID, "experiment=diffusevae", "conditioner.embedders.x_hat.size=16"),
+         "conditioner.embedders.x_hat.size", config="train_ldm", run_fix=True),
+    Case("missing_generator_ckpt", "ldmlab.train",
+         (*HYBRID[:-1], "experiment=diffusevae", "generator_ckpt=/nonexistent/vae.ckpt"), "generator_ckpt",
+         config="train_ldm", mentions="/nonexistent/vae.ckpt"),
     Case("missing_lpips_weights", "ldmlab.train",
          (*AE, "loss.lpips.weights_path=/nonexistent/lpips.safetensors"), "loss.lpips.weights_path",
          run_fix=True),

@@ -19,7 +19,8 @@ class GeneratorSampleEmbedder(Embedder):
 
     Inputs: ``batch["x_hat"]`` when given (sampling: the VAE's prior samples, see ``draw``), else
     the VAE's reconstruction D(E(x)) of ``batch[source_key]`` (DiffuseVAE's training and
-    validation pairs). The null (CFG-style dropout, ``p_uncond``) is a learned (C,) vector broadcast over space.
+    validation pairs). The null (CFG-style dropout, ``p_uncond``) is a learned (C,) vector
+    broadcast over space.
     """
 
     def __init__(self, prior: VAEPrior, size: int, input_key: str = "x_hat", source_key: str = "image",
