@@ -115,6 +115,14 @@ def test_diffusevae_trains_and_refines_the_vae_samples(tiny_ae_ckpt, tmp_path):
     assert sample(tmp_path).shape == (4, 32, 32, 1)
 
 
+def test_centred_diffusevae_trains_in_pixel_space_and_samples(tiny_ae_ckpt, tmp_path):
+    summary = train(["experiment=diffusevae_centred", f"generator_ckpt={tiny_ae_ckpt}"], tmp_path)
+    assert np.isfinite(summary["metrics"]["val/loss"])
+    module = load_ldm(tmp_path / "train_ldm" / "latest" / "checkpoints" / "last.ckpt")
+    assert module.model["conditioner"].embedders["x_hat"].centre_forward_process
+    assert sample(tmp_path).shape == (4, 32, 32, 1)
+
+
 def test_es_ddpm_trains_below_t_prime_and_starts_from_the_vae(tiny_ae_ckpt, tmp_path):
     summary = train(["experiment=es_ddpm", f"generator_ckpt={tiny_ae_ckpt}",
                      f"first_stage.ckpt={tiny_ae_ckpt}", "diffusion.timestep_sampler.t_max=300"], tmp_path)

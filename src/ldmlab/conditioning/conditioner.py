@@ -118,6 +118,29 @@ class Conditioner(nn.Module):
             )
         return _merge(encoded)
 
+    def forward_centre(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """x̂ (B, C, h, w) that centres the forward process, from the embedder built with
+        ``centre_forward_process`` (never dropped to its null); None: the standard process."""
+        for embedder in self.embedders.values():
+            if getattr(embedder, "centre_forward_process", False):
+                inputs = embedder.inputs(batch)
+                return None if inputs is None else embedder(inputs)
+        return None
+
+    def check_latent_shape(self, channels: int, side: int, where: str) -> None:
+        """Raise a ConfigError unless every concat output is ``side``×``side`` and a forward-process
+        centre has the latents' ``channels``; ``where`` describes the latents for the message."""
+        for name, embedder in self._of_type("concat"):
+            key = f"conditioner.embedders.{name}"
+            _, have, size, _ = embedder.null(1).shape
+            if size != side:
+                raise ConfigError(f"{key}.size", f"is {size}, but the model works on {side}×{side} ({where})",
+                                  f"{key}.size={side}")
+            if getattr(embedder, "centre_forward_process", False) and have != channels:
+                raise ConfigError(f"{key}.centre_forward_process", f"centres x_t on a {have}-channel x̂, the "
+                                  f"diffusion runs on {channels}-channel latents ({where})",
+                                  f"{key}.centre_forward_process=false (or first_stage=identity)")
+
     def unconditional(
         self, batch: Mapping[str, Any], batch_size: int | None = None
     ) -> dict[str, torch.Tensor]:

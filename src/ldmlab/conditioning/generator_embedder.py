@@ -21,12 +21,17 @@ class GeneratorSampleEmbedder(Embedder):
     the VAE's reconstruction D(E(x)) of ``batch[source_key]`` (DiffuseVAE's training and
     validation pairs). The null (CFG-style dropout, ``p_uncond``) is a learned (C,) vector
     broadcast over space.
+
+    centre_forward_process: also centre the forward process on x̂ (DiffuseVAE's formulation 2,
+    ``NoiseSchedule.q_sample``'s ``centre``); x̂ must then live in the diffusion's space
+    (pixels: ``first_stage=identity``).
     """
 
     def __init__(self, prior: VAEPrior, size: int, input_key: str = "x_hat", source_key: str = "image",
-                 p_uncond: float = 0.0) -> None:
+                 p_uncond: float = 0.0, centre_forward_process: bool = False) -> None:
         super().__init__(input_key, "concat", p_uncond)
         self.prior, self.size, self.source_key = prior, size, source_key
+        self.centre_forward_process = centre_forward_process
         self.channels = prior.autoencoder.in_channels
         self.null_embedding = nn.Parameter(torch.zeros(self.channels))
 

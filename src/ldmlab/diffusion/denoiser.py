@@ -29,6 +29,9 @@ class GuidedDenoiser:
     see x0 = (x_t − sqrt(1 − ᾱ_t)·ε̂)/sqrt(ᾱ_t) with ε̂ held fixed.
     uncond: the null condition, same keys and shapes as ``cond``; required with CFG.
     condition: the batch's raw inputs (labels, targets, …) that gradient terms read.
+    centre: x̂ (B, C, H, W) of a centred forward process (``NoiseSchedule.q_sample``): the sampler
+    walks the residual r_t = x_t − x̂, the network sees r_t + x̂, and (x0_hat, eps_hat) are the
+    residual's; gradient guidance is refused there (its terms read images, not residuals).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class GuidedDenoiser:
         guidance: Guidance | None = None,
         condition: dict[str, Any] | None = None,
         form: GradientForm | None = None,
+        centre: Tensor | None = None,
     ) -> None:
         terms = guidance.terms() if guidance is not None else []
         mixing = [g for g in terms if isinstance(g, OutputGuidance) and g.needs_unconditional]
@@ -51,6 +55,9 @@ class GuidedDenoiser:
             self.batched_cond = {key: torch.cat([cond[key], uncond[key]]) for key in cond}
         if self.gradients and form is None:
             raise ValueError("gradient guidance needs a form (guidance.forms.gradient_form)")
+        if self.gradients and centre is not None:
+            raise ValueError("gradient guidance needs the standard forward process, not a centred one")
+        self.centre = centre
         self.model, self.parameterization, self.schedule = model, parameterization, schedule
         self.cond, self.condition, self.form = cond, condition or {}, form
         self.through_model = any(g.needs_model_grad for g in self.gradients)
@@ -70,11 +77,12 @@ class GuidedDenoiser:
 
     def predict(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(x0_hat, eps_hat) of the network with output guidance, without gradient terms."""
+        inputs = x_t if self.centre is None else x_t + self.centre
         if self.mixing is not None:
-            output = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), self.batched_cond)
+            output = self.model(torch.cat([inputs, inputs]), torch.cat([t, t]), self.batched_cond)
             output = self.mixing.combine(*output.chunk(2))
         else:
-            output = self.model(x_t, t, self.cond)
+            output = self.model(inputs, t, self.cond)
         return self.parameterization.to_x0_eps(output, x_t, t, self.schedule)
 
     def _x0_of(self, x: Tensor, t: Tensor, eps: Tensor, fallback: Tensor) -> Tensor:

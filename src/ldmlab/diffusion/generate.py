@@ -16,6 +16,7 @@ from ldmlab.diffusion.guidance.forms import gradient_form
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.utils.errors import ConfigError
 
 
 @torch.no_grad()
@@ -43,6 +44,8 @@ def generate_latents(
     horizon: T' ≤ T, the model's trained timesteps; the walk starts at t = T' − 1 (default T − 1).
     init: clean latents (num_samples, *latent_shape) of another generator; the walk then starts
     from q(x_{T'−1} | init) (ES-DDPM / SDEdit) instead of pure noise.
+    A conditioner that centres the forward process on x̂ (``Conditioner.forward_centre``) makes
+    the walk run on the residual x − x̂ (x_T ~ N(x̂, I)); x̂ is added back at the end.
     """
     device = schedule.betas.device
     terms = guidance.terms() if guidance is not None else []
@@ -51,13 +54,19 @@ def generate_latents(
     if any(isinstance(g, OutputGuidance) and g.needs_unconditional for g in terms):
         uncond = conditioner.unconditional(condition, batch_size=num_samples)
     gradient = any(isinstance(g, GradientGuidance) for g in terms)
+    centre = conditioner.forward_centre(condition)
+    if gradient and centre is not None:
+        raise ConfigError("guidance", "gradient guidance reads images, but this model's forward process is "
+                          "centred on x̂ (DiffuseVAE formulation 2)", "guidance=cfg or guidance=none")
     form = gradient_form(sampler, schedule, horizon) if gradient else None
-    denoise = GuidedDenoiser(unet, parameterization, schedule, cond, uncond, guidance, dict(condition), form)
+    denoise = GuidedDenoiser(unet, parameterization, schedule, cond, uncond, guidance, dict(condition), form,
+                             centre)
     x = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
     if init is not None:
         t_start = torch.full((num_samples,), (horizon or schedule.num_timesteps) - 1, device=device)
-        x = schedule.q_sample(init.to(device), t_start, x)
-    return sampler.sample(denoise, x, schedule, generator=generator, horizon=horizon)
+        x = schedule.q_sample(init.to(device), t_start, x, centre) - (0 if centre is None else centre)
+    residual_or_x = sampler.sample(denoise, x, schedule, generator=generator, horizon=horizon)
+    return residual_or_x if centre is None else residual_or_x + centre
 
 
 @torch.no_grad()

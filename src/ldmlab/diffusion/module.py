@@ -95,13 +95,8 @@ class LatentDiffusionModule(pl.LightningModule):
                 "data.resolution", f"{datamodule.resolution} must equal module.resolution="
                 f"{self.resolution} and be divisible by the first stage's f={f}", f"use a multiple of {f}",
             )
-        side = self.resolution // f
-        for name, embedder in self.model["conditioner"].embedders.items():
-            size = embedder.null(1).shape[-1]
-            if embedder.output_type == "concat" and size != side:
-                raise ConfigError(f"conditioner.embedders.{name}.size", f"is {size}, but the model works "
-                                  f"on {side}×{side} (data.resolution={self.resolution}, f={f})",
-                                  f"conditioner.embedders.{name}.size={side}")
+        self.model["conditioner"].check_latent_shape(self.first_stage.embed_dim, self.resolution // f,
+                                                     f"data.resolution={self.resolution}, f={f}")
 
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled); resumed runs keep theirs."""

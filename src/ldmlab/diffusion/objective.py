@@ -20,7 +20,9 @@ class DiffusionObjective(nn.Module):
 
     As sgm's ``StandardDiffusionLoss`` owns its sigma sampler, this owns p(t); the module only
     supplies the clean latents, the batch (for the conditioner) and the network pair.
-    Draw order (global RNG): t, then ε, then the conditioner's dropout.
+    Draw order (global RNG): t, then ε, then the conditioner's dropout. When the conditioner
+    centres the forward process on x̂ (``Conditioner.forward_centre``, DiffuseVAE formulation 2),
+    x_t ~ q(x_t | x0, x̂) and the target is the parameterisation's on the residual x0 − x̂.
     """
 
     def __init__(
@@ -38,9 +40,12 @@ class DiffusionObjective(nn.Module):
         self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule
     ) -> Tensor:
         """model: {"unet", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
+        centre = model["conditioner"].forward_centre(batch)
         t = self.timestep_sampler(len(x0), schedule, x0.device)
         noise = torch.randn_like(x0)
-        x_t = schedule.q_sample(x0, t, noise)
+        x_t = schedule.q_sample(x0, t, noise, centre)
         output = model["unet"](x_t, t, model["conditioner"](batch))
+        if centre is not None:  # the standard process on the residual
+            x0, x_t = x0 - centre, x_t - centre
         target = self.parameterization.target(x0, noise, x_t, t, schedule)
         return self.loss(output, target, self.loss_weighting.weight(t, schedule))

@@ -77,8 +77,15 @@ class NoiseSchedule(nn.Module):
         """SNR(t) = ᾱ_t / (1 − ᾱ_t); t (B,) long → (B,)."""
         return self.signal_to_noise_ratio[t]
 
-    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """Draw x_t ~ q(x_t | x_0): sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·noise; x0, noise (B, ...)."""
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor, centre: Tensor | None = None) -> Tensor:
+        """Draw x_t ~ q(x_t | x_0): sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·noise; x0, noise (B, ...).
+
+        centre: x̂ (B, ...) of the conditional forward process (DiffuseVAE's formulation 2),
+        q(x_t | x0, x̂) = N(sqrt(ᾱ_t)·x0 + (1 − sqrt(ᾱ_t))·x̂, (1 − ᾱ_t)·I): the standard process on
+        the residual x0 − x̂, shifted back by x̂, so x_T is centred on x̂.
+        """
+        if centre is not None:
+            return self.q_sample(x0 - centre, t, noise) + centre
         return (
             gather(self.sqrt_alphas_cumprod, t, x0.ndim) * x0
             + gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise
