@@ -12,6 +12,7 @@ import torch
 from ldmlab.autoencoder.prior import VAEPrior
 from ldmlab.autoencoder.regularizers.kl import KLRegularizer
 from ldmlab.autoencoder.regularizers.vq import VectorQuantizer
+from ldmlab.checkpoints import CONFIG_KEY
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.conditioning.generator_embedder import GeneratorSampleEmbedder
@@ -150,3 +151,23 @@ def test_f_sweep_presets_train_on_their_autoencoder(f, tmp_path):
     summary = train([f"experiment=ldm_f{f}", f"first_stage.ckpt={ckpt}"], tmp_path)
     assert np.isfinite(summary["metrics"]["val/loss"])
     assert sample(tmp_path, "class_label=1").shape == (4, 32, 32, 1)
+
+
+def test_a_checkpoint_from_before_the_objective_restores_to_the_same_loss(tiny_ldm_run, tmp_path):
+    """Stage-2 checkpoints written before ``diffusion.objective`` stored ``loss`` and
+    ``loss_weighting`` on the module; they restore into the equivalent uniform-t objective."""
+    path = tiny_ldm_run / "train_ldm" / "latest" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    module_config = checkpoint[CONFIG_KEY]["module"]
+    objective = module_config.pop("objective")
+    assert objective["timestep_sampler"]["_target_"].endswith("UniformTimesteps")
+    module_config |= {"loss": objective["loss"], "loss_weighting": objective["loss_weighting"]}
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1, "label": torch.arange(4)}
+    losses = []
+    for file in (path, old):
+        module = load_ldm(file)
+        torch.manual_seed(0)
+        losses.append(module.diffusion_loss(batch, module.ema.shadow))
+    assert torch.equal(*losses) and float(losses[0]) > 0

@@ -64,7 +64,8 @@ def generate_latents(
     x = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
     if init is not None:
         t_start = torch.full((num_samples,), (horizon or schedule.num_timesteps) - 1, device=device)
-        x = schedule.q_sample(init.to(device), t_start, x, centre) - (0 if centre is None else centre)
+        start = init.to(device) if centre is None else init.to(device) - centre  # the walk's variable
+        x = schedule.q_sample(start, t_start, x)
     residual_or_x = sampler.sample(denoise, x, schedule, generator=generator, horizon=horizon)
     return residual_or_x if centre is None else residual_or_x + centre
 
