@@ -25,8 +25,8 @@ STEPS_PER_EPOCH = 500
 
 def main(log_dir: Path, factors: list[int]) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 4))
-    print("| f | steps | FID | IS | precision | recall | val loss | run wall s | sampling ms / image |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| f | steps | FID | accuracy | IS | precision | recall | val loss | run wall s | ms / image |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for f in factors:
         run = log_dir / f"fsweep_f{f}" / "latest"
         summary = json.loads((run / "summary.json").read_text())
@@ -36,7 +36,8 @@ def main(log_dir: Path, factors: list[int]) -> None:
             row = {k: float(v) for k, v in raw.items() if k.endswith(("classifier", "per_image"))}
             steps = (int(table.stem.removeprefix("sweep_epoch")) + 1) * STEPS_PER_EPOCH
             points.append((steps, row["fid_classifier"]))
-            print(f"| {f} | {steps} | {row['fid_classifier']:.2f} | {row['is_classifier']:.2f} | "
+            print(f"| {f} | {steps} | {row['fid_classifier']:.2f} | {row['accuracy_classifier']:.3f} | "
+                  f"{row['is_classifier']:.2f} | "
                   f"{row['precision_classifier']:.2f} | {row['recall_classifier']:.2f} | "
                   f"{summary['metrics']['val/loss']:.4f} | {summary['wallclock_seconds']:.0f} | "
                   f"{1000 * row['seconds_per_image']:.1f} |")
