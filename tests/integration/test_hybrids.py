@@ -171,3 +171,16 @@ def test_a_checkpoint_from_before_the_objective_restores_to_the_same_loss(tiny_l
         torch.manual_seed(0)
         losses.append(module.diffusion_loss(batch, module.ema.shadow))
     assert torch.equal(*losses) and float(losses[0]) > 0
+
+
+def test_vae_preset_trains_a_generator_with_a_prior(tmp_path):
+    """`make train-ae ARGS="experiment=fmnist_kl_vae"` writes logs/train_vae, which the hybrids'
+    default generator_ckpt reads; its prior samples decode to images."""
+    args = [*TINY_AE, "experiment=fmnist_kl_vae", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1"]
+    out = run_forked("ldmlab.train", args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = tmp_path / "train_vae" / "latest" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)[CONFIG_KEY]["loss"]["reg_weight"] == 1.0
+    prior = VAEPrior(str(ckpt), 32, 1)
+    assert prior.sample(2, torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
