@@ -4,9 +4,10 @@ Each embedder of the conditioner decides, by what it is:
 - a class embedder (it has ``num_classes``): ``class_label`` for every sample if given (checked
   to be a valid class), else 0, 1, …, K−1, 0, … (balanced, as FID's reference set);
 - a text embedder: ``prompt`` for every sample if given, else the ``source``'s captions;
-- a generator-backed embedder (it can ``draw``, e.g. DiffuseVAE's x̂): its generator's samples
-  (seed 0, so every sampling seed refines the same x̂);
-- any other embedder (``lowres``, …): the ``source``'s values for its ``input_key``.
+- a generator-backed embedder (it can ``draw``, e.g. DiffuseVAE's x̂, a Gaussian z_sem prior): its
+  generator's samples (seed 0, so every sampling seed refines the same x̂);
+- any other embedder (``lowres``, a semantic encoder without a prior, …): the ``source``'s values
+  for its ``source_key`` (the entry it derives its input from) or else its ``input_key``.
 Without a ``source`` such inputs are left out, so those samples use the learned null. A
 ``class_label`` or ``prompt`` nothing reads is refused. ``label_classes``: K of a reader of
 ``label`` outside the conditioner (classifier guidance), which gets labels by the class rule.
@@ -56,10 +57,11 @@ def build_condition(
             condition[key] = _labels(embedder.num_classes, num_samples, class_label)
         elif embedder in texts and prompt is not None:
             condition[key] = [str(prompt)] * num_samples
-        elif hasattr(embedder, "draw"):
-            condition[key] = embedder.draw(num_samples)
+        elif (drawn := embedder.draw(num_samples) if hasattr(embedder, "draw") else None) is not None:
+            condition[key] = drawn
         elif source is not None:
-            condition[key] = _values(source, key, num_samples)
+            source_key = getattr(embedder, "source_key", key)
+            condition[source_key] = _values(source, source_key, num_samples)
     if label_classes is not None and "label" not in condition:
         condition["label"] = _labels(label_classes, num_samples, class_label)
     return condition

@@ -118,6 +118,12 @@ class Conditioner(nn.Module):
             )
         return _merge(encoded)
 
+    @property
+    def time_dependent(self) -> bool:
+        """True when an embedder reads the timestep (``time_conditioned``, LRDM): generation then
+        re-encodes the condition at every step (``ldmlab.diffusion.generate.conditioned_model``)."""
+        return any(getattr(e, "time_conditioned", False) for e in self.embedders.values())
+
     def forward_centre(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         """x̂ (B, C, h, w) that centres the forward process, from the embedder built with
         ``centre_forward_process`` (never dropped to its null); None: the standard process."""

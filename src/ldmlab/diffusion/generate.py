@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -59,7 +59,8 @@ def generate_latents(
         raise ConfigError("guidance", "gradient guidance reads images, but this model's forward process is "
                           "centred on x̂ (DiffuseVAE formulation 2)", "guidance=cfg or guidance=none")
     form = gradient_form(sampler, schedule, horizon) if gradient else None
-    denoise = GuidedDenoiser(unet, parameterization, schedule, cond, uncond, guidance, dict(condition), form,
+    model = conditioned_model(unet, conditioner, condition, guided=uncond is not None or gradient)
+    denoise = GuidedDenoiser(model, parameterization, schedule, cond, uncond, guidance, dict(condition), form,
                              centre)
     x = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
     if init is not None:
@@ -68,6 +69,24 @@ def generate_latents(
         x = schedule.q_sample(start, t_start, x)
     residual_or_x = sampler.sample(denoise, x, schedule, generator=generator, horizon=horizon)
     return residual_or_x if centre is None else residual_or_x + centre
+
+
+def conditioned_model(
+    unet: nn.Module, conditioner: Conditioner, condition: Mapping[str, Any], guided: bool = False
+) -> nn.Module | Callable[[Tensor, Tensor, dict[str, Tensor]], Tensor]:
+    """``unet``; for a time-dependent conditioner (LRDM's t-conditioned encoder), a model that
+    re-encodes ``condition`` with each step's t (B,) and ignores the precomputed cond (guidance,
+    which batches precomputed conditions, is refused there)."""
+    if not conditioner.time_dependent:
+        return unet
+    if guided:
+        raise ConfigError("guidance", "this model's condition depends on t (a time-conditioned encoder), which "
+                          "guidance does not support", "guidance=none")
+
+    def model(x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        return unet(x_t, t, conditioner({**condition, "t": t}))
+
+    return model
 
 
 @torch.no_grad()

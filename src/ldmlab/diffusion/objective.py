@@ -42,6 +42,13 @@ class DiffusionObjective(nn.Module):
         """model: {"unet", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
         centre = model["conditioner"].forward_centre(batch)
         t = self.timestep_sampler(len(x0), schedule, x0.device)
+        return self.denoising_loss(model, x0, batch, schedule, t, centre)
+
+    def denoising_loss(
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule, t: Tensor,
+        centre: Tensor | None = None,
+    ) -> Tensor:
+        """The weighted regression at given timesteps t (B,): draws ε, then the conditioner's dropout."""
         noise = torch.randn_like(x0)
         x_t = schedule.q_sample(x0, t, noise, centre)
         output = model["unet"](x_t, t, model["conditioner"](batch))

@@ -25,25 +25,36 @@ def resolve_ldm_checkpoint(ckpt: str | None, log_dir: str) -> Path:
 def load_ldm(path: Path) -> LatentDiffusionModule:
     """The module with its EMA, first stage and latent scale restored; on the CPU, in eval mode."""
     checkpoint = read_checkpoint(path, KEY, FIX)
-    config = stored_config(checkpoint, path, KEY, FIX)
-    module_config = config.get("module")
-    if not isinstance(module_config, dict) or FIRST_STAGE_CONFIG not in checkpoint \
-            or not isinstance(module_config.get("first_stage"), dict):
-        raise ConfigError(KEY, f"{path} is not an ldmlab stage-2 checkpoint", FIX)
-    module_config = _with_objective(
-        {k: v for k, v in module_config.items() if k not in ("first_stage", "optimizer")})
-    autoencoder_config = checkpoint[FIRST_STAGE_CONFIG]  # None: a pixel-space model (first_stage=identity)
-    check_targets(autoencoder_config, path, KEY)
-    stored = {"autoencoder_config": autoencoder_config} if autoencoder_config is not None else {}
-    first_stage = instantiate_stored(  # not recursive: the autoencoder config is data (checked above)
-        config["module"]["first_stage"] | {"_recursive_": False}, path, KEY, **stored)
-    module: LatentDiffusionModule = instantiate_stored(module_config, path, KEY, first_stage=first_stage,
-                                                       optimizer=None)
+    module = build_ldm(ldm_architecture(checkpoint, path), path)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as err:
         raise ConfigError(KEY, f"{path}: weights do not match its config ({str(err)[:200]})", FIX) from None
     return module.eval()
+
+
+def ldm_architecture(checkpoint: dict, path: Path) -> dict:
+    """What rebuilds a stage-2 checkpoint's module without its weights: ``{"module": the module
+    config without optimiser, FIRST_STAGE_CONFIG: the first stage's own architecture or None}``."""
+    config = stored_config(checkpoint, path, KEY, FIX)
+    module_config = config.get("module")
+    if not isinstance(module_config, dict) or FIRST_STAGE_CONFIG not in checkpoint \
+            or not isinstance(module_config.get("first_stage"), dict):
+        raise ConfigError(KEY, f"{path} is not an ldmlab stage-2 checkpoint", FIX)
+    module_config = _with_objective({k: v for k, v in module_config.items() if k != "optimizer"})
+    return {"module": module_config, FIRST_STAGE_CONFIG: checkpoint[FIRST_STAGE_CONFIG]}
+
+
+def build_ldm(architecture: dict, path: Path | str) -> LatentDiffusionModule:
+    """A freshly initialised module from ``ldm_architecture``'s dict (data: every ``_target_`` is
+    checked against the allow-list first)."""
+    module_config = dict(architecture["module"])
+    autoencoder_config = architecture[FIRST_STAGE_CONFIG]  # None: pixel space (first_stage=identity)
+    check_targets(autoencoder_config, path, KEY)
+    stored = {"autoencoder_config": autoencoder_config} if autoencoder_config is not None else {}
+    first_stage = instantiate_stored(  # not recursive: the autoencoder config is data (checked above)
+        module_config.pop("first_stage") | {"_recursive_": False}, path, KEY, **stored)
+    return instantiate_stored(module_config, path, KEY, first_stage=first_stage, optimizer=None)
 
 
 def _with_objective(module_config: dict) -> dict:

@@ -1,0 +1,153 @@
+"""``first_stage=semantic``: the semantic latent space of a trained DiffAE-style model as a first
+stage, so the same engine trains DiffAE's "latent DDIM" over z_sem (with ``unet=mlp``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ldmlab.checkpoints import read_checkpoint
+from ldmlab.diffusion.generate import generate_images
+from ldmlab.diffusion.restore import build_ldm, ldm_architecture
+from ldmlab.diffusion.samplers.ddim import DDIMSampler
+from ldmlab.utils.errors import ConfigError
+
+KEY = "first_stage.ckpt"
+FIX = "point it at a DiffAE checkpoint, e.g. first_stage.ckpt=logs/train_ldm/<diffae run>/checkpoints/last.ckpt"
+
+
+class SemanticFirstStage(nn.Module):
+    """``encode``: images (B, C, H, W) → normalised z_sem (B, D, 1, 1), (Enc(x) − mean) / std per
+    dimension (DiffAE's normalisation, fitted once on training data like ``scale_by_std``);
+    ``decode``: z → images (B, C, H, W) in [-1, 1] by the semantic model's own DDIM
+    (``decode_steps``, η = 0) from x_T ~ N(0, I) (the global RNG).
+
+    The semantic model (its EMA weights: encoder, denoiser, schedule, first stage) is read from
+    ``ckpt`` with the safe loader; its architecture is kept in ``autoencoder_config`` so that a
+    latent-DDIM checkpoint, which holds these weights itself, restores without ``ckpt``.
+    downsample_factor = resolution, so the stage-2 module's latent side is 1.
+    """
+
+    def __init__(
+        self,
+        ckpt: str | None,
+        resolution: int,
+        encoder: str = "z_sem",
+        decode_steps: int = 20,
+        autoencoder_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if autoencoder_config is None:
+            if not ckpt:
+                raise ConfigError(KEY, "is not set", FIX)
+            checkpoint = read_checkpoint(Path(ckpt), KEY, FIX)
+            autoencoder_config = ldm_architecture(checkpoint, Path(ckpt))
+            model = build_ldm(autoencoder_config, ckpt)
+            try:
+                model.load_state_dict(checkpoint["state_dict"])
+            except (KeyError, RuntimeError) as err:
+                raise ConfigError(KEY, f"{ckpt}: weights do not match its config ({str(err)[:200]})", FIX) from None
+        else:
+            model = build_ldm(autoencoder_config, ckpt or "a latent-DDIM checkpoint")
+        embedders = model.ema.shadow["conditioner"].embedders
+        if encoder not in embedders or not hasattr(embedders[encoder], "posterior"):
+            raise ConfigError("first_stage.encoder", f"{ckpt} has no semantic encoder named {encoder!r} (its "
+                              f"embedders: {sorted(embedders)})", "train it with conditioner=semantic (DiffAE)")
+        if model.resolution != resolution:
+            raise ConfigError("data.resolution", f"is {resolution}, the semantic model works on "
+                              f"{model.resolution}", f"data.resolution={model.resolution}")
+        self.checkpoint_path, self.autoencoder_config = ckpt, autoencoder_config
+        self.encoder_name, self.resolution, self.decode_steps = encoder, resolution, decode_steps
+        self.semantic = model.eval().requires_grad_(False)
+        self.semantic.model = None  # sampling and encoding use the EMA copy only
+        dim = embedders[encoder].embed_dim
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("scale_factor", torch.tensor(1.0))
+        self.register_buffer("scale_initialized", torch.tensor(False))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.semantic.ema.shadow["conditioner"].embedders[self.encoder_name]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.resolution
+
+    @property
+    def in_channels(self) -> int:
+        return self.semantic.first_stage.in_channels
+
+    def train(self, mode: bool = True) -> SemanticFirstStage:
+        """Frozen: the semantic model stays in eval mode (posterior mean)."""
+        super().train(mode)
+        self.semantic.eval()
+        return self
+
+    @torch.no_grad()
+    def semantic_code(self, images: torch.Tensor) -> torch.Tensor:
+        """z_sem (B, D), unnormalised: the encoder's posterior mean of the images."""
+        return self.encoder.posterior(images)[0]
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] → (B, D, 1, 1) normalised z_sem."""
+        return ((self.semantic_code(images) - self.mean) / self.std)[:, :, None, None]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, D, 1, 1) normalised z_sem → images (B, C, H, W) in [-1, 1]: the semantic model's DDIM."""
+        z = latents.flatten(1) * self.std + self.mean
+        model = self.semantic
+        side = model.resolution // model.first_stage.downsample_factor
+        return generate_images(
+            model.first_stage, unet=model.ema.shadow["unet"], conditioner=model.ema.shadow["conditioner"],
+            schedule=model.schedule, parameterization=model.parameterization,
+            sampler=DDIMSampler(self.decode_steps), condition={self.encoder.input_key: z},
+            latent_shape=(model.first_stage.embed_dim, side, side), num_samples=len(z),
+            horizon=model.horizon)
+
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+        raise ConfigError("guidance", "a latent DDIM decodes through a diffusion model, which image guidance "
+                          "cannot differentiate", "guidance=none or guidance=cfg")
+
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """16 hex digits of sha256 over the semantic model's weights (names and bytes, sorted)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.semantic.state_dict().items()):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def fit_scale_from(self, loader: Iterable[dict], num_batches: int, device: torch.device) -> float:
+        """Fit the per-dimension mean and std of z_sem on ``num_batches`` training batches (pooled over
+        DDP ranks); returns the mean std."""
+        batches = [batch["image"] for batch in islice(loader, num_batches)]
+        if len(batches) < num_batches:
+            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
+            raise ConfigError("module.scale_fit_batches", f"needs {num_batches} training batches, the data "
+                              f"has {len(batches)}", fix)
+        z = torch.cat([self.semantic_code(images.to(device)) for images in batches]).double()
+        stats = torch.cat([z.sum(0), z.square().sum(0), z.new_tensor([len(z)])])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        dim = z.shape[1]
+        count = stats[-1]
+        mean = stats[:dim] / count
+        std = (stats[dim:2 * dim] / count - mean.square()).clamp_min(1e-12).sqrt()
+        self.mean.copy_(mean.to(self.mean))
+        self.std.copy_(std.to(self.std))
+        self.scale_initialized.fill_(True)
+        return float(std.mean())
+
