@@ -9,7 +9,7 @@ DATA := data/fashion-mnist/.complete
 ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate sweep report \
+.PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
         demo test test-all lint benchmark benchmark-sweep benchmark-ae benchmark-guidance clean
 
 help:  ## list the targets
@@ -48,6 +48,12 @@ sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckp
 evaluate: $(INSTALLED) $(DATA)  ## sweep guidance scales × sampler settings (grid.*) × seeds of logs/train_ldm/latest (or ckpt=...): CSV + plot
 	$(PY) -m ldmlab.evaluate $(ARGS)
 
+invert: $(INSTALLED) $(DATA)  ## DDIM inversion round trip of logs/train_ldm/latest (or ckpt=...): PSNR/LPIPS + PNG strip
+	$(PY) -m ldmlab.invert $(ARGS)
+
+interpolate: $(INSTALLED) $(DATA)  ## interpolation strips (slerp x_T, lerp condition / z_sem) of logs/train_ldm/latest (or ckpt=...)
+	$(PY) -m ldmlab.interpolate $(ARGS)
+
 sweep: $(INSTALLED) $(DATA)  ## train_ldm multirun over conditioner.p_uncond with the in-run guidance sweep
 	$(PY) -m ldmlab.train --config-name train_ldm -m experiment=cfg_sweep_fmnist $(ARGS)
 
@@ -78,7 +84,13 @@ benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratio
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/bench_ddim_vs_diffusers.py
 
-benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
+benchmark-invert: $(INSTALLED) $(DATA)  ## DDIM inversion round trip of logs/train_ldm/latest (or ckpt=...): PSNR/LPIPS + PNG strip
+	$(PY) -m ldmlab.invert $(ARGS)
+
+interpolate: $(INSTALLED) $(DATA)  ## interpolation strips (slerp x_T, lerp condition / z_sem) of logs/train_ldm/latest (or ckpt=...)
+	$(PY) -m ldmlab.interpolate $(ARGS)
+
+sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
 	$(PY) benchmarks/bench_sweep_cost.py $(ARGS)
 
 benchmark-guidance: $(INSTALLED) $(DATA)  ## sampling cost of each guidance type vs unguided (ARGS="--ckpt ... --classifier-ckpt ...")

@@ -22,24 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ldmlab.checkpoints import instantiate_stored, read_checkpoint, stored_config
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.diffusion.guidance.condition import guided_condition
-from ldmlab.diffusion.restore import FIX, KEY, build_sampler, load_ldm, resolve_ldm_checkpoint
+from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint, stored_datamodule
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.sweep import check_seeds, check_settings, grid_sweep, select_best
 from ldmlab.evaluation.sweep_files import write_sweep
-from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
-
-
-def stored_datamodule(path: Path):
-    """The datamodule of the training config inside a checkpoint (weights only, allow-listed)."""
-    config = stored_config(read_checkpoint(path, KEY, FIX), path, KEY, FIX)
-    if not isinstance(config.get("data"), dict):
-        raise ConfigError("data", f"{path} stores no data config", "choose one, e.g. data=fashion_mnist")
-    return instantiate_stored(config["data"], path, KEY)
 
 
 def evaluate(cfg: DictConfig) -> Path:

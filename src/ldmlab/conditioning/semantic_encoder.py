@@ -51,10 +51,11 @@ class SemanticEncoderEmbedder(Embedder):
         super().__init__(input_key, "vector", p_uncond)
         if posterior not in POSTERIORS:
             raise ConfigError("conditioner.embedders.z_sem.posterior", f"must be one of {POSTERIORS}, got "
-                              f"{posterior!r}", "posterior=deterministic (DiffAE) or posterior=gaussian")
+                              f"{posterior!r}",
+                              "conditioner.embedders.z_sem.posterior=deterministic (DiffAE) or gaussian")
         if embed_dim < 1:
             raise ConfigError("conditioner.embedders.z_sem.embed_dim", f"must be ≥ 1, got {embed_dim}",
-                              "e.g. embed_dim=32")
+                              "semantic_dim=32")
         self.in_channels, self.embed_dim, self.source_key = in_channels, embed_dim, source_key
         self.posterior_type, self.time_conditioned = posterior, time_conditioned
         temb = 4 * ch if time_conditioned else None
@@ -72,7 +73,9 @@ class SemanticEncoderEmbedder(Embedder):
         self.head = nn.Linear(width, embed_dim * (2 if posterior == "gaussian" else 1))
         self.null_embedding = nn.Parameter(torch.zeros(embed_dim))
 
-    def posterior(self, x0: torch.Tensor, t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def posterior(
+        self, x0: torch.Tensor, t: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(μ, log σ²) of q(z | x0[, t]), each (B, embed_dim); log σ² is None when deterministic."""
         if x0.ndim != 4 or x0.shape[1] != self.in_channels:
             raise ValueError(f"the semantic encoder expects batch['{self.source_key}'] of shape (B, "

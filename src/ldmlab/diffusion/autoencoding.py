@@ -36,8 +36,8 @@ class DiffusionAutoencoder:
         self.model = module.ema.shadow if use_ema else module.model
         self.model.eval()
         if any(getattr(e, "centre_forward_process", False) for e in self.conditioner.embedders.values()):
-            raise ConfigError("ckpt", "DDIM inversion of a centred forward process (DiffuseVAE formulation 2) "
-                              "is not supported", "invert a model with the standard forward process")
+            raise ConfigError("ckpt", "DDIM inversion of a centred forward process (DiffuseVAE formulation "
+                              "2) is not supported", "invert a model with the standard forward process")
 
     @property
     def conditioner(self):
@@ -60,13 +60,14 @@ class DiffusionAutoencoder:
     def encode(self, images: Tensor, condition: Mapping[str, Any]) -> Tensor:
         """x_T of ``images`` (B, C, H, W) under ``condition`` (same B)."""
         x0 = self.module.first_stage.encode(images.to(self.module.device))
-        return ddim_invert(self.sampler, self.denoiser(self.condition_at(condition)), x0, self.module.schedule,
-                           horizon=self.module.horizon, fixed_point_iters=self.fixed_point_iters)
+        denoise = self.denoiser(self.condition_at(condition))
+        return ddim_invert(self.sampler, denoise, x0, self.module.schedule, horizon=self.module.horizon,
+                           fixed_point_iters=self.fixed_point_iters)
 
     @torch.no_grad()
     def decode(self, x_T: Tensor, cond_at: CondAt) -> Tensor:
-        latents = self.sampler.sample(self.denoiser(cond_at), x_T.to(self.module.device), self.module.schedule,
-                                      horizon=self.module.horizon)
+        latents = self.sampler.sample(self.denoiser(cond_at), x_T.to(self.module.device),
+                                      self.module.schedule, horizon=self.module.horizon)
         return self.module.first_stage.decode(latents)
 
 
@@ -75,7 +76,8 @@ def mix(a: CondAt, b: CondAt, weight: float) -> CondAt:
     masks are or-ed."""
     def cond_at(t: Tensor) -> dict[str, Tensor]:
         ca, cb = a(t), b(t)
-        return {k: ca[k] | cb[k] if ca[k].dtype == torch.bool else torch.lerp(ca[k], cb[k], weight) for k in ca}
+        return {k: ca[k] | cb[k] if ca[k].dtype == torch.bool else torch.lerp(ca[k], cb[k], weight)
+                for k in ca}
     return cond_at
 
 

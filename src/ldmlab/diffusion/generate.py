@@ -80,8 +80,8 @@ def conditioned_model(
     if not conditioner.time_dependent:
         return unet
     if guided:
-        raise ConfigError("guidance", "this model's condition depends on t (a time-conditioned encoder), which "
-                          "guidance does not support", "guidance=none")
+        raise ConfigError("guidance", "this model's condition depends on t (a time-conditioned encoder), "
+                          "which guidance does not support", "guidance=none")
 
     def model(x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         return unet(x_t, t, conditioner({**condition, "t": t}))

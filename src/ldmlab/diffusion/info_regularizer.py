@@ -30,15 +30,16 @@ class InfoRegularizer(nn.Module):
                  kernel: str = "imq") -> None:
         super().__init__()
         problems = (
-            ("weight", weight >= 0.0, "e.g. weight=1e-3"),
-            ("mi_weight", mi_weight <= 1.0, "use mi_weight ≤ 1 (1: no per-sample KL)"),
-            ("prior_weight", mi_weight + prior_weight - 1.0 >= 0.0, "use prior_weight ≥ 1 − mi_weight"),
-            ("kernel", kernel in KERNELS, f"one of {KERNELS}"),
+            ("weight", weight >= 0.0, f"{KEY}.weight=1e-3"),
+            ("mi_weight", mi_weight <= 1.0, f"{KEY}.mi_weight=1 (at most 1; 1: no per-sample KL)"),
+            ("prior_weight", mi_weight + prior_weight - 1.0 >= 0.0,
+             f"{KEY}.prior_weight={1.0 - mi_weight:g} (at least 1 − mi_weight)"),
+            ("kernel", kernel in KERNELS, f"{KEY}.kernel=imq (or rbf)"),
         )
         for name, ok, fix in problems:
             if not ok:
-                raise ConfigError(f"{KEY}.{name}", f"is out of range (weight={weight}, mi_weight={mi_weight}, "
-                                  f"prior_weight={prior_weight}, kernel={kernel!r})", fix)
+                raise ConfigError(f"{KEY}.{name}", f"is out of range (weight={weight}, mi_weight="
+                                  f"{mi_weight}, prior_weight={prior_weight}, kernel={kernel!r})", fix)
         self.weight, self.kernel = float(weight), kernel
         self.kl_coef = float(weight) * (1.0 - mi_weight)
         self.mmd_coef = float(weight) * (mi_weight + prior_weight - 1.0)
@@ -52,9 +53,9 @@ class InfoRegularizer(nn.Module):
         total = z.new_zeros(())
         if self.kl_coef:
             if logvar is None:
-                raise ConfigError(f"{KEY}.mi_weight", "a KL term needs a Gaussian posterior, the encoder is "
-                                  "deterministic", "mi_weight=1 (MMD only) or conditioner.embedders.z_sem."
-                                  "posterior=gaussian")
+                raise ConfigError(f"{KEY}.mi_weight", "a KL term needs a Gaussian posterior, the encoder "
+                                  "is deterministic", f"{KEY}.mi_weight=1 (MMD only) or "
+                                  "conditioner.embedders.z_sem.posterior=gaussian")
             total = total + self.kl_coef * gaussian_kl(mean, logvar).mean()
         if self.mmd_coef:
             total = total + self.mmd_coef * mmd2(z.float(), torch.randn_like(z, dtype=torch.float32),

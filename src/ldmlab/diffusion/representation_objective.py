@@ -39,14 +39,18 @@ class RepresentationObjective(DiffusionObjective):
         super().__init__(parameterization, loss_weighting, loss, timestep_sampler)
         self.regularizer, self.encoder = regularizer, encoder
 
-    def forward(self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule) -> Tensor:
+    def forward(
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule
+    ) -> Tensor:
         embedders = model["conditioner"].embedders
         if self.encoder not in embedders or not hasattr(embedders[self.encoder], "posterior"):
-            raise ConfigError("diffusion.objective.encoder", f"names no semantic encoder among the conditioner's "
-                              f"embedders {sorted(embedders)}", "use conditioner=semantic (or name its key)")
+            raise ConfigError("diffusion.objective.encoder", f"names no semantic encoder among the "
+                              f"conditioner's embedders {sorted(embedders)}",
+                              "diffusion.objective.encoder=z_sem with conditioner=semantic")
         embedder = embedders[self.encoder]
         t = self.timestep_sampler(len(x0), schedule, x0.device)
-        mean, logvar = embedder.posterior(batch[embedder.source_key], t if embedder.time_conditioned else None)
+        encoder_t = t if embedder.time_conditioned else None
+        mean, logvar = embedder.posterior(batch[embedder.source_key], encoder_t)
         z = mean if logvar is None else mean + (0.5 * logvar).exp() * torch.randn_like(mean)
         loss = self.denoising_loss(model, x0, {**batch, embedder.input_key: z}, schedule, t)
         return loss + self.regularizer(mean, logvar, z)

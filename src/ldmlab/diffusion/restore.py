@@ -57,6 +57,14 @@ def build_ldm(architecture: dict, path: Path | str) -> LatentDiffusionModule:
     return instantiate_stored(module_config, path, KEY, first_stage=first_stage, optimizer=None)
 
 
+def stored_datamodule(path: Path):
+    """The datamodule of the training config inside a checkpoint (weights only, allow-listed)."""
+    config = stored_config(read_checkpoint(path, KEY, FIX), path, KEY, FIX)
+    if not isinstance(config.get("data"), dict):
+        raise ConfigError("data", f"{path} stores no data config", "choose one, e.g. data=fashion_mnist")
+    return instantiate_stored(config["data"], path, KEY)
+
+
 def _with_objective(module_config: dict) -> dict:
     """Checkpoints written before the objective existed stored ``loss`` and ``loss_weighting`` on
     the module (trained with uniform timesteps); fold them into the equivalent objective."""

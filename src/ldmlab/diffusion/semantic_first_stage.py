@@ -19,7 +19,7 @@ from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 
 KEY = "first_stage.ckpt"
-FIX = "point it at a DiffAE checkpoint, e.g. first_stage.ckpt=logs/train_ldm/<diffae run>/checkpoints/last.ckpt"
+FIX = "point it at a DiffAE checkpoint, e.g. first_stage.ckpt=logs/<diffae task>/latest/checkpoints/last.ckpt"
 
 
 class SemanticFirstStage(nn.Module):
@@ -52,13 +52,15 @@ class SemanticFirstStage(nn.Module):
             try:
                 model.load_state_dict(checkpoint["state_dict"])
             except (KeyError, RuntimeError) as err:
-                raise ConfigError(KEY, f"{ckpt}: weights do not match its config ({str(err)[:200]})", FIX) from None
+                raise ConfigError(KEY, f"{ckpt}: weights do not match its config ({str(err)[:200]})",
+                                  FIX) from None
         else:
             model = build_ldm(autoencoder_config, ckpt or "a latent-DDIM checkpoint")
         embedders = model.ema.shadow["conditioner"].embedders
         if encoder not in embedders or not hasattr(embedders[encoder], "posterior"):
-            raise ConfigError("first_stage.encoder", f"{ckpt} has no semantic encoder named {encoder!r} (its "
-                              f"embedders: {sorted(embedders)})", "train it with conditioner=semantic (DiffAE)")
+            raise ConfigError("first_stage.encoder", f"{ckpt} has no semantic encoder named {encoder!r} "
+                              f"(its embedders: {sorted(embedders)})",
+                              "first_stage.encoder=z_sem (a DiffAE trained with conditioner=semantic)")
         if model.resolution != resolution:
             raise ConfigError("data.resolution", f"is {resolution}, the semantic model works on "
                               f"{model.resolution}", f"data.resolution={model.resolution}")
