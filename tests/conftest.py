@@ -61,7 +61,8 @@ def run_cli(
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-ENTRY_CONFIG = {"ldmlab.train": "train_ae", "ldmlab.sample": "sample", "ldmlab.evaluate": "evaluate"}
+ENTRY_CONFIG = {"ldmlab.train": "train_ae", "ldmlab.sample": "sample", "ldmlab.evaluate": "evaluate",
+                "ldmlab.invert": "invert", "ldmlab.interpolate": "interpolate"}
 
 
 def run_forked(

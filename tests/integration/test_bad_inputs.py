@@ -22,6 +22,11 @@ LDM = ["first_stage.ckpt={ae}", "logger=none", *TINY_LDM]
 SAMPLE = ["ckpt={ldm}", "num_samples=2", "sampler.steps=2"]
 HYBRID = [a for a in LDM if not a.startswith("conditioner_context_dim")] + ["generator_ckpt={ae}"]
 ES = (*HYBRID, "experiment=es_ddpm")
+SEMANTIC = ("logger=none", "data.train_subset=32", "data.val_subset=16", "data.batch_size=16",
+            "unet.model_channels=16", "unet.num_heads=2", "semantic_dim=8",
+            "conditioner.embedders.z_sem.ch=8", "trainer.max_epochs=1", "module.warmup_steps=0",
+            "callbacks.image_logger=null")
+INVERT = ("ckpt={ldm}", "num_images=2", "batch_size=2", "lpips=false", "sampler.steps=3")
 OVERRIDE = re.compile(r"(\+?[A-Za-z_][\w.]*)=([^\s,;?)]+)")
 
 
@@ -90,6 +95,23 @@ CASES = [
     Case("missing_generator_ckpt", "ldmlab.train",
          (*HYBRID[:-1], "experiment=diffusevae", "generator_ckpt=/nonexistent/vae.ckpt"), "generator_ckpt",
          config="train_ldm", mentions="/nonexistent/vae.ckpt"),
+    Case("invert_stochastic_ddim", "ldmlab.invert", (*INVERT, "sampler.eta=1"), "sampler.eta", run_fix=True),
+    Case("invert_with_ddpm", "ldmlab.invert", (*INVERT, "sampler=ddpm"), "sampler", run_fix=True),
+    Case("invert_more_images_than_the_split", "ldmlab.invert", (*INVERT, "num_images=20000"), "num_images"),
+    Case("interpolate_one_frame", "ldmlab.interpolate", ("ckpt={ldm}", "num_pairs=1", "sampler.steps=3",
+         "frames=1"), "frames", run_fix=True),
+    Case("latent_ddim_without_a_diffae", "ldmlab.train", ("logger=none", "experiment=diffae_latent_ddim"),
+         "first_stage.ckpt", config="train_ldm"),
+    Case("unknown_posterior", "ldmlab.train", (*SEMANTIC, "experiment=diffae",
+         "conditioner.embedders.z_sem.posterior=gauss"), "conditioner.embedders.z_sem.posterior",
+         config="train_ldm", run_fix=True),
+    Case("mi_weight_above_one", "ldmlab.train", (*SEMANTIC, "experiment=infodiffusion",
+         "diffusion.objective.regularizer.mi_weight=2"), "diffusion.objective.regularizer.mi_weight",
+         config="train_ldm", run_fix=True),
+    Case("kl_on_a_deterministic_encoder", "ldmlab.train", (*SEMANTIC, "experiment=infodiffusion",
+         "conditioner.embedders.z_sem.posterior=deterministic",
+         "diffusion.objective.regularizer.mi_weight=0"),
+         "diffusion.objective.regularizer.mi_weight", config="train_ldm", run_fix=True),
     Case("missing_lpips_weights", "ldmlab.train",
          (*AE, "loss.lpips.weights_path=/nonexistent/lpips.safetensors"), "loss.lpips.weights_path",
          run_fix=True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ldmlab.checkpoints import check_targets, instantiate_stored, read_checkpoint, stored_config
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
@@ -48,6 +48,8 @@ def ldm_architecture(checkpoint: dict, path: Path) -> dict:
 def build_ldm(architecture: dict, path: Path | str) -> LatentDiffusionModule:
     """A freshly initialised module from ``ldm_architecture``'s dict (data: every ``_target_`` is
     checked against the allow-list first)."""
+    if isinstance(architecture, DictConfig):  # handed over by Hydra (a stored first-stage argument)
+        architecture = OmegaConf.to_container(architecture, resolve=False)
     module_config = dict(architecture["module"])
     autoencoder_config = architecture[FIRST_STAGE_CONFIG]  # None: pixel space (first_stage=identity)
     check_targets(autoencoder_config, path, KEY)

@@ -19,7 +19,8 @@ from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 
 KEY = "first_stage.ckpt"
-FIX = "point it at a DiffAE checkpoint, e.g. first_stage.ckpt=logs/<diffae task>/latest/checkpoints/last.ckpt"
+FIX = ("point it at a DiffAE checkpoint (a run of experiment=diffae), e.g. "
+       "first_stage.ckpt=logs/train_ldm/latest/checkpoints/last.ckpt")
 
 
 class SemanticFirstStage(nn.Module):
