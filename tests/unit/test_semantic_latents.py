@@ -383,6 +383,17 @@ def test_gaussian_time_conditioned_encoder_learns_through_the_denoising_loss():
     assert nonzero_grad(embedder.time_embed)
 
 
+def test_mmd_only_regulariser_trains_a_deterministic_encoder_directly():
+    embedder = encoder("deterministic")
+    model = model_of(embedder).train()  # out conv still zero: the denoising loss gives the encoder nothing
+    objective = RepresentationObjective(
+        **objective_parts(), regularizer=InfoRegularizer(weight=1.0, mi_weight=1.0, prior_weight=1.0))
+    x0 = images(b=8)
+    torch.manual_seed(0)
+    objective(model, x0, {"image": x0}, SCHEDULE).backward()
+    assert nonzero_grad(embedder.head) and nonzero_grad(embedder.conv_in)
+
+
 def test_time_conditioned_encoder_needs_the_representation_objective():
     model = model_of(encoder("gaussian", time_conditioned=True)).train()
     with pytest.raises(ValueError, match="diffusion/objective=representation"):
