@@ -68,7 +68,8 @@ def manipulate(module, encoder, dataset, train_z, train_y, source: int, target: 
             "file": str(out)}
 
 
-def analyse(name: str, run: str, classifier, out_dir: Path, num_train: int, num_test: int, steps: int) -> dict:
+def analyse(name: str, run: str, classifier, out_dir: Path, num_train: int, num_test: int,
+            steps: int) -> dict:
     path = resolve_ldm_checkpoint(run, "logs")
     module = load_ldm(path)
     encoder = module.ema.shadow["conditioner"].embedders["z_sem"]
