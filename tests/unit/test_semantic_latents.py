@@ -380,6 +380,7 @@ def test_gaussian_time_conditioned_encoder_learns_through_the_denoising_loss():
     objective = RepresentationObjective(**objective_parts(), regularizer=InfoRegularizer(weight=0.0))
     grads_after_one_step(model, objective, images(b=4))  # weight 0: only the denoising loss reaches it
     assert nonzero_grad(embedder.conv_in) and nonzero_grad(embedder.head)
+    assert embedder.head.weight.grad[D:].abs().sum() > 0  # log σ² too, through z = μ + σ·ε
     assert nonzero_grad(embedder.time_embed)
 
 
