@@ -27,7 +27,8 @@ class SemanticFirstStage(nn.Module):
     """``encode``: images (B, C, H, W) → normalised z_sem (B, D, 1, 1), (Enc(x) − mean) / std per
     dimension (DiffAE's normalisation, fitted once on training data like ``scale_by_std``);
     ``decode``: z → images (B, C, H, W) in [-1, 1] by the semantic model's own DDIM
-    (``decode_steps``, η = 0) from x_T ~ N(0, I) (the global RNG).
+    (``decode_steps``, η = 0) from x_T ~ N(0, I), drawn from a generator seeded by the bytes of z
+    (so a seeded latent sample decodes reproducibly, without touching the global RNG).
 
     The semantic model (its EMA weights: encoder, denoiser, schedule, first stage) is read from
     ``ckpt`` with the safe loader; its architecture is kept in ``autoencoder_config`` so that a
@@ -111,13 +112,15 @@ class SemanticFirstStage(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, D, 1, 1) normalised z_sem → images (B, C, H, W) in [-1, 1]: the semantic model's DDIM."""
         z = latents.flatten(1) * self.std + self.mean
+        digest = hashlib.sha256(z.detach().float().cpu().numpy().tobytes()).digest()
+        generator = torch.Generator(device=z.device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         model = self.semantic
         side = model.resolution // model.first_stage.downsample_factor
         return generate_images(
             model.first_stage, unet=model.ema.shadow["unet"], conditioner=model.ema.shadow["conditioner"],
             schedule=model.schedule, parameterization=model.parameterization,
             sampler=DDIMSampler(self.decode_steps), condition={self.encoder.input_key: z},
-            latent_shape=(model.first_stage.embed_dim, side, side), num_samples=len(z),
+            latent_shape=(model.first_stage.embed_dim, side, side), num_samples=len(z), generator=generator,
             horizon=model.horizon)
 
     def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
