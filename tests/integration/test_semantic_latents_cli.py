@@ -99,6 +99,9 @@ def test_latent_ddim_trains_on_the_diffae_and_samples_images(diffae_run, tmp_pat
                     "sampler.steps=4", "guidance=none")
     pixels = np.load(Path(images["files"]["npz"]))["images"]
     assert pixels.shape == (3, 32, 32, 1)
+    again = run_ok("ldmlab.sample", tmp_path / "again", f"ckpt={ckpt_of(tmp_path)}", "num_samples=3",
+                   "sampler.steps=4", "guidance=none")
+    assert np.array_equal(np.load(Path(again["files"]["npz"]))["images"], pixels)  # seeded end to end
 
 
 @pytest.mark.parametrize("experiment", ["lrdm", "infodiffusion"])

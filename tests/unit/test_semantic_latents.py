@@ -526,9 +526,6 @@ def test_guidance_with_a_time_dependent_conditioner_is_refused():
     assert bad.value.key == "guidance"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "generate.py:52 computes cond = conditioner(condition) before conditioned_model, without t: a "
-    "time-conditioned encoder given only the source's images raises 'needs t'"))
 def test_generation_from_source_images_with_a_time_conditioned_deterministic_encoder():
     conditioner = Conditioner({"z_sem": encoder("deterministic", time_conditioned=True)}).eval()
     condition = build_condition(conditioner, 2, source=[{"image": images(b=1)[0]}] * 2)
@@ -633,12 +630,13 @@ def test_smoothness_of_an_even_path_in_closed_form():
     assert scores["max_over_mean"] == pytest.approx(1.0, rel=1e-9)
 
 
-def test_smoothness_of_a_path_with_one_jump():
-    p, frames = 2, 5
-    steps = torch.tensor([0.0, 0.1, 0.2, 0.9, 1.0], dtype=torch.float64)  # d = 0.1, 0.1, 0.7, 0.1
-    a, b = torch.zeros(p, 1, 2, 2, dtype=torch.float64), torch.ones(p, 1, 2, 2, dtype=torch.float64)
-    strips = a[:, None] + steps.view(1, frames, 1, 1, 1) * (b - a)[:, None]
+def test_smoothness_of_a_path_with_one_jump_averages_over_strips():
+    frames = 5
+    # strip 0: even steps of 0.5 (from 0 to 2); strip 1: 0.1, 0.1, 0.7, 0.1 (from 0 to 1)
+    steps = torch.tensor([[0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 0.1, 0.2, 0.9, 1.0]], dtype=torch.float64)
+    strips = steps.view(2, frames, 1, 1, 1).expand(2, frames, 1, 2, 2)
     scores = smoothness(strips, mean_abs_difference)
-    assert scores["neighbour_mean"] == pytest.approx(0.25)
-    assert scores["neighbour_std"] == pytest.approx(float(torch.tensor([0.1, 0.1, 0.7, 0.1]).std()), rel=1e-6)
-    assert scores["max_over_mean"] == pytest.approx(0.7 / 0.25)
+    assert scores["neighbour_mean"] == pytest.approx((0.5 + 0.25) / 2)
+    jump_std = float(torch.tensor([0.1, 0.1, 0.7, 0.1], dtype=torch.float64).std())
+    assert scores["neighbour_std"] == pytest.approx(jump_std / 2, rel=1e-9)
+    assert scores["max_over_mean"] == pytest.approx((1.0 + 0.7 / 0.25) / 2)

@@ -49,7 +49,8 @@ def generate_latents(
     """
     device = schedule.betas.device
     terms = guidance.terms() if guidance is not None else []
-    cond = conditioner(condition, batch_size=num_samples)
+    # a time-dependent condition is encoded per step (conditioned_model), not once here
+    cond = {} if conditioner.time_dependent else conditioner(condition, batch_size=num_samples)
     uncond = None
     if any(isinstance(g, OutputGuidance) and g.needs_unconditional for g in terms):
         uncond = conditioner.unconditional(condition, batch_size=num_samples)
