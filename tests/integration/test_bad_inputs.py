@@ -102,6 +102,12 @@ CASES = [
          "frames=1"), "frames", run_fix=True),
     Case("latent_ddim_without_a_diffae", "ldmlab.train", ("logger=none", "experiment=diffae_latent_ddim"),
          "first_stage.ckpt", config="train_ldm"),
+    Case("latent_ddim_of_another_width", "ldmlab.train", ("logger=none", "experiment=diffae_latent_ddim",
+         "first_stage.ckpt={diffae}", "first_stage_embed_dim=16", "data.train_subset=32",
+         "data.val_subset=16", "data.batch_size=16", "module.scale_fit_batches=2",
+         "first_stage.decode_steps=2", "callbacks.image_logger=null", "sampler.steps=3",
+         "unet.model_channels=32", "unet.num_layers=2"),
+         "first_stage_embed_dim", config="train_ldm", run_fix=True),
     Case("unknown_posterior", "ldmlab.train", (*SEMANTIC, "experiment=diffae",
          "conditioner.embedders.z_sem.posterior=gauss"), "conditioner.embedders.z_sem.posterior",
          config="train_ldm", run_fix=True),
@@ -131,8 +137,13 @@ def inputs(tmp_path_factory, tiny_ae_ckpt, tiny_ldm_run) -> dict[str, str]:
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
     (images / "bad.png").write_bytes(b"this is not a png")
-    return {"ae": str(tiny_ae_ckpt), "ldm": str(ldm), "text": str(root / "notes.ckpt"),
-            "truncated": str(root / "truncated.ckpt"), "images": str(images)}
+    diffae = run_forked("ldmlab.train", [*SEMANTIC, "experiment=diffae", "sampler.steps=3"], root / "diffae",
+                        "train_ldm")
+    assert diffae.returncode == 0, diffae.stderr[-3000:]
+    diffae_ckpt = (root / "diffae" / "train_ldm" / "latest" / "checkpoints" / "last.ckpt").resolve()
+    return {"ae": str(tiny_ae_ckpt), "ldm": str(ldm), "diffae": str(diffae_ckpt),
+            "text": str(root / "notes.ckpt"), "truncated": str(root / "truncated.ckpt"),
+            "images": str(images)}
 
 
 def suggested_override(line: str) -> str | None:

@@ -19,7 +19,7 @@ RUN = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "trai
        "module.warmup_steps=0", "callbacks.image_logger=null", "logger=none", "sampler.steps=5"]
 SEMANTIC = [*RUN, "unet.model_channels=16", "unet.num_heads=2", "semantic_dim=8",
             "conditioner.embedders.z_sem.ch=8"]
-LATENT_DDIM = [*RUN, "semantic_dim=8", "unet.model_channels=32", "unet.num_layers=2",
+LATENT_DDIM = [*RUN, "first_stage_embed_dim=8", "unet.model_channels=32", "unet.num_layers=2",
                "first_stage.decode_steps=3", "module.scale_fit_batches=2"]
 INVERT = ["sampler.steps=8", "num_images=4", "batch_size=4", "lpips=false", "num_show=4"]
 

@@ -33,13 +33,15 @@ class SemanticFirstStage(nn.Module):
     The semantic model (its EMA weights: encoder, denoiser, schedule, first stage) is read from
     ``ckpt`` with the safe loader; its architecture is kept in ``autoencoder_config`` so that a
     latent-DDIM checkpoint, which holds these weights itself, restores without ``ckpt``.
-    downsample_factor = resolution, so the stage-2 module's latent side is 1.
+    downsample_factor = resolution, so the stage-2 module's latent side is 1; ``expected_embed_dim``
+    (``first_stage_embed_dim``, what the denoiser is built for) must equal z_sem's dimension.
     """
 
     def __init__(
         self,
         ckpt: str | None,
         resolution: int,
+        expected_embed_dim: int,
         encoder: str = "z_sem",
         decode_steps: int = 20,
         autoencoder_config: dict | None = None,
@@ -66,11 +68,14 @@ class SemanticFirstStage(nn.Module):
         if model.resolution != resolution:
             raise ConfigError("data.resolution", f"is {resolution}, the semantic model works on "
                               f"{model.resolution}", f"data.resolution={model.resolution}")
+        dim = embedders[encoder].embed_dim
+        if dim != expected_embed_dim:
+            raise ConfigError("first_stage_embed_dim", f"is {expected_embed_dim} but the semantic model's "
+                              f"z_sem has {dim} dimensions", f"first_stage_embed_dim={dim}")
         self.checkpoint_path, self.autoencoder_config = ckpt, autoencoder_config
         self.encoder_name, self.resolution, self.decode_steps = encoder, resolution, decode_steps
         self.semantic = model.eval().requires_grad_(False)
         self.semantic.model = None  # sampling and encoding use the EMA copy only
-        dim = embedders[encoder].embed_dim
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.register_buffer("scale_factor", torch.tensor(1.0))
