@@ -84,13 +84,7 @@ benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratio
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/bench_ddim_vs_diffusers.py
 
-benchmark-invert: $(INSTALLED) $(DATA)  ## DDIM inversion round trip of logs/train_ldm/latest (or ckpt=...): PSNR/LPIPS + PNG strip
-	$(PY) -m ldmlab.invert $(ARGS)
-
-interpolate: $(INSTALLED) $(DATA)  ## interpolation strips (slerp x_T, lerp condition / z_sem) of logs/train_ldm/latest (or ckpt=...)
-	$(PY) -m ldmlab.interpolate $(ARGS)
-
-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
+benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
 	$(PY) benchmarks/bench_sweep_cost.py $(ARGS)
 
 benchmark-guidance: $(INSTALLED) $(DATA)  ## sampling cost of each guidance type vs unguided (ARGS="--ckpt ... --classifier-ckpt ...")

@@ -66,7 +66,7 @@ def main() -> None:
                      f"{m['max_over_mean']:.2f} |")
         shutil.copy(s["files"]["strips"], HERE / f"{task}.png")
     lines += ["", "## Samples (300 per seed × 3 seeds, DDIM-50; domain-classifier features vs 2000 test "
-              "images)", "", "| model | z from | FID | KID ×10³ | IS | precision | recall |",
+              "images)", "", "| model | z from | FID | KID | IS | precision | recall |",
               "|---|---|---|---|---|---|---|"]
     fid_of = {}
     for name, source in (("vae", "N(0, I)"), ("infodiffusion", "N(0, I)"), ("lrdm", "N(0, I)"),
@@ -82,7 +82,7 @@ def main() -> None:
             next((k for k in row if k.startswith(prefix) and not k.endswith("_std")), None)
             for prefix in ("is_", "precision_", "recall_"))
         fid_of[name] = row[fid_key]
-        kid = f"{1e3 * row[kid_key]:.2f} ± {1e3 * row.get(kid_key + '_seed_std', 0.0):.2f}"
+        kid = fmt(row, kid_key)
         lines.append(f"| {LABELS[name]} | {source} | {fmt(row, fid_key)} | {kid} | "
                      f"{fmt(row, is_key) if is_key else '–'} | {fmt(row, precision) if precision else '–'} | "
                      f"{fmt(row, recall) if recall else '–'} |")
@@ -94,7 +94,7 @@ def main() -> None:
                   "| MMD² to N(0, I) | mean std of μ | KL / image |", "|---|---|---|---|---|---|---|---|"]
         for name, result in probes.items():
             for t, p in result["probe"].items():
-                kl = f"{p['kl_per_image']:.1f}" if "kl_per_image" in p else "–"
+                kl = f"{p['kl_per_image']:.4f}" if "kl_per_image" in p else "–"
                 lines.append(f"| {LABELS[name]} | {t.removeprefix('t=')} | {p['accuracy']:.4f} "
                              f"| {p['auroc']:.4f} | {p['active_units']} | {p['mmd2_to_prior']:.4f} "
                              f"| {p['mean_std']:.3f} | {kl} |")

@@ -4,6 +4,8 @@ end through the CLI on real Fashion-MNIST, with ``make invert`` / ``make interpo
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from PIL import Image
 from ldmlab.conditioning.semantic_encoder import SemanticEncoderEmbedder
 from ldmlab.diffusion.restore import load_ldm
 from ldmlab.diffusion.semantic_first_stage import SemanticFirstStage
-from tests.conftest import run_forked
+from tests.conftest import REPO, run_forked
 
 RUN = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "trainer.max_epochs=1",
        "module.warmup_steps=0", "callbacks.image_logger=null", "logger=none", "sampler.steps=5"]
@@ -115,3 +117,16 @@ def test_regularised_presets_train_sample_the_prior_and_invert(experiment, tmp_p
     assert np.load(Path(sampled["files"]["npz"]))["images"].shape == (2, 32, 32, 1)
     inverted = run_ok("ldmlab.invert", tmp_path, f"ckpt={ckpt_of(tmp_path)}", *INVERT, "fixed_point_iters=8")
     assert inverted["inverted"]["psnr"] > 35.0, inverted
+
+
+@pytest.mark.parametrize(("target", "args"), [
+    ("invert", "num_images=2 batch_size=2 lpips=false sampler.steps=3 num_show=2"),
+    ("interpolate", "num_pairs=1 frames=3 sampler.steps=3"),
+])
+def test_make_target_runs(target, args, diffae_run, tmp_path):
+    make_args = f"ckpt={ckpt_of(diffae_run)} paths.log_dir={tmp_path} {args}"
+    out = subprocess.run(["make", target, f"ARGS={make_args}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / target / "latest" / "summary.json").read_text())
+    assert summary["task"] == target and summary["checkpoint"] == str(ckpt_of(diffae_run))
