@@ -41,6 +41,7 @@ class Case:
     has_fix: bool = True       # the fix holds a key=value override
     run_fix: bool = False      # also run the fixed command (training: one batch, trainer.fast_dev_run)
     subprocess: bool = False   # through the real CLI instead of a fork
+    slow: bool = False         # only in `make test-all` (a path another case already covers)
 
 
 CASES = [
@@ -96,7 +97,7 @@ CASES = [
          (*HYBRID[:-1], "experiment=diffusevae", "generator_ckpt=/nonexistent/vae.ckpt"), "generator_ckpt",
          config="train_ldm", mentions="/nonexistent/vae.ckpt"),
     Case("invert_stochastic_ddim", "ldmlab.invert", (*INVERT, "sampler.eta=1"), "sampler.eta", run_fix=True),
-    Case("invert_with_ddpm", "ldmlab.invert", (*INVERT, "sampler=ddpm"), "sampler", run_fix=True),
+    Case("invert_with_ddpm", "ldmlab.invert", (*INVERT, "sampler=ddpm"), "sampler", run_fix=True, slow=True),
     Case("invert_more_images_than_the_split", "ldmlab.invert", (*INVERT, "num_images=20000"), "num_images"),
     Case("interpolate_one_frame", "ldmlab.interpolate", ("ckpt={ldm}", "num_pairs=1", "sampler.steps=3",
          "frames=1"), "frames", run_fix=True),
@@ -113,7 +114,7 @@ CASES = [
          config="train_ldm", run_fix=True),
     Case("mi_weight_above_one", "ldmlab.train", (*SEMANTIC, "experiment=infodiffusion",
          "diffusion.objective.regularizer.mi_weight=2"), "diffusion.objective.regularizer.mi_weight",
-         config="train_ldm", run_fix=True),
+         config="train_ldm", run_fix=True, slow=True),
     Case("kl_on_a_deterministic_encoder", "ldmlab.train", (*SEMANTIC, "experiment=infodiffusion",
          "conditioner.embedders.z_sem.posterior=deterministic",
          "diffusion.objective.regularizer.mi_weight=0"),
@@ -158,7 +159,8 @@ def with_fix(args: list[str], key: str, override: str) -> list[str]:
     return [a for a in args if a.split("=", 1)[0].lstrip("+~") not in keys] + [override]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.slow else c for c in CASES],
+                         ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_with_a_fix_that_composes(case: Case, inputs, tmp_path):
     args = [a.format(**inputs) for a in case.args]
     out = (run_cli if case.subprocess else run_forked)(case.entry, args, tmp_path, case.config)

@@ -121,7 +121,7 @@ def test_regularised_presets_train_sample_the_prior_and_invert(experiment, tmp_p
 
 @pytest.mark.parametrize(("target", "args"), [
     ("invert", "num_images=2 batch_size=2 lpips=false sampler.steps=3 num_show=2"),
-    ("interpolate", "num_pairs=1 frames=3 sampler.steps=3"),
+    pytest.param("interpolate", "num_pairs=1 frames=3 sampler.steps=3", marks=pytest.mark.slow),
 ])
 def test_make_target_runs(target, args, diffae_run, tmp_path):
     make_args = f"ckpt={ckpt_of(diffae_run)} paths.log_dir={tmp_path} {args}"
