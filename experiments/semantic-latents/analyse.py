@@ -5,7 +5,7 @@ direction (DDIM-inverted x_T kept, z moved), scored by the domain classifier.
   .venv/bin/python experiments/semantic-latents/analyse.py \
       --model diffae=logs/sem_diffae/latest --model lrdm=logs/sem_lrdm/latest ... \
       --classifier logs/train_classifier/latest/checkpoints/last.ckpt --out experiments/semantic-latents
-Writes <out>/latents.json and <out>/manipulation_<name>.png.
+Updates <out>/latents.json (per model) and writes <out>/manipulation_<name>_<source>_to_<target>.png.
 """
 
 from __future__ import annotations
@@ -112,11 +112,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     classifier = load_classifier(args.classifier)
-    results = {}
+    out = args.out / "latents.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}  # other models' earlier results stay
     for spec in args.model:
         name, run = spec.split("=", 1)
         results[name] = analyse(name, run, classifier, args.out, args.num_train, args.num_test, args.steps)
-    (args.out / "latents.json").write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

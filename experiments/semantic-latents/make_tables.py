@@ -17,9 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 LOGS = Path("logs")
-MODELS = ["diffae", "vae", "infodiffusion", "lrdm", "pixel_uncond"]
+MODELS = ["diffae", "vae", "infodiffusion", "infodiffusion_det", "lrdm", "pixel_uncond"]
 LABELS = {"diffae": "DiffAE", "vae": "VAE-regularised DiffAE (InfoVAE neutral: α=0, λ=1)",
           "infodiffusion": "InfoDiffusion (α=1, λ=1000: MMD only)", "lrdm": "LRDM (t-conditioned, KL)",
+          "infodiffusion_det": "InfoDiffusion, deterministic encoder (MMD only)",
           "pixel_uncond": "plain unconditional DDIM", "latent_ddim": "DiffAE + latent DDIM",
           "diffae_fp5": "DiffAE, 5 fixed-point iterations"}
 

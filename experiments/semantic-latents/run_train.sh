@@ -15,3 +15,6 @@ $PY -m ldmlab.train --config-name train_ldm experiment=infodiffusion task_name=s
 $PY -m ldmlab.train --config-name train_ldm experiment=lrdm task_name=sem_lrdm $TRAIN
 $PY -m ldmlab.train --config-name train_ldm experiment=diffae_latent_ddim task_name=sem_latent_ddim \
   first_stage.ckpt=logs/sem_diffae/latest/checkpoints/last.ckpt logger=csv
+# InfoDiffusion's regulariser on DiffAE's deterministic encoder (α = 1: MMD only, no KL to collapse it)
+$PY -m ldmlab.train --config-name train_ldm experiment=infodiffusion task_name=sem_infodiffusion_det $TRAIN \
+  conditioner.embedders.z_sem.posterior=deterministic

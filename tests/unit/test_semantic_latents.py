@@ -336,6 +336,13 @@ def test_draw_is_the_standard_normal_prior_for_gaussian_and_none_for_determinist
     assert encoder("deterministic").draw(n) is None
 
 
+def test_prior_sampling_switches_the_prior_draw_on_and_off():
+    kwargs = {"in_channels": 1, "embed_dim": D, "ch": 8, "ch_mult": (1,)}
+    mmd_regularised = SemanticEncoderEmbedder(**kwargs, posterior="deterministic", prior_sampling=True)
+    assert torch.equal(mmd_regularised.draw(4), torch.randn(4, D, generator=torch.Generator().manual_seed(0)))
+    assert SemanticEncoderEmbedder(**kwargs, posterior="gaussian", prior_sampling=False).draw(4) is None
+
+
 @pytest.mark.parametrize(("kwargs", "key"), [({"posterior": "laplace"}, "posterior"),
                                                ({"embed_dim": 0}, "embed_dim")])
 def test_encoder_rejects_bad_settings(kwargs, key):

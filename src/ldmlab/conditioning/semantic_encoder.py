@@ -28,7 +28,8 @@ class SemanticEncoderEmbedder(Embedder):
     interpolation, a manipulation), else the encoding of ``batch[source_key]`` (the clean image or
     latent the diffusion model denoises). posterior: ``"deterministic"`` (DiffAE: z = Enc(x0)) or
     ``"gaussian"`` (LRDM / InfoDiffusion: q(z | x0) = N(μ, σ²); training draws z = μ + σ·ε, eval
-    uses μ; ``draw`` samples the prior N(0, I)). time_conditioned (LRDM): the encoder also reads
+    uses μ). prior_sampling: generation draws z ~ N(0, I) (``draw``; default: with a Gaussian
+    posterior). time_conditioned (LRDM): the encoder also reads
     t (B,) (``batch["t"]``; the representation objective passes its t, generation each step's).
     Architecture: conv_in, per ``ch_mult`` level ``num_res_blocks`` ResBlocks (scale-shift on the
     time embedding when time-conditioned) then a stride-2 downsample, GroupNorm-SiLU, global
@@ -47,6 +48,7 @@ class SemanticEncoderEmbedder(Embedder):
         input_key: str = "z_sem",
         source_key: str = "image",
         p_uncond: float = 0.0,
+        prior_sampling: bool | None = None,
     ) -> None:
         super().__init__(input_key, "vector", p_uncond)
         if posterior not in POSTERIORS:
@@ -58,6 +60,7 @@ class SemanticEncoderEmbedder(Embedder):
                               "semantic_dim=32")
         self.in_channels, self.embed_dim, self.source_key = in_channels, embed_dim, source_key
         self.posterior_type, self.time_conditioned = posterior, time_conditioned
+        self.prior_sampling = posterior == "gaussian" if prior_sampling is None else bool(prior_sampling)
         temb = 4 * ch if time_conditioned else None
         self.time_embed = TimestepEmbedder(ch, temb) if time_conditioned else None
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
@@ -108,9 +111,10 @@ class SemanticEncoderEmbedder(Embedder):
         return None
 
     def draw(self, n: int, seed: int = 0) -> torch.Tensor | None:
-        """n draws of the prior N(0, I) (B, embed_dim) on the CPU for a Gaussian posterior; None for
-        DiffAE's deterministic encoder, whose prior is a separate latent DDIM (``first_stage=semantic``)."""
-        if self.posterior_type != "gaussian":
+        """n draws of the prior N(0, I) (B, embed_dim) on the CPU when ``prior_sampling`` (default: for
+        a Gaussian posterior; an MMD-regularised deterministic encoder may set it); None for DiffAE's
+        encoder, whose prior is a separate latent DDIM (``first_stage=semantic``)."""
+        if not self.prior_sampling:
             return None
         return torch.randn(n, self.embed_dim, generator=torch.Generator().manual_seed(seed))
 
