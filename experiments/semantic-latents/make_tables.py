@@ -70,7 +70,8 @@ def main() -> None:
               "images)", "", "| model | z from | FID | KID | IS | precision | recall |",
               "|---|---|---|---|---|---|---|"]
     fid_of = {}
-    for name, source in (("vae", "N(0, I)"), ("infodiffusion", "N(0, I)"), ("lrdm", "N(0, I)"),
+    for name, source in (("vae", "N(0, I)"), ("infodiffusion", "N(0, I)"), ("infodiffusion_det", "N(0, I)"),
+                         ("lrdm", "N(0, I)"),
                          ("diffae", "test images (fresh x_T)"), ("latent_ddim", "latent DDIM"),
                          ("pixel_uncond", "–")):
         s = summary(f"evaluate_{name}")
@@ -108,7 +109,7 @@ def main() -> None:
                 lines.append(f"| {LABELS[name]} | {m['source']} → {m['target']} | {p['0']:.3f} "
                              f"| {p['0.5']:.3f} | {p['1']:.3f} | {p['1.5']:.3f} |")
         figure, axis = plt.subplots(figsize=(5.5, 4))
-        for name in ("diffae", "vae", "infodiffusion", "lrdm"):
+        for name in ("diffae", "vae", "infodiffusion", "infodiffusion_det", "lrdm"):
             if name in probes and (name if name != "diffae" else "latent_ddim") in fid_of:
                 acc = next(iter(probes[name]["probe"].values()))["accuracy"]
                 fid = fid_of[name if name != "diffae" else "latent_ddim"]
