@@ -108,16 +108,17 @@ def main() -> None:
                 p = m["p_target_by_alpha"]
                 lines.append(f"| {LABELS[name]} | {m['source']} → {m['target']} | {p['0']:.3f} "
                              f"| {p['0.5']:.3f} | {p['1']:.3f} | {p['1.5']:.3f} |")
-        figure, axis = plt.subplots(figsize=(5.5, 4))
+        figure, axis = plt.subplots(figsize=(7, 4.5))
         for name in ("diffae", "vae", "infodiffusion", "infodiffusion_det", "lrdm"):
             if name in probes and (name if name != "diffae" else "latent_ddim") in fid_of:
                 acc = next(iter(probes[name]["probe"].values()))["accuracy"]
                 fid = fid_of[name if name != "diffae" else "latent_ddim"]
                 axis.scatter(fid, acc)
-                axis.annotate(LABELS[name].split(" (")[0], (fid, acc), fontsize=8)
-        axis.set_xlabel("FID of prior samples (domain-classifier features; DiffAE: latent DDIM)")
+                label = LABELS[name].split(" (")[0].replace(", deterministic encoder", "-det")
+                axis.annotate(label, (fid, acc), fontsize=8, ha="right" if fid > 35 else "left")
+        axis.set_xlabel("prior-sample FID, classifier features (DiffAE: latent DDIM)")
         axis.set_ylabel("linear-probe accuracy of z")
-        axis.set_title("Semantic latents on Fashion-MNIST (1000 steps each)")
+        axis.set_title("Semantic latents, Fashion-MNIST, 1000 steps each")
         figure.tight_layout()
         figure.savefig(HERE / "probe_vs_fid.png", dpi=120)
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
