@@ -3,21 +3,19 @@ inversion and DDIM decoding, with interpolation in both (DiffAE's encode / decod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ldmlab.diffusion.denoiser import GuidedDenoiser
+from ldmlab.diffusion.generate import CondAt, condition_at
 from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.diffusion.samplers.base import DenoiseFn
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.diffusion.samplers.ddim_inversion import ddim_invert
 from ldmlab.utils.errors import ConfigError
-
-CondAt = Callable[[Tensor], dict[str, Tensor]]
-"""t (B,) long → the UNet's cond dict at that step (constant unless the encoder reads t)."""
 
 
 class DiffusionAutoencoder:
@@ -44,12 +42,8 @@ class DiffusionAutoencoder:
         return self.model["conditioner"]
 
     def condition_at(self, condition: Mapping[str, Any]) -> CondAt:
-        """The cond of ``condition`` per step: computed once, or at every t for a time-dependent
-        conditioner (LRDM)."""
-        if self.conditioner.time_dependent:
-            return lambda t: self.conditioner({**condition, "t": t})
-        cond = self.conditioner(condition)
-        return lambda t: cond
+        """The cond of ``condition`` per step (``generate.condition_at``)."""
+        return condition_at(self.conditioner, condition)
 
     def denoiser(self, cond_at: CondAt) -> DenoiseFn:
         unet = self.model["unet"]

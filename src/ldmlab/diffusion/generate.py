@@ -72,20 +72,35 @@ def generate_latents(
     return residual_or_x if centre is None else residual_or_x + centre
 
 
+CondAt = Callable[[Tensor], dict[str, Tensor]]
+"""t (B,) long → the UNet's cond dict at that step."""
+
+
+def condition_at(conditioner: Conditioner, condition: Mapping[str, Any], batch_size: int | None = None
+                 ) -> CondAt:
+    """The cond of ``condition`` per step: encoded once, or with each step's t (B,) for a
+    time-dependent conditioner (LRDM's t-conditioned encoder)."""
+    if conditioner.time_dependent:
+        return lambda t: conditioner({**condition, "t": t})
+    cond = conditioner(condition, batch_size=batch_size)
+    return lambda t: cond
+
+
 def conditioned_model(
     unet: nn.Module, conditioner: Conditioner, condition: Mapping[str, Any], guided: bool = False
 ) -> nn.Module | Callable[[Tensor, Tensor, dict[str, Tensor]], Tensor]:
-    """``unet``; for a time-dependent conditioner (LRDM's t-conditioned encoder), a model that
-    re-encodes ``condition`` with each step's t (B,) and ignores the precomputed cond (guidance,
-    which batches precomputed conditions, is refused there)."""
+    """``unet``; for a time-dependent conditioner, a model that re-encodes ``condition`` at each
+    step (``condition_at``) and ignores the precomputed cond (guidance, which batches precomputed
+    conditions, is refused there)."""
     if not conditioner.time_dependent:
         return unet
     if guided:
         raise ConfigError("guidance", "this model's condition depends on t (a time-conditioned encoder), "
                           "which guidance does not support", "guidance=none")
+    cond_at = condition_at(conditioner, condition)
 
     def model(x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        return unet(x_t, t, conditioner({**condition, "t": t}))
+        return unet(x_t, t, cond_at(t))
 
     return model
 
