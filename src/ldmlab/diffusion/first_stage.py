@@ -40,6 +40,29 @@ def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
     return Path(json.loads(summary.read_text())["checkpoints"]["last"])
 
 
+def scale_fit_images(loader: Iterable[dict], num_batches: int) -> torch.Tensor:
+    """The images of the first ``num_batches`` batches of ``loader``, concatenated; fewer batches
+    than that is a ``ConfigError`` naming ``module.scale_fit_batches``."""
+    batches = [batch["image"] for batch in islice(loader, num_batches)]
+    if len(batches) < num_batches:
+        fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
+        raise ConfigError("module.scale_fit_batches", f"needs {num_batches} training batches, the data "
+                          f"has {len(batches)}", fix)
+    return torch.cat(batches)
+
+
+@torch.no_grad()
+def weights_fingerprint(module: nn.Module) -> str:
+    """16 hex digits of sha256 over ``module``'s state_dict (names and raw bytes, sorted by name;
+    independent of device): tells whether two frozen networks carry the same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class FirstStage(nn.Module):
     """Frozen autoencoder + latent scale: ``encode`` gives z = scale · E(x), ``decode`` D(z / scale).
 
@@ -122,22 +145,12 @@ class FirstStage(nn.Module):
     def fingerprint(self) -> str:
         """16 hex digits of sha256 over the autoencoder's state_dict (names and raw bytes, sorted by
         name; independent of device): tells whether two first stages carry the same weights."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.autoencoder.state_dict().items()):
-            data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-            digest.update(data.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return weights_fingerprint(self.autoencoder)
 
     def fit_scale_from(self, loader: Iterable[dict], num_batches: int, device: torch.device) -> float:
         """``fit_scale`` on the images of the first ``num_batches`` batches of ``loader``; fewer
         batches than that is a ``ConfigError`` naming ``module.scale_fit_batches``."""
-        batches = [batch["image"] for batch in islice(loader, num_batches)]
-        if len(batches) < num_batches:
-            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
-            raise ConfigError("module.scale_fit_batches", f"needs {num_batches} training batches, the data "
-                              f"has {len(batches)}", fix)
-        return self.fit_scale(torch.cat(batches).to(device))
+        return self.fit_scale(scale_fit_images(loader, num_batches).to(device))
 
     @torch.no_grad()
     def fit_scale(self, images: torch.Tensor) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from itertools import islice
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ldmlab.checkpoints import read_checkpoint
+from ldmlab.diffusion.first_stage import scale_fit_images, weights_fingerprint
 from ldmlab.diffusion.generate import generate_images
 from ldmlab.diffusion.restore import build_ldm, ldm_architecture
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
@@ -132,24 +132,14 @@ class SemanticFirstStage(nn.Module):
         raise ConfigError("guidance", "a latent DDIM decodes through a diffusion model, which image guidance "
                           "cannot differentiate", "guidance=none or guidance=cfg")
 
-    @torch.no_grad()
     def fingerprint(self) -> str:
-        """16 hex digits of sha256 over the semantic model's weights (names and bytes, sorted)."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.semantic.state_dict().items()):
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """``weights_fingerprint`` of the semantic model."""
+        return weights_fingerprint(self.semantic)
 
     def fit_scale_from(self, loader: Iterable[dict], num_batches: int, device: torch.device) -> float:
         """Fit the per-dimension mean and std of z_sem on ``num_batches`` training batches (pooled over
         DDP ranks); returns the mean std."""
-        batches = [batch["image"] for batch in islice(loader, num_batches)]
-        if len(batches) < num_batches:
-            fix = f"module.scale_fit_batches={len(batches)}" if batches else "lower data.batch_size"
-            raise ConfigError("module.scale_fit_batches", f"needs {num_batches} training batches, the data "
-                              f"has {len(batches)}", fix)
-        z = torch.cat([self.semantic_code(images.to(device)) for images in batches]).double()
+        z = self.semantic_code(scale_fit_images(loader, num_batches).to(device)).double()
         stats = torch.cat([z.sum(0), z.square().sum(0), z.new_tensor([len(z)])])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
