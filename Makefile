@@ -81,7 +81,6 @@ test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
 	$(PY) -m pytest -q
 
 benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratios)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/bench_ddim_vs_diffusers.py
 
 benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
