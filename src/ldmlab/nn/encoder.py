@@ -8,13 +8,18 @@ from torch import nn
 
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.normalization import group_norm
-from ldmlab.nn.resample import Downsample
+from ldmlab.nn.resample import DOWNSAMPLE_PADDINGS, Downsample
 from ldmlab.nn.resnet import ResnetBlock
+from ldmlab.utils.errors import ConfigError
 
 
 class Encoder(nn.Module):
     """ResNet stages of width ``ch * ch_mult[i]``; a stride-2 downsample after every stage but the
     last; a middle block (ResNet, optional self-attention, ResNet); GroupNorm-SiLU-conv head.
+
+    ``downsample_padding``: ``"asymmetric"`` pads right/bottom as the original LDM and diffusers
+    VAEs (needed to export to diffusers); the default ``"symmetric"`` rebuilds checkpoints whose
+    stored config predates the option unchanged.
     """
 
     def __init__(
@@ -26,8 +31,13 @@ class Encoder(nn.Module):
         z_channels: int,
         mid_attention: bool = True,
         dropout: float = 0.0,
+        downsample_padding: str = "symmetric",
     ) -> None:
         super().__init__()
+        if downsample_padding not in DOWNSAMPLE_PADDINGS:
+            raise ConfigError("autoencoder.encoder.downsample_padding", f"is {downsample_padding!r}",
+                              "autoencoder.encoder.downsample_padding=asymmetric (or symmetric)")
+        self.downsample_padding = downsample_padding
         self.in_channels = in_channels
         self.downsample_factor = 2 ** (len(ch_mult) - 1)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
@@ -38,7 +48,7 @@ class Encoder(nn.Module):
                 stages.append(ResnetBlock(width, ch * mult, dropout=dropout))
                 width = ch * mult
             if level < len(ch_mult) - 1:
-                stages.append(Downsample(width))
+                stages.append(Downsample(width, downsample_padding))
         self.down = nn.Sequential(*stages)
         self.mid = nn.Sequential(
             ResnetBlock(width, dropout=dropout),

@@ -1,0 +1,1 @@
+"""Conversions between ldmlab models and other libraries' formats (diffusers)."""
