@@ -77,6 +77,8 @@ CASES = [
          mentions="train_ldm"),
     Case("too_few_batches_for_scale_fit", "ldmlab.train", (*LDM, "module.scale_fit_batches=5"),
          "module.scale_fit_batches", config="train_ldm", run_fix=True),
+    Case("fewer_class_rows_than_classes", "ldmlab.train", (*LDM, "conditioner.embedders.label.num_classes=5"),
+         "conditioner.embedders.label.num_classes", config="train_ldm", run_fix=True),
     Case("unknown_group_option", "ldmlab.sample", (*SAMPLE, "sampler=dddim"), "sampler", run_fix=True),
     Case("typo_key", "ldmlab.train", (*AE, "trainer.max_epoch=1"), "trainer.max_epoch", run_fix=True),
     Case("mismatched_first_stage", "ldmlab.train", (*LDM, "first_stage_embed_dim=8"), "first_stage_embed_dim",

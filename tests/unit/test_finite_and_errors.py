@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ldmlab.utils.errors import ConfigError, DataError, DivergedError
-from ldmlab.utils.finite import diverged, ensure_finite, nonfinite, nonfinite_state
+from ldmlab.utils.finite import LossWatch, diverged, ensure_finite, nonfinite, nonfinite_state
 from ldmlab.utils.optimizers import build_optimizer
 
 
@@ -98,3 +98,31 @@ def test_torch_optim_refusals_name_the_key(kwargs, key):
 def test_other_optimiser_errors_keep_their_traceback():
     with pytest.raises(TypeError):
         build_optimizer(partial(torch.optim.SGD, lr=0.1, betas=(0.9, 0.9)), nn.Linear(1, 1).parameters(), "m")
+
+
+class _Trainer:
+    log_every_n_steps = 4
+
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+
+def test_loss_watch_reports_the_first_nan_step_at_the_next_check():
+    module, optimizers = _gan()
+    module.trainer, watch = _Trainer(optimizers), LossWatch("train/loss")
+    for step, value in enumerate([1.0, float("nan"), float("inf")]):  # steps 0-2: no check yet
+        module.global_step = step
+        watch.observe(torch.tensor(value), module)
+    module.global_step = 3
+    with pytest.raises(DivergedError, match=r"^module\.optimizer\.lr: training diverged: train/loss is nan "
+                                            r"at step 1"):
+        watch.observe(torch.tensor(2.0), module)
+
+
+def test_loss_watch_stays_quiet_on_finite_losses():
+    module, optimizers = _gan()
+    module.trainer, watch = _Trainer(optimizers), LossWatch("train/loss")
+    for step in range(9):
+        module.global_step = step
+        watch.observe(torch.tensor(float(step)), module)
+    watch.check(module, optimizers)

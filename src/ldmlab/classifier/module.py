@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import optimizer_and_schedule
 
 CKPT_KEY = "metrics.classifier_ckpt"
@@ -55,6 +55,7 @@ class ClassifierModule(pl.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.loss_watch = LossWatch("train/loss")
         self.save_hyperparameters({"network": network.config}, logger=False)
         self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
         self.augment, self.max_shift, self.label_smoothing = augment, max_shift, label_smoothing
@@ -91,7 +92,7 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._loss(batch, train=True)
-        ensure_finite(loss, "train/loss", self.global_step, self, self.trainer.optimizers)
+        self.loss_watch.observe(loss, self)
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.nn.ema import EMA
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import optimizer_and_schedule
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
@@ -65,6 +65,7 @@ class NoisyClassifierModule(pl.LightningModule):
         val_t_buckets: int = 10,
     ) -> None:
         super().__init__()
+        self.loss_watch = LossWatch("train/loss")
         if network.in_channels != first_stage.embed_dim:
             raise ConfigError(
                 "noisy_classifier.in_channels", f"is {network.in_channels} but the first stage has "
@@ -116,7 +117,7 @@ class NoisyClassifierModule(pl.LightningModule):
         t = torch.randint(0, self.schedule.num_timesteps, (len(z0),), device=z0.device)
         logits = self.network(self.schedule.q_sample(z0, t, torch.randn_like(z0)), t)
         loss = F.cross_entropy(logits, y)
-        ensure_finite(loss, "train/loss", self.global_step, self, self.trainer.optimizers)
+        self.loss_watch.observe(loss, self)
         self.log("train/loss", loss, prog_bar=True)
         self.train_acc(logits, y)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

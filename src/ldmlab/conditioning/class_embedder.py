@@ -39,7 +39,11 @@ class ClassEmbedder(Embedder):
                 f"class_label must be an integer tensor of shape (B,), got {labels.dtype} "
                 f"{tuple(labels.shape)}"
             )
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+        # the range check reads values back, so it runs where that is free (CPU tensors); on an
+        # accelerator it would be a host sync per step: there the labels are the data's, whose
+        # class count the config ties to this table (data.num_classes)
+        if labels.device.type == "cpu" and labels.numel() and (
+                int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(
                 f"class_label out of range [0, {self.num_classes}): got values in "
                 f"[{int(labels.min())}, {int(labels.max())}]; check data.num_classes"

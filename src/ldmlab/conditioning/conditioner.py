@@ -133,6 +133,15 @@ class Conditioner(nn.Module):
                 return None if inputs is None else embedder(inputs)
         return None
 
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise a ConfigError if a class embedder has fewer rows than the data has classes (checked
+        once here: the per-batch range check would be a host sync on accelerators)."""
+        for name, embedder in self.embedders.items():
+            rows = getattr(embedder, "num_classes", None)
+            if getattr(embedder, "input_key", None) == "label" and rows is not None and rows < num_classes:
+                key = f"conditioner.embedders.{name}.num_classes"
+                raise ConfigError(key, f"is {rows} but the data has {num_classes} classes", f"{key}={num_classes}")
+
     def check_latent_shape(self, channels: int, side: int, where: str) -> None:
         """Raise a ConfigError unless every concat output is ``side``×``side`` and a forward-process
         centre has the latents' ``channels``; ``where`` describes the latents for the message."""

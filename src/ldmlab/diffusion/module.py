@@ -25,7 +25,7 @@ from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.nn.ema import EMA
 from ldmlab.nn.unet import UNet
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.finite import ensure_finite
+from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import build_optimizer
 from ldmlab.utils.schedules import linear_warmup
 
@@ -65,6 +65,7 @@ class LatentDiffusionModule(pl.LightningModule):
         scale_fit_batches: int = 4,
     ) -> None:
         super().__init__()
+        self.loss_watch = LossWatch("train/loss")
         if unet.in_channels != first_stage.embed_dim:
             raise ConfigError(
                 "unet.in_channels", f"is {unet.in_channels} but the first stage has embed_dim="
@@ -95,6 +96,7 @@ class LatentDiffusionModule(pl.LightningModule):
                 "data.resolution", f"{datamodule.resolution} must equal module.resolution="
                 f"{self.resolution} and be divisible by the first stage's f={f}", f"use a multiple of {f}",
             )
+        self.model["conditioner"].check_num_classes(getattr(datamodule, "num_classes", 0))
         self.model["conditioner"].check_latent_shape(self.first_stage.embed_dim, self.resolution // f,
                                                      f"data.resolution={self.resolution}, f={f}")
 
@@ -112,7 +114,7 @@ class LatentDiffusionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.model)
-        ensure_finite(loss, "train/loss", self.global_step, self, self.trainer.optimizers)
+        self.loss_watch.observe(loss, self)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

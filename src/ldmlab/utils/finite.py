@@ -101,3 +101,39 @@ def ensure_finite(loss: Tensor, name: str, step: int, module: nn.Module, optimiz
     if found is not None:
         problem += f" ({describe(found[1])})"
     raise diverged(module, optimizers, found[0] if found else 0, problem)
+
+
+class LossWatch:
+    """``ensure_finite`` without a host sync per step, for single-optimiser modules.
+
+    ``observe(loss, module)`` keeps, on the loss's device, the first step whose loss was NaN/Inf
+    and that value; every ``trainer.log_every_n_steps`` steps (when the loss is logged anyway)
+    and at ``check`` it is read back once and a ``DivergedError`` raised. Checkpoints stay safe
+    in between: ``AtomicModelCheckpoint`` scans the whole state before every save.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._step: Tensor | None = None
+        self._value: Tensor | None = None
+
+    def observe(self, loss: Tensor, module) -> None:
+        loss = loss.detach().float()
+        if self._step is None or self._step.device != loss.device:
+            self._step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self._step < 0)
+        self._step = torch.where(first, module.global_step, self._step)
+        self._value = torch.where(first, loss, self._value)
+        if (module.global_step + 1) % max(1, module.trainer.log_every_n_steps) == 0:
+            self.check(module, module.trainer.optimizers)
+
+    def check(self, module: nn.Module, optimizers: Sequence) -> None:
+        """Raise ``DivergedError`` if a NaN/Inf loss was observed (one host sync)."""
+        if self._step is None or int(self._step) < 0:
+            return
+        problem = f"training diverged: {self.name} is {float(self._value)} at step {int(self._step)}"
+        found = nonfinite_state(module, optimizers)
+        if found is not None:
+            problem += f" ({describe(found[1])})"
+        raise diverged(module, optimizers, found[0] if found else 0, problem)
