@@ -140,7 +140,8 @@ class Conditioner(nn.Module):
             rows = getattr(embedder, "num_classes", None)
             if getattr(embedder, "input_key", None) == "label" and rows is not None and rows < num_classes:
                 key = f"conditioner.embedders.{name}.num_classes"
-                raise ConfigError(key, f"is {rows} but the data has {num_classes} classes", f"{key}={num_classes}")
+                raise ConfigError(key, f"is {rows} but the data has {num_classes} classes",
+                                  f"{key}={num_classes}")
 
     def check_latent_shape(self, channels: int, side: int, where: str) -> None:
         """Raise a ConfigError unless every concat output is ``side``×``side`` and a forward-process
