@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
-        demo test test-all lint benchmark benchmark-sweep benchmark-ae benchmark-guidance clean
+        demo test test-all lint bench benchmark benchmark-sweep benchmark-ae benchmark-guidance clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 mi
 
 test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
 	$(PY) -m pytest -q
+
+bench: $(INSTALLED)  ## ldmlab vs diffusers, one process: stage-2/UNet/DDIM/stage-1 steps, ratios + results/*.json
+	$(PY) benchmarks/bench.py $(ARGS)
 
 benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratios)
 	$(PY) benchmarks/bench_ddim_vs_diffusers.py

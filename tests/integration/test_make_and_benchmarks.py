@@ -79,3 +79,19 @@ def test_the_demo_overrides_compose():
     assert classifier.trainer.max_epochs == 1 and classifier.trainer.limit_train_batches == 200
     sweep = compose_config("evaluate", _make_variable("DEMO_SWEEP_ARGS"))
     assert list(sweep.guidance_scales) == [1, 2, 3, 5] and sweep.num_samples == 300
+
+
+def test_side_by_side_bench_quick_writes_results_and_agrees(tmp_path):
+    cmd = [sys.executable, "benchmarks/bench.py", "--quick", "--cases", "ddim,unet", "--threads", "1",
+           "--out", str(tmp_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ddim = json.loads((tmp_path / "ddim_cfg_sample.json").read_text())
+    assert ddim["agreement"] == "PASS" and float(ddim["max_abs_diff"]) <= ddim["tolerance"], ddim
+    assert float(ddim["image_std"]) > 0.01, ddim  # real images, not a degenerate constant
+    for case in ("unet_small_train", "unet_small_cfg", "unet_base_train", "unet_base_cfg"):
+        result = json.loads((tmp_path / f"{case}.json").read_text())
+        assert result["ours"]["params"] == result["theirs"]["params"] > 0, result
+        assert result["ours"]["ms_per_step"] > 0 and result["theirs"]["ms_per_step"] > 0
+        assert result["verdict"] in ("PASS", "MISS") and "ratio = " in out.stdout

@@ -1,0 +1,1 @@
+"""Side-by-side helpers for ``benchmarks/bench.py``: timing, memory, matched diffusers models, cases."""

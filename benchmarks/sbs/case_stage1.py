@@ -1,0 +1,73 @@
+"""Case 4: one stage-1 training step (generator step with LPIPS + adaptive GAN term, then the
+discriminator step), both with the same ``AutoencoderLoss`` (LPIPS-VGG16 + patch discriminator).
+
+ours: ``conf/train_ae.yaml``'s autoencoder as ``AutoencoderModule.training_step`` drives it (Lightning's
+loop overhead not included); theirs: an architecture-matched diffusers ``AutoencoderKL`` in its place
+(``encode().latent_dist.sample()`` → ``decode().sample``, KL from ``latent_dist.kl()``).
+"""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ldmlab.autoencoder.regularizers.base import RegularizerOutput
+from sbs.common import Row, Settings, compare
+from sbs.models import compose_config, diffusers_vae, params
+from sbs.timing import autocast
+
+TARGET = 1.2
+BATCH = 16  # data.batch_size of train_ae
+OVERRIDES = ["loss.lpips.pretrained=false"]  # random LPIPS weights: same cost, no weight files needed
+
+
+def _training_step(autoencode, loss_fn, last_layer, ae_params, x, s: Settings, cfg):
+    """One AutoencoderModule-style step; ``autoencode(x) → (x_rec, RegularizerOutput)``."""
+    opt_ae = torch.optim.Adam(ae_params + loss_fn.generator_parameters(), lr=cfg.module.optimizer.lr,
+                              betas=tuple(cfg.module.optimizer.betas))
+    opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=cfg.module.disc_optimizer.lr,
+                             betas=tuple(cfg.module.disc_optimizer.betas))
+    step_index, clip = loss_fn.disc_start, cfg.module.gradient_clip_val  # discriminator active
+
+    def step() -> None:
+        loss_fn.discriminator.requires_grad_(False)  # toggle_optimizer(opt_ae)
+        with autocast(s.device, s.dtype):
+            x_rec, reg = autoencode(x)
+            loss, _ = loss_fn.generator_step(x, x_rec, reg, step_index, last_layer())
+        opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae_params, clip)
+        opt_ae.step()
+        loss_fn.discriminator.requires_grad_(True)
+        with autocast(s.device, s.dtype):
+            d_loss, _ = loss_fn.discriminator_step(x, x_rec, step_index)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        torch.nn.utils.clip_grad_norm_(loss_fn.discriminator.parameters(), clip)
+        opt_d.step()
+    return step
+
+
+def run(s: Settings) -> list[Row]:
+    batch = 2 if s.quick else BATCH
+    cfg = compose_config("train_ae", OVERRIDES)
+    torch.manual_seed(0)
+    x = (torch.rand(batch, cfg.data.channels, 32, 32) * 2 - 1).to(s.device)
+    ours = instantiate(cfg.autoencoder).to(s.device).train()
+    vae = diffusers_vae(OmegaConf.to_container(cfg.autoencoder, resolve=True)).to(s.device).train()
+    loss_ours, loss_theirs = instantiate(cfg.loss).to(s.device), instantiate(cfg.loss).to(s.device)
+
+    def theirs_autoencode(images):
+        posterior = vae.encode(images).latent_dist
+        kl = posterior.kl().mean()
+        return vae.decode(posterior.sample()).sample, RegularizerOutput(loss=kl, log={"kl": kl.detach()})
+
+    step_ours = _training_step(ours, loss_ours, lambda: ours.last_layer, list(ours.parameters()), x, s, cfg)
+    step_theirs = _training_step(theirs_autoencode, loss_theirs, lambda: vae.decoder.conv_out.weight,
+                                 list(vae.parameters()), x, s, cfg)
+    what = "stage-1 step: AE fwd, L2+LPIPS+GAN (adaptive w), bwd, Adam; disc fwd/bwd/Adam"
+    return [compare("stage1_step", what, batch, step_ours, step_theirs,
+                    (params(ours), params(vae)), TARGET, s,
+                    loss_params=f"{params(loss_ours):,} (LPIPS + discriminator + logvar, both)")]
+
