@@ -41,6 +41,7 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.diffusion.first_stage.FirstStage",
     "ldmlab.diffusion.identity_first_stage.IdentityFirstStage",
     "ldmlab.diffusion.semantic_first_stage.SemanticFirstStage",
+    "ldmlab.diffusion.diffusers_first_stage.DiffusersFirstStage",  # builds AutoencoderKL from plain data
     "ldmlab.diffusion.objective.DiffusionObjective",
     "ldmlab.diffusion.representation_objective.RepresentationObjective",
     "ldmlab.diffusion.info_regularizer.InfoRegularizer",
