@@ -54,6 +54,10 @@ invert: $(INSTALLED) $(DATA)  ## DDIM inversion round trip of logs/train_ldm/lat
 interpolate: $(INSTALLED) $(DATA)  ## interpolation strips (slerp x_T, lerp condition / z_sem) of logs/train_ldm/latest (or ckpt=...)
 	$(PY) -m ldmlab.interpolate $(ARGS)
 
+.PHONY: export
+export: $(INSTALLED)  ## logs/train_ldm/latest (or ckpt=..., also a train_ae one) in diffusers format, checked: ARGS="out=..."
+	$(PY) -m ldmlab.export $(ARGS)
+
 sweep: $(INSTALLED) $(DATA)  ## train_ldm multirun over conditioner.p_uncond with the in-run guidance sweep
 	$(PY) -m ldmlab.train --config-name train_ldm -m experiment=cfg_sweep_fmnist $(ARGS)
 
