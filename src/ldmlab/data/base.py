@@ -157,7 +157,8 @@ class _Transformed(Dataset):
     """Applies per-sample transforms ``f(sample, seed) -> sample`` (e.g. add a caption).
 
     Items are looked up by ``index`` or by ``(index, seed)`` (what ``ResumableSampler`` yields);
-    a bare index is its own seed, so validation/test output is fixed.
+    a bare index is its own seed, so validation/test output is fixed. Training items (the pairs)
+    also carry ``"index"``: the key of stage 2's latent cache.
     """
 
     def __init__(self, base: Dataset, transforms: list[SampleTransform]) -> None:
@@ -171,4 +172,4 @@ class _Transformed(Dataset):
         sample = self.base[index]
         for transform in self.transforms:
             sample = transform(sample, seed)
-        return sample
+        return sample | {"index": index} if isinstance(item, tuple) else sample

@@ -18,6 +18,7 @@ from ldmlab.diffusion.first_stage import FirstStage
 from ldmlab.diffusion.generate import generate_images
 from ldmlab.diffusion.guidance.base import Guidance, GuidanceContext
 from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.diffusion.latent_cache import LatentCache, open_latent_cache
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.samplers.base import Sampler
@@ -44,6 +45,10 @@ class LatentDiffusionModule(pl.LightningModule):
     q(x_{T'−1} | x̂), where T' = ``horizon`` is one past the largest trained t; required when
     the objective trains t < T' < T only. A conditioning input ``x_hat`` (DiffuseVAE) is used
     as x̂ when present.
+
+    latent_cache: a directory for the first stage's latents of the training images, encoded once
+    at fit start and looked up by ``batch["index"]`` (``latent_cache.py``); None: every batch is
+    encoded. Off by itself (one log line) where it would not be exact.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class LatentDiffusionModule(pl.LightningModule):
         ema_warmup: int = 10,
         warmup_steps: int = 0,
         scale_fit_batches: int = 4,
+        latent_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.loss_watch = LossWatch("train/loss")
@@ -88,6 +94,8 @@ class LatentDiffusionModule(pl.LightningModule):
         self.sampler, self.optimizer = sampler, optimizer
         self.warmup_steps, self.scale_fit_batches = warmup_steps, scale_fit_batches
         self.resolution, self.log_guidance_scales = resolution, tuple(log_guidance_scales)
+        self.latent_cache_dir = latent_cache
+        self.latent_cache: LatentCache | None = None  # opened at fit start
 
     def check_data(self, datamodule) -> None:
         f = self.first_stage.downsample_factor
@@ -101,16 +109,24 @@ class LatentDiffusionModule(pl.LightningModule):
                                                      f"data.resolution={self.resolution}, f={f}")
 
     def on_fit_start(self) -> None:
-        """Fit the latent scale from real data once (all ranks pooled); resumed runs keep theirs."""
-        if bool(self.first_stage.scale_initialized):
-            return
-        loader = self.trainer.datamodule.train_dataloader()
-        scale = self.first_stage.fit_scale_from(loader, self.scale_fit_batches, self.device)
-        self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
+        """Fit the latent scale from real data once (all ranks pooled; resumed runs keep theirs),
+        then read or build the latent cache."""
+        if not bool(self.first_stage.scale_initialized):
+            loader = self.trainer.datamodule.train_dataloader()
+            scale = self.first_stage.fit_scale_from(loader, self.scale_fit_batches, self.device)
+            self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
+        if self.latent_cache_dir is not None:
+            self.latent_cache = open_latent_cache(self.latent_cache_dir, self.first_stage,
+                                                  self.trainer.datamodule, self.device)
 
     def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
-        """The objective on this batch's latents, with ``model`` = {unet, conditioner}."""
-        return self.objective(model, self.first_stage.encode(batch["image"]), batch, self.schedule)
+        """The objective on this batch's latents, with ``model`` = {unet, conditioner}; training
+        batches (they carry ``index``) take them from the latent cache when there is one."""
+        if self.latent_cache is not None and "index" in batch:
+            latents = self.latent_cache.lookup(batch["index"]) * self.first_stage.scale_factor
+        else:
+            latents = self.first_stage.encode(batch["image"])
+        return self.objective(model, latents, batch, self.schedule)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.model)
@@ -191,4 +207,5 @@ class LatentDiffusionModule(pl.LightningModule):
 
     def summary_extras(self) -> dict[str, Any]:
         return {"scale_factor": float(self.first_stage.scale_factor),
-                "first_stage_ckpt": self.first_stage.checkpoint_path}
+                "first_stage_ckpt": self.first_stage.checkpoint_path,
+                "latent_cache": self.latent_cache.summary() if self.latent_cache is not None else None}
