@@ -1,0 +1,101 @@
+"""``python -m ldmlab.export``: a trained stage-2 / stage-1 run → diffusers folders that reload
+with diffusers and compute what ldmlab computes; bad inputs are one ``error:`` line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+
+import tests.conftest as conftest
+from ldmlab.diffusion.restore import load_ldm
+from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
+
+# diffusers has one GroupNorm group count: widths that are multiples of 32 (the fixtures' 16 are not)
+WIDE_AE = [a for a in TINY_AE if not a.startswith("autoencoder.encoder.ch=")] + ["autoencoder.encoder.ch=32"]
+WIDE_LDM = [a for a in TINY_LDM if not a.startswith("unet.model_channels=")] + ["unet.model_channels=32"]
+
+
+@pytest.fixture(scope="module")
+def exportable(tmp_path_factory, fmnist_dir) -> dict[str, Path]:
+    """A tiny stage-1 and stage-2 run (trained a few steps) whose networks diffusers can express."""
+    log_dir = tmp_path_factory.mktemp("export_logs")
+    out = run_cli("ldmlab.train", ["trainer.max_epochs=1", *WIDE_AE], log_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ae = next(log_dir.glob("train_ae/runs/*/checkpoints/last.ckpt"))
+    out = run_cli("ldmlab.train", [f"first_stage.ckpt={ae}", "logger=none", *WIDE_LDM], log_dir,
+                  config_name="train_ldm")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"ae": ae, "ldm": next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt")), "logs": log_dir}
+
+
+@pytest.fixture(autouse=True)
+def _export_entry(monkeypatch) -> None:
+    monkeypatch.setitem(conftest.ENTRY_CONFIG, "ldmlab.export", "export")
+
+
+def export(args: list[str], log_dir: Path):
+    return run_forked("ldmlab.export", args, log_dir)
+
+
+@torch.no_grad()
+def test_stage2_export_reloads_and_matches(exportable, tmp_path) -> None:
+    out = tmp_path / "exported"
+    result = export([f"ckpt={exportable['ldm']}", f"out={out}"], exportable["logs"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "unet: max |diff| = " in result.stdout and "vae: max |diff| = " in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["conditioner", "export.json", "scheduler", "unet", "vae"]
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["stage"] == 2 and summary["max_abs_diff"]["unet"] <= 1e-5
+
+    module = load_ldm(exportable["ldm"])
+    unet, conditioner = module.ema.shadow["unet"].eval(), module.ema.shadow["conditioner"].eval()
+    assert unet.out[2].weight.abs().max() > 0  # trained: the zero-initialised output conv moved
+    labels = torch.tensor([0, 3, 9])
+    cond = conditioner({"label": labels})
+    # encoder_hidden_states from the exported table, as conditioner.json describes
+    spec = json.loads((out / "conditioner" / "conditioner.json").read_text())["embedders"][0]
+    table = load_file(out / "conditioner" / "model.safetensors")[spec["table"]]
+    torch.testing.assert_close(table[labels][:, None], cond["crossattn"], rtol=0, atol=0)
+
+    theirs = UNet2DConditionModel.from_pretrained(out / "unet", low_cpu_mem_usage=False).eval()
+    x, t = torch.randn(3, unet.in_channels, 8, 8), torch.tensor([5, 500, 999])
+    ours = unet(x, t, cond)
+    assert ours.std() > 1e-3
+    got = theirs(x, t, encoder_hidden_states=table[labels][:, None]).sample
+    torch.testing.assert_close(got, ours, rtol=1e-5, atol=1e-5 * float(ours.abs().max()))
+
+    scheduler = DDIMScheduler.from_pretrained(out / "scheduler")
+    torch.testing.assert_close(scheduler.alphas_cumprod, module.schedule.alphas_cumprod, rtol=1e-4, atol=1e-6)
+    vae = AutoencoderKL.from_pretrained(out / "vae", low_cpu_mem_usage=False).eval()
+    assert vae.config.scaling_factor == pytest.approx(float(module.first_stage.scale_factor))
+    z = torch.randn(1, unet.in_channels, 8, 8)
+    torch.testing.assert_close(vae.decode(z).sample, module.first_stage.autoencoder.decode(z),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_stage1_export_and_existing_out(exportable, tmp_path) -> None:
+    out = tmp_path / "vae_only"
+    result = export([f"ckpt={exportable['ae']}", f"out={out}"], exportable["logs"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "vae"]
+
+    again = export([f"ckpt={exportable['ae']}", f"out={out}"], exportable["logs"])
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: out: "), again.stderr
+    fix = lines[0].split("Fix: ", 1)[1]
+    assert fix == "overwrite=true"
+    fixed = export([f"ckpt={exportable['ae']}", f"out={out}", fix], exportable["logs"])
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+
+
+def test_inexpressible_unet_is_one_error_line(tiny_ldm_run, tmp_path) -> None:
+    out = tmp_path / "never"
+    result = export([f"out={out}"], tiny_ldm_run)  # its latest run: unet.model_channels=16
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: unet.model_channels: ") and not out.exists()
