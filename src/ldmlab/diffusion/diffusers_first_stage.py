@@ -10,28 +10,32 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from diffusers import AutoencoderKL
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ldmlab.diffusion.first_stage import scale_fit_images, weights_fingerprint
 from ldmlab.utils.errors import ConfigError
 
+try:  # an optional dependency (the dev extra): refused in one line when missing
+    from diffusers import AutoencoderKL
+except ImportError:
+    AutoencoderKL = None
+
 KEY = "first_stage.path"
 FIX = ("first_stage.path=/path/to/vae (a diffusers AutoencoderKL dir: config.json + "
        "diffusion_pytorch_model.safetensors)")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
-INIT_KEYS = tuple(name for name in inspect.signature(AutoencoderKL.__init__).parameters if name != "self")
 
 
 def vae_config(config: dict) -> dict:
     """The ``AutoencoderKL`` init arguments of a diffusers config (tuples as lists; other keys,
     such as ``_class_name``, dropped): plain data, stored in stage-2 checkpoints."""
+    init_keys = set(inspect.signature(AutoencoderKL.__init__).parameters) - {"self"}
     return {key: list(value) if isinstance(value, tuple) else value
-            for key, value in config.items() if key in INIT_KEYS}
+            for key, value in config.items() if key in init_keys}
 
 
-def load_vae_dir(path: str | None) -> AutoencoderKL:
+def load_vae_dir(path: str | None) -> nn.Module:
     """The ``AutoencoderKL`` saved in directory ``path`` (local files, safetensors weights only);
     anything else is a ``ConfigError`` naming ``first_stage.path``."""
     if not path:
@@ -53,7 +57,8 @@ def load_vae_dir(path: str | None) -> AutoencoderKL:
     if not (root / WEIGHTS).is_file():
         raise ConfigError(KEY, f"{root} has no {WEIGHTS} (only safetensors weights are read)", FIX)
     try:
-        vae = AutoencoderKL.from_pretrained(root, local_files_only=True, use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(root, local_files_only=True, use_safetensors=True,
+                                            low_cpu_mem_usage=False)  # no accelerate needed
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(KEY, f"{root}: cannot load the AutoencoderKL ({str(err)[:200]})", FIX) from None
     return vae.float()
@@ -80,6 +85,9 @@ class DiffusersFirstStage(nn.Module):
         autoencoder_config: dict | None = None,
     ) -> None:
         super().__init__()
+        if AutoencoderKL is None:
+            raise ConfigError("first_stage", "needs the diffusers package (not installed)",
+                              "pip install diffusers, or first_stage=default")
         if autoencoder_config is None:
             vae = load_vae_dir(path)
             autoencoder_config = vae_config(dict(vae.config))
