@@ -183,6 +183,11 @@ def _check_expressible(unet: UNet) -> None:
             "UNet2DConditionModel has no self-attention middle block (its UNetMidBlock2D is built "
             "without attention)", "train with a cross-attention conditioner (e.g. conditioner=class, "
             "which sets unet.context_dim)")
+    if unet.channel_mult[0] != 1:
+        mult = ",".join(map(str, [1, *unet.channel_mult[1:]]))
+        raise ConfigError("unet.channel_mult", f"starts with {unet.channel_mult[0]}, but diffusers' conv_in "
+                          "and time features are block_out_channels[0] = the first level's width",
+                          f"retrain with unet.channel_mult=[{mult}]")
     groups = _group_counts(unet)
     if len(groups) > 1:
         raise ConfigError(
