@@ -2,7 +2,7 @@
 
 Cases (``--cases``, comma-separated; default all):
   stage2  stage-2 training step from images (first stage encode, loss, backward, AdamW, EMA)
-  unet    UNet-only training step and CFG forward for unet=small and unet=base
+  unet    UNet-only training step and CFG forward for unet=small and unet=base (or unet_small, unet_base)
   ddim    DDIM-50 + CFG sampling with decode, the SAME weights in both; agreement check
   stage1  stage-1 training step (AE + LPIPS + patch discriminator)
 One line per case (ours, theirs, ratio = theirs_time / ours_time, PASS/MISS against its target)
@@ -22,13 +22,15 @@ import torch
 from sbs.common import Settings
 from sbs.report import RESULTS, environment, line, write
 
-CASES = {"stage2": "sbs.case_stage2", "unet": "sbs.case_unet", "ddim": "sbs.case_ddim",
-         "stage1": "sbs.case_stage1"}
+CASES = {"stage2": ("sbs.case_stage2", {}), "unet": ("sbs.case_unet", {}), "ddim": ("sbs.case_ddim", {}),
+         "stage1": ("sbs.case_stage1", {}), "unet_small": ("sbs.case_unet", {"sizes": ("small",)}),
+         "unet_base": ("sbs.case_unet", {"sizes": ("base",)})}
+DEFAULT = "stage2,unet,ddim,stage1"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {list(CASES)}")
+    parser.add_argument("--cases", default=DEFAULT, help=f"comma-separated subset of {list(CASES)}")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 warm-up, 2 repeats")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
           f"| {env['threads']} threads (both) | {s.dtype} | median of {s.repeats} interleaved repeats")
     failed = False
     for name in args.cases.split(","):
-        for row in importlib.import_module(CASES[name]).run(s):
+        module, kwargs = CASES[name]
+        for row in importlib.import_module(module).run(s, **kwargs):
             print(line(row), flush=True)
             for key, value in row.extra.items():
                 print(f"    {key}: {value}")

@@ -1,8 +1,10 @@
 """Case 1: one stage-2 training step from a batch of images, end to end.
 
 ours: the composed ``conf/train_ldm.yaml`` module (random f=4 KL autoencoder in place of a trained
-checkpoint): first-stage encode → ``DiffusionObjective`` loss → backward → clip → AdamW + warm-up
-LR → EMA, as Lightning runs it per step (Lightning's own loop overhead not included).
+checkpoint): latents from the latent cache (``module.latent_cache``, the default; the cache is read
+once at fit start, so per step it is a lookup by ``batch["index"]``) → ``DiffusionObjective`` loss →
+backward → clip → AdamW + warm-up LR → EMA, as Lightning runs it per step (Lightning's own loop
+overhead not included). ``stage2_step_nocache``: the same with the first stage encoding every batch.
 theirs: diffusers' training-example recipe with architecture-matched VAE and UNet:
 ``vae.encode(x).latent_dist.sample() * scaling_factor`` → ``DDPMScheduler.add_noise`` →
 ``UNet2DConditionModel`` with class labels as ``encoder_hidden_states`` through an ``nn.Embedding``
@@ -11,15 +13,19 @@ theirs: diffusers' training-example recipe with architecture-matched VAE and UNe
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
 from ldmlab.diffusion.first_stage import FirstStage
-from sbs.common import Row, Settings, compare
+from ldmlab.diffusion.latent_cache import LatentCache
+from sbs.common import Row, Settings
 from sbs.models import compose_config, diffusers_unet, diffusers_vae, our_autoencoder, params, unet_kwargs
-from sbs.timing import autocast
+from sbs.timing import autocast, interleaved, peak_memory_mb
 
 TARGET = 1.5
 BATCH = 64  # data.batch_size of train_ldm
@@ -29,7 +35,8 @@ P_UNCOND, NUM_CLASSES = 0.1, 10
 def batch_of_images(batch: int, device: str) -> dict:
     g = torch.Generator().manual_seed(0)
     return {"image": (torch.rand(batch, 1, 32, 32, generator=g) * 2 - 1).to(device),
-            "label": torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)}
+            "label": torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device),
+            "index": torch.randperm(batch, generator=g).to(device)}
 
 
 def ours_step(batch: dict, s: Settings, overrides: list[str]):
@@ -39,11 +46,15 @@ def ours_step(batch: dict, s: Settings, overrides: list[str]):
     first_stage = FirstStage(None, "", 4, 4, 1, autoencoder_config=ae_cfg)
     module = instantiate(cfg.module, first_stage=first_stage).to(s.device).train()
     module.first_stage.fit_scale(batch["image"])
+    with torch.no_grad():  # the cache of the "training set" (here: this batch's images, by index)
+        latents = module.first_stage.autoencoder.encode(batch["image"])[0]
+    cache = LatentCache(latents, path=Path("in-memory"), key="bench", build_seconds=None)
     optim = module.configure_optimizers()
     optimizer, scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     clip = cfg.trainer.gradient_clip_val
 
-    def step() -> float:
+    def step(cached: bool) -> float:
+        module.latent_cache = cache if cached else None
         with autocast(s.device, s.dtype):
             loss = module.diffusion_loss(batch, module.model)
         loss.backward()
@@ -105,6 +116,12 @@ def run(s: Settings) -> list[Row]:
     vae, unet, embedding, theirs = theirs_step(batch, s, cfg, float(module.first_stage.scale_factor))
     counts = (params(module.first_stage) + params(module.model),
               params(vae) + params(unet) + params(embedding))
-    what = "stage-2 step from images: encode → loss → bwd → clip → AdamW → EMA"
-    return [compare("stage2_step", what, batch_size, ours, theirs, counts, TARGET, s,
-                    first_stage_params=f"{params(module.first_stage):,} / {params(vae):,} (ours / theirs)")]
+    fns = {"cache": partial(ours, True), "nocache": partial(ours, False), "theirs": theirs}
+    times = interleaved(fns, s.repeats, s.warmup, s.device)
+    mem = {name: peak_memory_mb(fn, s.device) for name, fn in fns.items()}
+    what = "stage-2 step from images: {} → loss → bwd → clip → AdamW → EMA"
+    vaes = f"{params(module.first_stage):,} / {params(vae):,} (ours / theirs)"
+    return [Row(case, what.format(enc), batch_size, times[name], times["theirs"], *counts, mem[name],
+                mem["theirs"], target, {"first_stage_params": vaes})
+            for case, name, enc, target in (("stage2_step", "cache", "latent cache (default)", TARGET),
+                                            ("stage2_step_nocache", "nocache", "encode", None))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +13,8 @@ from sbs.models import compose_config, diffusers_unet, params, unet_kwargs
 from sbs.timing import autocast
 
 TRAIN_TARGET, CFG_TARGET = 1.3, 1.5
-BATCH = {"small": 64, "base": 8}
+BATCH = {"small": 64, "base": 2}  # base (221M params): ~5 s per step on 2 cores, so B=2, 3 repeats
+REPEATS = {"small": None, "base": 3}
 SCALE = 3.0
 
 
@@ -61,17 +64,20 @@ def run(s: Settings, sizes: tuple[str, ...] = ("small", "base")) -> list[Row]:
         if s.quick:
             kw |= {"model_channels": 32, "num_heads": 4} if size == "base" else {}
         batch = 2 if s.quick else BATCH[size]
+        sized = s
+        if REPEATS[size] and not s.quick:
+            sized = replace(s, repeats=min(s.repeats, REPEATS[size]), warmup=1)
         torch.manual_seed(0)
         ours, theirs = UNet(**kw).to(s.device).train(), diffusers_unet(kw).to(s.device).train()
         counts = (params(ours), params(theirs))
         x, t, ctx, null, noise = _inputs(batch, kw, s.device)
         rows.append(compare(
             f"unet_{size}_train", f"UNet unet={size} training step (fwd+MSE+bwd+AdamW)", batch,
-            train_step(ours, ours_forward, x, t, ctx, noise, s),
-            train_step(theirs, theirs_forward, x, t, ctx, noise, s), counts, TRAIN_TARGET, s))
+            train_step(ours, ours_forward, x, t, ctx, noise, sized),
+            train_step(theirs, theirs_forward, x, t, ctx, noise, sized), counts, TRAIN_TARGET, sized))
         ours.eval(), theirs.eval()
         rows.append(compare(
             f"unet_{size}_cfg", f"UNet unet={size} CFG forward (2B={2 * batch}, no grad)", batch,
-            cfg_forward(ours, ours_forward, x, t, ctx, null, s),
-            cfg_forward(theirs, theirs_forward, x, t, ctx, null, s), counts, CFG_TARGET, s))
+            cfg_forward(ours, ours_forward, x, t, ctx, null, sized),
+            cfg_forward(theirs, theirs_forward, x, t, ctx, null, sized), counts, CFG_TARGET, sized))
     return rows

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from ldmlab.nn.normalization import group_norm
@@ -50,14 +49,18 @@ class CrossAttention(nn.Module):
             raise ValueError("this CrossAttention was built with context_dim; pass context")
         if not self.is_cross and context is not None:
             raise ValueError("this CrossAttention was built without context_dim; pass no context")
+        if context is not None and context.shape[1] == 1 and not torch.is_grad_enabled():
+            # One key (a class token): softmax over it is exactly 1, so every query reads the value;
+            # q and k are skipped. Inference only: in training, q/k keep their (zero) gradients (DDP).
+            return self.to_out(self.to_v(context)).expand(-1, x.shape[1], -1)
         source = x if context is None else context
-        q, k, v = (
-            rearrange(proj(inp), "b n (h d) -> b h n d", h=self.heads)
+        q, k, v = (  # (B, n, heads·d) → (B, heads, n, d) as views (einops' rearrange cost more per call)
+            proj(inp).unflatten(-1, (self.heads, -1)).transpose(1, 2)
             for proj, inp in ((self.to_q, x), (self.to_k, source), (self.to_v, source))
         )
         attn_mask = None if mask is None else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        return self.to_out(out.transpose(1, 2).flatten(2))
 
 
 class GEGLUFeedForward(nn.Module):
@@ -153,8 +156,7 @@ class SpatialTransformer(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        _, _, h, w = x.shape
-        tokens = self.proj_in(rearrange(self.norm(x), "b c h w -> b (h w) c"))
+        tokens = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))  # (B, HW, C) tokens
         for block in self.blocks:
             tokens = block(tokens, context, context_mask)
-        return x + rearrange(self.proj_out(tokens), "b (h w) c -> b c h w", h=h, w=w)
+        return x + self.proj_out(tokens).transpose(1, 2).reshape(x.shape)
