@@ -56,8 +56,8 @@ class LatentCache:
 def unsupported_reason(first_stage: Any, datamodule: Any) -> str | None:
     """Why the latents of these training images cannot be cached exactly (None: they can)."""
     if not isinstance(first_stage, FirstStage):
-        return (f"first_stage is {type(first_stage).__name__}, not a frozen autoencoder with a "
-                "deterministic encoder (pixel space needs no cache)")
+        return (f"first_stage is {type(first_stage).__name__}: only a frozen ldmlab autoencoder "
+                "(FirstStage) is cached; pixel space (identity) needs no cache")
     if getattr(first_stage.autoencoder.regularizer, "sample_posterior_at_eval", False):
         return "the first stage samples its posterior (sample_posterior_at_eval): E(x) is random"
     if not isinstance(datamodule, ImageDataModule):
