@@ -25,6 +25,7 @@ from ldmlab.callbacks.atomic_checkpoint import AtomicModelCheckpoint, ensure_fin
 from ldmlab.callbacks.store_config import StoreConfig
 from ldmlab.checkpoints import CONFIG_KEY, read_checkpoint
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.utils.ddp_jobs import job_ranks
 from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
@@ -84,8 +85,9 @@ def fit(cfg: DictConfig) -> dict:
 
     status, stopped_by = "completed", None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        ensure_finite_state(trainer, module)  # steps after the last checkpoint may have diverged
+        with job_ranks():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+            ensure_finite_state(trainer, module)  # steps after the last checkpoint may have diverged
     except DivergedError as err:
         status, stopped_by = "diverged", err
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl+C (Lightning exits 1), SIGTERM
