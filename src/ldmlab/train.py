@@ -27,6 +27,7 @@ from ldmlab.checkpoints import CONFIG_KEY, read_checkpoint
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.utils.ddp_jobs import job_ranks
 from ldmlab.utils.errors import ConfigError, DivergedError
+from ldmlab.utils.lr_scaling import scale_learning_rates
 from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
 
@@ -57,6 +58,14 @@ def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path) -> str | No
     return ckpt_path
 
 
+def ddp_strategy(strategy, module: pl.LightningModule):
+    """``trainer.strategy``, except that plain ``ddp`` looks for unused parameters (an extra
+    autograd traversal per step) only for modules that leave some idle (``ddp_find_unused_parameters``)."""
+    if strategy == "ddp" and getattr(module, "ddp_find_unused_parameters", False):
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
 def fit(cfg: DictConfig) -> dict:
     """Train as configured and return the summary written to ``<run_dir>/summary.json``."""
     started = time.time()
@@ -77,9 +86,13 @@ def fit(cfg: DictConfig) -> dict:
     if not loggers:  # nothing to monitor into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False
-    )
+    strategy = ddp_strategy(cfg.trainer.strategy, module)
+    trainer: pl.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks,
+                                      logger=loggers or False, strategy=strategy)
+    processes = trainer.world_size * trainer.accumulate_grad_batches
+    lr_scale = scale_learning_rates(module, cfg.lr_scaling, processes)
+    log.info("effective batch %d × %d = %d; lr_scaling=%s: learning rates × %g", datamodule.batch_size,
+             processes, datamodule.batch_size * processes, cfg.lr_scaling, lr_scale)
     for logger in loggers:
         logger.log_hyperparams(callbacks[-1].config)
 
@@ -96,6 +109,7 @@ def fit(cfg: DictConfig) -> dict:
     summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume, status)
     if stopped_by is not None:
         summary["stopped_by"] = " ".join(str(stopped_by).split()) or type(stopped_by).__name__
+    summary |= {"effective_batch_size": datamodule.batch_size * processes, "lr_scale": lr_scale}
     for part in (module, *callbacks):
         if hasattr(part, "summary_extras"):
             summary |= part.summary_extras()

@@ -28,6 +28,9 @@ class AutoencoderModule(pl.LightningModule):
     """
 
     optimizer_keys = ("module.optimizer", "module.disc_optimizer")  # per optimiser, for error messages
+    # DDP: the discriminator idles before loss.disc_start (`trainer=ddp` turns Lightning's
+    # find_unused_parameters on for this module only; see ldmlab.train.ddp_strategy)
+    ddp_find_unused_parameters = True
 
     def __init__(
         self,

@@ -85,7 +85,7 @@ def diverged(module: nn.Module, optimizers: Sequence, index: int, problem: str) 
     group = optimizers[index].param_groups[0] if index < len(optimizers) else {}
     lr = group.get("initial_lr", group.get("lr"))
     if isinstance(factory, partial):  # the configured value (schedulers may start elsewhere)
-        lr = factory.keywords.get("lr", lr)
+        lr = factory.keywords.get("lr", lr) / getattr(module, "lr_scale", 1.0)  # before lr_scaling
     key = f"{node}.lr"
     fix = f"lower it, e.g. {key}={lr / 10:g}" if isinstance(lr, float | int) else f"lower {key}"
     return DivergedError(key, problem, fix)
