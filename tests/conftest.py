@@ -62,7 +62,7 @@ def run_cli(
 
 
 ENTRY_CONFIG = {"ldmlab.train": "train_ae", "ldmlab.sample": "sample", "ldmlab.evaluate": "evaluate",
-                "ldmlab.invert": "invert", "ldmlab.interpolate": "interpolate"}
+                "ldmlab.invert": "invert", "ldmlab.interpolate": "interpolate", "ldmlab.export": "export"}
 
 
 def run_forked(

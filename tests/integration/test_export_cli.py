@@ -11,7 +11,6 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file
 
-import tests.conftest as conftest
 from ldmlab.diffusion.restore import load_ldm
 from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
 
@@ -31,11 +30,6 @@ def exportable(tmp_path_factory, fmnist_dir) -> dict[str, Path]:
                   config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return {"ae": ae, "ldm": next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt")), "logs": log_dir}
-
-
-@pytest.fixture(autouse=True)
-def _export_entry(monkeypatch) -> None:
-    monkeypatch.setitem(conftest.ENTRY_CONFIG, "ldmlab.export", "export")
 
 
 def export(args: list[str], log_dir: Path):

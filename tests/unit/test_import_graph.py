@@ -13,7 +13,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ldmlab"
 ENTRY_POINTS = frozenset({"ldmlab.train", "ldmlab.sample", "ldmlab.evaluate", "ldmlab.report",
-                          "ldmlab.invert", "ldmlab.interpolate"})
+                          "ldmlab.invert", "ldmlab.interpolate", "ldmlab.export"})
 # Rank of the top layers; every other node sits below them. A node of rank r may import a
 # top-layer node only if that node's rank is larger (further down): entry points import cli and
 # callbacks, cli imports callbacks, nobody imports an entry point.
