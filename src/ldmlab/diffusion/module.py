@@ -49,6 +49,10 @@ class LatentDiffusionModule(pl.LightningModule):
     latent_cache: a directory for the first stage's latents of the training images, encoded once
     at fit start and looked up by ``batch["index"]`` (``latent_cache.py``); None: every batch is
     encoded. Off by itself (one log line) where it would not be exact.
+
+    compile: ``torch.compile`` the trained UNet (``nn.Module.compile``: same parameters and
+    state_dict keys; the EMA copy used for validation and sampling stays eager). It pays for
+    long runs only: see benchmarks/README.md for its start-up cost and per-step gain.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class LatentDiffusionModule(pl.LightningModule):
         warmup_steps: int = 0,
         scale_fit_batches: int = 4,
         latent_cache: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.loss_watch = LossWatch("train/loss")
@@ -90,6 +95,8 @@ class LatentDiffusionModule(pl.LightningModule):
         self.first_stage, self.start = first_stage, start
         self.model = nn.ModuleDict({"unet": unet, "conditioner": conditioner})
         self.ema = EMA(self.model, ema_decay, ema_warmup)
+        if compile:  # after the EMA copy: a deepcopy of a compiled module would call the original
+            unet.compile()
         self.schedule, self.parameterization, self.objective = schedule, parameterization, objective
         self.sampler, self.optimizer = sampler, optimizer
         self.warmup_steps, self.scale_fit_batches = warmup_steps, scale_fit_batches
