@@ -82,6 +82,13 @@ def test_fid_is_zero_against_itself_and_grows_with_noise(real, classifier_ckpt, 
     assert fids[0] < fids[1] < fids[2], fids
 
 
+def test_progress_callback_sees_every_generated_image_once_per_network(real, classifier_ckpt, tmp_path):
+    images = real[0][:150]
+    evaluate, seen = classifier_evaluator(images, classifier_ckpt, tmp_path), []
+    evaluate(images[:120], on_image=lambda: seen.append(1))
+    assert len(seen) == 120 * len(evaluate.networks)
+
+
 def test_kid_is_unbiased_near_zero_for_the_same_distribution(real, classifier_ckpt, tmp_path):
     images = real[0]
     evaluate = classifier_evaluator(images[:150], classifier_ckpt, tmp_path)

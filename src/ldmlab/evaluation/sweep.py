@@ -140,7 +140,8 @@ def _scale_columns(guidance: Guidance) -> Row:
 def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Tensor | None,
            where: Row, sampling_seconds: float) -> Row:
     started = time.perf_counter()
-    metrics = evaluator(images.float() / 127.5 - 1, labels)
+    with Progress(len(images) * len(evaluator.networks), "metrics (images)") as progress:
+        metrics = evaluator(images.float() / 127.5 - 1, labels, on_image=partial(progress.advance, 1))
     seconds = {"sampling_seconds": round(sampling_seconds, 3),
                "seconds_per_image": sampling_seconds / len(images),
                "metric_seconds": round(time.perf_counter() - started, 2)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,18 +145,21 @@ class FidelityEvaluator:
         self.cuda = torch.cuda.is_available() if cuda is None else cuda
         self.cache_root = Path(cache_root) if cache_root else fidelity_cache_root()
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 on_image: Callable[[], None] | None = None) -> dict[str, float]:
         """images: (N, C, H, W) in [-1, 1], C/H/W as in the reference; labels: (N,) requested classes
-        (used for ``accuracy_classifier``). Returns the metrics described in the module docstring."""
+        (used for ``accuracy_classifier``); on_image: called per generated image a feature network
+        reads (N × ``len(self.networks)`` calls). Returns the metrics described in the module docstring."""
         self._check_images(images)
         self._check_counts(len(images))
         score_labels = self.classifier is not None and labels is not None
         if score_labels:
             self._check_labels(labels, len(images))
-        generated = FidelityImages(to_uint8(images))
+        pixels = to_uint8(images)
+        generated = FidelityImages(pixels)
         results: dict[str, float] = {}
         for network in self.networks:
-            results |= self._torch_fidelity(network, generated)
+            results |= self._torch_fidelity(network, FidelityImages(pixels, on_image))
         if score_labels:
             results["accuracy_classifier"] = self._accuracy(generated, labels.cpu())
         broken = {key: value for key, value in results.items() if not math.isfinite(value)}

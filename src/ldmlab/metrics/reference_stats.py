@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +30,20 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class FidelityImages(Dataset):
-    """torch-fidelity input: items uint8 (3, H, W); grayscale (N, 1, H, W) is repeated to RGB."""
+    """torch-fidelity input: items uint8 (3, H, W); grayscale (N, 1, H, W) is repeated to RGB.
+    ``on_item`` (optional) is called the first time each item is read (progress over metric
+    batches; torch-fidelity also peeks at item 0 before its pass)."""
 
-    def __init__(self, images_uint8: torch.Tensor) -> None:
-        self.images = images_uint8
+    def __init__(self, images_uint8: torch.Tensor, on_item: Callable[[], None] | None = None) -> None:
+        self.images, self.on_item, self._seen = images_uint8, on_item, set()
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        if self.on_item is not None and index not in self._seen:
+            self._seen.add(index)
+            self.on_item()
         return self.images[index].expand(3, -1, -1)
 
 
