@@ -39,9 +39,15 @@ QUIET_WARNINGS = (r"Found \d+ module\(s\) in eval mode",
                   r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path) -> str | None:
-    """``None`` → fresh start; ``"last"`` → newest ``last.ckpt`` of this task; else a file path.
-    The file is read once here (weights only) and must be a checkpoint of the same task."""
+def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path,
+                   run_dir: Path | None = None) -> str | None:
+    """``None`` → fresh start; ``"last"`` → newest ``last.ckpt`` of this task; ``"auto"`` → this
+    run dir's ``last.ckpt`` if there is one, else a fresh start (a requeued cluster job: its
+    launch id, hence its run dir, stays the same); else a file path. The file is read once here
+    (weights only) and must be a checkpoint of the same task."""
+    if ckpt_path == "auto":
+        own = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
+        ckpt_path = str(own) if own is not None and own.is_file() else None
     if not ckpt_path:
         return None
     if ckpt_path == "last":
@@ -74,7 +80,7 @@ def fit(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task_dir = Path(cfg.paths.log_dir) / cfg.task_name
     pl.seed_everything(cfg.seed, workers=True)
-    resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir)
+    resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir, run_dir)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     module: pl.LightningModule = instantiate(cfg.module)

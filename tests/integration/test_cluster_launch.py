@@ -41,9 +41,8 @@ def test_torchrun_two_ranks_share_one_run_dir(tmp_path, tiny_ae_ckpt):
     _one_run(tmp_path, "torchrun-")
 
 
-def test_srun_tasks_share_one_run_dir(tmp_path, tiny_ae_ckpt):
+def _srun(cmd: list[str]) -> None:
     """Two processes with the variables srun sets for `--ntasks-per-node=2` (= trainer.devices)."""
-    cmd = [sys.executable, "-m", "ldmlab.train", *_train_args(tmp_path, tiny_ae_ckpt)]
     slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242",
              "SLURM_STEP_ID": "0", "SLURM_JOB_NAME": "ldm", "SLURM_NODELIST": "localhost"}
     tasks = [subprocess.Popen(cmd, cwd=REPO, env=_env(**slurm, SLURM_PROCID=str(r), SLURM_LOCALID=str(r)),
@@ -51,7 +50,16 @@ def test_srun_tasks_share_one_run_dir(tmp_path, tiny_ae_ckpt):
     for task in tasks:
         _, err = task.communicate(timeout=300)
         assert task.returncode == 0, err[-3000:]
-    _one_run(tmp_path, "slurm-4242.0")
+
+
+def test_srun_tasks_share_one_run_dir_and_a_requeue_resumes_it(tmp_path, tiny_ae_ckpt):
+    cmd = [sys.executable, "-m", "ldmlab.train", *_train_args(tmp_path, tiny_ae_ckpt), "ckpt_path=auto"]
+    _srun(cmd)  # first start: nothing to resume, a fresh run
+    assert _one_run(tmp_path, "slurm-4242.0")["resumed_from"] is None
+    _srun([*cmd, "trainer.max_epochs=2"])  # the requeued job: same job id, same run dir, resumed
+    summary = json.loads(next((tmp_path / "train_ldm" / "runs").glob("*/summary.json")).read_text())
+    assert summary["resumed_from"].endswith("slurm-4242.0/checkpoints/last.ckpt")
+    assert summary["global_step"] == 4
 
 
 def test_multirun_through_the_submitit_launcher(tmp_path, tiny_ae_ckpt):
