@@ -94,13 +94,17 @@ def diverged(module: nn.Module, optimizers: Sequence, index: int, problem: str) 
 def ensure_finite(loss: Tensor, name: str, step: int, module: nn.Module, optimizers: Sequence) -> None:
     """Raise ``DivergedError`` if ``loss`` is NaN/Inf (before its backward pass), blaming the
     optimiser whose state already went non-finite, else the first one."""
-    if bool(torch.isfinite(loss).all()):
-        return
-    problem = f"training diverged: {name} is {loss.item()} at step {step}"
+    if not bool(torch.isfinite(loss).all()):
+        raise loss_diverged(module, optimizers, f"training diverged: {name} is {loss.item()} at step {step}")
+
+
+def loss_diverged(module: nn.Module, optimizers: Sequence, problem: str) -> DivergedError:
+    """``diverged`` for a non-finite loss: blames the optimiser whose state already went
+    non-finite (named in the message), else the first one."""
     found = nonfinite_state(module, optimizers)
     if found is not None:
         problem += f" ({describe(found[1])})"
-    raise diverged(module, optimizers, found[0] if found else 0, problem)
+    return diverged(module, optimizers, found[0] if found else 0, problem)
 
 
 class LossWatch:
@@ -132,8 +136,5 @@ class LossWatch:
         """Raise ``DivergedError`` if a NaN/Inf loss was observed (one host sync)."""
         if self._step is None or int(self._step) < 0:
             return
-        problem = f"training diverged: {self.name} is {float(self._value)} at step {int(self._step)}"
-        found = nonfinite_state(module, optimizers)
-        if found is not None:
-            problem += f" ({describe(found[1])})"
-        raise diverged(module, optimizers, found[0] if found else 0, problem)
+        raise loss_diverged(module, optimizers, f"training diverged: {self.name} is {float(self._value)} "
+                            f"at step {int(self._step)}")
