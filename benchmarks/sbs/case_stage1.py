@@ -22,12 +22,16 @@ BATCH = 16  # data.batch_size of train_ae
 OVERRIDES = ["loss.lpips.pretrained=false"]  # random LPIPS weights: same cost, no weight files needed
 
 
-def _training_step(autoencode, loss_fn, last_layer, ae_params, x, s: Settings, cfg):
-    """One AutoencoderModule-style step; ``autoencode(x) → (x_rec, RegularizerOutput)``."""
-    opt_ae = torch.optim.Adam(ae_params + loss_fn.generator_parameters(), lr=cfg.module.optimizer.lr,
-                              betas=tuple(cfg.module.optimizer.betas))
-    opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=cfg.module.disc_optimizer.lr,
-                             betas=tuple(cfg.module.disc_optimizer.betas))
+def _training_step(autoencode, loss_fn, last_layer, ae_params, x, s: Settings, cfg, configured: bool):
+    """One AutoencoderModule-style step; ``autoencode(x) → (x_rec, RegularizerOutput)``. Optimisers:
+    the configured ones (``configured``: ours, fused Adam) or plain Adam as diffusers' examples build it."""
+    def adam(node, parameters):
+        if configured:
+            return instantiate(node)(parameters)
+        return torch.optim.Adam(parameters, lr=node.lr, betas=tuple(node.betas))
+
+    opt_ae = adam(cfg.module.optimizer, ae_params + loss_fn.generator_parameters())
+    opt_d = adam(cfg.module.disc_optimizer, loss_fn.discriminator.parameters())
     step_index, clip = loss_fn.disc_start, cfg.module.gradient_clip_val  # discriminator active
 
     def step() -> None:
@@ -63,9 +67,10 @@ def run(s: Settings) -> list[Row]:
         kl = posterior.kl().mean()
         return vae.decode(posterior.sample()).sample, RegularizerOutput(loss=kl, log={"kl": kl.detach()})
 
-    step_ours = _training_step(ours, loss_ours, lambda: ours.last_layer, list(ours.parameters()), x, s, cfg)
+    step_ours = _training_step(ours, loss_ours, lambda: ours.last_layer, list(ours.parameters()), x, s, cfg,
+                               configured=True)
     step_theirs = _training_step(theirs_autoencode, loss_theirs, lambda: vae.decoder.conv_out.weight,
-                                 list(vae.parameters()), x, s, cfg)
+                                 list(vae.parameters()), x, s, cfg, configured=False)
     what = "stage-1 step: AE fwd, L2+LPIPS+GAN (adaptive w), bwd, Adam; disc fwd/bwd/Adam"
     return [compare("stage1_step", what, batch, step_ours, step_theirs,
                     (params(ours), params(vae)), TARGET, s,

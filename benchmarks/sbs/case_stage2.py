@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -49,6 +50,10 @@ def ours_step(batch: dict, s: Settings, overrides: list[str]):
     with torch.no_grad():  # the cache of the "training set" (here: this batch's images, by index)
         latents = module.first_stage.autoencoder.encode(batch["image"])[0]
     cache = LatentCache(latents, path=Path("in-memory"), key="bench", build_seconds=None)
+    precision = "bf16-mixed" if s.dtype == "bf16" else "32-true"  # Lightning's, for the optimiser's choice
+    module.trainer = pl.Trainer(accelerator=s.device, devices=1, precision=precision, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False)
     optim = module.configure_optimizers()
     optimizer, scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     clip = cfg.trainer.gradient_clip_val

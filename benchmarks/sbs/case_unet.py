@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from ldmlab.nn.unet import UNet
 from sbs.common import Row, Settings, compare
@@ -27,8 +29,8 @@ def _inputs(batch: int, kw: dict, device: str, side: int = 8):
     return x, t, ctx, null, torch.randn_like(x)
 
 
-def train_step(net, forward, x, t, ctx, noise, s: Settings):
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+def train_step(net, forward, x, t, ctx, noise, s: Settings, make_optimizer):
+    optimizer = make_optimizer(net.parameters())
 
     def step() -> None:
         with autocast(s.device, s.dtype):
@@ -60,7 +62,12 @@ def theirs_forward(net, x, t, ctx):
 def run(s: Settings, sizes: tuple[str, ...] = ("small", "base")) -> list[Row]:
     rows = []
     for size in sizes:
-        kw = unet_kwargs(compose_config("train_ldm", [f"unet={size}"]))
+        cfg = compose_config("train_ldm", [f"unet={size}"])
+        kw = unet_kwargs(cfg)
+        # ours: the configured optimiser (fused AdamW); theirs: AdamW as diffusers' examples build it
+        ours_optimizer = instantiate(cfg.module.optimizer)
+        opt = cfg.module.optimizer
+        theirs_optimizer = partial(torch.optim.AdamW, lr=opt.lr, weight_decay=opt.weight_decay)
         if s.quick:
             kw |= {"model_channels": 32, "num_heads": 4} if size == "base" else {}
         batch = 2 if s.quick else BATCH[size]
@@ -73,8 +80,9 @@ def run(s: Settings, sizes: tuple[str, ...] = ("small", "base")) -> list[Row]:
         x, t, ctx, null, noise = _inputs(batch, kw, s.device)
         rows.append(compare(
             f"unet_{size}_train", f"UNet unet={size} training step (fwd+MSE+bwd+AdamW)", batch,
-            train_step(ours, ours_forward, x, t, ctx, noise, sized),
-            train_step(theirs, theirs_forward, x, t, ctx, noise, sized), counts, TRAIN_TARGET, sized))
+            train_step(ours, ours_forward, x, t, ctx, noise, sized, ours_optimizer),
+            train_step(theirs, theirs_forward, x, t, ctx, noise, sized, theirs_optimizer), counts,
+            TRAIN_TARGET, sized))
         ours.eval(), theirs.eval()
         rows.append(compare(
             f"unet_{size}_cfg", f"UNet unet={size} CFG forward (2B={2 * batch}, no grad)", batch,

@@ -126,3 +126,11 @@ def test_loss_watch_stays_quiet_on_finite_losses():
         module.global_step = step
         watch.observe(torch.tensor(float(step)), module)
     watch.check(module, optimizers)
+
+
+def test_fused_optimisers_stay_fused_unless_lightning_mixes_precision():
+    params = list(nn.Linear(2, 2).parameters())
+    factory = partial(torch.optim.AdamW, lr=1e-3, fused=True)
+    assert build_optimizer(factory, params, "module.optimizer").defaults["fused"] is True
+    mixed = build_optimizer(factory, params, "module.optimizer", "bf16-mixed").defaults
+    assert not mixed["fused"] and mixed["foreach"] is True  # Lightning refuses to clip fused ones there

@@ -150,9 +150,10 @@ class AutoencoderModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = list(self.autoencoder.parameters()) + self.loss.generator_parameters()
-        opt_ae = build_optimizer(self.optimizer, params, "module.optimizer")
+        precision = str(self.trainer.precision)
+        opt_ae = build_optimizer(self.optimizer, params, "module.optimizer", precision)
         disc_params = self.loss.discriminator.parameters()
-        opt_d = build_optimizer(self.disc_optimizer, disc_params, "module.disc_optimizer")
+        opt_d = build_optimizer(self.disc_optimizer, disc_params, "module.disc_optimizer", precision)
         if self.lr_decay == "cosine":
             total = self.trainer.estimated_stepping_batches
             sched_ae = warmup_cosine(opt_ae, self.warmup_steps, total, self.final_lr_ratio)

@@ -106,7 +106,8 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
-                                      int(self.trainer.estimated_stepping_batches), "module.optimizer")
+                                      int(self.trainer.estimated_stepping_batches), "module.optimizer",
+                                      str(self.trainer.precision))
 
 
 def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:

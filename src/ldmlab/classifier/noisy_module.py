@@ -175,7 +175,8 @@ class NoisyClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
-                                      int(self.trainer.estimated_stepping_batches), "module.optimizer")
+                                      int(self.trainer.estimated_stepping_batches), "module.optimizer",
+                                      str(self.trainer.precision))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store, as plain data, what guidance needs to rebuild the classifier and check that it fits

@@ -204,7 +204,8 @@ class LatentDiffusionModule(pl.LightningModule):
         }
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.optimizer, self.model.parameters(), "module.optimizer")
+        optimizer = build_optimizer(self.optimizer, self.model.parameters(), "module.optimizer",
+                                    str(self.trainer.precision))
         scheduler = linear_warmup(optimizer, self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from torch.optim import Optimizer
 
 from ldmlab.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # torch.optim's "Invalid <what>: <value>" → (the hyperparameter, an example of a valid value)
 _TORCH_CHECKS = {
@@ -22,9 +26,18 @@ _TORCH_CHECKS = {
 }
 
 
-def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: str) -> Optimizer:
+def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: str,
+                    precision: str = "32-true") -> Optimizer:
     """``factory(params=params)``; a hyperparameter torch refuses raises ``ConfigError`` naming
-    ``<key>.<hyperparameter>`` (``key``: the config node of ``factory``, e.g. ``module.optimizer``)."""
+    ``<key>.<hyperparameter>`` (``key``: the config node of ``factory``, e.g. ``module.optimizer``).
+
+    Under Lightning's mixed ``precision`` (``bf16-mixed``, ``16-mixed``) a ``fused=True`` optimiser
+    becomes ``foreach``: Lightning refuses to clip the gradients of optimisers that unscale
+    internally, which fused ones declare."""
+    if "mixed" in precision and isinstance(factory, partial) and factory.keywords.get("fused"):
+        log.info("%s: fused=true is not clippable under %s in Lightning; using foreach", key, precision)
+        keywords = factory.keywords | {"fused": False, "foreach": True}
+        factory = partial(factory.func, *factory.args, **keywords)
     try:
         return factory(params=params)
     except ValueError as err:
@@ -41,11 +54,11 @@ def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: st
 
 def optimizer_and_schedule(
     factory: Callable[..., Optimizer], params: Iterable, scheduler: Callable | None, total_steps: int,
-    key: str,
+    key: str, precision: str = "32-true",
 ) -> Optimizer | dict:
     """``build_optimizer``, and with a ``scheduler`` partial (called as ``scheduler(optimizer,
     total_steps=...)``, e.g. OneCycleLR) Lightning's dict stepping it every optimiser step."""
-    optimizer = build_optimizer(factory, params, key)
+    optimizer = build_optimizer(factory, params, key, precision)
     if scheduler is None:
         return optimizer
     schedule = scheduler(optimizer, total_steps=max(total_steps, 1))
