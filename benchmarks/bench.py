@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds per side (default 7, quick 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where <case>.json go")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where <case>.json go (default {RESULTS}; --quick: a temporary dir)")
     args = parser.parse_args(argv)
+    args.out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS)
     unknown = set(args.cases.split(",")) - set(CASES)
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
