@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
+from ldmlab.utils.optimizers import build_optimizer
 from sbs.common import Row, Settings, compare
 from sbs.models import compose_config, diffusers_vae, params
 from sbs.timing import autocast
@@ -26,8 +27,9 @@ def _training_step(autoencode, loss_fn, last_layer, ae_params, x, s: Settings, c
     """One AutoencoderModule-style step; ``autoencode(x) → (x_rec, RegularizerOutput)``. Optimisers:
     the configured ones (``configured``: ours, fused Adam) or plain Adam as diffusers' examples build it."""
     def adam(node, parameters):
-        if configured:
-            return instantiate(node)(parameters)
+        if configured:  # as AutoencoderModule builds it (fused; foreach under mixed precision)
+            precision = "bf16-mixed" if s.dtype == "bf16" else "32-true"
+            return build_optimizer(instantiate(node), parameters, "module.optimizer", precision)
         return torch.optim.Adam(parameters, lr=node.lr, betas=tuple(node.betas))
 
     opt_ae = adam(cfg.module.optimizer, ae_params + loss_fn.generator_parameters())

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from ldmlab.nn.unet import UNet
+from ldmlab.utils.optimizers import build_optimizer
 from sbs.common import Row, Settings, compare
 from sbs.models import compose_config, diffusers_unet, params, unet_kwargs
 from sbs.timing import autocast
@@ -64,8 +65,11 @@ def run(s: Settings, sizes: tuple[str, ...] = ("small", "base")) -> list[Row]:
     for size in sizes:
         cfg = compose_config("train_ldm", [f"unet={size}"])
         kw = unet_kwargs(cfg)
-        # ours: the configured optimiser (fused AdamW); theirs: AdamW as diffusers' examples build it
-        ours_optimizer = instantiate(cfg.module.optimizer)
+        # ours: the configured optimiser as the modules build it (fused AdamW; foreach under mixed
+        # precision); theirs: AdamW as diffusers' examples build it
+        precision = "bf16-mixed" if s.dtype == "bf16" else "32-true"
+        ours_optimizer = partial(build_optimizer, instantiate(cfg.module.optimizer), key="module.optimizer",
+                                 precision=precision)
         opt = cfg.module.optimizer
         theirs_optimizer = partial(torch.optim.AdamW, lr=opt.lr, weight_decay=opt.weight_decay)
         if s.quick:

@@ -32,11 +32,12 @@ def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: st
     ``<key>.<hyperparameter>`` (``key``: the config node of ``factory``, e.g. ``module.optimizer``).
 
     Under Lightning's mixed ``precision`` (``bf16-mixed``, ``16-mixed``) a ``fused=True`` optimiser
-    becomes ``foreach``: Lightning refuses to clip the gradients of optimisers that unscale
-    internally, which fused ones declare."""
+    gets torch's default implementation instead (foreach on CUDA, per tensor on CPU): Lightning
+    refuses to clip the gradients of optimisers that unscale internally, which fused ones declare."""
     if "mixed" in precision and isinstance(factory, partial) and factory.keywords.get("fused"):
-        log.info("%s: fused=true is not clippable under %s in Lightning; using foreach", key, precision)
-        keywords = factory.keywords | {"fused": False, "foreach": True}
+        log.info("%s: fused=true is not clippable under %s in Lightning; using torch's default", key,
+                 precision)
+        keywords = factory.keywords | {"fused": None}
         factory = partial(factory.func, *factory.args, **keywords)
     try:
         return factory(params=params)
