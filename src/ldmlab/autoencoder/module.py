@@ -12,7 +12,7 @@ from ldmlab.autoencoder.model import Autoencoder
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
-from ldmlab.utils.optimizers import build_optimizer
+from ldmlab.utils.optimizers import build_optimizer, trainer_precision
 from ldmlab.utils.schedules import linear_warmup, warmup_cosine
 
 LR_DECAYS = ("constant", "cosine")
@@ -150,7 +150,7 @@ class AutoencoderModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = list(self.autoencoder.parameters()) + self.loss.generator_parameters()
-        precision = str(self.trainer.precision)
+        precision = trainer_precision(self)
         opt_ae = build_optimizer(self.optimizer, params, "module.optimizer", precision)
         disc_params = self.loss.discriminator.parameters()
         opt_d = build_optimizer(self.disc_optimizer, disc_params, "module.disc_optimizer", precision)

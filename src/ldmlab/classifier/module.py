@@ -14,7 +14,7 @@ from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
-from ldmlab.utils.optimizers import optimizer_and_schedule
+from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
 
 CKPT_KEY = "metrics.classifier_ckpt"
 NETWORK_FIELDS = {"in_channels": int, "num_classes": int, "resolution": int, "widths": list, "groups": int,
@@ -107,7 +107,7 @@ class ClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
                                       int(self.trainer.estimated_stepping_batches), "module.optimizer",
-                                      str(self.trainer.precision))
+                                      trainer_precision(self))
 
 
 def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:

@@ -21,7 +21,7 @@ from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.nn.ema import EMA
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
-from ldmlab.utils.optimizers import optimizer_and_schedule
+from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"  # the key stage-2 checkpoints use for the same
@@ -176,7 +176,7 @@ class NoisyClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
                                       int(self.trainer.estimated_stepping_batches), "module.optimizer",
-                                      str(self.trainer.precision))
+                                      trainer_precision(self))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store, as plain data, what guidance needs to rebuild the classifier and check that it fits

@@ -27,7 +27,7 @@ from ldmlab.nn.ema import EMA
 from ldmlab.nn.unet import UNet
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
-from ldmlab.utils.optimizers import build_optimizer
+from ldmlab.utils.optimizers import build_optimizer, trainer_precision
 from ldmlab.utils.schedules import linear_warmup
 
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
@@ -205,7 +205,7 @@ class LatentDiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optimizer, self.model.parameters(), "module.optimizer",
-                                    str(self.trainer.precision))
+                                    trainer_precision(self))
         scheduler = linear_warmup(optimizer, self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -53,6 +53,12 @@ def build_optimizer(factory: Callable[..., Optimizer], params: Iterable, key: st
                           f"e.g. {key}.{name}={example}") from None
 
 
+def trainer_precision(module) -> str:
+    """The precision of the Trainer ``module`` is attached to (``"32-true"`` when it is used alone)."""
+    trainer = getattr(module, "_trainer", None)
+    return str(trainer.precision) if trainer is not None else "32-true"
+
+
 def optimizer_and_schedule(
     factory: Callable[..., Optimizer], params: Iterable, scheduler: Callable | None, total_steps: int,
     key: str, precision: str = "32-true",
