@@ -79,10 +79,10 @@ demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, samples, then a s
 		$(DEMO_SWEEP_ARGS)
 
 test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 min on 2 cores
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n 2 --dist loadfile
 
 test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(INSTALLED)  ## ldmlab vs diffusers, one process: stage-2/UNet/DDIM/stage-1 steps, ratios + results/*.json
 	$(PY) benchmarks/bench.py $(ARGS)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -126,23 +127,40 @@ TINY_LDM = [
 ]
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> Path:
+    """A directory built once per test session by ``build(path)``, shared by every pytest-xdist
+    worker (the first to take the lock builds it; the others wait and reuse it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' common base temp dir
+    path, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            path.mkdir(exist_ok=True)
+            build(path)
+            done.touch()
+    return path
+
+
+def _train(config_name: str, args: list[str]):
+    def build(log_dir: Path) -> None:
+        out = run_cli("ldmlab.train", args, log_dir, config_name=config_name)
+        assert out.returncode == 0, out.stderr[-3000:]
+    return build
+
+
 @pytest.fixture(scope="session")
 def tiny_ae_ckpt(tmp_path_factory, fmnist_dir) -> Path:
     """A real (tiny, 1-epoch) stage-1 checkpoint trained through the CLI."""
-    log_dir = tmp_path_factory.mktemp("ae_logs")
-    out = run_cli("ldmlab.train", ["trainer.max_epochs=1", *TINY_AE], log_dir)
-    assert out.returncode == 0, out.stderr[-3000:]
+    log_dir = shared_dir(tmp_path_factory, "ae_logs", _train("train_ae", ["trainer.max_epochs=1", *TINY_AE]))
     return next(log_dir.glob("train_ae/runs/*/checkpoints/last.ckpt"))
 
 
 @pytest.fixture(scope="session")
 def tiny_ldm_run(tmp_path_factory, tiny_ae_ckpt) -> Path:
     """A real (tiny, 1-epoch) class-conditional stage-2 run; returns its log dir."""
-    log_dir = tmp_path_factory.mktemp("ldm_logs")
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "logger=csv", *TINY_LDM]
-    out = run_cli("ldmlab.train", args, log_dir, config_name="train_ldm")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return log_dir
+    return shared_dir(tmp_path_factory, "ldm_logs", _train("train_ldm", args))
 
 
 TINY_NOISY_CLASSIFIER = [
@@ -155,8 +173,6 @@ TINY_NOISY_CLASSIFIER = [
 @pytest.fixture(scope="session")
 def tiny_noisy_classifier_run(tmp_path_factory, tiny_ae_ckpt) -> Path:
     """A real (tiny, 1-epoch) noisy-latent classifier on the tiny first stage; returns its run dir."""
-    log_dir = tmp_path_factory.mktemp("noisy_classifier_logs")
-    out = run_cli("ldmlab.train", [f"first_stage.ckpt={tiny_ae_ckpt}", *TINY_NOISY_CLASSIFIER], log_dir,
-                  config_name="train_noisy_classifier")
-    assert out.returncode == 0, out.stderr[-3000:]
+    args = [f"first_stage.ckpt={tiny_ae_ckpt}", *TINY_NOISY_CLASSIFIER]
+    log_dir = shared_dir(tmp_path_factory, "noisy_classifier_logs", _train("train_noisy_classifier", args))
     return (log_dir / "train_noisy_classifier" / "latest").resolve()
