@@ -90,7 +90,8 @@ def _export_ldm(module: LatentDiffusionModule, checkpoint: dict, path: Path, cfg
     scheduler.save_pretrained(out / "scheduler")
     x = torch.randn(2, unet.in_channels, latent_size, latent_size, generator=generator)
     t = torch.tensor([0, module.schedule.num_timesteps - 1])
-    reloaded = UNet2DConditionModel.from_pretrained(out / "unet", low_cpu_mem_usage=False)
+    reloaded = UNet2DConditionModel.from_pretrained(out / "unet", low_cpu_mem_usage=False,
+                                                    local_files_only=True, use_safetensors=True)
     cond = _random_cond(unet, latent_size, generator)
     diffs = {"unet": assert_same_outputs(unet, reloaded, x, t, cond, cfg.rtol),
              "scheduler alphas_cumprod": schedule_diff,
@@ -180,7 +181,8 @@ def _save_vae(autoencoder: Autoencoder, vae: AutoencoderKL, folder: Path, rtol: 
               generator: torch.Generator) -> float:
     """Save, reload, compare posterior means and decodings on a random (1, C, 4f, 4f) image."""
     vae.save_pretrained(folder, safe_serialization=True)
-    reloaded = AutoencoderKL.from_pretrained(folder, low_cpu_mem_usage=False).eval()
+    reloaded = AutoencoderKL.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True,
+                                             use_safetensors=True).eval()
     side = 4 * autoencoder.downsample_factor
     x = torch.rand(1, autoencoder.in_channels, side, side, generator=generator) * 2 - 1
     mean = autoencoder.eval().encode(x)[0]

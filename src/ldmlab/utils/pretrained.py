@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,6 +30,14 @@ class WeightsUnavailableError(RuntimeError):
 
 class OfflineSourceMissing(Exception):
     """Raised by a converter when its offline package is not installed."""
+
+
+class UnsafeWeightsFile(Exception):
+    """A downloaded (or planted) weights file that the weights-only loader refuses."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def cache_dir() -> Path:
@@ -63,7 +72,31 @@ def load_state_dict_file(path: str | Path) -> StateDict:
         raise FileNotFoundError(path)
     if path.suffix == ".safetensors":
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    return _named_tensors(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def hub_state_dict(url: str) -> StateDict:
+    """The state dict at ``url`` through torch hub's download cache
+    (``$TORCH_HOME/hub/checkpoints/<file name of url>``), read weights-only: a cached file that
+    is not a dict of named tensors (e.g. a planted pickle) raises ``UnsafeWeightsFile``; a
+    failed download raises ``OSError``. Never call torchvision's ``weights.get_state_dict`` or
+    a model builder with ``weights=``: they unpickle that same cache file with code allowed."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    try:
+        state = torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=False, check_hash=True, weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the weights-only loader refuses, the file is at fault
+        raise UnsafeWeightsFile(path, refusal_reason(path, err)) from None
+    try:
+        return _named_tensors(state)
+    except ValueError as err:
+        raise UnsafeWeightsFile(path, str(err)) from None
+
+
+def _named_tensors(state: object) -> StateDict:
+    """``state`` (or its ``"state_dict"`` entry) if it is a dict of named tensors, else ``ValueError``."""
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(
@@ -112,6 +145,10 @@ def resolve_weights(source: WeightSource, explicit_path: str | Path | None = Non
         except OSError as err:  # network failures surface as URLError/OSError
             errors.append(f"{origin}: {err}")
             continue
+        except UnsafeWeightsFile as err:
+            raise ConfigError(source.config_key, f"{err.path} is not a weights-only state dict "
+                              f"({err.reason}); refusing to load it", f"delete {err.path}. {source.fix}",
+                              ) from None
         save_state_dict_atomic(state, cached)
         return state
     raise WeightsUnavailableError(
