@@ -6,12 +6,17 @@ default), ``out/scheduler`` (``DDIMScheduler`` with the trained noise schedule),
 ``out/vae`` (``AutoencoderKL`` with the fitted latent scale); a stage-1 (train_ae) checkpoint gives
 ``out/vae`` only. Every part is reloaded from disk and compared with ldmlab on fixed random inputs;
 the max |diff| are printed and written to ``out/export.json``. A mismatch is a bug (RuntimeError).
+
+``out`` is checked before any work (not a link, a file or under one); everything is built in a
+temporary folder beside it and swapped in only once every part has been checked, so a failed
+export leaves ``out`` as it was. ``export.json`` lists every file written (with its sha256);
+``overwrite=true`` replaces an earlier export only when ``out`` holds nothing else — a file of
+yours there, or an edited one, refuses, and is never deleted.
 """
 
 from __future__ import annotations
 
 import inspect
-import shutil
 from pathlib import Path
 
 import diffusers
@@ -33,8 +38,9 @@ from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
 from ldmlab.diffusion.restore import FIX, KEY, ldm_architecture, load_ldm, resolve_ldm_checkpoint
 from ldmlab.interop.autoencoder_kl import to_diffusers_vae
 from ldmlab.interop.unet2d import assert_same_outputs, to_diffusers_unet
+from ldmlab.utils.atomic_output import write_json
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.run_layout import write_json_atomic
+from ldmlab.utils.output_dir import atomic_dir, check_replaceable, checked_output_dir
 
 BETA_SCHEDULES = {"LinearSchedule": "linear", "ScaledLinearSchedule": "scaled_linear",
                   "CosineSchedule": "squaredcos_cap_v2"}
@@ -47,28 +53,29 @@ def export(cfg: DictConfig) -> Path:
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     checkpoint = read_checkpoint(path, KEY, FIX)
     generator = torch.Generator().manual_seed(cfg.seed)
-    if FIRST_STAGE_CONFIG in checkpoint:
-        parts, diffs, extra = _export_ldm(load_ldm(path), checkpoint, path, cfg, out, generator)
-    else:
-        autoencoder = load_autoencoder(path, KEY, FIX)[0].eval()
-        scaling_factor = 1.0 if cfg.scaling_factor is None else float(cfg.scaling_factor)
-        vae = to_diffusers_vae(autoencoder, scaling_factor)
-        _prepare(out)
-        diffs = {"vae": _save_vae(autoencoder, vae, out / "vae", cfg.rtol, generator)}
-        parts, extra = {"vae": str(out / "vae")}, {"stage": 1, "scaling_factor": scaling_factor}
+    with atomic_dir(out, MARKER, "out") as tmp:
+        if FIRST_STAGE_CONFIG in checkpoint:
+            parts, diffs, extra = _export_ldm(load_ldm(path), checkpoint, path, cfg, tmp, generator)
+        else:
+            autoencoder = load_autoencoder(path, KEY, FIX)[0].eval()
+            scaling_factor = 1.0 if cfg.scaling_factor is None else float(cfg.scaling_factor)
+            vae = to_diffusers_vae(autoencoder, scaling_factor)
+            diffs = {"vae": _save_vae(autoencoder, vae, tmp / "vae", cfg.rtol, generator)}
+            parts, extra = ["vae"], {"stage": 1, "scaling_factor": scaling_factor}
+        write_json(tmp / MARKER, {
+            "task": "export", "checkpoint": str(path), **extra, "parts": parts, "max_abs_diff": diffs,
+            "rtol": cfg.rtol, "seed": cfg.seed, "diffusers_version": diffusers.__version__,
+        })
     for name, diff in diffs.items():
         print(f"{name}: max |diff| = {diff:.3g}")
-    write_json_atomic(out / MARKER, {
-        "task": "export", "checkpoint": str(path), **extra, "parts": parts, "max_abs_diff": diffs,
-        "rtol": cfg.rtol, "seed": cfg.seed, "diffusers_version": diffusers.__version__,
-    })
     print(f"wrote {', '.join(parts)} and {MARKER} to {out}")
     return out
 
 
 def _export_ldm(module: LatentDiffusionModule, checkpoint: dict, path: Path, cfg: DictConfig, out: Path,
-                generator: torch.Generator) -> tuple[dict, dict, dict]:
-    """Convert everything first (a ConfigError leaves ``out`` untouched), then write and check."""
+                generator: torch.Generator) -> tuple[list, dict, dict]:
+    """Convert everything, then write into (the temporary) ``out`` and check; returns (the part
+    folders, max |diff| per check, export.json extras)."""
     if module.horizon < module.schedule.num_timesteps:
         raise ConfigError("module.start", f"the model is trained on t < {module.horizon} only and samples "
                           "from another generator's output; diffusers pipelines start from noise",
@@ -85,7 +92,6 @@ def _export_ldm(module: LatentDiffusionModule, checkpoint: dict, path: Path, cfg
     scaling_factor = float(first_stage.scale_factor) if isinstance(first_stage, FirstStage) else None
     vae = None if scaling_factor is None else to_diffusers_vae(first_stage.autoencoder, scaling_factor)
 
-    _prepare(out)
     their_unet.save_pretrained(out / "unet", safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
     x = torch.randn(2, unet.in_channels, latent_size, latent_size, generator=generator)
@@ -96,10 +102,10 @@ def _export_ldm(module: LatentDiffusionModule, checkpoint: dict, path: Path, cfg
     diffs = {"unet": assert_same_outputs(unet, reloaded, x, t, cond, cfg.rtol),
              "scheduler alphas_cumprod": schedule_diff,
              "conditioner": _save_conditioner(conditioner, out / "conditioner")}
-    parts = {name: str(out / name) for name in ("unet", "scheduler", "conditioner")}
+    parts = ["unet", "scheduler", "conditioner"]
     if vae is not None:
         diffs["vae"] = _save_vae(first_stage.autoencoder, vae, out / "vae", cfg.rtol, generator)
-        parts["vae"] = str(out / "vae")
+        parts.append("vae")
     return parts, diffs, {"stage": 2, "use_ema": cfg.use_ema, "scaling_factor": scaling_factor,
                           "latent_size": latent_size}
 
@@ -158,7 +164,7 @@ def _save_conditioner(conditioner: Conditioner, folder: Path) -> float:
                      "null_index": embedder.num_classes, "recipe": "table[labels] (B, D); crossattn: "
                      "[:, None, :] (B, 1, D); unconditional (CFG): labels = null_index"}
         embedders.append(spec)
-    write_json_atomic(folder / "conditioner.json", {
+    write_json(folder / "conditioner.json", {
         "embedders": embedders,
         "merge": "crossattn outputs, concatenated along L in this order: encoder_hidden_states (B, L, D) "
                  "(with encoder_attention_mask when an embedder masks); vector outputs concatenated along D: "
@@ -197,31 +203,21 @@ def _save_vae(autoencoder: Autoencoder, vae: AutoencoderKL, folder: Path, rtol: 
 
 
 def _checked_out(out: str | None, overwrite: bool) -> Path:
-    """The output folder: missing or empty, or (``overwrite=true``) an earlier export."""
+    """The output folder: missing or empty, or (``overwrite=true``) an earlier export holding only
+    the files its ``export.json`` lists."""
     if not out:
         raise ConfigError("out", "is not set", "out=exported/ldm")
-    folder = Path(out).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError("out", f"{folder} is a file", f"out={folder}_export")
+    folder = checked_output_dir(out, "out")
     if folder.is_dir() and any(folder.iterdir()):
+        check_replaceable(folder, MARKER, "out")
         if not overwrite:
-            raise ConfigError("out", f"{folder} exists and is not empty", "overwrite=true")
-        if not (folder / MARKER).is_file():
-            raise ConfigError("out", f"{folder} is not an earlier export (no {MARKER}), so overwrite=true "
-                              "will not delete it", f"out={folder}_export")
+            raise ConfigError("out", f"{folder} holds an earlier export", "overwrite=true")
     return folder
-
-
-def _prepare(folder: Path) -> None:
-    """An empty ``folder`` (an earlier export in it is removed: ``_checked_out`` allowed that)."""
-    if folder.is_dir() and (folder / MARKER).is_file():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(export, cfg)
+    exit_on_user_error(export, cfg, Settings)
 
 
 if __name__ == "__main__":

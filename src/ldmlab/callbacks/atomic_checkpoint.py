@@ -1,4 +1,9 @@
-"""ModelCheckpoint whose files are never half-written and never hold a diverged state."""
+"""ModelCheckpoint whose files are never half-written and never hold a diverged state.
+
+A checkpoint is written under a temporary name unique to the process (``ldmlab.utils.atomic_output``),
+fsynced, renamed onto its name and the folder fsynced; if the write fails (a full disk: ENOSPC) the
+temporary file is removed, the previous checkpoint stays as it was, and every rank raises.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from weakref import proxy
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from ldmlab.utils.atomic_output import disk_full, fsync, remove, temp_beside
 from ldmlab.utils.finite import describe, diverged, nonfinite_state
 
 
@@ -21,6 +27,33 @@ def ensure_finite_state(trainer: pl.Trainer, module: pl.LightningModule, monitor
         index, names = found or (0, ["the state of another rank"])
         raise diverged(module, trainer.optimizers, index, f"training diverged by step {trainer.global_step}: "
                        f"{describe(names)}; no checkpoint written")
+
+
+def publish_checkpoint(trainer: pl.Trainer, path: Path, weights_only: bool) -> None:
+    """Save to a temporary file beside ``path`` (rank 0 writes), fsync, rename onto ``path``. A
+    failure on rank 0 removes the temporary file and raises there (a full disk as
+    ``DiskFullError``); the other ranks then raise too instead of waiting for it."""
+    tmp, failure = temp_beside(path, suffix=".tmp"), None
+    try:
+        trainer.save_checkpoint(tmp, weights_only)
+    except Exception as err:  # noqa: BLE001 - re-raised below, once every rank knows
+        failure = err
+        trainer.strategy.barrier("Trainer.save_checkpoint")  # the one the failed save skipped
+    if failure is None and trainer.is_global_zero:
+        try:
+            fsync(tmp)
+            os.replace(tmp, path)
+            fsync(path.parent)
+        except OSError as err:
+            failure = err
+    if trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
+        remove(tmp)
+        if failure is None:
+            raise RuntimeError(f"writing {path} failed on another rank")
+        cause = disk_full(failure, path)
+        if cause is failure:
+            raise failure
+        raise cause from failure
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -36,11 +69,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         ensure_finite_state(trainer, trainer.lightning_module, self.monitor)
-        tmp = str(Path(filepath).with_name(f".{Path(filepath).name}.tmp"))
-        trainer.save_checkpoint(tmp, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)
-        trainer.strategy.barrier("atomic_checkpoint")
+        publish_checkpoint(trainer, Path(filepath), self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         metrics = trainer.callback_metrics

@@ -7,7 +7,6 @@ Loaded from a stage-1 Lightning checkpoint (``ldmlab.autoencoder.loading``). ``f
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import instantiate_stored
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.run_layout import last_checkpoint_of_run, latest_run
 
 KEY = "first_stage.ckpt"
 FIX = "point it at a train_ae checkpoint (first_stage.ckpt=logs/train_ae/latest/checkpoints/last.ckpt)"
@@ -31,13 +31,14 @@ def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
         if not path.is_file():
             raise ConfigError(KEY, f"{path} does not exist", "give a stage-1 .ckpt or run `make train-ae`")
         return path
-    summary = Path(log_dir) / "train_ae" / "latest" / "summary.json"
+    latest = latest_run(Path(log_dir) / "train_ae", KEY)
+    summary = latest / "summary.json"
     if not summary.is_file():
         raise ConfigError(
             KEY, f"no trained autoencoder found ({summary} is missing)",
             "run `make train-ae` first or set first_stage.ckpt=/path/to/last.ckpt",
         )
-    return Path(json.loads(summary.read_text())["checkpoints"]["last"])
+    return last_checkpoint_of_run(latest, KEY, FIX)
 
 
 def scale_fit_images(loader: Iterable[dict], num_batches: int) -> torch.Tensor:

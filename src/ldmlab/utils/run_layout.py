@@ -1,32 +1,81 @@
 """Run directories: ``logs/<task>/runs/<timestamp>/`` with ``checkpoints/`` and ``summary.json``;
-``logs/<task>/latest`` → newest completed run. Every write here is atomic (temp file + rename).
+``logs/<task>/latest`` → newest completed run (a relative symlink). Every write here is atomic
+(``ldmlab.utils.atomic_output``).
+
+A run dir is self-contained: the paths a summary records into its own run dir are relative to it
+(``checkpoints/last.ckpt``), so a copied or moved run dir works without the original; summaries
+written before that (absolute, or relative to the working directory) are read relative to where
+the run dir is now (``path_in_run``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
+from ldmlab.utils.atomic_output import remove, temp_beside, write_json
 from ldmlab.utils.errors import ConfigError
 
 SUMMARY = "summary.json"
+LATEST = "latest"
+log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    """``payload`` as JSON at ``path``, complete or absent (temp file, fsync, rename)."""
+    write_json(path, payload)
 
 
-def update_latest(task_dir: Path, run_dir: Path) -> Path:
-    """Point ``task_dir/latest`` at ``run_dir`` (relative symlink, swapped atomically)."""
-    link = task_dir / "latest"
-    tmp = task_dir / f".latest.tmp{os.getpid()}"
-    tmp.unlink(missing_ok=True)
+def in_run(run_dir: Path, path: str | Path | None) -> str | None:
+    """What a summary records for ``path``: relative to ``run_dir`` when inside it, else as given."""
+    if path is None:
+        return None
+    relative = os.path.relpath(Path(path).absolute(), Path(run_dir).absolute())
+    return str(path) if relative == ".." or relative.startswith("../") else relative
+
+
+def path_in_run(run_dir: Path, summary: dict, recorded: str) -> Path:
+    """Where a path recorded in ``run_dir``'s summary is now: relative ones are relative to the run
+    dir; old absolute ones under the summary's own ``run_dir`` are re-based onto ``run_dir`` (a
+    copied or moved run), other absolute ones are kept."""
+    path = Path(recorded)
+    old_run = summary.get("run_dir")
+    if isinstance(old_run, str) and path.is_relative_to(old_run):
+        return run_dir / path.relative_to(old_run)
+    return path if path.is_absolute() else run_dir / path
+
+
+def update_latest(task_dir: Path, run_dir: Path) -> Path | None:
+    """Point ``task_dir/latest`` at ``run_dir`` (relative symlink, swapped atomically). A real
+    folder or file named ``latest`` is never replaced: it stays, with a warning, and None is returned."""
+    link = task_dir / LATEST
+    if os.path.lexists(link) and not link.is_symlink():
+        log.warning("%s is a %s, not ldmlab's link to the newest run, so it was left as it is and not "
+                    "pointed at %s; move it away to have it kept up to date", link,
+                    "folder" if link.is_dir() else "file", run_dir)
+        return None
+    tmp = temp_beside(link, suffix="")
     tmp.symlink_to(os.path.relpath(run_dir, task_dir))
-    os.replace(tmp, link)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        remove(tmp)
+        raise
     return link
+
+
+def latest_run(task_dir: Path, key: str) -> Path:
+    """``task_dir/latest``, which must be ldmlab's link (or absent): a real folder or file there
+    is a ``ConfigError`` naming ``key``, with the newest run's checkpoint as the fix."""
+    latest = task_dir / LATEST
+    if os.path.lexists(latest) and not latest.is_symlink():
+        newest = newest_checkpoint(task_dir)
+        fix = f"{key}={newest}" if newest else f"move {latest} away, then train a run"
+        kind = "folder" if latest.is_dir() else "file"
+        raise ConfigError(key, f"{latest} is a {kind}, not the link ldmlab keeps to the newest run", fix)
+    return latest
 
 
 def task_dir_of(run_dir: Path) -> Path:
@@ -72,7 +121,7 @@ def resolve_run_checkpoint(
         if not path.is_file():
             raise ConfigError(key, f"{path} does not exist", fix)
         return path
-    latest = Path(log_dir) / task / "latest"
+    latest = latest_run(Path(log_dir) / task, key)
     if not (latest / SUMMARY).is_file():
         missing_fix = missing_fix or f"run `make {task.replace('_', '-')}`"
         raise ConfigError(key, f"no {what} ({latest}/{SUMMARY} is missing)", missing_fix)
@@ -80,14 +129,15 @@ def resolve_run_checkpoint(
 
 
 def last_checkpoint_of_run(run_dir: Path, key: str, fix: str) -> Path:
-    """The ``checkpoints.last`` path named by ``<run_dir>/summary.json``."""
+    """The ``checkpoints.last`` path named by ``<run_dir>/summary.json`` (``path_in_run``)."""
     summary = run_dir / SUMMARY
     if not summary.is_file():
         raise ConfigError(key, f"{run_dir} is a directory without {SUMMARY}", fix)
     try:
-        last = json.loads(summary.read_text())["checkpoints"]["last"]
+        content = json.loads(summary.read_text())
+        last = content["checkpoints"]["last"]
     except (ValueError, KeyError, TypeError):
         raise ConfigError(key, f"{summary} is not an ldmlab run summary", fix) from None
     if not isinstance(last, str):
         raise ConfigError(key, f"{summary} names no last checkpoint", fix)
-    return Path(last)
+    return path_in_run(run_dir, content, last)
