@@ -20,11 +20,13 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ldmlab.utils.atomic_output import DiskFullError
 from ldmlab.utils.conf_dir import CONF_DIR
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
+OUTPUT_KEYS = ("out", "sweep_dir", "paths.log_dir")  # where the commands write, most specific first
 EXIT_USER_ERROR = 2
 
 
@@ -60,6 +62,7 @@ def _raised_at_call_site(err: TypeError) -> bool:
 
 def exit_on_user_error(run: Callable, cfg):
     """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2."""
+    run = naming_full_disk(run)
     try:
         return run(cfg)
     except Exception as err:
@@ -67,6 +70,32 @@ def exit_on_user_error(run: Callable, cfg):
         if cause is None:
             raise
         fail(str(cause))
+
+
+def naming_full_disk(run: Callable) -> Callable:
+    """``run`` with a full disk (``DiskFullError``, raised after the half-written file was removed)
+    turned into a ``ConfigError`` naming the first of ``OUTPUT_KEYS`` whose folder holds the file;
+    a file elsewhere keeps its traceback."""
+    def wrapped(cfg):
+        try:
+            return run(cfg)
+        except DiskFullError as err:
+            file = Path(err.filename).resolve()
+            key = next((k for k in OUTPUT_KEYS if _holds(cfg, k, file)), None)
+            if key is None:
+                raise
+            raise ConfigError(key, f"no space left on the device writing {file} (nothing half-written is "
+                              "left, earlier files are intact)",
+                              f"free space on that disk, or {key}=<a folder on a disk with room>") from err
+    return wrapped
+
+
+def _holds(cfg, key: str, file: Path) -> bool:
+    """Whether the folder at config ``key`` (if set) holds ``file``."""
+    folder = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    if not isinstance(folder, str) or not folder:
+        return False
+    return file.is_relative_to(Path(folder).expanduser().resolve())
 
 
 def fail(message: str) -> None:
