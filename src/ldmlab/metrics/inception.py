@@ -232,12 +232,17 @@ def build_feature_extractor(
 
     Call it on uint8 (B, 3, H, W); it returns a tuple of float32 features in the order of
     ``features``: "2048" → (B, 2048) pool features (FID/KID); "logits_unbiased"/"logits" →
-    (B, 1008), refused unless ``has_classifier_head(weights_path)``.
+    (B, 1008), refused unless ``has_classifier_head(weights_path)``. A file naming anything but
+    tensors is refused: torch-fidelity reads it with ``weights_only=False``.
     """
     if not Path(weights_path).is_file():
         raise ConfigError(
             "weights_path", f"{weights_path} does not exist", "pass inception_weights_path()"
         )
+    unsafe = unsafe_globals(weights_path)
+    if unsafe:  # torch-fidelity unpickles the file with code allowed
+        raise ConfigError("weights_path", f"{weights_path} would import {', '.join(unsafe[:4])} when "
+                          "torch-fidelity unpickles it: code, not weights", "pass inception_weights_path()")
     requested_logits = sorted(LOGIT_FEATURES.intersection(features))
     if requested_logits and not has_classifier_head(weights_path):
         raise ConfigError(
