@@ -1,8 +1,10 @@
-"""Latent cache: cached and encoded latents give the same loss; the key follows weights, indices
-and transforms; a corrupt or foreign file is rebuilt; inexact setups turn the cache off."""
+"""Latent cache: cached and encoded latents give the same loss; the key follows weights, the data's
+content, indices and transforms; a corrupt or foreign file is rebuilt; inexact setups turn the
+cache off."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -14,6 +16,7 @@ from ldmlab.data.sample_transforms import AddLowRes
 from ldmlab.diffusion.identity_first_stage import IdentityFirstStage
 from ldmlab.diffusion.latent_cache import cache_key, open_latent_cache
 from tests.conftest import TINY_LDM, compose_config
+from tests.unit.test_content_fingerprint import image_folder, overwrite_pixels, write_images
 
 CPU = torch.device("cpu")
 
@@ -58,20 +61,24 @@ def test_cached_and_encoded_latents_give_the_same_loss(module, fmnist_dir, tmp_p
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
 
 
+def key_of(stage, dm: FashionMNISTDataModule) -> str:
+    return cache_key(stage, dm, dm.content_fingerprint())
+
+
 def test_the_key_follows_weights_indices_and_transforms(module, fmnist_dir):
     stage = module.first_stage
-    key = cache_key(stage, datamodule(fmnist_dir))
-    assert cache_key(stage, datamodule(fmnist_dir, batch_size=8, num_workers=0)) == key  # loader only
-    assert cache_key(stage, datamodule(fmnist_dir, train_subset=63)) != key
-    assert cache_key(stage, datamodule(fmnist_dir, split_seed=1)) != key
-    assert cache_key(stage, datamodule(fmnist_dir, resolution=36)) != key
-    low8 = cache_key(stage, datamodule(fmnist_dir, sample_transforms=[AddLowRes(8)]))
-    assert low8 not in (key, cache_key(stage, datamodule(fmnist_dir, sample_transforms=[AddLowRes(16)])))
+    key = key_of(stage, datamodule(fmnist_dir))
+    assert key_of(stage, datamodule(fmnist_dir, batch_size=8, num_workers=0)) == key  # loader only
+    assert key_of(stage, datamodule(fmnist_dir, train_subset=63)) != key
+    assert key_of(stage, datamodule(fmnist_dir, split_seed=1)) != key
+    assert key_of(stage, datamodule(fmnist_dir, resolution=36)) != key
+    low8 = key_of(stage, datamodule(fmnist_dir, sample_transforms=[AddLowRes(8)]))
+    assert low8 not in (key, key_of(stage, datamodule(fmnist_dir, sample_transforms=[AddLowRes(16)])))
     weight = next(stage.autoencoder.parameters())
     with torch.no_grad():
         weight[(0,) * weight.ndim] += 1e-3
         try:
-            assert cache_key(stage, datamodule(fmnist_dir)) != key
+            assert key_of(stage, datamodule(fmnist_dir)) != key
         finally:
             weight[(0,) * weight.ndim] -= 1e-3
 
@@ -98,6 +105,49 @@ def test_a_corrupt_or_foreign_file_is_rebuilt(module, fmnist_dir, tmp_path):
     other.path.replace(built.path)  # another key's file under this key's name
     again = open_latent_cache(tmp_path, module.first_stage, dm, CPU)
     assert again.summary()["build_seconds"] != "reused" and torch.equal(again.latents, built.latents)
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_new_pixels_under_the_same_names_rebuild_the_cache(module, tmp_path, keep_mtime):
+    """Every image overwritten (same names and sizes; also with the old mtimes forced back): the
+    cache is rebuilt from the new pixels and the training loss changes; unchanged data reuses it."""
+    stage, images = module.first_stage, tmp_path / "images"
+    write_images(images, 24, seed=0)
+
+    def opened():
+        dm = image_folder(images)
+        dm.setup()
+        return dm, open_latent_cache(tmp_path / "cache", stage, dm, CPU)
+
+    _, built = opened()
+    assert isinstance(built.summary()["build_seconds"], float)
+    _, reused = opened()
+    assert reused.summary()["build_seconds"] == "reused" and reused.key == built.key  # no needless rebuild
+    overwrite_pixels(images, seed=1, keep_mtime=keep_mtime)
+    dm, rebuilt = opened()
+    assert rebuilt.summary()["build_seconds"] != "reused" and rebuilt.key != built.key
+    batch = next(iter(dm.train_dataloader()))
+    cached = rebuilt.lookup(batch["index"]) * stage.scale_factor  # the new images' latents
+    torch.testing.assert_close(cached, stage.encode(batch["image"]), rtol=1e-5, atol=1e-5)
+    model = copy.deepcopy(module.model)  # perturbed: the fresh UNet's zero output layer ignores its input
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    losses = []
+    for cache in (built, rebuilt):
+        module.latent_cache = cache
+        torch.manual_seed(0)
+        losses.append(module.diffusion_loss(batch, model))
+    module.latent_cache = None
+    assert not torch.equal(built.latents, rebuilt.latents) and losses[0] != losses[1]
+
+
+def test_data_that_cannot_tell_its_content_is_not_cached(module, fmnist_dir, tmp_path, caplog):
+    dm = datamodule(fmnist_dir)
+    dm.content_fingerprint = lambda: None
+    with caplog.at_level(logging.INFO, logger="ldmlab.diffusion.latent_cache"):
+        assert open_latent_cache(tmp_path, module.first_stage, dm, CPU) is None
+    assert "content_fingerprint() cannot tell" in caplog.records[0].message and not list(tmp_path.iterdir())
 
 
 class Flip:

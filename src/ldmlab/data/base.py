@@ -78,6 +78,13 @@ class ImageDataModule(pl.LightningDataModule):
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         raise NotImplementedError
 
+    def content_fingerprint(self) -> str | None:
+        """A digest of what, besides this module's settings, determines the images and labels it
+        yields (file-backed data: ``files_fingerprint`` of the files it reads); caches derived
+        from the data are keyed by it. None: this module cannot tell, so nothing derived from its
+        data is cached. Subclasses that know their content override it."""
+        return None
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

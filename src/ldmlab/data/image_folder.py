@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
 from ldmlab.utils.errors import ConfigError, DataError
+from ldmlab.utils.file_fingerprint import files_fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -52,6 +53,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.root = Path(root).expanduser()
         self.class_folders = class_folders
         self.class_names: tuple[str, ...] = ()
+        self._files: list[Path] = []  # the images read, found by ``setup``
 
     @property
     def num_classes(self) -> int:
@@ -76,5 +78,12 @@ class ImageFolderDataModule(ImageDataModule):
             labels = [0] * len(files)
         if self.val_size == 0:
             self.val_size = max(1, len(files) // 20)
+        self._files = files
         dataset = ImageFolder(files, labels, self.resolution, self.channels)
         return dataset, dataset
+
+    def content_fingerprint(self) -> str:
+        """The fingerprint of the image files ``setup`` found (their paths under ``root`` carry the
+        class folders, hence the labels)."""
+        self.setup()
+        return files_fingerprint(self.root, self._files)

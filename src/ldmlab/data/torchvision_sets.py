@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torchvision.datasets as tvd
@@ -10,12 +12,15 @@ from torch.utils.data import Dataset
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.file_fingerprint import files_fingerprint
 
-SPLITS = {  # name -> (train kwargs, test kwargs, number of classes)
-    "CIFAR10": ({"train": True}, {"train": False}, 10),
-    "MNIST": ({"train": True}, {"train": False}, 10),
-    "FashionMNIST": ({"train": True}, {"train": False}, 10),
-    "CelebA": ({"split": "train", "target_type": "attr"}, {"split": "test", "target_type": "attr"}, 1),
+SPLITS = {  # name -> (train kwargs, test kwargs, number of classes, the folder under ``root``
+    #          holding every file torchvision reads for it)
+    "CIFAR10": ({"train": True}, {"train": False}, 10, "cifar-10-batches-py"),
+    "MNIST": ({"train": True}, {"train": False}, 10, "MNIST/raw"),
+    "FashionMNIST": ({"train": True}, {"train": False}, 10, "FashionMNIST/raw"),
+    "CelebA": ({"split": "train", "target_type": "attr"}, {"split": "test", "target_type": "attr"}, 1,
+               "celeba"),
 }
 
 
@@ -51,7 +56,7 @@ class TorchvisionDataModule(ImageDataModule):
         return SPLITS[self.name][2]
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        train_kw, test_kw, n_classes = SPLITS[self.name]
+        train_kw, test_kw, n_classes, _ = SPLITS[self.name]
         cls = getattr(tvd, self.name)
         try:
             train = cls(self.root, download=self.download, **train_kw)
@@ -64,3 +69,8 @@ class TorchvisionDataModule(ImageDataModule):
         labels = n_classes > 1
         return (_Wrapped(train, self.resolution, self.channels, labels),
                 _Wrapped(test, self.resolution, self.channels, labels))
+
+    def content_fingerprint(self) -> str:
+        """The fingerprint of every file in this dataset's folder under ``root``."""
+        folder = Path(self.root).expanduser() / SPLITS[self.name][3]
+        return files_fingerprint(folder, [p for p in folder.rglob("*") if p.is_file()])

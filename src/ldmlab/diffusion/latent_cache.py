@@ -5,8 +5,11 @@ E(x) of every training image is computed once, stored unscaled (``scale_by_std``
 the cache) and looked up by training-set index (``batch["index"]``). The file
 ``<dir>/latents-<key>.safetensors`` holds ``latents`` (N, embed_dim, H/f, W/f) float32 and, as
 metadata, the full key and the sha256 of the tensor's bytes; the key is a sha256 over the first
-stage's weights fingerprint, the data module's class and settings, the exact training indices and
-the sample transforms. A file that is unreadable or disagrees with either is rebuilt, never trusted.
+stage's weights fingerprint, the data's content (``content_fingerprint()`` of the data module: for
+files, their names, sizes and bytes), the data module's class and settings, the exact training
+indices and the sample transforms, so new pixels under the same file names rebuild it. A file that
+is unreadable or disagrees with either is rebuilt, never trusted. Data whose module cannot tell its
+content is not cached.
 """
 
 from __future__ import annotations
@@ -69,10 +72,11 @@ def unsupported_reason(first_stage: Any, datamodule: Any) -> str | None:
     return None
 
 
-def cache_key(first_stage: FirstStage, datamodule: ImageDataModule) -> str:
+def cache_key(first_stage: FirstStage, datamodule: ImageDataModule, content: str) -> str:
     """sha256 (64 hex digits) over what the cached latents depend on: the first stage's weights,
-    the data module's class and settings (not the loader's), the exact training indices (after
-    split and subset) and the sample transforms' classes and settings."""
+    the data's ``content`` fingerprint, the data module's class and settings (not the loader's),
+    the exact training indices (after split and subset) and the sample transforms' classes and
+    settings."""
     def described(obj: Any, keep: Callable[[str, Any], bool]) -> dict[str, str]:
         return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}",
                 **{k: repr(v) for k, v in vars(obj).items() if keep(k, v)}}
@@ -83,6 +87,7 @@ def cache_key(first_stage: FirstStage, datamodule: ImageDataModule) -> str:
 
     identity = {
         "first_stage": first_stage.fingerprint(),
+        "content": content,
         "data": described(datamodule, data_setting),
         "train_indices": list(datamodule.train_set.base.indices),
         "sample_transforms": [described(t, lambda k, v: True) for t in datamodule.sample_transforms],
@@ -97,11 +102,14 @@ def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any,
     line saying why, where caching would not be exact."""
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     reason = unsupported_reason(first_stage, datamodule)
+    content = datamodule.content_fingerprint() if reason is None else None
+    if reason is None and content is None:
+        reason = f"data is {type(datamodule).__name__}, whose content_fingerprint() cannot tell its content"
     if reason is not None:
         if rank == 0:
             log.info(f"latent cache off: {reason}")
         return None
-    key = cache_key(first_stage, datamodule)
+    key = cache_key(first_stage, datamodule, content)
     path = Path(directory) / f"latents-{key[:16]}.safetensors"
     side = datamodule.resolution // first_stage.downsample_factor
     shape = (len(datamodule.train_set), first_stage.embed_dim, side, side)

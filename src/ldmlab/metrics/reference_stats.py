@@ -2,8 +2,11 @@
 
 torch-fidelity caches the features of an input under ``<input2_cache_name>-<extractor>-...`` in
 ``cache_root``; its key ignores the extractor's weights, so ``ReferenceSet.cache_name`` appends a
-hash of the weights file. Reference features are then extracted once per (dataset, split,
-resolution, channels, count, image content, extractor weights).
+hash of the weights file. The reference set's name carries the sha256 of the exact uint8 pixels
+handed to torch-fidelity (the content fingerprint of the reference data: computed from what was
+read, so new pixels under the same file names, or a changed resize, give a new name). Reference
+features are then extracted once per (dataset, split, resolution, channels, count, pixels,
+extractor weights); torch-fidelity adds the feature layer to each file's name.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def fidelity_cache_root() -> Path:
 
 
 @functools.cache
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+def _file_digest(path: Path, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -62,10 +65,11 @@ def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a weights file (16 hex digits), memoised per (path, size, mtime)."""
+    """sha256 of a weights file (16 hex digits), memoised in this process per (path, inode, size,
+    mtime, ctime): any write, even one that sets the mtime back, changes the ctime."""
     path = Path(path).resolve()
     stat = path.stat()
-    return _file_digest(path, stat.st_size, stat.st_mtime_ns)
+    return _file_digest(path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,7 +91,7 @@ class ReferenceSet:
                 "pass a batch of images in [-1, 1]",
             )
         pixels = to_uint8(images)
-        content = hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:8]
+        content = hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:16]
         n, c, h, _ = pixels.shape
         return cls(f"{dataset}-{split}-{h}px-{c}ch-n{n}-{content}", pixels)
 
