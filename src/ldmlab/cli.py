@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ldmlab.utils.atomic_output import DiskFullError
 from ldmlab.utils.conf_dir import CONF_DIR
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.multirun import ended_with_failures, in_multirun, run_job
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
@@ -61,8 +62,11 @@ def _raised_at_call_site(err: TypeError) -> bool:
 
 
 def exit_on_user_error(run: Callable, cfg):
-    """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2."""
+    """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2. In a
+    multirun, a failed job is recorded and the sweep goes on (``ldmlab.utils.multirun``)."""
     run = naming_full_disk(run)
+    if in_multirun():
+        return run_job(run, cfg, user_error)
     try:
         return run(cfg)
     except Exception as err:
@@ -98,10 +102,10 @@ def _holds(cfg, key: str, file: Path) -> bool:
     return file.is_relative_to(Path(folder).expanduser().resolve())
 
 
-def fail(message: str) -> None:
-    """Print ``error: <message>`` as one line on stderr and exit with status 2."""
+def fail(message: str, status: int = EXIT_USER_ERROR) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with ``status`` (2: user error)."""
     print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_USER_ERROR)
+    raise SystemExit(status)
 
 
 def run(main: Callable[[], object], config_name: str) -> None:
@@ -119,6 +123,8 @@ def run(main: Callable[[], object], config_name: str) -> None:
         if isinstance(err, InstantiationException):
             raise
         fail(describe_hydra_error(err, _config_name(config_name)))
+    if failures := ended_with_failures():  # a multirun whose jobs did not all complete
+        fail(*failures)
 
 
 def _config_name(default: str) -> str:

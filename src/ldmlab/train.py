@@ -164,9 +164,9 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_ae")
 def main(cfg: DictConfig) -> float | None:
-    summary = exit_on_user_error(fit, cfg)
+    summary = exit_on_user_error(fit, cfg)  # None: a failed job of a multirun
     metric = cfg.get("optimized_metric")
-    return summary["metrics"].get(metric) if metric else None
+    return summary["metrics"].get(metric) if metric and summary else None
 
 
 if __name__ == "__main__":

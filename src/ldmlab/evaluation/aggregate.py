@@ -11,20 +11,21 @@ rows (jobs × sampling seeds), their number (``seeds``) and, over ≥ 2, their s
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, varying_axes
+from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, table_problem, varying_axes
+from ldmlab.evaluation.job_config import MISSING, config_value, read_job_config
 from ldmlab.evaluation.plots import frontier_keys, plot_frontier, plot_grid
 from ldmlab.evaluation.seeds import mean_over_seeds
 from ldmlab.evaluation.sweep_files import plot_axis
 from ldmlab.evaluation.table import Row, format_value, read_csv, write_csv, write_markdown
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.multirun import COMPLETED, describe, job_dirs, read_status, shared_overrides
 
 TABLE_METRICS = ("fid_", "kid_", "is_", "accuracy_", "seconds_per_image")
 RUN_SEED = "run_seed"
@@ -50,28 +51,45 @@ Job = tuple[tuple, object, list[Row]]
 """(values of the group_by keys, training seed, sweep rows) of one job."""
 
 
-def load_jobs(sweep_dir: Path, group_by: Sequence[str], seed_key: str) -> list[Job]:
-    """Every job under ``sweep_dir`` that has a sweep CSV."""
+def load_jobs(sweep_dir: Path, group_by: Sequence[str], seed_key: str) -> tuple[list[Job], list[dict]]:
+    """(every job under ``sweep_dir`` that completed and has a sweep CSV, the jobs' status records:
+    ``ldmlab.utils.multirun``). Every file is read as data and checked before anything is written."""
+    statuses = {d.name: read_status(d) for d in job_dirs(sweep_dir)}  # None: none recorded (older sweeps)
     jobs = []
     for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         job_dir = config_file.parents[1]
-        csv = newest_sweep_csv(job_dir)
-        if csv is None:
+        if (statuses.get(job_dir.name) or {}).get("status", COMPLETED) != COMPLETED:
+            continue
+        table = newest_sweep_csv(job_dir)
+        if table is None:
             log.warning("report: %s has no guidance_sweep/sweep_epoch*.csv; left out", job_dir)
             continue
-        config = OmegaConf.load(config_file)
+        config = read_job_config(config_file)
         values = []
         for key in (*group_by, seed_key):
-            value = OmegaConf.select(config, key, default="__missing__", throw_on_resolution_failure=False)
-            if value == "__missing__":
+            value = config_value(config, key, config_file)
+            if value is MISSING:
                 raise ConfigError("group_by", f"job {job_dir} has no config key {key!r}",
                                   "name keys of the train_ldm config, e.g. group_by=[conditioner.p_uncond]")
             values.append(value)
-        jobs.append((tuple(values[:-1]), values[-1], read_csv(csv)))
+        jobs.append((tuple(values[:-1]), values[-1], read_sweep_csv(table)))
     if not jobs:
-        raise ConfigError("sweep_dir", f"no job under {sweep_dir} has a guidance sweep CSV",
+        raise ConfigError("sweep_dir", f"no completed job under {sweep_dir} has a guidance sweep CSV",
                           "run the multirun with callbacks=ldm_sweep (experiment=cfg_sweep_fmnist)")
-    return jobs
+    return jobs, [r for r in statuses.values() if r]
+
+
+def read_sweep_csv(path: Path) -> list[Row]:
+    """The rows of a job's sweep CSV; refused (``sweep_dir``) unless they form a sweep table."""
+    try:
+        rows = read_csv(path)
+        problem = table_problem(rows)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        problem = f"is unreadable ({type(err).__name__})"
+    if problem:
+        raise ConfigError("sweep_dir", f"{path} {problem}",
+                          "rerun that job, or move its dir out of the sweep dir to report the others")
+    return rows
 
 
 def aggregate(jobs: Sequence[Job], group_by: Sequence[str]) -> list[Row]:
@@ -97,7 +115,7 @@ def aggregate(jobs: Sequence[Job], group_by: Sequence[str]) -> list[Row]:
 def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed") -> dict[str, Path]:
     """``report.csv``, ``report.md``, ``frontier.png`` and, when sampler settings vary,
     ``grid.png`` in ``sweep_dir``; returns their paths."""
-    jobs = load_jobs(sweep_dir, group_by, seed_key)
+    jobs, statuses = load_jobs(sweep_dir, group_by, seed_key)
     rows = aggregate(jobs, group_by)
     names = [short_name(k) for k in group_by]
     settings = [a for a in varying_axes(rows) if a == "sampler" or a.startswith(SAMPLER_PREFIX)]
@@ -107,8 +125,9 @@ def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed
     lines = [[*(format_value(row[n]) for n in [*names, *settings]), f"{row['guidance_scale']:g}",
               f"{row['w']:g}", str(row["seeds"]),
               *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)] for row in rows]
+    failed = failed_jobs_section(statuses)
     paths = {"csv": write_csv(rows, sweep_dir / "report.csv"),
-             "markdown": write_markdown(header, lines, sweep_dir / "report.md")}
+             "markdown": write_markdown(header, lines, sweep_dir / "report.md", footer=failed)}
     fid, quality = frontier_keys(rows)
     if fid and quality:
         curves = defaultdict(list)
@@ -121,3 +140,14 @@ def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed
     if settings:
         paths["grid"] = plot_grid(rows, plot_axis(rows), sweep_dir / "grid.png", f"{sweep_dir.name}", names)
     return paths
+
+
+def failed_jobs_section(statuses: Sequence[dict]) -> str:
+    """Markdown listing the jobs left out of the table because they did not complete, and why
+    (each named by its overrides that not every job shares)."""
+    failed = [record for record in statuses if record["status"] != COMPLETED]
+    if not failed:
+        return ""
+    shared = shared_overrides(statuses)
+    lines = ["", f"Failed jobs, left out of the table ({len(failed)} of {len(statuses)}):", ""]
+    return "\n".join([*lines, *(f"- {describe(record, shared)}" for record in failed)]) + "\n"

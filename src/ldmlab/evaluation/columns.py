@@ -48,3 +48,25 @@ def varying_axes(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[st
     """Axis columns (and ``extra_axes``) that take more than one value across ``rows``."""
     keys = [k for k in dict.fromkeys(key for row in rows for key in row) if is_axis(k) or k in extra_axes]
     return [k for k in keys if len({str(row.get(k)) for row in rows}) > 1]
+
+
+def table_problem(rows: object) -> str | None:
+    """Why ``rows`` (from a file) are not a sweep table, or None: a non-empty list of mappings,
+    each with a numeric ``guidance_scale``, single values on the axes and numbers elsewhere."""
+    if not isinstance(rows, list) or not rows:
+        return "has no rows" if isinstance(rows, list) else f"rows are a {type(rows).__name__}, not a list"
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return f"row {index} is a {type(row).__name__}, not a mapping"
+        if not _is_number(row.get("guidance_scale")):
+            return f"row {index} has no numeric guidance_scale column"
+        for key, value in row.items():
+            if is_axis(key) and not isinstance(value, str | int | float | None):
+                return f"row {index}: {key} is a {type(value).__name__}, not one value"
+            if not is_axis(key) and not _is_number(value):
+                return f"row {index}: {key} is {str(value)[:40]!r}, not a number"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

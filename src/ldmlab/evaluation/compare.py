@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldmlab.evaluation.aggregate import TABLE_METRICS
-from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, varying_axes
+from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, table_problem, varying_axes
 from ldmlab.evaluation.plots import frontier_keys, plot_frontier
 from ldmlab.evaluation.table import Row, format_value, write_csv, write_markdown
 from ldmlab.utils.errors import ConfigError
@@ -21,17 +21,36 @@ KEY = "evaluate_runs"
 
 
 def load_evaluation(run: Path) -> tuple[str, list[Row]]:
-    """(default label, rows) of one evaluate run."""
+    """(default label, rows) of one evaluate run; anything but an evaluate run's summary.json
+    (unreadable, not JSON, another task's, rows that are not a sweep table) is refused."""
     summary_path = run / "summary.json" if run.is_dir() else run
     try:
         summary = json.loads(summary_path.read_text())
-        rows, checkpoint = summary["rows"], Path(summary["checkpoint"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(KEY, f"{run} is not a `make evaluate` run (no readable summary.json with rows)",
-                          "give logs/evaluate/runs/<timestamp> dirs") from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        summary, problem = None, f"is not readable JSON ({type(err).__name__})"
+    else:
+        problem = _summary_problem(summary)
+    if problem:
+        raise ConfigError(KEY, f"{run} is not a `make evaluate` run: {summary_path} {problem}",
+                          "give logs/evaluate/runs/<timestamp> dirs")
     guidance = (summary.get("guidance") or {}).get("name", "cfg")
+    checkpoint = Path(summary["checkpoint"])
     model = checkpoint.parents[1].name if len(checkpoint.parents) > 1 else checkpoint.stem
-    return f"{guidance} · {model}", rows
+    return f"{guidance} · {model}", summary["rows"]
+
+
+def _summary_problem(summary: object) -> str | None:
+    if not isinstance(summary, dict):
+        return f"holds a {type(summary).__name__}, not a mapping"
+    if summary.get("task") != "evaluate":
+        return f"is the summary of task {str(summary.get('task'))[:40]!r}, not evaluate"
+    if not isinstance(summary.get("checkpoint"), str):
+        return "has no checkpoint path"
+    guidance = summary.get("guidance") or {}
+    if not isinstance(guidance, dict) or not isinstance(guidance.get("name", "cfg"), str):
+        return "has a guidance entry without a name"
+    problem = table_problem(summary.get("rows"))
+    return f"rows: {problem}" if problem else None
 
 
 def write_comparison(

@@ -44,11 +44,12 @@ def format_value(value: float | int | str | None, spread: float | None = None) -
     return f"{text} ± {spread:.2g}" if spread is not None and not math.isnan(spread) else text
 
 
-def write_markdown(header: Sequence[str], lines: Sequence[Sequence[str]], path: Path) -> Path:
-    """A GitHub-flavoured Markdown table of preformatted cells."""
+def write_markdown(header: Sequence[str], lines: Sequence[Sequence[str]], path: Path,
+                   footer: str = "") -> Path:
+    """A GitHub-flavoured Markdown table of preformatted cells, then ``footer`` (Markdown)."""
     text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     text += ["| " + " | ".join(cells) + " |" for cells in lines]
-    path.write_text("\n".join(text) + "\n")
+    path.write_text("\n".join(text) + "\n" + footer)
     return path
 
 
