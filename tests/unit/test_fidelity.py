@@ -24,6 +24,7 @@ from ldmlab.metrics.inception import inception_weights_path
 from ldmlab.metrics.reference_stats import ReferenceSet, to_uint8
 from ldmlab.utils.errors import ConfigError
 from tests.unit.test_classifier import tiny_classifier_ckpt
+from tests.unit.test_content_fingerprint import image_folder, overwrite_pixels, write_images
 
 INCEPTION_LAYER, INCEPTION_COUNT = "64", 65  # FID needs more images than feature dimensions
 KID = {"kid_subset_size": 30, "kid_subsets": 10}
@@ -128,6 +129,34 @@ def test_reference_features_are_cached_per_weights(real, classifier_ckpt, tmp_pa
     torch.save(checkpoint, retrained)
     classifier_evaluator(images[:150], retrained, tmp_path)(images[150:250])
     assert counter.images == 600, "other weights must not reuse the cached reference features"
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_new_pixels_under_the_same_names_recompute_the_reference_statistics(
+    classifier_ckpt, tmp_path, monkeypatch, keep_mtime
+):
+    """An image folder's every image overwritten (same names and sizes; also with the old mtimes
+    forced back): its reference features are extracted again and the statistics differ; an
+    unchanged folder reuses them."""
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    write_images(images, 48, seed=0)
+    counter, generated = CountImages(monkeypatch, ClassifierFeatureExtractor), uniform_noise(40)
+
+    def evaluate() -> tuple[str, dict[str, float]]:
+        reference = ReferenceSet.from_datamodule(image_folder(images), "train", num_reference=40)
+        evaluator = FidelityEvaluator(reference, inception=False, classifier_ckpt=str(classifier_ckpt),
+                                      cache_root=str(cache), **KID)
+        return reference.name, evaluator(generated)
+
+    name, first = evaluate()
+    assert counter.images == 80
+    assert evaluate() == (name, first) and counter.images == 120  # unchanged: the cached reference
+    overwrite_pixels(images, seed=1, keep_mtime=keep_mtime)
+    new_name, changed = evaluate()
+    assert counter.images == 200, "the new reference images must go through the classifier"
+    assert new_name != name and changed["fid_classifier"] != first["fid_classifier"]
+    stats = sorted(cache.glob("*-stat-fid-*.pt"))
+    assert len(stats) == 2 and stats[0].read_bytes() != stats[1].read_bytes()
 
 
 def test_bad_inputs_name_the_key(real, classifier_ckpt, tmp_path):
