@@ -32,7 +32,7 @@ def in_run(run_dir: Path, path: str | Path | None) -> str | None:
     """What a summary records for ``path``: relative to ``run_dir`` when inside it, else as given."""
     if path is None:
         return None
-    relative = os.path.relpath(Path(path).absolute(), Path(run_dir).absolute())
+    relative = os.path.relpath(os.path.realpath(path), os.path.realpath(run_dir))
     return str(path) if relative == ".." or relative.startswith("../") else relative
 
 

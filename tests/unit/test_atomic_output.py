@@ -1,0 +1,169 @@
+"""Artefact writes: complete or absent, per-process temporary names, nothing foreign deleted."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ldmlab.utils.atomic_output import DiskFullError, atomic_file, temp_beside, write_json, write_text
+from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.output_dir import atomic_dir, checked_output_dir, foreign_files
+from ldmlab.utils.run_layout import SUMMARY, in_run, last_checkpoint_of_run, latest_run, update_latest
+from ldmlab.utils.run_layout import resolve_run_checkpoint as resolve
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
+
+
+def test_temp_names_differ_per_call_and_per_process(tmp_path) -> None:
+    target = tmp_path / "last.ckpt"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a second process naming a temporary file for the same target
+        os.write(write, str(temp_beside(target)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    theirs = os.read(read, 4096).decode()
+    ours = {str(temp_beside(target)) for _ in range(100)}
+    assert len(ours) == 100 and theirs not in ours
+    assert f"-{pid}-" in theirs and all(f"-{os.getpid()}-" in name for name in ours)
+    assert all(Path(name).parent == tmp_path and Path(name).suffix == ".ckpt" for name in ours)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path) -> None:
+    target = write_text(tmp_path / "summary.json", "old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old" and leftovers(tmp_path) == []
+    write_json(target, {"new": 1})
+    assert json.loads(target.read_text()) == {"new": 1} and leftovers(tmp_path) == []
+
+
+def test_a_full_disk_is_named_and_cleaned_up(tmp_path) -> None:
+    target = write_text(tmp_path / "samples.npz", "old")
+    with pytest.raises(DiskFullError) as caught, atomic_file(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert target.read_text() == "old" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["link", "file", "file_parent"])
+def test_unusable_out_is_refused_with_a_working_fix(tmp_path, case) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    value = {"link": tmp_path / "link", "file": tmp_path / "notes.txt",
+             "file_parent": tmp_path / "notes.txt" / "export"}[case]
+    with pytest.raises(ConfigError) as caught:
+        checked_output_dir(value, "out")
+    assert caught.value.key == "out" and str(value) in caught.value.problem
+    fixed = Path(caught.value.fix.removeprefix("out="))
+    assert checked_output_dir(fixed, "out") == fixed and not fixed.exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "real").is_dir()
+
+
+def build(target: Path, files: dict[str, str], fail: bool = False) -> None:
+    with atomic_dir(target, "export.json", "out") as tmp:
+        for name, text in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(text)
+        write_json(tmp / "export.json", {"parts": sorted(files)})
+        if fail:
+            raise RuntimeError("a check failed")
+
+
+def test_a_folder_is_replaced_only_when_every_file_is_its_own(tmp_path) -> None:
+    out = tmp_path / "deep" / "exported"
+    build(out, {"vae/config.json": "1", "vae/weights": "w1"})
+    manifest = json.loads((out / "export.json").read_text())
+    assert set(manifest["files"]) == {"vae/config.json", "vae/weights"}
+    assert foreign_files(out, "export.json") == []
+    build(out, {"vae/config.json": "2", "unet/weights": "u"})  # nothing foreign: replaced whole
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "export.json", "unet/weights", "vae/config.json"]
+    (out / "README.md").write_text("my notes")
+    (out / "vae" / "config.json").write_text("edited")
+    assert foreign_files(out, "export.json") == ["README.md", "vae/config.json"]
+    with pytest.raises(ConfigError) as caught:
+        build(out, {"vae/config.json": "3"})
+    assert caught.value.key == "out" and "README.md" in caught.value.problem
+    assert (out / "README.md").read_text() == "my notes"
+    assert (out / "vae" / "config.json").read_text() == "edited"
+    assert leftovers(out.parent) == []
+
+
+def test_a_folder_without_manifest_is_foreign_and_a_failed_build_changes_nothing(tmp_path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "export.json").write_text("{}")  # a manifest that vouches for nothing
+    (mine / "thesis.tex").write_text("years of work")
+    assert foreign_files(mine, "export.json") == ["export.json", "thesis.tex"]
+    with pytest.raises(ConfigError):
+        build(mine, {"vae/weights": "w"})
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    out = tmp_path / "new" / "exported"
+    with pytest.raises(RuntimeError):
+        build(out, {"vae/weights": "w"}, fail=True)
+    assert not (tmp_path / "new").exists()  # nor the parents it created
+    build(out, {"vae/weights": "w1"})
+    with pytest.raises(RuntimeError):
+        build(out, {"vae/weights": "w2"}, fail=True)
+    assert (out / "vae" / "weights").read_text() == "w1" and leftovers(out.parent) == []
+
+
+def run_dir(task_dir: Path, name: str) -> Path:
+    run = task_dir / "runs" / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    write_json(run / SUMMARY, {"status": "completed",
+                               "checkpoints": {"last": in_run(run, run / "checkpoints" / "last.ckpt")}})
+    return run
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_latest_that_is_not_a_link_is_kept_and_readers_refuse(tmp_path, kind, caplog) -> None:
+    task_dir = tmp_path / "train_ldm"
+    run = run_dir(task_dir, "A")
+    latest = task_dir / "latest"
+    if kind == "folder":
+        latest.mkdir()
+        (latest / "mine.txt").write_text("mine")
+    else:
+        latest.write_text("mine")
+    assert update_latest(task_dir, run) is None and "not ldmlab's link" in caplog.text
+    assert (latest / "mine.txt" if kind == "folder" else latest).read_text() == "mine"
+    assert leftovers(task_dir) == []
+    with pytest.raises(ConfigError) as caught:
+        resolve(None, str(tmp_path), "train_ldm", "ckpt", "fix", "trained LDM")
+    assert caught.value.key == "ckpt" and f"is a {kind}" in caught.value.problem
+    fixed = caught.value.fix.removeprefix("ckpt=")
+    assert resolve(fixed, str(tmp_path), "train_ldm", "ckpt", "fix", "x") == run / "checkpoints" / "last.ckpt"
+
+
+def test_latest_is_a_relative_link_swapped_atomically(tmp_path) -> None:
+    task_dir = tmp_path / "train_ae"
+    first, second = run_dir(task_dir, "A"), run_dir(task_dir, "B")
+    update_latest(task_dir, first)
+    update_latest(task_dir, second)
+    assert os.readlink(task_dir / "latest") == "runs/B" and latest_run(task_dir, "k").resolve() == second
+    assert leftovers(task_dir) == []
+
+
+def test_summary_paths_resolve_where_the_run_dir_is_now(tmp_path) -> None:
+    run = run_dir(tmp_path / "train_ae", "A")
+    assert json.loads((run / SUMMARY).read_text())["checkpoints"]["last"] == "checkpoints/last.ckpt"
+    moved = tmp_path / "elsewhere"
+    run.rename(moved)
+    assert last_checkpoint_of_run(moved, "ckpt", "fix") == moved / "checkpoints" / "last.ckpt"
+    old_style = {"run_dir": str(run), "checkpoints": {"last": str(run / "checkpoints" / "last.ckpt")}}
+    write_json(moved / SUMMARY, old_style)  # an absolute summary of a run that has since moved
+    assert last_checkpoint_of_run(moved, "ckpt", "fix") == moved / "checkpoints" / "last.ckpt"
+    assert in_run(moved, tmp_path / "other.ckpt") == str(tmp_path / "other.ckpt")
