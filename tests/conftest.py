@@ -63,7 +63,8 @@ def run_cli(
 
 
 ENTRY_CONFIG = {"ldmlab.train": "train_ae", "ldmlab.sample": "sample", "ldmlab.evaluate": "evaluate",
-                "ldmlab.invert": "invert", "ldmlab.interpolate": "interpolate", "ldmlab.export": "export"}
+                "ldmlab.invert": "invert", "ldmlab.interpolate": "interpolate", "ldmlab.export": "export",
+                "ldmlab.report": "report"}
 
 
 def run_forked(
