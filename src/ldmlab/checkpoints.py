@@ -21,6 +21,7 @@ from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.torch_files import refusal_reason
 
 CONFIG_KEY = "ldmlab_config"  # the run's resolved config inside every checkpoint (StoreConfig)
+WORLD_SIZE_KEY = "ldmlab_world_size"  # the number of ranks that wrote it (StoreConfig)
 
 ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.autoencoder.model.Autoencoder",

@@ -22,13 +22,15 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ldmlab.callbacks.atomic_checkpoint import AtomicModelCheckpoint, ensure_finite_state
+from ldmlab.callbacks.resume_changes import ResumeChanges
 from ldmlab.callbacks.store_config import StoreConfig
-from ldmlab.checkpoints import CONFIG_KEY, read_checkpoint
+from ldmlab.checkpoints import CONFIG_KEY, WORLD_SIZE_KEY, read_checkpoint
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.utils.ddp_jobs import job_ranks
 from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.lr_scaling import scale_learning_rates
 from ldmlab.utils.precision import resolve_precision
+from ldmlab.utils.resume_contract import ResumePoint, check_config, check_shapes, check_world_size
 from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,12 @@ QUIET_WARNINGS = (r"Found \d+ module\(s\) in eval mode",
 
 
 def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path,
-                   run_dir: Path | None = None) -> str | None:
+                   run_dir: Path | None = None) -> ResumePoint | None:
     """``None`` → fresh start; ``"last"`` → newest ``last.ckpt`` of this task; ``"auto"`` → this
     run dir's ``last.ckpt`` if there is one, else a fresh start (a requeued cluster job: its
     launch id, hence its run dir, stays the same); else a file path. The file is read once here
-    (weights only) and must be a checkpoint of the same task."""
+    (weights only) and must be a checkpoint of the same task; what the resume contract
+    (``ldmlab.utils.resume_contract``) compares is kept of it."""
     if ckpt_path == "auto":
         own = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
         ckpt_path = str(own) if own is not None and own.is_file() else None
@@ -61,7 +64,7 @@ def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path,
     if written_by != task or "loops" not in checkpoint:
         raise ConfigError("ckpt_path", f"{ckpt_path} is not a resumable {task} checkpoint "
                           f"(written by {written_by or 'something else'})", fix)
-    return ckpt_path
+    return ResumePoint.of(ckpt_path, checkpoint, CONFIG_KEY, WORLD_SIZE_KEY)
 
 
 def ddp_strategy(strategy, module: pl.LightningModule):
@@ -81,20 +84,27 @@ def fit(cfg: DictConfig) -> dict:
     task_dir = Path(cfg.paths.log_dir) / cfg.task_name
     pl.seed_everything(cfg.seed, workers=True)
     resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir, run_dir)
+    opted = check_config(resume, cfg) if resume else []  # before any work
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     module: pl.LightningModule = instantiate(cfg.module)
+    if opted:
+        check_shapes(resume, module, opted)
     if hasattr(module, "check_data"):
         module.check_data(datamodule)
     loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg]
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))
+    if opted:
+        callbacks.append(ResumeChanges())
     if not loggers:  # nothing to monitor into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     strategy = ddp_strategy(cfg.trainer.strategy, module)
     trainer: pl.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks,
                                       logger=loggers or False, strategy=strategy)
+    if resume:
+        check_world_size(resume, trainer.world_size, opted)
     processes = trainer.world_size * trainer.accumulate_grad_batches
     lr_scale = scale_learning_rates(module, cfg.lr_scaling, processes)
     log.info("effective batch %d × %d = %d; lr_scaling=%s: learning rates × %g", datamodule.batch_size,
@@ -105,14 +115,14 @@ def fit(cfg: DictConfig) -> dict:
     status, stopped_by = "completed", None
     try:
         with job_ranks():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
             ensure_finite_state(trainer, module)  # steps after the last checkpoint may have diverged
     except DivergedError as err:
         status, stopped_by = "diverged", err
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl+C (Lightning exits 1), SIGTERM
         status, stopped_by = "interrupted", err
 
-    summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume, status)
+    summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume and resume.path, status)
     if stopped_by is not None:
         summary["stopped_by"] = " ".join(str(stopped_by).split()) or type(stopped_by).__name__
     summary |= {"effective_batch_size": datamodule.batch_size * processes, "lr_scale": lr_scale}

@@ -1,0 +1,234 @@
+"""A resumed run is the run that was started, or it refuses.
+
+The config stored in the checkpoint and the new one are compared key by key (flattened, dotted).
+A key may differ when it is on ``RESUMABLE_CHANGES`` (how long, how loudly, where), when the
+resume opts in to it (``resume_changes: [key, ...]``, a key covers the keys below it), or when
+its value is an interpolation of such keys only (``${paths.output_dir}/images``, ``max_lr:
+${..optimizer.lr}``). Anything else ends the run before any work with one line naming the
+changed keys and runnable fixes. ``WORLD_SIZE`` is a pseudo key: the number of ranks (devices
+× nodes), stored with every checkpoint and compared once the Trainer knows it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ldmlab.utils.errors import ConfigError
+
+RESUMABLE_CHANGES = (
+    # how long a run goes
+    "trainer.max_steps", "trainer.max_epochs", "trainer.min_steps", "trainer.min_epochs",
+    "trainer.max_time", "trainer.limit_*_batches",
+    # how often it validates and how loudly it reports (validation never moves training's streams)
+    "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
+    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.profiler", "logger", "callbacks.progress_bar", "callbacks.lr_monitor",
+    "callbacks.image_logger", "callbacks.last_checkpoint.every_n_train_steps",
+    # where it reads and writes, and how fast it loads (the order comes from the sampler, not workers)
+    "paths", "hydra", "trainer.default_root_dir", "data.num_workers", "data.pin_memory",
+    # where its ranks run: their number is compared on its own (WORLD_SIZE)
+    "trainer.devices", "trainer.num_nodes",
+    # the resume itself
+    "ckpt_path", "resume_changes", "optimized_metric",
+)
+"""Keys (``fnmatch`` patterns; a key covers the keys below it) that only change how long or how
+loudly a run goes, where it writes, or how it is resumed: a resume may change them freely."""
+
+WORLD_SIZE = "world_size"  # pseudo key of resume_changes: the number of ranks
+OPT_IN = "resume_changes"
+_SHOWN = 5  # changed keys listed in full in a refusal
+_WIDTH = 40  # characters of a value shown
+_INTERPOLATION = re.compile(r"\$\{([^${}]+)\}")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What a resume needs of its checkpoint (read once): its path, stored config, parameter
+    shapes and number of ranks (``None``: written before the world size was stored)."""
+
+    path: str
+    config: dict
+    shapes: dict[str, tuple[int, ...]]
+    world_size: int | None
+
+    @classmethod
+    def of(cls, path: str, checkpoint: Mapping, config_key: str, world_size_key: str) -> ResumePoint:
+        states = checkpoint.get("state_dict") or {}
+        shapes = {k: tuple(v.shape) for k, v in states.items() if isinstance(v, torch.Tensor)}
+        world = checkpoint.get(world_size_key)
+        if world is None:  # older checkpoints: one RNG state per rank
+            rng = [v for k, v in (checkpoint.get("callbacks") or {}).items() if k.startswith("RNGState")]
+            world = len(rng[0]["ranks"]) if rng and "ranks" in rng[0] else None
+        return cls(path, checkpoint.get(config_key) or {}, shapes, world)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists, ``None`` and empty dicts are leaves."""
+    if not isinstance(node, Mapping) or not node:
+        return {prefix: node} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def covers(pattern: str, key: str) -> bool:
+    """``pattern`` names ``key`` or a node above it (``fnmatch`` wildcards per key)."""
+    return fnmatchcase(key, pattern) or fnmatchcase(key, pattern + ".*")
+
+
+def check_config(point: ResumePoint, cfg: DictConfig) -> list[str]:
+    """Refuse unless the new config ``cfg`` differs from the stored one only in resumable keys,
+    opted-in keys and keys interpolated from those; return the opted-in keys that changed
+    (``WORLD_SIZE`` included when opted in: the Trainer checks it)."""
+    opted = _opt_in(cfg)
+    stored, new = flatten(point.config), flatten(OmegaConf.to_container(cfg, resolve=True))
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    changed = {k for k in stored.keys() | new.keys() if stored.get(k, _ABSENT) != new.get(k, _ABSENT)}
+    primary = sorted(k for k in changed if not _follows(k, raw, changed))
+    refused = [k for k in primary if not any(covers(p, k) for p in (*RESUMABLE_CHANGES, *opted))]
+    if refused:
+        raise ConfigError("ckpt_path", f"{point.path} was trained with other settings: "
+                          + _listing(refused, stored, new), _fixes(refused, stored, point.path))
+    unchanged = [p for p in opted if p != WORLD_SIZE and not any(covers(p, k) for k in primary)]
+    if unchanged:
+        key = unchanged[0]
+        raise ConfigError(OPT_IN, f"{key} is opted in but does not differ from {point.path}'s "
+                          f"config ({_show(_value_under(new, key))})",
+                          f"remove it: {OPT_IN}={_override([p for p in opted if p not in unchanged])}")
+    return opted
+
+
+def check_shapes(point: ResumePoint, module: torch.nn.Module, opted: list[str]) -> None:
+    """Refuse an opted-in change that changes the network's parameters (names or shapes): their
+    stored values cannot be loaded into it."""
+    own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    differ = sorted(k for k in own.keys() & point.shapes.keys() if own[k] != point.shapes[k])
+    missing = sorted(point.shapes.keys() - own.keys())
+    extra = sorted(own.keys() - point.shapes.keys())
+    if not (differ or missing or extra):
+        return
+    parts = [f"{k} {point.shapes[k]} → {own[k]}" for k in differ[:3]]
+    parts += [f"{k} absent now" for k in missing[:2]] + [f"{k} new" for k in extra[:2]]
+    more = len(differ) + len(missing) + len(extra) - len(parts)
+    listing = ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+    keys = [k for k in opted if k != WORLD_SIZE]
+    raise ConfigError(OPT_IN, f"{', '.join(keys)} change the network's parameters ({listing}), so "
+                      f"{point.path} cannot be resumed with them",
+                      "start fresh with ckpt_path=null, or resume with the checkpoint's values of "
+                      f"{', '.join(keys)} and {OPT_IN}=[] (the architecture cannot change on resume)")
+
+
+def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> None:
+    """Refuse a different number of ranks unless ``WORLD_SIZE`` is opted in, and an opted-in
+    ``WORLD_SIZE`` that did not change."""
+    if point.world_size is None or (point.world_size == world_size) == (WORLD_SIZE not in opted):
+        return
+    if WORLD_SIZE in opted:
+        raise ConfigError(OPT_IN, f"{WORLD_SIZE} is opted in but {point.path} was also written by "
+                          f"{world_size} rank(s)",
+                          f"remove it: {OPT_IN}={_override([p for p in opted if p != WORLD_SIZE])}")
+    raise ConfigError("ckpt_path", f"{point.path} was written by {point.world_size} rank(s), this run "
+                      f"has {world_size} (trainer.devices × trainer.num_nodes)",
+                      f"resume on {point.world_size} rank(s), start fresh with ckpt_path=null, or "
+                      f"re-derive the data order for {world_size} with "
+                      f"{OPT_IN}={_override([*opted, WORLD_SIZE])} (not bit-exact; see README)")
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def _opt_in(cfg: DictConfig) -> list[str]:
+    opted = cfg.get(OPT_IN) or []
+    if isinstance(opted, str) or not all(isinstance(k, str) and k for k in opted):
+        raise ConfigError(OPT_IN, f"must be a list of config keys, got {opted!r}",
+                          f"e.g. {OPT_IN}=[module.optimizer.lr]")
+    return list(opted)
+
+
+def _follows(key: str, raw: Any, changed: set[str]) -> bool:
+    """``key``'s new value is an interpolation of keys that changed too (judged on their own), or of
+    Hydra's runtime: e.g. ``module.autoencoder.encoder.ch`` of ``module.autoencoder: ${autoencoder}``,
+    ``callbacks.image_logger.out_dir: ${paths.output_dir}/images``, ``max_lr: ${..optimizer.lr}``."""
+    parts, node = key.split("."), raw
+    for depth, part in enumerate(parts):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+        if isinstance(node, str) and (refs := _INTERPOLATION.findall(node)):
+            sources = [_absolute(ref, parts[:depth]) for ref in refs]
+            if len(refs) == 1 and node.strip() == "${" + refs[0] + "}" and depth + 1 < len(parts):
+                sources = [".".join([sources[0], *parts[depth + 1:]])]  # a whole node interpolated
+            return any(s.startswith("hydra.") or any(covers(s, k) for k in changed) for s in sources)
+    return False
+
+
+def _absolute(ref: str, parent: list[str]) -> str:
+    """An interpolation's target as a dotted key: ``..optimizer.lr`` inside ``module.scheduler``
+    → ``module.optimizer.lr``; resolver calls (``hydra:runtime.output_dir``) → ``hydra.…``."""
+    if ":" in ref:
+        name, _, arg = ref.partition(":")
+        return f"{name}.{arg}" if name == "hydra" else f"resolver:{name}"
+    dots = len(ref) - len(ref.lstrip("."))
+    if not dots:
+        return ref
+    base = parent[: len(parent) - dots + 1] if dots > 1 else parent
+    return ".".join([*base, ref[dots:]])
+
+
+def _value_under(flat: dict[str, Any], key: str) -> Any:
+    if key in flat:
+        return flat[key]
+    return {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + ".")} or _ABSENT
+
+
+def _show(value: Any) -> str:
+    text = _override(value) if value is not _ABSENT else "<absent>"
+    return text if len(text) <= _WIDTH else text[: _WIDTH - 1] + "…"
+
+
+def _listing(keys: list[str], stored: dict, new: dict) -> str:
+    shown = [f"{k} {_show(_value_under(stored, k))} → {_show(_value_under(new, k))}" for k in keys[:_SHOWN]]
+    rest = keys[_SHOWN:]
+    return ", ".join(shown) + (f" and {len(rest)} more ({', '.join(rest[:10])}"
+                               + (", …" if len(rest) > 10 else "") + ")" if rest else "")
+
+
+def _fixes(keys: list[str], stored: dict, path: str) -> str:
+    if len(keys) <= _SHOWN and all(_value_under(stored, k) is not _ABSENT for k in keys):
+        same = "resume with the run's own values: " + " ".join(
+            f"{k}={_override(_value_under(stored, k))}" for k in keys)
+    else:
+        run_dir = Path(path).resolve().parent.parent
+        same = f"resume with the overrides the run was started with ({run_dir / '.hydra' / 'overrides.yaml'})"
+    return (f"{same}; or start fresh with ckpt_path=null; or change them on purpose with "
+            f"{OPT_IN}={_override(keys)}")
+
+
+def _override(value: Any) -> str:
+    """``value`` in Hydra's override grammar (``[a,b]``, ``{k:v}``, ``null``, quoted strings)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_override(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    return text if re.fullmatch(r"[\w./@+-]+", text) and text not in ("null", "true", "false") else repr(text)
