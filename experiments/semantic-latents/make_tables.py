@@ -65,7 +65,7 @@ def main() -> None:
         m = s["smoothness_lpips"]
         lines.append(f"| {LABELS[name]} | {path} | {m['neighbour_mean']:.4f} | {m['neighbour_std']:.4f} | "
                      f"{m['max_over_mean']:.2f} |")
-        shutil.copy(s["files"]["strips"], HERE / f"{task}.png")
+        shutil.copy(LOGS / task / "latest" / s["files"]["strips"], HERE / f"{task}.png")  # run-relative
     lines += ["", "## Samples (300 per seed × 3 seeds, DDIM-50; domain-classifier features vs 2000 test "
               "images)", "", "| model | z from | FID | KID | IS | precision | recall |",
               "|---|---|---|---|---|---|---|"]

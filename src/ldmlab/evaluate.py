@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig) -> Path:
         "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
         "sampler": OmegaConf.to_container(cfg.sampler) if cfg.get("sampler") else "checkpoint's",
         "grid": grid, "rows": cells, "rows_per_seed": rows, "best": {"select_by": metric, **best},
-        "files": {name: str(file) for name, file in files.items()},
+        "files": {name: file.name for name, file in files.items()},  # in the run dir
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
     where = ", ".join(f"{k.removeprefix('sampler.')}={v:g}" if isinstance(v, float | int) else f"{k}={v}"

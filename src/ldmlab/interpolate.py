@@ -19,6 +19,7 @@ from torchvision.utils import save_image
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.evaluation.inversion import first_items, interpolate, loaded_autoencoder, smoothness
 from ldmlab.nn.lpips import LPIPS
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
@@ -32,13 +33,14 @@ def interpolation(cfg: DictConfig) -> Path:
     lpips = LPIPS()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     framed = torch.cat([a["image"][:, None], strips, b["image"][:, None]], dim=1)
-    save_image(to_unit(framed.flatten(0, 1)), run_dir / "interpolate.png", nrow=cfg.frames + 2, padding=1)
+    write_file(run_dir / "interpolate.png",
+               lambda tmp: save_image(to_unit(framed.flatten(0, 1)), tmp, nrow=cfg.frames + 2, padding=1))
     scores = smoothness(strips, lpips)
     write_json_atomic(run_dir / "summary.json", {
         "task": "interpolate", "checkpoint": str(path), "split": cfg.split, "num_pairs": cfg.num_pairs,
         "frames": cfg.frames, "semantic_only": cfg.semantic_only, "fixed_point_iters": cfg.fixed_point_iters,
         "sampler": OmegaConf.to_container(cfg.sampler), "smoothness_lpips": scores,
-        "files": {"strips": str(run_dir / "interpolate.png")},
+        "files": {"strips": "interpolate.png"},  # in the run dir
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
     print(f"neighbouring-frame LPIPS: mean {scores['neighbour_mean']:.4f}, "

@@ -20,6 +20,7 @@ from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.evaluation.inversion import first_items, loaded_autoencoder, reconstruct
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.nn.lpips import LPIPS
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
 
@@ -34,11 +35,11 @@ def invert(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     shown = min(cfg.num_show, cfg.num_images)
     grid = torch.cat([images[name][:shown] for name in ("original", "inverted", "random_noise")])
-    save_image(to_unit(grid), run_dir / "invert.png", nrow=shown, padding=1)
+    write_file(run_dir / "invert.png", lambda tmp: save_image(to_unit(grid), tmp, nrow=shown, padding=1))
     write_json_atomic(run_dir / "summary.json", {
         "task": "invert", "checkpoint": str(path), "split": cfg.split, "num_images": cfg.num_images,
         "sampler": OmegaConf.to_container(cfg.sampler), "fixed_point_iters": cfg.fixed_point_iters, **result,
-        "files": {"grid": str(run_dir / "invert.png")},
+        "files": {"grid": "invert.png"},  # in the run dir
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
     inverted, fresh = result["inverted"], result["random_noise"]

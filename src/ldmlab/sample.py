@@ -21,6 +21,7 @@ from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.progress import Progress
@@ -50,18 +51,19 @@ def sample(cfg: DictConfig) -> Path:
             progress.advance(n)
     images = torch.cat(images)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    save_image(to_unit(images), run_dir / "samples.png", nrow=cfg.nrow, padding=1)
+    write_file(run_dir / "samples.png", lambda tmp: save_image(to_unit(images), tmp, nrow=cfg.nrow,
+                                                               padding=1))
     pixels = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     labels = condition.get("label", torch.full((cfg.num_samples,), -1)).numpy()
-    np.savez_compressed(run_dir / "samples.npz", images=pixels, labels=labels,
-                        prompt=str(cfg.prompt or ""), guidance=guidance.name, guidance_scale=guidance.scale,
-                        guidance_config=OmegaConf.to_yaml(cfg.guidance, resolve=True),
-                        sampler=OmegaConf.to_yaml(cfg.sampler), checkpoint=str(path))
+    write_file(run_dir / "samples.npz", lambda tmp: np.savez_compressed(
+        tmp, images=pixels, labels=labels, prompt=str(cfg.prompt or ""), guidance=guidance.name,
+        guidance_scale=guidance.scale, guidance_config=OmegaConf.to_yaml(cfg.guidance, resolve=True),
+        sampler=OmegaConf.to_yaml(cfg.sampler), checkpoint=str(path)))
     write_json_atomic(run_dir / "summary.json", {
         "task": "sample", "checkpoint": str(path), "num_samples": cfg.num_samples,
         "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
         "sampler": OmegaConf.to_container(cfg.sampler),
-        "files": {"grid": str(run_dir / "samples.png"), "npz": str(run_dir / "samples.npz")},
+        "files": {"grid": "samples.png", "npz": "samples.npz"},  # in the run dir
     })
     update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
     print(f"wrote {run_dir / 'samples.png'} and {run_dir / 'samples.npz'}")

@@ -31,7 +31,7 @@ from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.lr_scaling import scale_learning_rates
 from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.resume_contract import ResumePoint, check_config, check_shapes, check_world_size
-from ldmlab.utils.run_layout import SUMMARY, newest_checkpoint, update_latest, write_json_atomic
+from ldmlab.utils.run_layout import SUMMARY, in_run, newest_checkpoint, update_latest, write_json_atomic
 
 log = logging.getLogger(__name__)
 # Lightning warnings about what ldmlab does on purpose (frozen LPIPS / first stage stay in eval
@@ -155,12 +155,11 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
     return {
         "task": cfg.task_name,
         "status": status,
-        "run_dir": str(run_dir),
-        "config": str(run_dir / ".hydra" / "config.yaml"),
+        "config": ".hydra/config.yaml",  # paths inside the run dir are relative to it (run_layout.in_run)
         "metrics": metrics,
         "checkpoints": {
-            "last": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
-            "best": best,
+            "last": in_run(run_dir, Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
+            "best": in_run(run_dir, best),
             "best_score": float(best_score) if best_score is not None else None,
             "monitor": ckpt.monitor if ckpt else None,
         },
@@ -168,7 +167,7 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
         "global_step": trainer.global_step,
         "precision": str(trainer.precision),
         "wallclock_seconds": round(seconds, 1),
-        "resumed_from": resumed,
+        "resumed_from": in_run(run_dir, resumed),
     }
 
 

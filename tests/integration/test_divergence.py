@@ -75,9 +75,11 @@ def test_discriminator_divergence_names_its_lr_and_last_skips_the_run(tiny_ae_ck
     key = "module.disc_optimizer.lr"
     summary = assert_diverged(out, log_dir, "train_ae", key, completed.parents[1].resolve())
     assert "loss.discriminator." in summary["stopped_by"]
-    assert Path(summary["checkpoints"]["last"]).is_file(), "a finite epoch was saved before diverging"
+    run = next(p.parent for p in task_dir.glob("runs/*/summary.json") if json.loads(p.read_text()) == summary)
+    last = run / summary["checkpoints"]["last"]  # relative to the run dir
+    assert last.is_file(), "a finite epoch was saved before diverging"
     assert "val/lpips" in summary["metrics"], "the metrics of that last finite checkpoint"
-    assert Path(summary["checkpoints"]["last"]).stat().st_mtime > completed.stat().st_mtime
+    assert last.stat().st_mtime > completed.stat().st_mtime
     assert resolve_resume("last", "train_ae", task_dir) == str(completed)
 
 

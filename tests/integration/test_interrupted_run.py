@@ -30,7 +30,9 @@ def test_sigterm_writes_an_interrupted_summary(tmp_path, fmnist_dir):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "Traceback" not in stderr
-    summary = json.loads(next(tmp_path.glob("train_ae/runs/*/summary.json")).read_text())
+    run = next(tmp_path.glob("train_ae/runs/*"))
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "val/lpips" in summary["metrics"]
     assert not (tmp_path / "train_ae" / "latest").exists()
-    assert resolve_resume("last", "train_ae", tmp_path / "train_ae") == summary["checkpoints"]["last"]
+    last = run / summary["checkpoints"]["last"]  # relative to the run dir
+    assert resolve_resume("last", "train_ae", tmp_path / "train_ae") == str(last)

@@ -39,8 +39,9 @@ def ckpt_of(log_dir: Path) -> Path:
 def run_ok(entry: str, log_dir: Path, *args: str) -> dict:
     out = run_forked(entry, list(args), log_dir)
     assert out.returncode == 0, out.stderr[-3000:]
-    task = entry.rsplit(".", 1)[1]
-    return json.loads((log_dir / task / "latest" / "summary.json").read_text())
+    run = log_dir / entry.rsplit(".", 1)[1] / "latest"
+    summary = json.loads((run / "summary.json").read_text())
+    return summary | {"files": {name: run / file for name, file in summary["files"].items()}}  # run-relative
 
 
 @pytest.fixture(scope="module")

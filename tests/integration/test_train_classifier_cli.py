@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
@@ -29,7 +28,7 @@ def test_short_run_checkpoint_feeds_the_metrics(tmp_path, fmnist_dir):
     summary = json.loads((tmp_path / "train_classifier" / "latest" / "summary.json").read_text())
     assert summary["checkpoints"]["monitor"] == "val/acc"
     assert summary["checkpoints"]["best_score"] == summary["metrics"]["val/acc"]
-    best = Path(summary["checkpoints"]["best"])
+    best = tmp_path / "train_classifier" / "latest" / summary["checkpoints"]["best"]
     network = load_classifier(best)  # weights_only=True on the full Lightning checkpoint
     assert network.config["widths"] == [8, 16] and network.feature_dim == 16
     extractor = ClassifierFeatureExtractor("ldmlab-classifier", ["logits", "features"], str(best))

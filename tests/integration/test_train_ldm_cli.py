@@ -18,7 +18,7 @@ def test_train_ldm_writes_summary_checkpoint_and_sample_grids(tiny_ldm_run, tiny
     assert summary["first_stage_ckpt"] == str(tiny_ae_ckpt)
     assert (run / "images" / "samples_scale1_epoch000.png").is_file()
     assert (run / "images" / "samples_scale3_epoch000.png").is_file()
-    state = torch.load(summary["checkpoints"]["last"], weights_only=True)["state_dict"]
+    state = torch.load(run / summary["checkpoints"]["last"], weights_only=True)["state_dict"]
     assert any(k.startswith("ema.shadow.unet.") for k in state)
     assert float(state["first_stage.scale_initialized"]) == 1.0
 

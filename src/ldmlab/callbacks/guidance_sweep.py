@@ -18,7 +18,6 @@ of ``reference_split``. Results go to
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from ldmlab.evaluation.sweep import check_seeds, check_settings, grid_sweep, sel
 from ldmlab.evaluation.sweep_files import write_sweep
 from ldmlab.evaluation.table import Row, columns
 from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.utils.atomic_output import write_json
 from ldmlab.utils.errors import ConfigError
 
 KEY = "callbacks.guidance_sweep."
@@ -123,7 +123,7 @@ class GuidanceSweep(pl.Callback):
         if trainer.is_global_zero:
             _, files = write_sweep(rows, self.out_dir / f"sweep_epoch{epoch:03d}",
                                    f"{self.guidance.name} sweep, epoch {epoch}")
-            (self.out_dir / "best.json").write_text(json.dumps(self.best, indent=2))
+            write_json(self.out_dir / "best.json", self.best)
             self._log_wandb(trainer, cells, epoch, files["plot"])
 
     def summary_extras(self) -> dict:

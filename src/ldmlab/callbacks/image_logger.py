@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.images import to_unit
 
 
@@ -38,7 +39,7 @@ class ImageLogger(pl.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, images in grids.items():
             grid = make_grid(to_unit(images), nrow=self.nrow, padding=1)
-            save_image(grid, self.out_dir / f"{name}_epoch{epoch:03d}.png")
+            write_file(self.out_dir / f"{name}_epoch{epoch:03d}.png", lambda tmp, g=grid: save_image(g, tmp))
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"images/{name}", images=[grid], step=trainer.global_step)

@@ -7,6 +7,7 @@ t ~ U{0, …, T−1}; cross-entropy on the labels. Validation reports accuracy p
 from __future__ import annotations
 
 import csv
+import io
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.nn.ema import EMA
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
@@ -163,15 +165,19 @@ class NoisyClassifierModule(pl.LightningModule):
             self._append_rows(accuracy, count.tolist())
 
     def _append_rows(self, accuracy: list[float], count: list[float]) -> None:
+        """Rewritten whole, atomically: an interrupted epoch leaves the previous file intact."""
         path = self.out_dir / BUCKET_CSV
-        is_new = not path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", newline="") as file:
-            writer = csv.writer(file)
-            if is_new:
-                writer.writerow(["epoch", "bucket", "t_lo", "t_hi", "accuracy", "count"])
-            for index, ((lo, hi), acc, n) in enumerate(zip(self.buckets, accuracy, count, strict=True)):
-                writer.writerow([self.current_epoch, index, lo, hi, f"{acc:.6f}", int(n)])
+        text = io.StringIO()
+        if path.is_file():
+            with path.open(newline="") as file:
+                text.write(file.read())
+        writer = csv.writer(text)
+        if not text.tell():
+            writer.writerow(["epoch", "bucket", "t_lo", "t_hi", "accuracy", "count"])
+        for index, ((lo, hi), acc, n) in enumerate(zip(self.buckets, accuracy, count, strict=True)):
+            writer.writerow([self.current_epoch, index, lo, hi, f"{acc:.6f}", int(n)])
+        write_file(path, lambda tmp: tmp.write_bytes(text.getvalue().encode()))
 
     def configure_optimizers(self):
         return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,

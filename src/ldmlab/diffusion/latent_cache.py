@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.sample_transforms import AddCaption, AddLowRes
 from ldmlab.diffusion.first_stage import FirstStage
+from ldmlab.utils.atomic_output import write_file
 
 log = logging.getLogger(__name__)
 PIXEL_PRESERVING = (AddCaption, AddLowRes)  # sample transforms that add keys and leave "image" as is
@@ -176,12 +176,7 @@ def read_latents(path: Path, key: str, shape: tuple[int, ...]) -> torch.Tensor |
 
 
 def write_latents(path: Path, key: str, latents: torch.Tensor) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Write atomically (``ldmlab.utils.atomic_output``: temporary file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        metadata = {"key": key, "sha256": _digest(latents)}
-        save_file({"latents": latents.contiguous()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    metadata = {"key": key, "sha256": _digest(latents)}
+    write_file(path, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp), metadata=metadata))

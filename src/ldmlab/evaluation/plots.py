@@ -14,6 +14,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from ldmlab.evaluation.columns import SPREAD, first_key, is_timing, metric_keys, varying_axes  # noqa: E402
 from ldmlab.evaluation.table import Row  # noqa: E402
+from ldmlab.utils.atomic_output import write_file  # noqa: E402
 
 
 def frontier_keys(rows: Sequence[Row]) -> tuple[str | None, str | None]:
@@ -115,6 +116,7 @@ def draw_frontier(ax, curves: Mapping[str, Sequence[Row]], fid: str, quality: st
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return write_file(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ldmlab.utils.atomic_output import write_file, write_text
+
 Row = dict[str, float | int | str]
 
 
@@ -18,13 +20,14 @@ def columns(rows: Sequence[Row]) -> list[str]:
 def write_csv(rows: Sequence[Row], path: Path) -> Path:
     """One line per row; a key missing from a row is an empty cell. Written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns(rows))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns(rows))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_file(path, write)
 
 
 def read_csv(path: Path) -> list[Row]:
@@ -49,7 +52,7 @@ def write_markdown(header: Sequence[str], lines: Sequence[Sequence[str]], path: 
     """A GitHub-flavoured Markdown table of preformatted cells, then ``footer`` (Markdown)."""
     text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     text += ["| " + " | ".join(cells) + " |" for cells in lines]
-    path.write_text("\n".join(text) + "\n" + footer)
+    write_text(path, "\n".join(text) + "\n" + footer)
     return path
 
 

@@ -23,7 +23,6 @@ import functools
 import hashlib
 import importlib.util
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
     FeatureExtractorInceptionV3,
 )
 
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import (
     OfflineSourceMissing,
@@ -195,9 +195,7 @@ def _digest(state: StateDict) -> str:
 
 def _torch_save_atomic(state: StateDict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    torch.save({k: v.contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: torch.save({k: v.contiguous() for k, v in state.items()}, tmp))
 
 
 def inception_weights_path(explicit_path: str | Path | None = None) -> Path:

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 from safetensors.torch import load_file, save_file
 
+from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.torch_files import refusal_reason
 
@@ -109,9 +110,7 @@ def _named_tensors(state: object) -> StateDict:
 def save_state_dict_atomic(state: StateDict, path: Path) -> None:
     """Write ``state`` as safetensors via a temporary file + rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp)))
 
 
 def resolve_weights(source: WeightSource, explicit_path: str | Path | None = None) -> StateDict:
