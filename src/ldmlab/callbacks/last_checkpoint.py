@@ -17,6 +17,11 @@ class LastCheckpoint(AtomicModelCheckpoint):
 
     "Passes" matters for manual optimisation with two optimisers (stage 1), whose global step
     advances by 2 per batch once the discriminator trains.
+
+    A run that stops mid-epoch (``trainer.max_steps`` reached, or ``trainer.should_stop``) saves
+    after its last batch and not again when Lightning then ends the epoch: a checkpoint written
+    there would mark the epoch finished, and extending the run (a larger ``max_steps``) would
+    skip the rest of it. So the extended run continues at the exact next sample.
     """
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 300) -> None:
@@ -41,16 +46,30 @@ class LastCheckpoint(AtomicModelCheckpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         n = self.every_n
-        if n and trainer.global_step // n > self._last_global_step_saved // n:
+        due = bool(n) and trainer.global_step // n > self._last_global_step_saved // n
+        if due or (_stops_mid_epoch(trainer) and self._last_global_step_saved != trainer.global_step):
             self._save_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._should_save_on_train_epoch_end(trainer):
+        if self._should_save_on_train_epoch_end(trainer) and not self._saved_mid_epoch_stop(trainer):
             self._save_last(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not self._should_save_on_train_epoch_end(trainer) and not self._saved_mid_epoch_stop(trainer):
             self._save_last(trainer)
+
+    def _saved_mid_epoch_stop(self, trainer: pl.Trainer) -> bool:
+        """The run stopped mid-epoch and its last batch's state is saved already."""
+        return _stops_mid_epoch(trainer) and self._last_global_step_saved == trainer.global_step
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         """Never: a crashed step's state is not a resume point."""
+
+
+def _stops_mid_epoch(trainer: pl.Trainer) -> bool:
+    """Training ends after the current batch although the epoch has batches left."""
+    loop = trainer.fit_loop
+    progress = loop.epoch_loop.batch_progress
+    if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+        return False
+    return (0 <= loop.max_steps <= trainer.global_step) or (trainer.should_stop and loop._can_stop_early)
