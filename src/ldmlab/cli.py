@@ -2,8 +2,9 @@
 
 Bad user input ends a command with exactly one ``error: ...`` line on stderr naming the config
 key and its fix, and exit status 2 — whether Hydra rejects the command line (unknown group
-option, typo'd key, bad override syntax) or ldmlab rejects a value while running. Anything else
-is a bug and keeps its full traceback.
+option, typo'd key, bad override syntax), a value has the wrong type (checked against the code's
+annotations before the command runs), or ldmlab rejects a value while running. Anything else
+is a bug and keeps its full traceback. Hydra flags that would unpickle a file are refused.
 """
 
 from __future__ import annotations
@@ -16,19 +17,23 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra._internal.utils import get_args_parser
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ldmlab.utils.atomic_output import DiskFullError
 from ldmlab.utils.conf_dir import CONF_DIR
+from ldmlab.utils.config_types import check_config
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.multirun import ended_with_failures, in_multirun, run_job
 from ldmlab.utils.pretrained import WeightsUnavailableError
+from ldmlab.utils.shipped_config import shipped_value
 
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
 OUTPUT_KEYS = ("out", "sweep_dir", "paths.log_dir")  # where the commands write, most specific first
 EXIT_USER_ERROR = 2
+PICKLE_FLAGS = ("experimental_rerun",)  # Hydra's argparse destinations that unpickle a file
 
 
 def user_error(err: BaseException) -> BaseException | None:
@@ -61,10 +66,11 @@ def _raised_at_call_site(err: TypeError) -> bool:
     return bool(frames) and "hydra" in Path(frames[-1]).parts
 
 
-def exit_on_user_error(run: Callable, cfg):
-    """Run ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2. In a
+def exit_on_user_error(run: Callable, cfg, settings: type | None = None):
+    """Check ``cfg``'s types (``settings``: the command's table of its own keys), then run
+    ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2. In a
     multirun, a failed job is recorded and the sweep goes on (``ldmlab.utils.multirun``)."""
-    run = naming_full_disk(run)
+    run = naming_full_disk(type_checked(run, settings))
     if in_multirun():
         return run_job(run, cfg, user_error)
     try:
@@ -74,6 +80,14 @@ def exit_on_user_error(run: Callable, cfg):
         if cause is None:
             raise
         fail(str(cause))
+
+
+def type_checked(run: Callable, settings: type | None) -> Callable:
+    """``run`` after ``check_config`` (fixes: the shipped values of this command)."""
+    def wrapped(cfg):
+        check_config(cfg, settings, shipped_value)
+        return run(cfg)
+    return wrapped
 
 
 def naming_full_disk(run: Callable) -> Callable:
@@ -112,6 +126,7 @@ def run(main: Callable[[], object], config_name: str) -> None:
     """Call a ``@hydra.main`` function; Hydra's own command-line errors (multi-line reports,
     exit 1) become one line with a runnable fix and exit 2. ``config_name`` is the decorator's
     default, used to suggest keys when an override names one that does not exist."""
+    refuse_pickle_flags(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us unformatted
     for name in ("pytorch_lightning", "lightning_fabric"):  # progress notes on stdout; stderr is for errors
         for handler in logging.getLogger(name).handlers:
@@ -125,6 +140,18 @@ def run(main: Callable[[], object], config_name: str) -> None:
         fail(describe_hydra_error(err, _config_name(config_name)))
     if failures := ended_with_failures():  # a multirun whose jobs did not all complete
         fail(*failures)
+
+
+def refuse_pickle_flags(argv: list[str]) -> None:
+    """Exit 2 if ``argv`` holds a Hydra flag that unpickles a file (``--experimental-rerun FILE``,
+    in any spelling argparse accepts: ``--flag=FILE`` or an unambiguous prefix), before Hydra sees it."""
+    flags = [option for action in get_args_parser()._actions if action.dest in PICKLE_FLAGS
+             for option in action.option_strings]
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if len(name) > 2 and name.startswith("--") and any(flag.startswith(name) for flag in flags):
+            fail(f"{name}: loads a pickle (a pickle file runs code when loaded), so ldmlab refuses it. "
+                 "Fix: rerun with the run's overrides instead (<run_dir>/.hydra/overrides.yaml)")
 
 
 def _config_name(default: str) -> str:

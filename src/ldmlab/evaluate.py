@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -27,9 +26,11 @@ from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint, stored_datamodule
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import check_counts, load_reference
-from ldmlab.evaluation.sweep import check_seeds, check_settings, grid_sweep, select_best
+from ldmlab.evaluation.sweep import check_seeds, check_select_by, check_settings, grid_sweep, select_best
 from ldmlab.evaluation.sweep_files import write_sweep
+from ldmlab.utils.device import resolve_device
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
+from ldmlab.utils.settings import EvaluateSettings
 
 
 def evaluate(cfg: DictConfig) -> Path:
@@ -38,8 +39,7 @@ def evaluate(cfg: DictConfig) -> Path:
     grid = {axis: values for axis, values in OmegaConf.to_container(cfg.grid, resolve=True).items()
             if values is not None} if cfg.get("grid") else {}
     guidance = instantiate(cfg.guidance)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
     samplers = sampler_grid(build_sampler(cfg.get("sampler"), module), grid, module.schedule.num_timesteps,
@@ -50,6 +50,7 @@ def evaluate(cfg: DictConfig) -> Path:
     check_counts(evaluator, cfg.num_samples)
     condition = guided_condition(module.ema.shadow["conditioner"], guidance, cfg.num_samples,
                                  class_label=cfg.class_label, source=dataset)
+    check_select_by(cfg.select_by, evaluator.metric_names(labelled="label" in condition))
     rows = grid_sweep(module, evaluator, condition, guidance, scales, cfg.num_samples, samplers=samplers,
                       seeds=seeds, batch_size=cfg.batch_size, use_ema=cfg.use_ema)
 
@@ -76,7 +77,7 @@ def evaluate(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(evaluate, cfg)
+    exit_on_user_error(evaluate, cfg, EvaluateSettings)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from ldmlab.interop.unet2d import assert_same_outputs, to_diffusers_unet
 from ldmlab.utils.atomic_output import write_json
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.output_dir import atomic_dir, check_replaceable, checked_output_dir
+from ldmlab.utils.settings import ExportSettings
 
 BETA_SCHEDULES = {"LinearSchedule": "linear", "ScaledLinearSchedule": "scaled_linear",
                   "CosineSchedule": "squaredcos_cap_v2"}
@@ -217,7 +218,7 @@ def _checked_out(out: str | None, overwrite: bool) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(export, cfg, Settings)
+    exit_on_user_error(export, cfg, ExportSettings)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,12 @@ from ldmlab.nn.lpips import LPIPS
 from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
+from ldmlab.utils.settings import InterpolateSettings
 
 
 def interpolation(cfg: DictConfig) -> Path:
     path, autoencoder, dataset = loaded_autoencoder(cfg)
-    batch = first_items(dataset, 2 * cfg.num_pairs, "num_pairs")
+    batch = first_items(dataset, cfg.num_pairs, "num_pairs", per=2)
     a = {k: v[0::2] for k, v in batch.items()}
     b = {k: v[1::2] for k, v in batch.items()}
     strips = interpolate(autoencoder, a, b, cfg.frames, cfg.semantic_only)
@@ -51,7 +52,7 @@ def interpolation(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="interpolate")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(interpolation, cfg)
+    exit_on_user_error(interpolation, cfg, InterpolateSettings)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from ldmlab.nn.lpips import LPIPS
 from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
+from ldmlab.utils.settings import InvertSettings
 
 
 def invert(cfg: DictConfig) -> Path:
@@ -51,7 +52,7 @@ def invert(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="invert")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(invert, cfg)
+    exit_on_user_error(invert, cfg, InvertSettings)
 
 
 if __name__ == "__main__":

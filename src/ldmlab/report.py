@@ -24,6 +24,7 @@ from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.settings import ReportSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class AggregateOnMultirunEnd(Callback):
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(report, cfg)
+    exit_on_user_error(report, cfg, ReportSettings)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,16 @@ from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.diffusion.guidance.condition import guided_condition
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.device import resolve_device
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.progress import Progress
 from ldmlab.utils.run_layout import update_latest, write_json_atomic
+from ldmlab.utils.settings import SampleSettings
 
 
 def sample(cfg: DictConfig) -> Path:
-    if cfg.num_samples <= 0:
-        raise ConfigError("num_samples", f"must be positive, got {cfg.num_samples}", "e.g. num_samples=64")
+    device = resolve_device(cfg.device)
     guidance = instantiate(cfg.guidance)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
     sampler = build_sampler(cfg.sampler, module)
@@ -72,7 +70,7 @@ def sample(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(sample, cfg)
+    exit_on_user_error(sample, cfg, SampleSettings)
 
 
 if __name__ == "__main__":

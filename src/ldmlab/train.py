@@ -32,6 +32,9 @@ from ldmlab.utils.lr_scaling import scale_learning_rates
 from ldmlab.utils.precision import resolve_precision
 from ldmlab.utils.resume_contract import ResumePoint, check_config, check_shapes, check_world_size
 from ldmlab.utils.run_layout import SUMMARY, in_run, newest_checkpoint, update_latest, write_json_atomic
+from ldmlab.utils.settings import TrainSettings
+from ldmlab.utils.shipped_config import shipped_value
+from ldmlab.utils.trainer_knobs import check_trainer
 
 log = logging.getLogger(__name__)
 # Lightning warnings about what ldmlab does on purpose (frozen LPIPS / first stage stay in eval
@@ -86,6 +89,7 @@ def fit(cfg: DictConfig) -> dict:
     resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir, run_dir)
     opted = check_config(resume, cfg) if resume else []  # before any work
 
+    check_trainer(cfg.trainer, "trainer", shipped_value)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     module: pl.LightningModule = instantiate(cfg.module)
     if opted:
@@ -173,7 +177,7 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_ae")
 def main(cfg: DictConfig) -> float | None:
-    summary = exit_on_user_error(fit, cfg)  # None: a failed job of a multirun
+    summary = exit_on_user_error(fit, cfg, TrainSettings)  # None: a failed job of a multirun
     metric = cfg.get("optimized_metric")
     return summary["metrics"].get(metric) if metric and summary else None
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ldmlab.nn.normalization import group_norm
+from ldmlab.utils.config_types import PositiveInt
 
 NORMS = ("batch", "group", "none")
 KERNEL, PADDING, MAX_CHANNEL_MULT = 4, 1, 8
@@ -32,7 +33,8 @@ class NLayerDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, base_channels: int = 64, n_layers: int = 3, norm: str = "batch"
+        self, in_channels: PositiveInt, base_channels: PositiveInt = 64, n_layers: PositiveInt = 3,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if norm not in NORMS:

@@ -22,6 +22,7 @@ from ldmlab.autoencoder.adversarial import (
 from ldmlab.autoencoder.discriminator import NLayerDiscriminator
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
 from ldmlab.nn.lpips import LPIPS
+from ldmlab.utils.config_types import NonNegativeInt
 from ldmlab.utils.errors import ConfigError
 
 RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}
@@ -45,7 +46,7 @@ class AutoencoderLoss(nn.Module):
         reconstruction: str = "l1",
         perceptual_weight: float = 1.0,
         reg_weight: float = 1e-6,
-        disc_start: int = 10_000,
+        disc_start: NonNegativeInt = 10_000,
         disc_weight: float = 0.5,
         disc_factor: float = 1.0,
         disc_loss: str = "hinge",

@@ -8,6 +8,7 @@ from torch import nn
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
 from ldmlab.nn.decoder import Decoder
 from ldmlab.nn.encoder import Encoder
+from ldmlab.utils.config_types import PositiveInt
 
 
 class Autoencoder(nn.Module):
@@ -17,7 +18,7 @@ class Autoencoder(nn.Module):
     eval; VQ: the quantised code) and the regulariser's loss/logs; ``decode`` inverts it.
     """
 
-    def __init__(self, encoder: Encoder, decoder: Decoder, regularizer: Regularizer, embed_dim: int):
+    def __init__(self, encoder: Encoder, decoder: Decoder, regularizer: Regularizer, embed_dim: PositiveInt):
         super().__init__()
         self.encoder, self.decoder, self.regularizer = encoder, decoder, regularizer
         self.embed_dim = embed_dim

@@ -34,11 +34,12 @@ from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.plots import frontier_keys
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.seeds import mean_over_seeds
-from ldmlab.evaluation.sweep import check_seeds, check_settings, grid_sweep, select_best
+from ldmlab.evaluation.sweep import check_seeds, check_select_by, check_settings, grid_sweep, select_best
 from ldmlab.evaluation.sweep_files import write_sweep
 from ldmlab.evaluation.table import Row, columns
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.utils.atomic_output import write_json
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "callbacks.guidance_sweep."
@@ -55,17 +56,17 @@ class GuidanceSweep(pl.Callback):
     def __init__(
         self,
         guidance_scales: Sequence[float],
-        num_samples: int,
+        num_samples: PositiveInt,
         metrics: Callable[..., FidelityEvaluator],
         out_dir: str,
-        every_n_epochs: int = 5,
+        every_n_epochs: PositiveInt = 5,
         reference_split: str = "test",
-        num_reference: int = 2000,
+        num_reference: PositiveInt = 2000,
         sampler: Sampler | None = None,
-        batch_size: int = 64,
+        batch_size: PositiveInt = 64,
         guidance: Guidance | None = None,
         select_by: str | None = None,
-        grid: Mapping[str, Sequence] | None = None,
+        grid: Mapping[str, Sequence | str | float | None] | None = None,
         seeds: Sequence[int] = (0,),
     ) -> None:
         self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size, KEY)
@@ -97,6 +98,8 @@ class GuidanceSweep(pl.Callback):
         check_counts(self.evaluator, self.num_samples, KEY)
         self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
                                           source=dataset)
+        check_select_by(self.select_by, self.evaluator.metric_names(labelled="label" in self.condition),
+                        f"{KEY}select_by")
         self.samplers = sampler_grid(self.sampler or pl_module.sampler, self.grid,
                                      pl_module.schedule.num_timesteps, f"{KEY}grid",
                                      pl_module.horizon)

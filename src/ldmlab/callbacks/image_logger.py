@@ -9,6 +9,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from ldmlab.utils.atomic_output import write_file
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.images import to_unit
 
 
@@ -18,7 +19,8 @@ class ImageLogger(pl.Callback):
     write ``<run_dir>/images/<name>_epoch<E>.png`` plus a wandb image per name. Rank 0 only.
     """
 
-    def __init__(self, out_dir: str, every_n_epochs: int = 1, num_images: int = 16, nrow: int = 8):
+    def __init__(self, out_dir: str, every_n_epochs: PositiveInt = 1, num_images: PositiveInt = 16,
+                 nrow: PositiveInt = 8):
         self.out_dir = Path(out_dir)
         self.every_n_epochs, self.num_images, self.nrow = every_n_epochs, num_images, nrow
 

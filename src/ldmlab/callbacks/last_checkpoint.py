@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from ldmlab.callbacks.atomic_checkpoint import AtomicModelCheckpoint
+from ldmlab.utils.config_types import NonNegativeInt
 
 
 class LastCheckpoint(AtomicModelCheckpoint):
@@ -24,7 +25,7 @@ class LastCheckpoint(AtomicModelCheckpoint):
     skip the rest of it. So the extended run continues at the exact next sample.
     """
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 300) -> None:
+    def __init__(self, dirpath: str, every_n_train_steps: NonNegativeInt = 300) -> None:
         if every_n_train_steps < 0:
             raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True,

@@ -7,8 +7,10 @@ import sys
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 
+from ldmlab.utils.config_types import NonNegativeInt
 
-def progress_bar(refresh_rate: int = 50) -> ProgressBar:
+
+def progress_bar(refresh_rate: NonNegativeInt = 50) -> ProgressBar:
     """Rich progress bar on a TTY; in batch jobs (CI, SLURM, ``> log``) a TQDM bar refreshed
     every ``refresh_rate`` steps so logs show progress without flooding."""
     if sys.stdout.isatty():

@@ -22,6 +22,7 @@ from ldmlab.callbacks.epoch_schedule import is_due
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import SPLITS, ReferenceSet, to_uint8
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "callbacks.reconstruction_fid."
@@ -35,10 +36,10 @@ class ReconstructionFID(pl.Callback):
     def __init__(
         self,
         metrics: Callable[..., FidelityEvaluator],
-        num_images: int = 1000,
+        num_images: PositiveInt = 1000,
         split: str = "val",
-        every_n_epochs: int = 1,
-        batch_size: int = 100,
+        every_n_epochs: PositiveInt = 1,
+        batch_size: PositiveInt = 100,
     ) -> None:
         for key, value in (("num_images", num_images), ("every_n_epochs", every_n_epochs),
                            ("batch_size", batch_size)):

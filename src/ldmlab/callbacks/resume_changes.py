@@ -19,7 +19,9 @@ class ResumeChanges(pl.Callback):
     schedule where it stands — every lr-like key of the group and the scheduler's ``base_lrs``
     × new base / old base, so the next step uses new lr × the schedule's factor at that step —
     and any other hyperparameter that differs (``weight_decay``, ``eps``, ...) takes its new
-    value, except momentum terms a scheduler cycles."""
+    value, except momentum terms a scheduler cycles. With another batch size or number of ranks,
+    the interrupted epoch's batch count is restated in this run's batches
+    (``resumed_batches`` of the data module), so the epoch ends where its data does."""
 
     def __init__(self) -> None:
         self._fresh: list[list[dict[str, Any]]] = []
@@ -29,6 +31,15 @@ class ResumeChanges(pl.Callback):
                        for opt in trainer.optimizers]
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restate_learning_rates(trainer)
+        batches = getattr(trainer.datamodule, "resumed_batches", lambda: None)()
+        if batches is not None:  # restored as saved (completed one behind); the epoch loop catches up
+            current = trainer.fit_loop.epoch_loop.batch_progress.current
+            shift = batches - current.processed
+            current.ready, current.started = current.ready + shift, current.started + shift
+            current.processed, current.completed = current.processed + shift, current.completed + shift
+
+    def _restate_learning_rates(self, trainer: pl.Trainer) -> None:
         cycled = {"betas", "momentum"} if any(getattr(c.scheduler, "cycle_momentum", False)
                                               for c in trainer.lr_scheduler_configs) else set()
         for opt, fresh_groups in zip(trainer.optimizers, self._fresh, strict=True):

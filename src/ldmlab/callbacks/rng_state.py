@@ -3,6 +3,7 @@ uninterrupted one would have drawn."""
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -11,7 +12,6 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_warn
 
 
 def capture(device: torch.device | None = None) -> dict[str, Any]:
@@ -42,6 +42,14 @@ def restore(state: dict[str, Any], device: torch.device | None = None) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def reseed(seed: int, step: int, rank: int) -> None:
+    """Seed torch (every device), numpy and python ``random`` from (seed, step, rank)."""
+    value = int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+
+
 class RNGState(Callback):
     """Saves the global RNG states of every rank (``{"ranks": [state_0, state_1, ...]}``) with
     each checkpoint and restores rank r's entry just before the first training step after a
@@ -51,6 +59,10 @@ class RNGState(Callback):
     back before the next training step, and a checkpoint written during or after validation
     stores that state. So a run killed after any checkpoint and resumed draws exactly what the
     uninterrupted run draws.
+
+    A checkpoint of another number of ranks (resumed with ``resume_changes=[world_size]``) cannot
+    give every rank its stream: each rank's streams are then seeded from (``PL_GLOBAL_SEED``, the
+    global step, its rank), deterministic but not what either run would have drawn.
     """
 
     def __init__(self) -> None:
@@ -84,8 +96,8 @@ class RNGState(Callback):
             ranks, self._pending = self._pending["ranks"], None
             if len(ranks) == trainer.world_size:
                 restore(ranks[trainer.global_rank], self._device)
-                return
-            rank_zero_warn(f"RNG states were saved for {len(ranks)} ranks, this run has "
-                           f"{trainer.world_size}: random draws will differ from an uninterrupted run")
+            else:
+                reseed(int(os.environ.get("PL_GLOBAL_SEED", 0)), trainer.global_step, trainer.global_rank)
+            return
         if stash is not None:
             restore(stash, self._device)

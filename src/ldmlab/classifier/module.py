@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
+from ldmlab.utils.config_types import NonNegativeInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
@@ -51,7 +52,7 @@ class ClassifierModule(pl.LightningModule):
         optimizer: partial,
         scheduler: partial | None = None,
         augment: bool = True,
-        max_shift: int = 2,
+        max_shift: NonNegativeInt = 2,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 
@@ -31,11 +32,11 @@ class ClassifierNetwork(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        resolution: int = 32,
+        in_channels: PositiveInt = 1,
+        num_classes: PositiveInt = 10,
+        resolution: PositiveInt = 32,
         widths: Sequence[int] = (16, 32, 64),
-        groups: int = 8,
+        groups: PositiveInt = 8,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.nn.ema import EMA
 from ldmlab.utils.atomic_output import write_file
+from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
@@ -58,13 +59,13 @@ class NoisyClassifierModule(pl.LightningModule):
         schedule: nn.Module,
         network: NoisyLatentClassifier,
         optimizer: partial,
-        resolution: int,
+        resolution: PositiveInt,
         out_dir: str,
         scheduler: partial | None = None,
         ema_decay: float | None = 0.999,
-        ema_warmup: int = 10,
-        scale_fit_batches: int = 4,
-        val_t_buckets: int = 10,
+        ema_warmup: NonNegativeInt = 10,
+        scale_fit_batches: PositiveInt = 4,
+        val_t_buckets: PositiveInt = 10,
     ) -> None:
         super().__init__()
         self.loss_watch = LossWatch("train/loss")

@@ -20,6 +20,7 @@ from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample
 from ldmlab.nn.resnet import ResnetBlock
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "noisy_classifier"
@@ -30,7 +31,7 @@ class AttentionPool(nn.Module):
     attention over [mean, positions] (guided-diffusion's AttentionPool2d, without a positional
     embedding, so any spatial size works), followed by an output projection."""
 
-    def __init__(self, channels: int, num_heads: int) -> None:
+    def __init__(self, channels: int, num_heads: PositiveInt) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -53,15 +54,15 @@ class NoisyLatentClassifier(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
-        num_classes: int,
-        model_channels: int = 32,
+        in_channels: PositiveInt,
+        num_classes: PositiveInt,
+        model_channels: PositiveInt = 32,
         channel_mult: Sequence[int] = (1, 2),
-        num_res_blocks: int = 1,
+        num_res_blocks: PositiveInt = 1,
         attention_resolutions: Sequence[int] = (2,),
-        num_heads: int = 4,
+        num_heads: PositiveInt = 4,
         dropout: float = 0.0,
-        pool_heads: int = 4,
+        pool_heads: PositiveInt = 4,
     ) -> None:
         super().__init__()
         self.config = {

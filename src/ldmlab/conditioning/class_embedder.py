@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
+from ldmlab.utils.config_types import PositiveInt
 
 
 class ClassEmbedder(Embedder):
@@ -16,8 +17,8 @@ class ClassEmbedder(Embedder):
 
     def __init__(
         self,
-        num_classes: int,
-        embed_dim: int,
+        num_classes: PositiveInt,
+        embed_dim: PositiveInt,
         output_type: str = "crossattn",
         input_key: str = "label",
         p_uncond: float = 0.0,

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
+from ldmlab.utils.config_types import PositiveInt
 
 
 class ConcatEmbedder(Embedder):
@@ -17,9 +18,9 @@ class ConcatEmbedder(Embedder):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        size: int,
+        in_channels: PositiveInt,
+        out_channels: PositiveInt,
+        size: PositiveInt,
         input_key: str = "lowres",
         p_uncond: float = 0.0,
     ) -> None:

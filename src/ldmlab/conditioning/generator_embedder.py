@@ -11,6 +11,7 @@ from torch import nn
 
 from ldmlab.autoencoder.prior import VAEPrior
 from ldmlab.conditioning.base import Embedder
+from ldmlab.utils.config_types import PositiveInt
 
 
 class GeneratorSampleEmbedder(Embedder):
@@ -27,8 +28,9 @@ class GeneratorSampleEmbedder(Embedder):
     (pixels: ``first_stage=identity``).
     """
 
-    def __init__(self, prior: VAEPrior, size: int, input_key: str = "x_hat", source_key: str = "image",
-                 p_uncond: float = 0.0, centre_forward_process: bool = False) -> None:
+    def __init__(self, prior: VAEPrior, size: PositiveInt, input_key: str = "x_hat",
+                 source_key: str = "image", p_uncond: float = 0.0,
+                 centre_forward_process: bool = False) -> None:
         super().__init__(input_key, "concat", p_uncond)
         self.prior, self.size, self.source_key = prior, size, source_key
         self.centre_forward_process = centre_forward_process

@@ -15,6 +15,7 @@ from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample
 from ldmlab.nn.resnet import ResnetBlock
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 POSTERIORS = ("deterministic", "gaussian")
@@ -38,11 +39,11 @@ class SemanticEncoderEmbedder(Embedder):
 
     def __init__(
         self,
-        in_channels: int,
-        embed_dim: int,
-        ch: int = 32,
+        in_channels: PositiveInt,
+        embed_dim: PositiveInt,
+        ch: PositiveInt = 32,
         ch_mult: Sequence[int] = (1, 2, 2, 2),
-        num_res_blocks: int = 1,
+        num_res_blocks: PositiveInt = 1,
         posterior: str = "deterministic",
         time_conditioned: bool = False,
         input_key: str = "z_sem",

@@ -10,6 +10,7 @@ from torch import nn
 from ldmlab.conditioning.base import Embedder
 from ldmlab.conditioning.tokenizer import ByteTokenizer
 from ldmlab.nn.transformer import BasicTransformerBlock
+from ldmlab.utils.config_types import PositiveInt
 
 
 class TextEmbedder(Embedder):
@@ -22,10 +23,10 @@ class TextEmbedder(Embedder):
 
     def __init__(
         self,
-        embed_dim: int,
-        depth: int,
-        heads: int,
-        max_length: int = 77,
+        embed_dim: PositiveInt,
+        depth: PositiveInt,
+        heads: PositiveInt,
+        max_length: PositiveInt = 77,
         input_key: str = "caption",
         p_uncond: float = 0.0,
         dropout: float = 0.0,

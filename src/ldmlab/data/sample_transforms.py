@@ -7,6 +7,7 @@ import random
 import torch.nn.functional as F
 
 from ldmlab.data.captions import FASHION_MNIST_CLASSES, caption_for
+from ldmlab.utils.config_types import PositiveInt
 
 
 class AddCaption:
@@ -23,7 +24,7 @@ class AddCaption:
 class AddLowRes:
     """``sample["lowres"]``: the image area-downsampled to ``size``×``size`` (a concat condition)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: PositiveInt) -> None:
         self.size = size
 
     def __call__(self, sample: dict, seed: int) -> dict:

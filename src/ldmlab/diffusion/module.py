@@ -25,6 +25,7 @@ from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.nn.ema import EMA
 from ldmlab.nn.unet import UNet
+from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.optimizers import build_optimizer, trainer_precision
@@ -65,13 +66,13 @@ class LatentDiffusionModule(pl.LightningModule):
         objective: DiffusionObjective,
         sampler: Sampler,
         optimizer: partial,
-        resolution: int,
+        resolution: PositiveInt,
         start: VAEPrior | None = None,
         log_guidance_scales: tuple[float, ...] = (1.0, 3.0),
         ema_decay: float = 0.999,
-        ema_warmup: int = 10,
-        warmup_steps: int = 0,
-        scale_fit_batches: int = 4,
+        ema_warmup: NonNegativeInt = 10,
+        warmup_steps: NonNegativeInt = 0,
+        scale_fit_batches: PositiveInt = 4,
         latent_cache: str | None = None,
         compile: bool = False,
     ) -> None:

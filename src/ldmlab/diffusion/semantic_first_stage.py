@@ -16,6 +16,7 @@ from ldmlab.diffusion.first_stage import scale_fit_images, weights_fingerprint
 from ldmlab.diffusion.generate import generate_images
 from ldmlab.diffusion.restore import build_ldm, ldm_architecture
 from ldmlab.diffusion.samplers.ddim import DDIMSampler
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "first_stage.ckpt"
@@ -40,10 +41,10 @@ class SemanticFirstStage(nn.Module):
     def __init__(
         self,
         ckpt: str | None,
-        resolution: int,
+        resolution: PositiveInt,
         expected_embed_dim: int,
         encoder: str = "z_sem",
-        decode_steps: int = 20,
+        decode_steps: PositiveInt = 20,
         autoencoder_config: dict | None = None,
     ) -> None:
         super().__init__()

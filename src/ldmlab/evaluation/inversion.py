@@ -14,15 +14,19 @@ from torch.utils.data import Dataset, default_collate
 from ldmlab.diffusion.autoencoding import DiffusionAutoencoder, mix, slerp
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint, stored_datamodule
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
+from ldmlab.utils.device import resolve_device
 from ldmlab.utils.errors import ConfigError
 
 
-def first_items(dataset: Dataset, count: int, key: str = "num_images") -> dict:
-    """Items 0 … count − 1 of ``dataset`` collated into one batch."""
-    if not 0 < count <= len(dataset):
-        raise ConfigError(key, f"must lie in [1, {len(dataset)}] (the split's size), got {count}",
-                          f"{key}={min(max(count, 1), len(dataset))}")
-    return default_collate([dataset[i] for i in range(count)])
+def first_items(dataset: Dataset, count: int, key: str = "num_images", per: int = 1) -> dict:
+    """Items 0 … count·per − 1 of ``dataset`` collated into one batch; ``per``: items per unit of
+    ``count`` (2 for ``num_pairs``)."""
+    most = len(dataset) // per
+    if not 0 < count <= most:
+        fix = f"{key}={min(max(count, 1), most)}" if most else f"use a split with at least {per} images"
+        raise ConfigError(key, f"must lie in [1, {most}] ({len(dataset)} images in the split), got {count}",
+                          fix)
+    return default_collate([dataset[i] for i in range(count * per)])
 
 
 @torch.no_grad()
@@ -89,14 +93,13 @@ def smoothness(strips: Tensor, distance: Callable[[Tensor, Tensor], Tensor]) -> 
 
 def loaded_autoencoder(cfg: DictConfig) -> tuple[Path, DiffusionAutoencoder, object]:
     """The checkpoint, its model as a ``DiffusionAutoencoder`` (the command's DDIM) and its split."""
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if cfg.split not in ("val", "test"):
+        raise ConfigError("split", f"must be val or test, got {cfg.split!r}", "split=test")
+    device = resolve_device(cfg.device)
     path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
     module = load_ldm(path).to(device)
     autoencoder = DiffusionAutoencoder(module, build_sampler(cfg.sampler, module), cfg.fixed_point_iters,
                                        cfg.use_ema)
     datamodule = stored_datamodule(path)
     datamodule.setup()
-    if cfg.split not in ("val", "test"):
-        raise ConfigError("split", f"must be val or test, got {cfg.split!r}", "split=test")
     return path, autoencoder, getattr(datamodule, f"{cfg.split}_set")

@@ -30,14 +30,6 @@ def load_reference(
 
 
 def check_counts(evaluator: FidelityEvaluator, num_samples: int, prefix: str = "") -> None:
-    """FID on d-dim features needs more than d generated and d reference images."""
-    counts = {f"{prefix}num_samples": num_samples, f"{prefix}num_reference": len(evaluator.reference)}
-    for network in evaluator.networks:
-        for key, count in counts.items():
-            if count <= network.feature_dim:
-                raise ConfigError(
-                    key, f"FID on {network.feature_dim}-d {network.tag} features needs more than "
-                    f"{network.feature_dim} images, got {count}",
-                    f"set {key} above {network.feature_dim}"
-                    + (", or a smaller metrics.fid_feature_layer" if network.tag == "inception" else ""),
-                )
+    """Before sampling: ``num_samples`` per grid point and the reference set fit every metric
+    (FID's feature dimension, KID's subset size, the Inception Score's splits)."""
+    evaluator.check_counts(num_samples, f"{prefix}num_samples", f"{prefix}num_reference")

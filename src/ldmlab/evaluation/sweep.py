@@ -148,13 +148,19 @@ def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Ten
     return {**where, **metrics, **seconds}
 
 
+def check_select_by(select_by: str | None, available: Sequence[str], key: str = "select_by") -> str:
+    """The metric that picks the best row: ``select_by``, by default the first FID key of
+    ``available`` (the metrics the sweep computes; checked before it starts, and again on its rows)."""
+    metric = select_by or first_key(available, "fid_")
+    if metric not in available:
+        raise ConfigError(key, f"{metric!r} is not among the sweep's metrics {list(available)}",
+                          f"{key}={available[0]}" if available else "compute a metric")
+    return metric
+
+
 def select_best(rows: Sequence[Row], select_by: str | None = None, key: str = "select_by") -> tuple[str, Row]:
     """(metric, best row) by ``select_by`` (default: the first FID key). ``fid_*``/``kid_*`` are
     lower-is-better, every other metric (IS, accuracy, precision, recall) higher-is-better."""
-    available = metric_keys(rows)
-    metric = select_by or first_key(available, "fid_")
-    if metric not in available:
-        raise ConfigError(key, f"{metric!r} is not among the sweep's metrics {available}",
-                          f"use one of {available}")
+    metric = check_select_by(select_by, metric_keys(rows), key)
     sign = 1 if metric.startswith(LOWER_IS_BETTER) else -1
     return metric, min(rows, key=lambda row: sign * row[metric])

@@ -41,6 +41,7 @@ from ldmlab.metrics.classifier_features import (
 )
 from ldmlab.metrics.inception import FIDELITY_EXTRACTOR_NAME, has_classifier_head, inception_weights_path
 from ldmlab.metrics.reference_stats import FidelityImages, ReferenceSet, fidelity_cache_root, to_uint8
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.torch_files import NUMPY_ARRAYS, unsafe_globals
 
@@ -115,11 +116,11 @@ class FidelityEvaluator:
         inception_weights: str | None = None,
         fid_feature_layer: str = "2048",
         classifier_ckpt: str | None = None,
-        kid_subset_size: int = 1000,
-        kid_subsets: int = 100,
-        isc_splits: int = 10,
+        kid_subset_size: PositiveInt = 1000,
+        kid_subsets: PositiveInt = 100,
+        isc_splits: PositiveInt = 10,
         compute_precision_recall: bool = True,
-        batch_size: int = 64,
+        batch_size: PositiveInt = 64,
         cuda: bool | None = None,
         cache_root: str | None = None,
         seed: int = 2020,
@@ -151,7 +152,7 @@ class FidelityEvaluator:
         (used for ``accuracy_classifier``); on_image: called per generated image a feature network
         reads (N × ``len(self.networks)`` calls). Returns the metrics described in the module docstring."""
         self._check_images(images)
-        self._check_counts(len(images))
+        self.check_counts(len(images))
         score_labels = self.classifier is not None and labels is not None
         if score_labels:
             self._check_labels(labels, len(images))
@@ -250,27 +251,41 @@ class FidelityEvaluator:
             raise ConfigError("images", f"values span [{low:.3g}, {high:.3g}], outside [-1, 1]",
                               "map samples to [-1, 1] and clamp them (x.clamp(-1, 1))")
 
-    def _check_counts(self, num_samples: int) -> None:
+    def metric_names(self, labelled: bool) -> list[str]:
+        """The metrics a call returns (spreads ``*_std`` aside); ``labelled``: called with labels."""
+        names = []
+        for network in self.networks:
+            names += [f"fid_{network.tag}", f"kid_{network.tag}"]
+            if self.compute_precision_recall:
+                names += [f"precision_{network.tag}", f"recall_{network.tag}"]
+            names += [f"is_{network.tag}"] if network.logits_layer else []
+        return names + (["accuracy_classifier"] if self.classifier is not None and labelled else [])
+
+    def check_counts(self, num_samples: int, samples_key: str = "metrics.num_samples",
+                     reference_key: str = "metrics.num_reference") -> None:
+        """Raise ConfigError unless ``num_samples`` generated images (and the reference set) fit
+        every metric: FID's feature dimension, ``kid_subset_size``, ``isc_splits``."""
         num_reference = len(self.reference)
         for network in self.networks:
-            counts = {"metrics.num_samples": num_samples, "metrics.num_reference": num_reference}
+            counts = {samples_key: num_samples, reference_key: num_reference}
             for key, count in counts.items():
                 if count <= network.feature_dim:
                     raise ConfigError(
                         key, f"FID on {network.feature_dim}-d {network.tag} features needs more than "
                         f"{network.feature_dim} images, got {count} (the covariance would be rank-deficient)",
-                        network.fewer_features_fix(count),
+                        f"{key}={network.feature_dim + 1}; or " + network.fewer_features_fix(count),
                     )
         smallest = min(num_samples, num_reference)
         if not 2 <= self.kid_subset_size <= smallest:
             raise ConfigError(
                 "metrics.kid_subset_size", f"{self.kid_subset_size} does not fit {num_samples} generated and "
-                f"{num_reference} reference images", f"set metrics.kid_subset_size between 2 and {smallest}",
+                f"{num_reference} reference images (between 2 and {smallest})",
+                f"metrics.kid_subset_size={smallest}" if smallest >= 2 else f"raise {samples_key} above 1",
             )
         if any(n.logits_layer for n in self.networks) and not 1 <= self.isc_splits <= num_samples:
             raise ConfigError(
                 "metrics.isc_splits", f"{self.isc_splits} splits of {num_samples} images",
-                f"set metrics.isc_splits between 1 and {num_samples}",
+                f"metrics.isc_splits={min(max(self.isc_splits, 1), num_samples)}",
             )
 
     def _check_labels(self, labels: torch.Tensor, num_samples: int) -> None:

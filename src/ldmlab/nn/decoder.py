@@ -10,6 +10,7 @@ from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Upsample
 from ldmlab.nn.resnet import ResnetBlock
+from ldmlab.utils.config_types import PositiveInt
 
 
 class Decoder(nn.Module):
@@ -20,11 +21,11 @@ class Decoder(nn.Module):
 
     def __init__(
         self,
-        out_channels: int,
-        ch: int,
+        out_channels: PositiveInt,
+        ch: PositiveInt,
         ch_mult: list[int],
-        num_res_blocks: int,
-        z_channels: int,
+        num_res_blocks: PositiveInt,
+        z_channels: PositiveInt,
         mid_attention: bool = True,
         dropout: float = 0.0,
     ) -> None:

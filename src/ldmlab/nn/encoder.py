@@ -10,6 +10,7 @@ from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import DOWNSAMPLE_PADDINGS, Downsample
 from ldmlab.nn.resnet import ResnetBlock
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 
@@ -24,11 +25,11 @@ class Encoder(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
-        ch: int,
+        in_channels: PositiveInt,
+        ch: PositiveInt,
         ch_mult: list[int],
-        num_res_blocks: int,
-        z_channels: int,
+        num_res_blocks: PositiveInt,
+        z_channels: PositiveInt,
         mid_attention: bool = True,
         dropout: float = 0.0,
         downsample_padding: str = "symmetric",

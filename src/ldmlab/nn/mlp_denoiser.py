@@ -14,6 +14,7 @@ from torch import nn
 
 from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.unet import COND_KEYS
+from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 
 
 class FiLMBlock(nn.Module):
@@ -43,14 +44,14 @@ class MLPDenoiser(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        model_channels: int = 512,
-        num_layers: int = 6,
-        vector_dim: int | None = None,
+        in_channels: PositiveInt,
+        out_channels: PositiveInt,
+        model_channels: PositiveInt = 512,
+        num_layers: PositiveInt = 6,
+        vector_dim: PositiveInt | None = None,
         dropout: float = 0.0,
-        context_dim: int | None = None,
-        concat_channels: int = 0,
+        context_dim: PositiveInt | None = None,
+        concat_channels: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels

@@ -21,6 +21,7 @@ from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample, Upsample
 from ldmlab.nn.resnet import ResnetBlock
 from ldmlab.nn.transformer import SpatialTransformer
+from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 
 COND_KEYS = ("crossattn", "crossattn_mask", "vector", "concat")
 
@@ -56,17 +57,17 @@ class UNet(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        model_channels: int,
+        in_channels: PositiveInt,
+        out_channels: PositiveInt,
+        model_channels: PositiveInt,
         channel_mult: Sequence[int],
-        num_res_blocks: int,
+        num_res_blocks: PositiveInt,
         attention_resolutions: Sequence[int],
-        num_heads: int,
-        transformer_depth: int = 1,
-        context_dim: int | None = None,
-        vector_dim: int | None = None,
-        concat_channels: int = 0,
+        num_heads: PositiveInt,
+        transformer_depth: PositiveInt = 1,
+        context_dim: PositiveInt | None = None,
+        vector_dim: PositiveInt | None = None,
+        concat_channels: NonNegativeInt = 0,
         dropout: float = 0.0,
         use_scale_shift_norm: bool = True,
     ) -> None:

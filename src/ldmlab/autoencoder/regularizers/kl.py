@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
+from ldmlab.utils.config_types import PositiveInt
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
@@ -19,7 +20,7 @@ class KLRegularizer(Regularizer):
 
     moments_factor = 2
 
-    def __init__(self, embed_dim: int, sample_posterior_at_eval: bool = False) -> None:
+    def __init__(self, embed_dim: PositiveInt, sample_posterior_at_eval: bool = False) -> None:
         super().__init__(embed_dim)
         self.sample_posterior_at_eval = sample_posterior_at_eval
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
+from ldmlab.utils.config_types import PositiveInt
 
 LAPLACE_EPS = 1e-5
 
@@ -41,8 +42,8 @@ class VectorQuantizer(Regularizer):
 
     def __init__(
         self,
-        embed_dim: int,
-        codebook_size: int,
+        embed_dim: PositiveInt,
+        codebook_size: PositiveInt,
         beta: float = 0.25,
         use_ema: bool = False,
         ema_decay: float = 0.99,

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.samplers.base import Sampler, Transition, gaussian_like
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 
@@ -16,7 +17,7 @@ class DDIMSampler(Sampler):
     (no noise is drawn), eta = 1 gives DDPM's posterior variance β̃ on the same steps.
     """
 
-    def __init__(self, steps: int = 50, spacing: str = "trailing", eta: float = 0.0) -> None:
+    def __init__(self, steps: PositiveInt = 50, spacing: str = "trailing", eta: float = 0.0) -> None:
         super().__init__(steps, spacing)
         if not eta >= 0.0:
             raise ConfigError("sampler.eta", f"must be >= 0, got eta={eta}", "e.g. sampler.eta=0")

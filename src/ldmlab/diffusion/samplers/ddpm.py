@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ldmlab.diffusion.posterior import posterior_coefficients
 from ldmlab.diffusion.samplers.base import Sampler, Transition, gaussian_like
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 VARIANCES = ("fixed_small", "fixed_large")
@@ -21,7 +22,7 @@ class DDPMSampler(Sampler):
     """
 
     def __init__(
-        self, steps: int = 1000, spacing: str = "trailing", variance: str = "fixed_small"
+        self, steps: PositiveInt = 1000, spacing: str = "trailing", variance: str = "fixed_small"
     ) -> None:
         super().__init__(steps, spacing)
         if variance not in VARIANCES:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.samplers.base import Sampler, Transition, half_log_snr
+from ldmlab.utils.config_types import PositiveInt
 
 
 class DPMPP2MSampler(Sampler):
@@ -21,7 +22,7 @@ class DPMPP2MSampler(Sampler):
     Deterministic: the generator is unused.
     """
 
-    def __init__(self, steps: int = 20, spacing: str = "trailing") -> None:
+    def __init__(self, steps: PositiveInt = 20, spacing: str = "trailing") -> None:
         super().__init__(steps, spacing)
 
     def step(

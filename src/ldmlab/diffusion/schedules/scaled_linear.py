@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ldmlab.diffusion.schedules.base import NoiseSchedule, check_num_timesteps
+from ldmlab.utils.config_types import PositiveInt
 
 
 class ScaledLinearSchedule(NoiseSchedule):
@@ -12,7 +13,7 @@ class ScaledLinearSchedule(NoiseSchedule):
 
     def __init__(
         self,
-        num_timesteps: int = 1000,
+        num_timesteps: PositiveInt = 1000,
         beta_start: float = 0.00085,
         beta_end: float = 0.012,
         zero_terminal_snr: bool = False,

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "diffusion.timestep_sampler.t_max"
@@ -19,7 +20,7 @@ class TruncatedTimesteps(TimestepSampler):
     generator's sample noised by q(x_{T'−1} | x̂) (``LatentDiffusionModule.start``).
     """
 
-    def __init__(self, t_max: int) -> None:
+    def __init__(self, t_max: PositiveInt) -> None:
         if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1:
             raise ConfigError(KEY, f"must be an int in [1, T], got {t_max!r}", f"e.g. {KEY}=500")
         self.t_max = t_max
