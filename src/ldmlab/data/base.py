@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ldmlab.data.resumable_sampler import ResumableSampler
+from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 SampleTransform = Callable[[dict, int], dict]
@@ -37,17 +38,17 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        resolution: int = 32,
+        resolution: PositiveInt = 32,
         channels: int = 1,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 5000,
-        split_seed: int = 0,
-        train_subset: int | None = None,
-        val_subset: int | None = None,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 0,
+        val_size: NonNegativeInt = 5000,
+        split_seed: NonNegativeInt = 0,
+        train_subset: PositiveInt | None = None,
+        val_subset: PositiveInt | None = None,
         sample_transforms: list[SampleTransform] | None = None,
         pin_memory: bool = False,
-        shuffle_seed: int | None = None,
+        shuffle_seed: NonNegativeInt | None = None,
     ) -> None:
         super().__init__()
         if resolution <= 0:
@@ -93,7 +94,7 @@ class ImageDataModule(pl.LightningDataModule):
         if n <= self.val_size:
             raise ConfigError(
                 "data.val_size", f"{self.val_size} leaves no training data from {n} images",
-                "lower data.val_size",
+                f"data.val_size={max(1, n // 20)}" if n > 1 else "use a dataset of at least 2 images",
             )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         train_idx, val_idx = order[: n - self.val_size], order[n - self.val_size :]

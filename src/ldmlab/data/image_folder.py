@@ -76,6 +76,9 @@ class ImageFolderDataModule(ImageDataModule):
             labels = [index[p.relative_to(self.root).parts[0]] for p in files]
         else:
             labels = [0] * len(files)
+        if len(files) < 2:
+            raise ConfigError("data.root", f"{len(files)} image under {self.root}: training holds one out for "
+                              "validation, so it needs at least 2", "add images to the folder")
         if self.val_size == 0:
             self.val_size = max(1, len(files) // 20)
         self._files = files
