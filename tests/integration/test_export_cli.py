@@ -93,3 +93,78 @@ def test_inexpressible_unet_is_one_error_line(tiny_ldm_run, tmp_path) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith("error: unet.model_channels: ") and not out.exists()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if ".tmp" in p.name)
+
+
+def one_out_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: out: "), result.stderr
+    return lines[0]
+
+
+def test_overwrite_never_deletes_a_file_export_did_not_write(exportable, tmp_path) -> None:
+    ckpt, logs, out = f"ckpt={exportable['ae']}", exportable["logs"], tmp_path / "vae_only"
+    assert export([ckpt, f"out={out}"], logs).returncode == 0
+    (out / "README.md").write_text("my model card")
+    before = snapshot(out)
+    line = one_out_line(export([ckpt, f"out={out}", "overwrite=true"], logs))
+    assert "README.md" in line and snapshot(out) == before
+    fix = line.split("Fix: ")[1]
+    assert fix == f"out={tmp_path / 'vae_only_2'}"
+    assert export([ckpt, fix], logs).returncode == 0 and (tmp_path / "vae_only_2" / "export.json").is_file()
+
+    mine = tmp_path / "mine"  # a folder of the user's that happens to hold an export.json
+    mine.mkdir()
+    (mine / "export.json").write_text('{"task": "export", "parts": {"vae": "vae"}}')
+    (mine / "vae").mkdir()
+    (mine / "vae" / "results.csv").write_text("1,2\n")
+    before = snapshot(mine)
+    one_out_line(export([ckpt, f"out={mine}", "overwrite=true"], logs))
+    assert snapshot(mine) == before and temporaries(mine) == []
+
+
+def test_a_failed_reexport_leaves_the_earlier_export_intact(exportable, tmp_path, monkeypatch) -> None:
+    import ldmlab.export
+
+    ckpt, logs, out = f"ckpt={exportable['ae']}", exportable["logs"], tmp_path / "vae_only"
+    assert export([ckpt, f"out={out}"], logs).returncode == 0
+    before = snapshot(out)
+    save_vae = ldmlab.export._save_vae
+
+    def written_then_failed(*args):
+        save_vae(*args)
+        raise RuntimeError("a check failed after the VAE was written")
+
+    monkeypatch.setattr(ldmlab.export, "_save_vae", written_then_failed)  # inherited by the fork
+    failed = export([ckpt, f"out={out}", "overwrite=true"], logs)
+    assert failed.returncode != 0 and "a check failed after the VAE was written" in failed.stderr
+    assert snapshot(out) == before and temporaries(out) == []
+
+
+@pytest.mark.parametrize("case", ["link", "file", "under_a_file"])
+def test_out_that_is_a_link_or_a_file_is_one_line_before_any_work(exportable, tmp_path, monkeypatch, case):
+    import ldmlab.export
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "folder")
+    out = {"link": tmp_path / "link", "file": tmp_path / "notes.txt",
+           "under_a_file": tmp_path / "notes.txt" / "exported"}[case]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the checkpoint was read before out was checked")
+
+    monkeypatch.setattr(ldmlab.export, "read_checkpoint", never)
+    line = one_out_line(export([f"ckpt={exportable['ae']}", f"out={out}"], exportable["logs"]))
+    assert str(out) in line and (tmp_path / "notes.txt").read_text() == "mine"
+    monkeypatch.undo()
+    fixed = export([f"ckpt={exportable['ae']}", line.split("Fix: ")[1]], exportable["logs"])
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == []  # nothing through the link
