@@ -62,6 +62,7 @@ def test_find_unused_parameters_only_for_modules_that_need_it():
 def test_a_multirun_jobs_children_run_that_job_alone():
     argv = ["/x/train.py", "--config-name", "train_ldm", "-m", "conditioner.p_uncond=0.1,0.2", "seed=1"]
     command = job_command(argv, ["conditioner.p_uncond=0.2", "seed=1"])
-    assert command == ["/x/train.py", "--config-name", "train_ldm", "conditioner.p_uncond=0.2", "seed=1"]
+    assert command == ["/x/train.py", "--config-name", "train_ldm", "conditioner.p_uncond=0.2", "seed=1",
+                       "hydra.mode=RUN"]  # also where the config itself sets hydra.mode: MULTIRUN
     assert job_command(["t.py", "--config-name=train_ae", "--multirun", "a=1,2"], ["a=2"]) == \
-        ["t.py", "--config-name=train_ae", "a=2"]
+        ["t.py", "--config-name=train_ae", "a=2", "hydra.mode=RUN"]
