@@ -119,8 +119,10 @@ def recorded_status(job_dir: Path) -> dict:
 
 
 def shared_overrides(records: Sequence[dict]) -> set[str]:
-    """The overrides every one of several jobs has (the sweep's fixed settings)."""
-    return set.intersection(*(set(r["overrides"]) for r in records)) if len(records) > 1 else set()
+    """The overrides every one of several jobs has (the sweep's fixed settings); jobs that
+    recorded none (``unknown``) are left out."""
+    known = [set(r["overrides"]) for r in records if r["overrides"]]
+    return set.intersection(*known) if len(known) > 1 else set()
 
 
 def describe(record: dict, shared: set[str] = frozenset()) -> str:
