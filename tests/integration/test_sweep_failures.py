@@ -17,7 +17,7 @@ import ldmlab.report
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
-from tests.conftest import TINY_LDM, run_forked
+from tests.conftest import TINY_LDM, run_cli, run_forked
 from tests.integration.test_sweep_report import TINY_SWEEP, evaluate_run, fake_job
 from tests.unit.test_classifier import tiny_classifier_ckpt
 
@@ -227,3 +227,18 @@ def test_compare_refuses_what_is_not_an_evaluate_run_before_writing(tmp_path, ca
         write_comparison([good, bad], tmp_path / "out")
     assert str(refused.value).startswith(expected) and message in str(refused.value)
     assert not [p for p in tmp_path.rglob("*") if p.name in REPORT_FILES]
+
+
+@pytest.mark.slow  # ~80 s on 2 busy cores: 2 jobs × 2 gloo ranks, each child a fresh interpreter
+def test_a_diverged_ddp_job_does_not_kill_the_sweep(tmp_path):
+    """Under DDP the diverged job's child rank exits 2, and Lightning's observer of the children
+    SIGKILLed the sweep (exit 137) before job 1 could run; it is retired when the job ends."""
+    args = ["hydra.mode=MULTIRUN", "trainer=ddp_cpu", "logger=none", "data.train_subset=64",
+            "data.val_subset=32", "data.batch_size=16", "classifier.widths=[8,16]", "classifier.groups=4",
+            "trainer.max_epochs=2", "module.optimizer.lr=1e30,1e-3"]
+    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_classifier")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "error: multirun: 1 of 2 jobs failed: #0 (module.optimizer.lr=1e+30): diverged: ")
+    (sweep_dir,) = (tmp_path / "train_classifier" / "multiruns").iterdir()
+    assert [statuses(sweep_dir)[job]["status"] for job in ("0", "1")] == ["diverged", "completed"]
