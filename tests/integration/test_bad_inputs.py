@@ -27,7 +27,7 @@ SEMANTIC = ("logger=none", "data.train_subset=32", "data.val_subset=16", "data.b
             "conditioner.embedders.z_sem.ch=8", "trainer.max_epochs=1", "module.warmup_steps=0",
             "callbacks.image_logger=null")
 INVERT = ("ckpt={ldm}", "num_images=2", "batch_size=2", "lpips=false", "sampler.steps=3")
-OVERRIDE = re.compile(r"(\+?[A-Za-z_][\w.]*)=([^\s,;?)]+)")
+OVERRIDE = re.compile(r"(\+?[A-Za-z_][\w.]*)=(\[[^\]]*\]|[^\s,;?)]+)")
 
 
 @dataclass(frozen=True)

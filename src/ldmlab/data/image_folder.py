@@ -77,8 +77,8 @@ class ImageFolderDataModule(ImageDataModule):
         else:
             labels = [0] * len(files)
         if len(files) < 2:
-            raise ConfigError("data.root", f"{len(files)} image under {self.root}: training holds one out for "
-                              "validation, so it needs at least 2", "add images to the folder")
+            raise ConfigError("data.root", f"{len(files)} image under {self.root}: training holds one out "
+                              "for validation, so it needs at least 2", "add images to the folder")
         if self.val_size == 0:
             self.val_size = max(1, len(files) // 20)
         self._files = files

@@ -175,17 +175,17 @@ def accepts(value: Any, hint: Any) -> bool:
     if hint is str:
         return isinstance(value, str)
     if _is_typed_dict(hint):
-        return isinstance(value, DictConfig)
+        return isinstance(value, DictConfig | dict)
     container = origin or hint
     if container in _SEQUENCES or container is tuple:
-        if not isinstance(value, ListConfig):
+        if not isinstance(value, ListConfig | list | tuple):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
             return len(value) == len(args) and all(map(accepts, value, args))
         return not args or all(accepts(item, args[0]) for item in value)
     if container in _MAPPINGS:
-        return isinstance(value, DictConfig) and (len(args) < 2 or all(accepts(v, args[1])
-                                                                       for v in value.values()))
+        return isinstance(value, DictConfig | dict) and (len(args) < 2 or all(accepts(v, args[1])
+                                                                              for v in value.values()))
     if isinstance(value, DictConfig | ListConfig):
         return True  # a node the target builds from (or a class the config cannot express)
     if isinstance(container, type):
@@ -203,9 +203,11 @@ def describe(hint: Any) -> str:
     if origin in (Union, types.UnionType):
         members = [m for m in args if not _opaque(m)] or list(args)
         members = [m for m in members if not (m is int and float in members)]
-        return " or ".join(dict.fromkeys(describe(m) for m in members))
+        words = list(dict.fromkeys(describe(m) for m in members))
+        return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
     if origin is Literal:
-        return "one of " + ", ".join(override_text(a) for a in args)
+        values = [override_text(a) for a in args]
+        return "one of " + ", ".join(values) if len(values) > 1 else values[0]
     words = {None: "null", type(None): "null", bool: "true or false", int: "an integer", float: "a number",
              str: "a string"}
     if hint in words:
