@@ -5,11 +5,22 @@ instantiated only after every ``_target_`` in it is found on ``ARCHITECTURE_TARG
 explicit allow-list of ldmlab classes that build networks, schedules, samplers and data. A
 stored config cannot name a function (``ldmlab.utils.run_layout.write_json_atomic`` writes
 files), a callback, a logger or anything outside ldmlab (``torch.load``, ``builtins.open``).
+
+A stored config is read-only: what it builds never downloads, writes or compiles
+(``READ_ONLY_ARGUMENTS`` are forced onto it). It may name further checkpoints (a first stage, a
+semantic model, a VAE prior), and every config built from a file goes through
+``instantiate_stored``, which keeps the chain of checkpoints being built: one that is already
+on the chain (a cycle: A → A, A → B → A) or a chain longer than ``MAX_NESTING`` is refused, as
+is a stored config deeper than ``MAX_CONFIG_DEPTH`` or larger than ``MAX_CONFIG_NODES`` (a
+pickle can hold a dict that contains itself).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +79,17 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.data.sample_transforms.AddLowRes",
 })
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
+READ_ONLY_ARGUMENTS = {  # forced onto a stored config: it never downloads, writes or compiles
+    "ldmlab.data.torchvision_sets.TorchvisionDataModule": {"download": False},
+    "ldmlab.diffusion.module.LatentDiffusionModule": {"latent_cache": None, "compile": False},
+}
+MAX_NESTING = 8  # checkpoints built from checkpoints (a latent DDIM over a DiffAE over an autoencoder: 3)
+MAX_CONFIG_DEPTH = 64  # nested containers in one stored config (real ones: about 8)
+MAX_CONFIG_NODES = 100_000  # containers and leaves visited in one (real ones: a few hundred)
+_FIX = "use a checkpoint written by ldmlab's own training"
+# (outermost key, path, file id) of each stored config being built, outermost first
+_CHAIN: ContextVar[tuple[tuple[str, str | Path, tuple[int, int] | None], ...]] = ContextVar(
+    "ldmlab_stored_chain", default=())
 
 
 def read_checkpoint(path: str | Path, key: str, fix: str) -> dict[str, Any]:
@@ -97,32 +119,85 @@ def stored_config(checkpoint: Mapping, path: str | Path, key: str, fix: str) -> 
 
 def check_targets(node: Any, path: str | Path, key: str) -> None:
     """Refuse a stored config node unless every ``_target_`` in it is allow-listed, every leaf is
-    plain YAML data and no value is an interpolation (stored configs are saved resolved;
-    ``${...}`` would be evaluated). An OmegaConf node is checked unresolved."""
+    plain YAML data, no value is an interpolation (stored configs are saved resolved; ``${...}``
+    would be evaluated) and it is finite and small (``MAX_CONFIG_DEPTH``, ``MAX_CONFIG_NODES``).
+    An OmegaConf node is checked unresolved."""
     if isinstance(node, DictConfig | ListConfig):  # e.g. a stored node Hydra passed on as a kwarg
         node = OmegaConf.to_container(node, resolve=False)
-    if isinstance(node, Mapping):
-        target = node.get("_target_")
-        if target is not None and target not in ARCHITECTURE_TARGETS:
-            raise ConfigError(key, f"{path} stores _target_ {target!r}, which is not an allow-listed "
-                                   "ldmlab architecture class; refusing to run it",
-                              "use a checkpoint written by ldmlab's own training")
-        for name, value in node.items():
-            if not isinstance(name, str) or (name[:1] == name[-1:] == "_" and name not in _HYDRA_KEYS):
-                raise ConfigError(key, f"{path} stores an unexpected key {name!r}", "use ldmlab checkpoints")
-            check_targets(value, path, key)
-    elif isinstance(node, list | tuple):
-        for value in node:
-            check_targets(value, path, key)
-    elif isinstance(node, str) and "${" in node:
-        raise ConfigError(key, f"{path} stores an interpolation {node!r}", "use an ldmlab checkpoint")
-    elif node is not None and not isinstance(node, str | int | float | bool):
-        raise ConfigError(key, f"{path} stores a {type(node).__name__} in its config",
-                          "use an ldmlab checkpoint")
+    pending, visited = [(node, 0)], 0
+    while pending:
+        node, depth = pending.pop()
+        visited += 1
+        if depth > MAX_CONFIG_DEPTH or visited > MAX_CONFIG_NODES:
+            raise ConfigError(key, f"{path} stores a config nested more than {MAX_CONFIG_DEPTH} levels "
+                              f"deep or of more than {MAX_CONFIG_NODES} values (one that contains itself?)",
+                              _FIX)
+        if isinstance(node, Mapping):
+            target = node.get("_target_")
+            if target is not None and (not isinstance(target, str) or target not in ARCHITECTURE_TARGETS):
+                raise ConfigError(key, f"{path} stores _target_ {target!r}, which is not an allow-listed "
+                                       "ldmlab architecture class; refusing to run it", _FIX)
+            for name in node:
+                if not isinstance(name, str) or (name[:1] == name[-1:] == "_" and name not in _HYDRA_KEYS):
+                    raise ConfigError(key, f"{path} stores an unexpected key {name!r}",
+                                      "use ldmlab checkpoints")
+            pending += [(value, depth + 1) for value in node.values()]
+        elif isinstance(node, list | tuple):
+            pending += [(value, depth + 1) for value in node]
+        elif isinstance(node, str) and "${" in node:
+            raise ConfigError(key, f"{path} stores an interpolation {node!r}", "use an ldmlab checkpoint")
+        elif node is not None and not isinstance(node, str | int | float | bool):
+            raise ConfigError(key, f"{path} stores a {type(node).__name__} in its config",
+                              "use an ldmlab checkpoint")
 
 
 def instantiate_stored(node: Mapping, path: str | Path, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)`` for a config read from ``path``, after
-    ``check_targets``; ``kwargs`` come from the code, not from the file."""
+    ``check_targets``, with ``READ_ONLY_ARGUMENTS`` forced, as one more link of the chain of
+    checkpoints being built (``_nested``); ``kwargs`` come from the code, not from the file."""
     check_targets(node, path, key)
-    return instantiate(node, **kwargs)
+    with _nested(path, key):
+        return instantiate(_read_only(node), **kwargs)
+
+
+@contextmanager
+def _nested(path: str | Path, key: str) -> Iterator[None]:
+    """Build from ``path`` inside the checkpoints being built now: a file already on that chain (it
+    builds from itself; compared by device and inode, so links and copies by hard link count) or
+    a chain of more than ``MAX_NESTING`` is a ``ConfigError`` naming the outermost key. ``path``
+    may be a description (a config stored without its file's path)."""
+    chain = _CHAIN.get()
+    here = _file_id(path)
+    outer_key = chain[0][0] if chain else key
+    trail = " → ".join([*(str(p) for _, p, _ in chain), str(path)])
+    if here is not None and here in (i for _, _, i in chain):
+        raise ConfigError(outer_key, f"{path} builds from itself through the checkpoints its stored config "
+                          f"names ({trail})", _FIX)
+    if len(chain) >= MAX_NESTING:
+        raise ConfigError(outer_key, f"stored configs build from checkpoints more than {MAX_NESTING} deep "
+                          f"({trail})", _FIX)
+    token = _CHAIN.set((*chain, (outer_key, path, here)))
+    try:
+        yield
+    finally:
+        _CHAIN.reset(token)
+
+
+def _file_id(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, else None (``path`` is a description)."""
+    try:
+        status = Path(path).expanduser().stat()
+    except (OSError, ValueError):
+        return None
+    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
+
+
+def _read_only(node: Any) -> Any:
+    """``node`` with ``READ_ONLY_ARGUMENTS`` set on every node of those targets (a copy)."""
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, Mapping):
+        return {k: _read_only(v) for k, v in node.items()} | READ_ONLY_ARGUMENTS.get(node.get("_target_"), {})
+    if isinstance(node, list | tuple):
+        return [_read_only(v) for v in node]
+    return node
