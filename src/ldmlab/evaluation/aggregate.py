@@ -6,7 +6,10 @@ Jobs are grouped by the values of the ``group_by`` config keys (e.g. ``condition
 jobs in one group must differ only in ``seed_key`` (the training seed, column ``run_seed``).
 Each cell — group × grid point (guidance scale and sampler settings) — reports the mean over its
 rows (jobs × sampling seeds), their number (``seeds``) and, over ≥ 2, their standard deviation
-(column ``<metric>_seed_std``, ``±`` in the Markdown table).
+(column ``<metric>_seed_std``, ``±`` in the Markdown table). A job whose recorded status
+(``ldmlab.utils.multirun``) is not ``completed`` is left out and listed under the table with its
+reason. Job dirs are read as data (``job_config``); a malformed file is refused before anything
+is written.
 """
 
 from __future__ import annotations
