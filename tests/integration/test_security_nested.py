@@ -20,12 +20,12 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from ldmlab.checkpoints import CONFIG_KEY, MAX_CONFIG_DEPTH, MAX_NESTING
+from ldmlab.checkpoints import CONFIG_KEY, MAX_CONFIG_DEPTH, MAX_NESTING, check_targets
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
 from ldmlab.diffusion.restore import load_ldm, stored_datamodule
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import run_forked
-from tests.integration.test_security import TINY_EVAL, legit  # noqa: F401 - the fixture
+from tests.integration.test_security import LDM, TINY_EVAL, legit  # noqa: F401 - the fixture
 
 SEMANTIC = "ldmlab.diffusion.semantic_first_stage.SemanticFirstStage"
 MEMORY_BOUND = 3 << 30  # bytes of address space beyond the parent's: a refusal needs far less
@@ -47,16 +47,20 @@ def stage2(legit: dict, path: Path, first_stage: dict, architecture: dict | None
     return path
 
 
-def bounded_sample(ckpt: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """``python -m ldmlab.sample ckpt=<ckpt>`` (forked) with its address space and run time bounded."""
+def bounded_run(module: str, args: list[str], tmp_path: Path, config_name: str | None = None):
+    """``python -m <module> <args>`` (forked) with its address space and run time bounded."""
     with open("/proc/self/status") as status:
         size = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmSize:"))
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_BOUND, hard))  # the fork inherits it
     try:
-        return run_forked("ldmlab.sample", [f"ckpt={ckpt}"], tmp_path, timeout=TIME_BOUND)
+        return run_forked(module, args, tmp_path, config_name=config_name, timeout=TIME_BOUND)
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def bounded_sample(ckpt: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return bounded_run("ldmlab.sample", [f"ckpt={ckpt}"], tmp_path)
 
 
 def refusal(load, path: Path) -> str:
@@ -104,6 +108,18 @@ def test_a_cycle_through_a_hard_link_is_refused(legit, tmp_path):  # noqa: F811
     assert_one_line(bounded_sample(path, tmp_path), "error: ckpt:", "builds from itself", f"{path} → {link}")
 
 
+def test_stage1_checkpoint_whose_vae_prior_is_itself_is_refused(legit, tmp_path):  # noqa: F811
+    """Another file-naming class, another key: a stage-1 config naming a VAE prior (generator_ckpt)
+    on its own file, given to train_ldm as first_stage.ckpt."""
+    path = tmp_path / "ae.ckpt"
+    checkpoint = copy.deepcopy(legit["ae_checkpoint"])
+    prior = {"_target_": "ldmlab.autoencoder.prior.VAEPrior", "ckpt": str(path), "resolution": 32}
+    checkpoint[CONFIG_KEY]["autoencoder"] = prior | {"channels": 1}
+    torch.save(checkpoint, path)
+    out = bounded_run("ldmlab.train", [*LDM, f"first_stage.ckpt={path}"], tmp_path, config_name="train_ldm")
+    assert_one_line(out, "error: first_stage.ckpt:", "builds from itself", f"{path} → {path}")
+
+
 def test_a_chain_of_checkpoints_deeper_than_the_bound_is_refused(legit, tmp_path):  # noqa: F811
     files = [tmp_path / f"level{i}.ckpt" for i in range(MAX_NESTING + 2)]
     for here, below in zip(files, files[1:], strict=False):
@@ -132,6 +148,12 @@ def test_a_stored_config_that_contains_itself_is_refused(legit, tmp_path):  # no
     path = tmp_path / "loop.ckpt"
     torch.save(checkpoint, path)
     assert re.match(f"^ckpt: .*nested more than {MAX_CONFIG_DEPTH} levels", refusal(load_ldm, path))
+
+
+@pytest.mark.parametrize("target", [["a", "list"], {"a": "dict"}, 3])
+def test_a_target_that_is_no_name_is_refused(target):
+    with pytest.raises(ConfigError, match="^ckpt: f.ckpt stores _target_ .* not an allow-listed"):
+        check_targets({"unet": {"_target_": target}}, "f.ckpt", "ckpt")
 
 
 def torchvision_data(root: Path) -> dict:
