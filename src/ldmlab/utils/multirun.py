@@ -11,7 +11,8 @@ and ``on_multirun_end`` callbacks (the sweep report) still run.
 ``JobStatuses`` (a Hydra callback of conf/hydra/default.yaml) reads the statuses back from the
 job dirs when the multirun ends — so jobs run by another process (submitit) count too — writes
 ``<sweep dir>/jobs.csv`` and leaves ``ended_with_failures`` one line naming the failed jobs:
-the entry point then exits 2 (1 if a job hit a bug: that is not the user's input).
+the entry point then exits 2 when every failure was the user's (diverged, bad input), else 1 (a
+bug, or ``unknown``: a job dir without a readable status, e.g. a killed job).
 
 A bug continues rather than ending the sweep because Hydra's own launcher already runs the
 remaining jobs after an exception; ending the sweep would only lose the report of what did
