@@ -98,9 +98,9 @@ def fit(cfg: DictConfig) -> dict:
         module.check_data(datamodule)
     loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg]
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
-    callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))
-    if opted:
+    if resume:
         callbacks.append(ResumeChanges())
+    callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))
     if not loggers:  # nothing to monitor into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)

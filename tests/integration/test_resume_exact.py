@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO, TINY_AE, TINY_LDM, run_cli
+from tests.conftest import REPO, TINY_AE, TINY_LDM, run_cli, run_forked
 
 BATCHES = 5  # per epoch and rank; 3 epochs; last.ckpt every 3 optimiser steps
 COMMON = ["trainer.max_epochs=3", "callbacks.last_checkpoint.every_n_train_steps=3", "logger=none",
@@ -22,7 +22,7 @@ AE = [*TINY_AE, f"data.train_subset={16 * BATCHES}", "loss.disc_start=2", *COMMO
 LDM = [*TINY_LDM, f"data.train_subset={16 * BATCHES}", "callbacks.image_logger=null", *COMMON]
 CLASSIFIER = [f"data.train_subset={16 * BATCHES}", "data.val_subset=32", "classifier.widths=[8,16]",
               "classifier.groups=4", *COMMON]
-DATA_KEY = "FashionMNISTDataModule"  # the datamodule's state: {"epoch", "batches" consumed}
+DATA_KEY = "FashionMNISTDataModule"  # the datamodule's state: {"epoch", "samples" consumed}
 
 
 def _command(config: str, args: list[str], log_dir: Path) -> tuple[list[str], dict]:
@@ -51,7 +51,7 @@ def _kill_after_mid_epoch_checkpoint(proc: subprocess.Popen, pattern: str, log_d
             seen = stamp
             os.killpg(proc.pid, signal.SIGSTOP)
             state = _load(path)[DATA_KEY]
-            if state["epoch"] >= 1 and state["batches"] > 0:
+            if state["epoch"] >= 1 and state["samples"] > 0:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return
@@ -97,7 +97,7 @@ def _resume_matches(config: str, task: str, args: list[str], tmp_path: Path, ran
     position = killed[DATA_KEY]
     assert run_b.returncode == -signal.SIGKILL and not list(broken.glob(f"{task}/latest"))
     assert 0 < killed["global_step"] < final["global_step"]
-    assert position["epoch"] >= 1 and 0 < position["batches"] < BATCHES, position
+    assert position["epoch"] >= 1 and 0 < position["samples"] < BATCHES * 16 * ranks, position
 
     resumed = run_cli("ldmlab.train", ["ckpt_path=last", *args], broken, config_name=config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -131,3 +131,23 @@ def test_ldm_resumes_exactly_under_two_rank_ddp(tmp_path, tiny_ae_ckpt):
 def test_classifier_resumes_exactly(tmp_path, fmnist_dir):
     diffs = _resume_matches("train_classifier", "train_classifier", CLASSIFIER, tmp_path)
     assert diffs == dict.fromkeys(diffs, 0.0), diffs
+
+
+def test_extending_a_run_stopped_mid_epoch_continues_that_epoch_exactly(tmp_path, fmnist_dir):
+    """max_steps=7 stops after 2 of epoch 1's 5 batches; resumed with max_steps=12 it ends where an
+    uninterrupted 12-step run ends (no LR schedule: OneCycleLR is planned over max_steps)."""
+    args = [*CLASSIFIER, "trainer.max_epochs=10", "module.scheduler=null"]
+
+    def train(log_dir: Path, *extra: str) -> dict:
+        out = run_forked("ldmlab.train", [*args, *extra], log_dir, config_name="train_classifier")
+        assert out.returncode == 0, out.stderr[-3000:]
+        return _load(log_dir / "train_classifier" / "latest" / "checkpoints" / "last.ckpt")
+
+    final = train(tmp_path / "straight", "trainer.max_steps=12")
+    stopped = train(tmp_path / "extended", "trainer.max_steps=7")
+    assert stopped[DATA_KEY] == {"epoch": 1, "samples": 2 * 16}
+    again = train(tmp_path / "extended", "trainer.max_steps=12", "ckpt_path=last")
+    assert final["global_step"] == again["global_step"] == 12 and final[DATA_KEY] == again[DATA_KEY]
+    parts = {part: _max_abs_diff(final[part], again[part], part)
+             for part in ("state_dict", "optimizer_states", DATA_KEY)}
+    assert parts == dict.fromkeys(parts, 0.0), parts

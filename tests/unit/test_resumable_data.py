@@ -70,9 +70,9 @@ def test_loading_never_draws_from_the_global_generators(fmnist_dir):
 def test_datamodule_position_resumes_the_next_batch(fmnist_dir):
     dm = FashionMNISTDataModule(str(fmnist_dir), batch_size=8, train_subset=48, val_subset=16)
     dm.setup()
-    dm.load_state_dict({"epoch": 0, "batches": 0})
+    dm.load_state_dict({"epoch": 0, "samples": 0})
     whole = [batch["label"] for batch in dm.train_dataloader()]
-    dm.load_state_dict({"epoch": 0, "batches": 4})
+    dm.load_state_dict({"epoch": 0, "samples": 32})
     rest = [batch["label"] for batch in dm.train_dataloader()]
     assert len(whole) == 6 and all(torch.equal(a, b) for a, b in zip(whole[4:], rest, strict=True))
 

@@ -5,8 +5,9 @@ stage-2 conditioners can read any key (``label``, ``caption``, ``lowres``).
 
 Loading never draws from the global RNGs: the training order and the per-sample augmentation
 seeds come from a ``ResumableSampler`` (a function of seed, epoch and position), and every
-DataLoader has its own generator. A checkpoint stores how many batches of the current epoch
-training consumed, so a resumed run continues with the next batch of the same order.
+DataLoader has its own generator. A checkpoint stores how many samples of the current epoch
+all ranks together consumed, so a resumed run continues with the next sample of the same order,
+even with another batch size or number of ranks (``resume_changes``).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = ResumableSampler(len(self.train_set), self._seed(), shuffle=True, epoch=epoch)
         if self._resume_at:  # Lightning has not restored its epoch counter yet on the first call
             sampler.set_epoch(max(epoch, self._resume_at["epoch"]))
-            sampler.resume(self._resume_at["epoch"], self._resume_at["batches"] * self.batch_size)
+            sampler.resume(self._resume_at["epoch"], self._resume_at["samples"])
         return self._loader(self.train_set, sampler, drop_last=len(sampler) >= self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
@@ -146,19 +147,38 @@ class ImageDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_set)
 
+    def resumed_batches(self) -> int | None:
+        """After a mid-epoch resume, the batches of this run's size (all ranks) that the samples
+        consumed before it fill: where the epoch's batch count stands (None: nothing to resume)."""
+        if not self._resume_at.get("samples") or self.trainer is None:
+            return None
+        if self.trainer.current_epoch != self._resume_at["epoch"]:
+            return None
+        return self._resume_at["samples"] // (self.batch_size * self.trainer.world_size)
+
     def state_dict(self) -> dict[str, Any]:
-        """Where training is in the data: epoch and batches of it consumed (Lightning's progress)."""
+        """Where training is in the data: the epoch and the samples of it all ranks consumed
+        (``samples``: from Lightning's batch progress, counted from the resume point)."""
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        consumed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if consumed >= trainer.num_training_batches:  # epoch done: the next one starts afresh
-            return {"epoch": int(trainer.current_epoch) + 1, "batches": 0}
-        return {"epoch": int(trainer.current_epoch), "batches": int(consumed)}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.current.processed >= trainer.num_training_batches or progress.is_last_batch:
+            return {"epoch": int(trainer.current_epoch) + 1, "samples": 0}  # the next one starts afresh
+        per_batch = self.batch_size * trainer.world_size
+        base = self.resumed_batches()
+        start = self._resume_at["samples"] - base * per_batch if base is not None else 0
+        samples = start + progress.current.processed * per_batch
+        return {"epoch": int(trainer.current_epoch), "samples": samples}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Called on resume before any train loader exists: the next one starts where training was."""
-        self._resume_at = {k: int(v) for k, v in state_dict.items()}
+        """Called on resume before any train loader exists: the next one starts where training was.
+        (Checkpoints from before samples were stored count ``batches`` of this batch size.)"""
+        state = {k: int(v) for k, v in state_dict.items()}
+        if "batches" in state:
+            world = self.trainer.world_size if self.trainer is not None else 1
+            state = {"epoch": state["epoch"], "samples": state["batches"] * self.batch_size * world}
+        self._resume_at = state
 
 
 class _Transformed(Dataset):

@@ -18,9 +18,14 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     repeating its start) to a multiple of ``world``, as ``DistributedSampler`` does, so
     ``len(self) = ceil(num_items / world)`` on every rank.
 
-    ``resume(epoch, skip)``: the next iteration over ``epoch`` starts after this rank's first
-    ``skip`` pairs (the samples training already consumed before a checkpoint); other epochs are
-    whole. ``set_epoch`` is called by Lightning before each epoch.
+    ``resume(epoch, skip)``: the next iteration over ``epoch`` starts after the first ``skip``
+    pairs of the padded list (the samples all ranks together consumed before a checkpoint: with
+    interleaved shards, rank r's first k pairs are positions r, r + world, ..., so what ``world``
+    ranks consumed is always a prefix); the rest, padded again by repeating its start to a
+    multiple of ``world``, is sharded the same way. The same ``world`` gives exactly the
+    uninterrupted shards; another ``world`` (or batch size) continues the same global order,
+    repeating at most ``world - 1`` pairs as padding. Other epochs are whole. ``set_epoch`` is
+    called by Lightning before each epoch.
     """
 
     def __init__(self, num_items: int, seed: int, shuffle: bool = True, epoch: int = 0) -> None:
@@ -39,18 +44,29 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return -(-self.num_items // self.world)
 
-    def pairs(self, epoch: int) -> list[tuple[int, int]]:
-        """This rank's whole list for ``epoch`` (before any resume skip)."""
+    def pairs(self, epoch: int, skip: int = 0) -> list[tuple[int, int]]:
+        """This rank's list for ``epoch`` after the first ``skip`` pairs of all ranks."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
         n = self.num_items
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator)
-        pairs = list(zip(order.tolist(), seeds.tolist(), strict=True))
-        total = len(self) * self.world
-        while len(pairs) < total:  # pad by repeating the start (more than once if tiny)
-            pairs += pairs[: total - len(pairs)]
-        return pairs[self.rank : total : self.world]
+        pairs = _padded(list(zip(order.tolist(), seeds.tolist(), strict=True)), len(self) * self.world)
+        rest = pairs[skip:]
+        rest = _padded(rest, -(-len(rest) // self.world) * self.world)
+        return rest[self.rank :: self.world]
+
+    def remaining(self) -> int:
+        """How many pairs this rank yields in the current epoch (after a resume skip)."""
+        return len(self.pairs(self.epoch, self._skip if self.epoch == self._resume_epoch else 0))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         skip = self._skip if self.epoch == self._resume_epoch else 0
-        return iter(self.pairs(self.epoch)[skip:])
+        return iter(self.pairs(self.epoch, skip))
+
+
+def _padded(pairs: list, total: int) -> list:
+    """``pairs`` extended to ``total`` by repeating its start (more than once if tiny)."""
+    pairs = list(pairs)
+    while pairs and len(pairs) < total:
+        pairs += pairs[: total - len(pairs)]
+    return pairs

@@ -121,10 +121,12 @@ def check_shapes(point: ResumePoint, module: torch.nn.Module, opted: list[str]) 
     more = len(differ) + len(missing) + len(extra) - len(parts)
     listing = ", ".join(parts) + (f" and {more} more" if more > 0 else "")
     keys = [k for k in opted if k != WORLD_SIZE]
+    stored = flatten(point.config)
+    values = " ".join(f"{k}={_override(_value_under(stored, k))}" for k in keys)
     raise ConfigError(OPT_IN, f"{', '.join(keys)} change the network's parameters ({listing}), so "
-                      f"{point.path} cannot be resumed with them",
-                      "start fresh with ckpt_path=null, or resume with the checkpoint's values of "
-                      f"{', '.join(keys)} and {OPT_IN}=[] (the architecture cannot change on resume)")
+                      f"{point.path} cannot be resumed with them (the architecture cannot change on "
+                      "resume)", f"start fresh with ckpt_path=null; or resume with the checkpoint's values: "
+                      f"{values} {OPT_IN}={_override([k for k in opted if k == WORLD_SIZE])}")
 
 
 def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> None:
@@ -138,9 +140,9 @@ def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> N
                           f"remove it: {OPT_IN}={_override([p for p in opted if p != WORLD_SIZE])}")
     raise ConfigError("ckpt_path", f"{point.path} was written by {point.world_size} rank(s), this run "
                       f"has {world_size} (trainer.devices × trainer.num_nodes)",
-                      f"resume on {point.world_size} rank(s), start fresh with ckpt_path=null, or "
-                      f"re-derive the data order for {world_size} with "
-                      f"{OPT_IN}={_override([*opted, WORLD_SIZE])} (not bit-exact; see README)")
+                      f"resume on {point.world_size} rank(s); or start fresh with ckpt_path=null; or "
+                      f"continue on {world_size} rank(s), the data order re-derived (not bit-exact; see "
+                      f"README), with {OPT_IN}={_override([*opted, WORLD_SIZE])}")
 
 
 class _Absent:
