@@ -80,7 +80,7 @@ def test_discriminator_divergence_names_its_lr_and_last_skips_the_run(tiny_ae_ck
     assert last.is_file(), "a finite epoch was saved before diverging"
     assert "val/lpips" in summary["metrics"], "the metrics of that last finite checkpoint"
     assert last.stat().st_mtime > completed.stat().st_mtime
-    assert resolve_resume("last", "train_ae", task_dir) == str(completed)
+    assert resolve_resume("last", "train_ae", task_dir).path == str(completed)
 
 
 def test_stage2_lr_divergence(tiny_ldm_run, tiny_ae_ckpt, tmp_path):

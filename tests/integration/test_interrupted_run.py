@@ -35,4 +35,4 @@ def test_sigterm_writes_an_interrupted_summary(tmp_path, fmnist_dir):
     assert summary["status"] == "interrupted" and "val/lpips" in summary["metrics"]
     assert not (tmp_path / "train_ae" / "latest").exists()
     last = run / summary["checkpoints"]["last"]  # relative to the run dir
-    assert resolve_resume("last", "train_ae", tmp_path / "train_ae") == str(last)
+    assert resolve_resume("last", "train_ae", tmp_path / "train_ae").path == str(last)
