@@ -9,6 +9,7 @@ report never resolves an interpolation found in a run dir, and refuses malformed
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -242,3 +243,17 @@ def test_a_diverged_ddp_job_does_not_kill_the_sweep(tmp_path):
         "error: multirun: 1 of 2 jobs failed: #0 (module.optimizer.lr=1e+30): diverged: ")
     (sweep_dir,) = (tmp_path / "train_classifier" / "multiruns").iterdir()
     assert [statuses(sweep_dir)[job]["status"] for job in ("0", "1")] == ["diverged", "completed"]
+
+
+@pytest.mark.parametrize("where", ["summary.json", "sweep_epoch001.csv", "config.yaml"])
+def test_a_fifo_in_place_of_a_file_is_refused_not_read_forever(tmp_path, where):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, "0", 0.1, 1, [4.0, 3.0], epoch=1)
+    run = evaluate_run(tmp_path, "run", "cfg", "cond", GOOD_ROWS)
+    fifo = {"summary.json": run / "summary.json", "config.yaml": sweep / "0" / ".hydra" / "config.yaml",
+            "sweep_epoch001.csv": sweep / "0" / "guidance_sweep" / "sweep_epoch001.csv"}[where]
+    fifo.unlink()
+    os.mkfifo(fifo)
+    args = [f"evaluate_runs=[{run}]"] if where == "summary.json" else [f"sweep_dir={sweep}"]
+    out = run_forked("ldmlab.report", args, tmp_path / "logs", timeout=60)
+    assert out.returncode == 2 and str(fifo) in one_error_line(out, "error: ")

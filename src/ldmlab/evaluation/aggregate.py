@@ -85,6 +85,8 @@ def load_jobs(sweep_dir: Path, group_by: Sequence[str], seed_key: str) -> tuple[
 def read_sweep_csv(path: Path) -> list[Row]:
     """The rows of a job's sweep CSV; refused (``sweep_dir``) unless they form a sweep table."""
     try:
+        if not path.is_file():  # a FIFO or a device would never end
+            raise FileNotFoundError(path)
         rows = read_csv(path)
         problem = table_problem(rows)
     except (OSError, UnicodeDecodeError, csv.Error) as err:

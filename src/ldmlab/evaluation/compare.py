@@ -25,6 +25,8 @@ def load_evaluation(run: Path) -> tuple[str, list[Row]]:
     (unreadable, not JSON, another task's, rows that are not a sweep table) is refused."""
     summary_path = run / "summary.json" if run.is_dir() else run
     try:
+        if not summary_path.is_file():  # a FIFO or /dev/zero would never end
+            raise FileNotFoundError(summary_path)
         summary = json.loads(summary_path.read_text())
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         summary, problem = None, f"is not readable JSON ({type(err).__name__})"

@@ -21,6 +21,8 @@ MISSING = object()
 def read_job_config(path: Path) -> dict:
     """The YAML mapping in ``path``; refused (``sweep_dir``) when unreadable or not a mapping."""
     try:
+        if not path.is_file():  # a FIFO or a device would never end
+            raise FileNotFoundError(path)
         config = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)

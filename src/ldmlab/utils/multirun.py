@@ -91,6 +91,8 @@ def read_status(job_dir: Path, key: str = "sweep_dir") -> dict | None:
     if not path.exists():
         return None
     try:
+        if not path.is_file():  # a FIFO or a device would never end
+            raise FileNotFoundError(path)
         record = json.loads(path.read_text())
         fields = (record["num"], record["status"], record["reason"])
         valid = all(isinstance(v, str | int) for v in fields) and isinstance(record["overrides"], list)
