@@ -31,7 +31,7 @@ from ldmlab.utils.pretrained import WeightsUnavailableError
 from ldmlab.utils.shipped_config import shipped_value
 
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
-OUTPUT_KEYS = ("out", "sweep_dir", "paths.log_dir")  # where the commands write, most specific first
+OUTPUT_KEYS = ("out", "sweep_dir", "paths.cache_dir", "paths.log_dir")  # where commands write, inner first
 EXIT_USER_ERROR = 2
 PICKLE_FLAGS = ("experimental_rerun",)  # Hydra's argparse destinations that unpickle a file
 
