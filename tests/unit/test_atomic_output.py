@@ -167,3 +167,26 @@ def test_summary_paths_resolve_where_the_run_dir_is_now(tmp_path) -> None:
     write_json(moved / SUMMARY, old_style)  # an absolute summary of a run that has since moved
     assert last_checkpoint_of_run(moved, "ckpt", "fix") == moved / "checkpoints" / "last.ckpt"
     assert in_run(moved, tmp_path / "other.ckpt") == str(tmp_path / "other.ckpt")
+
+
+def test_a_full_disk_names_the_innermost_output_key(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from ldmlab.cli import naming_full_disk
+
+    cfg = OmegaConf.create({"out": str(tmp_path / "export"), "sweep_dir": None,
+                            "paths": {"log_dir": str(tmp_path), "cache_dir": str(tmp_path / "cache")}})
+
+    def writing(where: Path):
+        def run(_):
+            raise DiskFullError(errno.ENOSPC, "no space left on the device", str(where))
+        return naming_full_disk(run)
+
+    cases = {"out": tmp_path / "export" / "vae", "paths.cache_dir": tmp_path / "cache" / "latents",
+             "paths.log_dir": tmp_path / "sample" / "runs" / "a" / "samples.png"}
+    for key, where in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            writing(where)(cfg)
+        assert caught.value.key == key and str(where) in caught.value.problem
+    with pytest.raises(DiskFullError):  # not under any output folder: not the user's setting
+        writing(Path("/elsewhere/file"))(cfg)
