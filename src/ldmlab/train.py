@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 # mode; bf16 model summaries; its own pytree use under this torch): stderr is kept for errors.
 QUIET_WARNINGS = (r"Found \d+ module\(s\) in eval mode",
                   r"Precision .* is not supported by the model summary",
-                  r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+                  r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                  r"The dirpath has changed from")  # a resume writes into its own run dir
 
 
 def resolve_resume(ckpt_path: str | None, task: str, task_dir: Path,

@@ -13,6 +13,7 @@ even with another batch size or number of ranks (``resume_changes``).
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -147,6 +148,24 @@ class ImageDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_set)
 
+    def _order(self) -> int:
+        """A digest of what the training order is a function of besides the epoch: the shuffle
+        seed and which items train (subset, split)."""
+        indices = [self._seed(), *self.train_set.base.indices]
+        return zlib.crc32(torch.tensor(indices, dtype=torch.int64).numpy().tobytes())
+
+    def _check_same_order(self) -> None:
+        """A checkpoint written mid-epoch continues only over the same order: its position means
+        "these first samples of that permutation"."""
+        stored = self._resume_at.get("order")
+        if self._resume_at.get("samples") and stored is not None and stored != self._order():
+            raise ConfigError(
+                "resume_changes", f"the training order (shuffle seed, subset or split) differs from the "
+                f"checkpoint's, which stopped {self._resume_at['samples']} samples into epoch "
+                f"{self._resume_at['epoch']}: that epoch cannot continue at its next sample",
+                "start fresh with ckpt_path=null; or keep their stored values (drop them from "
+                "resume_changes) until a checkpoint written at an epoch end")
+
     def resumed_batches(self) -> int | None:
         """After a mid-epoch resume, the batches of this run's size (all ranks) that the samples
         consumed before it fill: where the epoch's batch count stands (None: nothing to resume)."""
@@ -157,8 +176,9 @@ class ImageDataModule(pl.LightningDataModule):
         return self._resume_at["samples"] // (self.batch_size * self.trainer.world_size)
 
     def state_dict(self) -> dict[str, Any]:
-        """Where training is in the data: the epoch and the samples of it all ranks consumed
-        (``samples``: from Lightning's batch progress, counted from the resume point)."""
+        """Where training is in the data: the epoch, the samples of it all ranks consumed
+        (from Lightning's batch progress, counted from the resume point) and, mid-epoch, the
+        digest of the order they were taken from (``order``)."""
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return {}
@@ -169,16 +189,18 @@ class ImageDataModule(pl.LightningDataModule):
         base = self.resumed_batches()
         start = self._resume_at["samples"] - base * per_batch if base is not None else 0
         samples = start + progress.current.processed * per_batch
-        return {"epoch": int(trainer.current_epoch), "samples": samples}
+        return {"epoch": int(trainer.current_epoch), "samples": samples, "order": self._order()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Called on resume before any train loader exists: the next one starts where training was.
-        (Checkpoints from before samples were stored count ``batches`` of this batch size.)"""
+        """Called on resume (after ``setup``) before any train loader exists: the next one starts
+        where training was. (Checkpoints from before samples were stored count ``batches``.)"""
         state = {k: int(v) for k, v in state_dict.items()}
         if "batches" in state:
             world = self.trainer.world_size if self.trainer is not None else 1
             state = {"epoch": state["epoch"], "samples": state["batches"] * self.batch_size * world}
         self._resume_at = state
+        if self.train_set is not None:
+            self._check_same_order()
 
 
 class _Transformed(Dataset):
