@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ldmlab.autoencoder.loading import load_autoencoder
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "generator_ckpt"
@@ -25,7 +26,7 @@ class VAEPrior(nn.Module):
     what the diffusion model works on (checked against the autoencoder now).
     """
 
-    def __init__(self, ckpt: str, resolution: int, channels: int) -> None:
+    def __init__(self, ckpt: str, resolution: PositiveInt, channels: PositiveInt) -> None:
         super().__init__()
         path = Path(str(ckpt)).expanduser()
         if not path.is_file():

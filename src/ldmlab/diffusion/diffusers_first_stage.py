@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ldmlab.diffusion.first_stage import scale_fit_images, weights_fingerprint
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 try:  # an optional dependency (the dev extra): refused in one line when missing
@@ -78,9 +79,9 @@ class DiffusersFirstStage(nn.Module):
     def __init__(
         self,
         path: str | None,
-        expected_embed_dim: int,
-        expected_downsample_factor: int,
-        expected_channels: int,
+        expected_embed_dim: PositiveInt,
+        expected_downsample_factor: PositiveInt,
+        expected_channels: PositiveInt,
         scale_by_std: bool = False,
         autoencoder_config: dict | None = None,
     ) -> None:

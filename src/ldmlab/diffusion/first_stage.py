@@ -17,6 +17,7 @@ from torch import nn
 
 from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import instantiate_stored
+from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.run_layout import last_checkpoint_of_run, latest_run
 
@@ -78,9 +79,9 @@ class FirstStage(nn.Module):
         self,
         ckpt: str | None,
         log_dir: str,
-        expected_embed_dim: int,
-        expected_downsample_factor: int,
-        expected_channels: int,
+        expected_embed_dim: PositiveInt,
+        expected_downsample_factor: PositiveInt,
+        expected_channels: PositiveInt,
         scale_factor: float = 1.0,
         scale_by_std: bool = True,
         autoencoder_config: dict | None = None,

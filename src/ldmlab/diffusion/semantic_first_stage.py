@@ -42,7 +42,7 @@ class SemanticFirstStage(nn.Module):
         self,
         ckpt: str | None,
         resolution: PositiveInt,
-        expected_embed_dim: int,
+        expected_embed_dim: PositiveInt,
         encoder: str = "z_sem",
         decode_steps: PositiveInt = 20,
         autoencoder_config: dict | None = None,

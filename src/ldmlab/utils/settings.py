@@ -43,6 +43,7 @@ class TrainSettings(CommandSettings, total=False):
     seed: int
     lr_scaling: Literal["none", "linear", "sqrt"]
     ckpt_path: str | None
+    resume_changes: list[str]
     optimized_metric: str | None
     tags: list[str]
     conditioner_context_dim: PositiveInt | None
