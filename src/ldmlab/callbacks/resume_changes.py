@@ -8,9 +8,11 @@ from typing import Any
 import pytorch_lightning as pl
 
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # what a schedule scales together
-# an LR scheduler's progress (restored as saved); its other state is its plan (new config wins)
+# an LR scheduler's progress (restored as saved), for torch's schedulers: the rest of its state
+# is its plan, set by its constructor from the config (new config wins)
 PROGRESS = frozenset({"last_epoch", "_step_count", "_last_lr", "base_lrs", "_get_lr_called_within_step",
-                      "_is_initial", "verbose", "lr_lambdas"})
+                      "_is_initial", "verbose", "lr_lambdas", "best", "num_bad_epochs", "cooldown_counter",
+                      "T_cur", "T_i", "_schedulers"})
 
 
 class ResumeChanges(pl.Callback):

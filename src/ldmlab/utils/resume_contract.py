@@ -97,7 +97,7 @@ def check_config(point: ResumePoint, cfg: DictConfig) -> list[str]:
     refused = [k for k in primary if not any(covers(p, k) for p in (*RESUMABLE_CHANGES, *opted))]
     if refused:
         raise ConfigError("ckpt_path", f"{point.path} was trained with other settings: "
-                          + _listing(refused, stored, new), _fixes(refused, stored, point.path))
+                          + _listing(refused, stored, new), _fixes(refused, stored, new, point.path))
     unchanged = [p for p in opted if p != WORLD_SIZE and not any(covers(p, k) for k in primary)]
     if unchanged:
         key = unchanged[0]
@@ -209,15 +209,22 @@ def _listing(keys: list[str], stored: dict, new: dict) -> str:
                                + (", …" if len(rest) > 10 else "") + ")" if rest else "")
 
 
-def _fixes(keys: list[str], stored: dict, path: str) -> str:
-    if len(keys) <= _SHOWN and all(_value_under(stored, k) is not _ABSENT for k in keys):
-        same = "resume with the run's own values: " + " ".join(
-            f"{k}={_override(_value_under(stored, k))}" for k in keys)
+def _fixes(keys: list[str], stored: dict, new: dict, path: str) -> str:
+    if len(keys) <= _SHOWN:
+        same = "resume with the run's own values: " + " ".join(_restoring(k, stored, new) for k in keys)
     else:
         run_dir = Path(path).resolve().parent.parent
         same = f"resume with the overrides the run was started with ({run_dir / '.hydra' / 'overrides.yaml'})"
     return (f"{same}; or start fresh with ckpt_path=null; or change them on purpose with "
             f"{OPT_IN}={_override(keys)}")
+
+
+def _restoring(key: str, stored: dict, new: dict) -> str:
+    """The override that gives ``key`` its stored value back (``~key`` removes an added one)."""
+    value = _value_under(stored, key)
+    if value is _ABSENT:
+        return f"~{key}"
+    return f"{'+' if _value_under(new, key) is _ABSENT else ''}{key}={_override(value)}"
 
 
 def _override(value: Any) -> str:
