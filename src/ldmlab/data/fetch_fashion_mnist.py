@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ldmlab.utils.atomic_output import write_file
+
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -43,8 +45,7 @@ def from_debian_package(dest: Path) -> bool:
         unpacked = Path(tmp) / "root"
         subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)], check=True)
         for name in FILES:
-            shutil.copyfile(unpacked / DEBIAN_SUBDIR / name, dest / f"{name}.part")
-            (dest / f"{name}.part").replace(dest / name)
+            write_file(dest / name, lambda tmp, n=name: shutil.copyfile(unpacked / DEBIAN_SUBDIR / n, tmp))
     return True
 
 
@@ -61,7 +62,7 @@ def from_torchvision(dest: Path) -> bool:
             return False
         raw = Path(tmp) / "FashionMNIST" / "raw"
         for name in FILES:
-            shutil.move(str(raw / name), dest / name)
+            write_file(dest / name, lambda tmp, n=name: shutil.copyfile(raw / n, tmp))
     return True
 
 
