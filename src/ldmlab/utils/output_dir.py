@@ -75,27 +75,30 @@ def listed_files(folder: Path, manifest: str) -> dict[str, str]:
     return files if ok else {}
 
 
-def foreign_files(folder: Path, manifest: str) -> list[str]:
-    """What in ``folder`` ldmlab's manifest does not vouch for (relative paths, sorted): every file
-    not listed with its current sha256, every link, and the manifest itself when it lists nothing."""
+def foreign_files(folder: Path, manifest: str, limit: int | None = None) -> list[str]:
+    """What in ``folder`` ldmlab's manifest does not vouch for (relative paths, in walk order, the
+    first ``limit``): every file not listed with its current sha256, every link, and the manifest
+    itself when it lists nothing. Only listed files are hashed, so a large foreign tree is cheap."""
     listed = listed_files(folder, manifest)
-    found = []
+    found: list[str] = []
     for root, dirs, files in os.walk(folder):
-        found += [(Path(root) / name).relative_to(folder).as_posix() for name in dirs
-                  if (Path(root) / name).is_symlink()]
-        for name in files:
+        dirs.sort()  # walk order: sorted, top-down
+        for name in dirs + sorted(files):
             path = Path(root) / name
             rel = path.relative_to(folder).as_posix()
-            if rel == manifest and listed:
+            if name in dirs and not path.is_symlink() or rel == manifest and listed:
                 continue
-            if path.is_symlink() or not path.is_file() or listed.get(rel) != sha256(path):
+            if path.is_symlink() or not path.is_file() or rel not in listed or listed[rel] != sha256(path):
                 found.append(rel)
-    return sorted(found)
+                if limit is not None and len(found) >= limit:
+                    return found
+    return found
 
 
-def describe(names: list[str]) -> str:
-    shown = ", ".join(names[:3])
-    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+def describe(names: list[str], limit: int) -> str:
+    """Up to ``limit - 1`` names, then "and more" when there are ``limit``."""
+    shown = ", ".join(names[:limit - 1])
+    return shown + (" and more" if len(names) >= limit else "")
 
 
 def _manifest_with_files(folder: Path, manifest: str) -> None:
@@ -115,9 +118,9 @@ def _fsync_tree(folder: Path) -> None:
 
 def check_replaceable(target: Path, manifest: str, key: str) -> None:
     """Raise ``ConfigError(key)`` (fix: a free folder name) if ``target`` holds foreign files."""
-    foreign = foreign_files(target, manifest)
+    foreign = foreign_files(target, manifest, limit=4)
     if foreign:
-        raise ConfigError(key, f"{target} holds {describe(foreign)}, not listed with this content in its "
+        raise ConfigError(key, f"{target} holds {describe(foreign, 4)}, not listed with this content in its "
                           f"{manifest}; a file ldmlab did not write is never replaced or deleted",
                           f"{key}={free_name(target)}")
 
@@ -137,7 +140,7 @@ def _swap_in(tmp: Path, target: Path, manifest: str, key: str) -> None:
     except BaseException:
         os.rename(old, target)
         raise
-    if foreign_files(old, manifest):  # something was added while we worked: keep it, whole
+    if foreign_files(old, manifest, limit=1):  # something was added while we worked: keep it, whole
         log.warning("kept the previous %s as %s: files were added to it during the export", target, old)
         return
     remove(old)
