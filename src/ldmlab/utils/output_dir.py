@@ -141,7 +141,7 @@ def _swap_in(tmp: Path, target: Path, manifest: str, key: str) -> None:
         os.rename(old, target)
         raise
     if foreign_files(old, manifest, limit=1):  # something was added while we worked: keep it, whole
-        log.warning("kept the previous %s as %s: files were added to it during the export", target, old)
+        log.warning("kept the previous %s as %s: files were added to it meanwhile", target, old)
         return
     remove(old)
 
