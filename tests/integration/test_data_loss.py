@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def test_disk_full_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, fmn
     written = TorchCheckpointIO.save_checkpoint
 
     def fills_the_disk(self, checkpoint, path, storage_options=None):
+        assert f".tmp-{os.getpid()}-" in Path(path).name  # a temporary name of this process only
         if checkpoint["epoch"] == 0:
             return written(self, checkpoint, path, storage_options)
         Path(path).write_bytes(b"the first bytes of a checkpoint")  # then the disk is full
