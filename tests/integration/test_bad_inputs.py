@@ -1,6 +1,8 @@
 """Every bad input a user can type ends with one line naming the real config key, exit status 2,
 no traceback and no checkpoint; the suggested fix (a ``key=value`` override) composes with the
-same command and, where cheap, runs past the error.
+same command, and the fixed command runs past that error (to the end where ``run_fix``; else
+until another key's error or the time limit) — except a fix that is an example path to a file
+of the user's own (``fix_is_example``).
 
 Most cases run in a fork of the test process (``run_forked``: same argv, fds and exit status as
 the CLI, without 6 s of interpreter start); one case per entry point runs as a real subprocess.
@@ -39,7 +41,10 @@ class Case:
     config: str | None = None
     mentions: str = ""         # something else the line must name (e.g. the bad file)
     has_fix: bool = True       # the fix holds a key=value override
-    run_fix: bool = False      # also run the fixed command (training: one batch, trainer.fast_dev_run)
+    run_fix: bool = False      # the fixed command runs to the end (training: one batch, trainer.fast_dev_run)
+    fix_is_example: bool = False  # the fix names a file of the user's (e.g. ckpt=logs/...): it only composes
+    fix_args: tuple[str, ...] = ()  # cheap settings for the fixed run, checked after the case's key
+    fix_timeout: int = 300     # still running then: past the error (its check comes first)
     subprocess: bool = False   # through the real CLI instead of a fork
     slow: bool = False         # only in `make test-all` (a path another case already covers)
 
@@ -58,20 +63,23 @@ CASES = [
          run_fix=True),
     Case("negative_perceptual_weight", "ldmlab.train", (*AE, "loss.perceptual_weight=-0.25"),
          "loss.perceptual_weight"),
-    Case("text_file_as_sample_ckpt", "ldmlab.sample", ("ckpt={text}",), "ckpt", mentions="notes.ckpt"),
-    Case("truncated_sample_ckpt", "ldmlab.sample", ("ckpt={truncated}",), "ckpt", mentions="truncated.ckpt"),
-    Case("text_file_as_evaluate_ckpt", "ldmlab.evaluate", ("ckpt={text}",), "ckpt", mentions="notes.ckpt"),
+    Case("text_file_as_sample_ckpt", "ldmlab.sample", ("ckpt={text}",), "ckpt", mentions="notes.ckpt",
+         fix_is_example=True),
+    Case("truncated_sample_ckpt", "ldmlab.sample", ("ckpt={truncated}",), "ckpt", mentions="truncated.ckpt",
+         fix_is_example=True),
+    Case("text_file_as_evaluate_ckpt", "ldmlab.evaluate", ("ckpt={text}",), "ckpt", mentions="notes.ckpt",
+         fix_is_example=True),
     Case("truncated_evaluate_ckpt", "ldmlab.evaluate", ("ckpt={truncated}",), "ckpt",
-         mentions="truncated.ckpt"),
+         mentions="truncated.ckpt", fix_is_example=True),
     Case("zero_batch_size", "ldmlab.train", (*AE, "data.batch_size=0"), "data.batch_size", run_fix=True),
     Case("guidance_rescale_2_sample", "ldmlab.sample", (*SAMPLE, "guidance.rescale=2"), "guidance.rescale",
          run_fix=True),
     Case("guidance_rescale_2_evaluate", "ldmlab.evaluate", ("ckpt={ldm}", "guidance.rescale=2"),
-         "guidance.rescale", subprocess=True),
+         "guidance.rescale", subprocess=True, fix_args=("num_samples=2",)),
     Case("steps_above_T_sample", "ldmlab.sample", ("ckpt={ldm}", "num_samples=2", "sampler.steps=5000"),
          "sampler.steps"),
     Case("steps_above_T_evaluate", "ldmlab.evaluate", ("ckpt={ldm}", "sampler=ddim", "sampler.steps=5000"),
-         "sampler.steps"),
+         "sampler.steps", fix_args=("num_samples=2",)),
     Case("text_file_as_ckpt_path", "ldmlab.train", (*AE, "ckpt_path={text}"), "ckpt_path", run_fix=True),
     Case("stage2_ckpt_as_ckpt_path", "ldmlab.train", (*AE, "ckpt_path={ldm}"), "ckpt_path",
          mentions="train_ldm"),
@@ -97,14 +105,15 @@ CASES = [
          "conditioner.embedders.x_hat.centre_forward_process", config="train_ldm", run_fix=True),
     Case("missing_generator_ckpt", "ldmlab.train",
          (*HYBRID[:-1], "experiment=diffusevae", "generator_ckpt=/nonexistent/vae.ckpt"), "generator_ckpt",
-         config="train_ldm", mentions="/nonexistent/vae.ckpt"),
+         config="train_ldm", mentions="/nonexistent/vae.ckpt", fix_is_example=True),
     Case("invert_stochastic_ddim", "ldmlab.invert", (*INVERT, "sampler.eta=1"), "sampler.eta", run_fix=True),
     Case("invert_with_ddpm", "ldmlab.invert", (*INVERT, "sampler=ddpm"), "sampler", run_fix=True, slow=True),
-    Case("invert_more_images_than_the_split", "ldmlab.invert", (*INVERT, "num_images=20000"), "num_images"),
+    Case("invert_more_images_than_the_split", "ldmlab.invert", (*INVERT, "num_images=20000"), "num_images",
+         fix_timeout=40),
     Case("interpolate_one_frame", "ldmlab.interpolate", ("ckpt={ldm}", "num_pairs=1", "sampler.steps=3",
          "frames=1"), "frames", run_fix=True),
     Case("latent_ddim_without_a_diffae", "ldmlab.train", ("logger=none", "experiment=diffae_latent_ddim"),
-         "first_stage.ckpt", config="train_ldm"),
+         "first_stage.ckpt", config="train_ldm", fix_is_example=True),
     Case("latent_ddim_of_another_width", "ldmlab.train", ("logger=none", "experiment=diffae_latent_ddim",
          "first_stage.ckpt={diffae}", "first_stage_embed_dim=16", "data.train_subset=32",
          "data.val_subset=16", "data.batch_size=16", "module.scale_fit_batches=2",
@@ -123,9 +132,10 @@ CASES = [
          "diffusion.objective.regularizer.mi_weight", config="train_ldm", run_fix=True),
     Case("missing_diffusers_vae", "ldmlab.train", ("logger=none", *TINY_LDM, "first_stage=diffusers",
          "first_stage.path=/nonexistent/vae"), "first_stage.path", config="train_ldm",
-         mentions="/nonexistent/vae"),
+         mentions="/nonexistent/vae", fix_is_example=True),
     Case("diffusers_vae_path_not_a_vae", "ldmlab.train", ("logger=none", *TINY_LDM, "first_stage=diffusers",
-         "first_stage.path={images}"), "first_stage.path", config="train_ldm", mentions="has no config.json"),
+         "first_stage.path={images}"), "first_stage.path", config="train_ldm", mentions="has no config.json",
+         fix_is_example=True),
     Case("missing_lpips_weights", "ldmlab.train",
          (*AE, "loss.lpips.weights_path=/nonexistent/lpips.safetensors"), "loss.lpips.weights_path",
          run_fix=True),
@@ -186,7 +196,18 @@ def test_bad_input_is_one_line_with_a_fix_that_composes(case: Case, inputs, tmp_
         return
     fixed = with_fix(args, case.key, override)
     compose_config(case.config or ENTRY_CONFIG[case.entry], fixed)  # raises if it does not compose
+    if case.fix_is_example:
+        return
+    extra = ["trainer.fast_dev_run=true"] if case.entry == "ldmlab.train" else list(case.fix_args)
+    again = run_forked(case.entry, [*fixed, *extra], tmp_path / "fixed", case.config,
+                       timeout=case.fix_timeout)
     if case.run_fix:
-        extra = ["trainer.fast_dev_run=true"] if case.entry == "ldmlab.train" else []
-        again = run_forked(case.entry, [*fixed, *extra], tmp_path / "fixed", case.config)
         assert again.returncode == 0, f"{override}: {again.stderr[-3000:]}"
+    assert got_past(again, case.key), f"{override} does not get past the error: {again.stderr[-3000:]}"
+
+
+def got_past(out, key: str) -> bool:
+    """The run ended well, or with another key's error, or was still working at the time limit."""
+    last = (out.stderr.strip().splitlines() or [""])[-1]
+    other_key = last.startswith("error: ") and not last.startswith(f"error: {key}:")
+    return out.returncode in (0, -9) or (out.returncode == 2 and other_key)
