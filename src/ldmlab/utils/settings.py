@@ -69,9 +69,11 @@ class SampleSettings(CommandSettings, total=False):
 
 
 class Grid(TypedDict, total=False):
-    sampler: list[str] | None
-    steps: list[PositiveInt] | None
-    eta: list[NonNegativeFloat] | None
+    """Sampler settings swept by evaluate: a list, or one value (a one-value list)."""
+
+    sampler: list[str] | str | None
+    steps: list[PositiveInt] | PositiveInt | None
+    eta: list[NonNegativeFloat] | NonNegativeFloat | None
 
 
 class EvaluateSettings(CommandSettings, total=False):
