@@ -51,28 +51,30 @@ class Case:
     key: str
     kind: str                  # type | trainer | count | device | order
     config: str | None = None
-    mentions: str = ""
+    slow: bool = False         # only in `make test-all`: a path another case already covers
 
 
 CASES = [
     # wrong type (listed, then unlisted)
     Case("batch_size_abc", "ldmlab.train", (*AE, "data.batch_size=abc"), "data.batch_size", "type"),
     Case("max_epochs_abc", "ldmlab.train", (*AE, "trainer.max_epochs=abc"), "trainer.max_epochs", "type"),
-    Case("seed_abc", "ldmlab.train", (*AE, "seed=abc"), "seed", "type"),
+    Case("seed_abc", "ldmlab.train", (*AE, "seed=abc"), "seed", "type", slow=True),
     Case("num_samples_abc", "ldmlab.sample", ("num_samples=abc",), "num_samples", "type"),
     Case("frames_abc", "ldmlab.interpolate", ("frames=abc",), "frames", "type"),
     Case("batch_size_1_5", "ldmlab.train", (*AE, "data.batch_size=1.5"), "data.batch_size", "type"),
-    Case("max_steps_abc", "ldmlab.train", (*AE, "trainer.max_steps=abc"), "trainer.max_steps", "type"),
+    Case("max_steps_abc", "ldmlab.train", (*AE, "trainer.max_steps=abc"),
+         "trainer.max_steps", "type", slow=True),
     Case("ema_decay_abc", "ldmlab.train", (*LDM, "module.ema_decay=abc"), "module.ema_decay", "type",
          config="train_ldm"),
-    Case("lr_abc", "ldmlab.train", (*AE, "module.optimizer.lr=abc"), "module.optimizer.lr", "type"),
+    Case("lr_abc", "ldmlab.train", (*AE, "module.optimizer.lr=abc"),
+         "module.optimizer.lr", "type", slow=True),
     Case("interpolated_variable_abc", "ldmlab.train", (*LDM, "conditioner_context_dim=abc"),
          "conditioner_context_dim", "type", config="train_ldm"),
     Case("kid_subset_size_abc", "ldmlab.evaluate", ("metrics.kid_subset_size=abc",),
-         "metrics.kid_subset_size", "type"),
+         "metrics.kid_subset_size", "type", slow=True),
     Case("use_ema_abc", "ldmlab.export", ("use_ema=maybe",), "use_ema", "type"),
     Case("guidance_scales_abc", "ldmlab.evaluate", ("guidance_scales=[1,abc]",), "guidance_scales", "type"),
-    Case("lr_scaling_unknown", "ldmlab.train", (*AE, "lr_scaling=cubic"), "lr_scaling", "type"),
+    Case("lr_scaling_unknown", "ldmlab.train", (*AE, "lr_scaling=cubic"), "lr_scaling", "type", slow=True),
     Case("deterministic_foo", "ldmlab.train", (*AE, "trainer.deterministic=foo"), "trainer.deterministic",
          "type"),
     # Lightning Trainer knobs (listed, then unlisted)
@@ -83,14 +85,16 @@ CASES = [
                       "trainer.accelerator", "trainer"), marks=NO_GPU),
     Case("accumulate_0", "ldmlab.train", (*AE, "trainer.accumulate_grad_batches=0"),
          "trainer.accumulate_grad_batches", "type"),
-    Case("devices_minus_3", "ldmlab.train", (*AE, "trainer.devices=-3"), "trainer.devices", "trainer"),
-    Case("max_time_abc", "ldmlab.train", (*AE, "trainer.max_time=abc"), "trainer.max_time", "trainer"),
+    Case("devices_minus_3", "ldmlab.train", (*AE, "trainer.devices=-3"),
+         "trainer.devices", "trainer", slow=True),
+    Case("max_time_abc", "ldmlab.train", (*AE, "trainer.max_time=abc"),
+         "trainer.max_time", "trainer", slow=True),
     Case("clip_algorithm_foo", "ldmlab.train", (*AE, "trainer.gradient_clip_algorithm=foo"),
          "trainer.gradient_clip_algorithm", "trainer"),
     Case("limit_train_batches_negative", "ldmlab.train", (*AE, "trainer.limit_train_batches=-1"),
-         "trainer.limit_train_batches", "trainer"),
+         "trainer.limit_train_batches", "trainer", slow=True),
     Case("check_val_every_0", "ldmlab.train", (*AE, "trainer.check_val_every_n_epoch=0"),
-         "trainer.check_val_every_n_epoch", "type"),
+         "trainer.check_val_every_n_epoch", "type", slow=True),
     # counts ≤ 0 or non-integers (listed, then unlisted)
     Case("batch_size_0", "ldmlab.train", (*AE, "data.batch_size=0"), "data.batch_size", "count"),
     Case("nrow_0", "ldmlab.sample", ("nrow=0",), "nrow", "count"),
@@ -102,20 +106,22 @@ CASES = [
     Case("val_size_negative", "ldmlab.train", (*AE, "data.val_size=-5"), "data.val_size", "count"),
     Case("num_images_0", "ldmlab.train", (*LDM, "callbacks.image_logger.num_images=0"),
          "callbacks.image_logger.num_images", "count", config="train_ldm"),
-    Case("num_workers_negative", "ldmlab.train", (*AE, "data.num_workers=-1"), "data.num_workers", "count"),
-    Case("warmup_negative", "ldmlab.train", (*AE, "module.warmup_steps=-10"), "module.warmup_steps", "count"),
+    Case("num_workers_negative", "ldmlab.train", (*AE, "data.num_workers=-1"),
+         "data.num_workers", "count", slow=True),
+    Case("warmup_negative", "ldmlab.train", (*AE, "module.warmup_steps=-10"),
+         "module.warmup_steps", "count", slow=True),
     Case("sampler_steps_0", "ldmlab.sample", ("sampler.steps=0",), "sampler.steps", "count"),
-    Case("num_reference_0", "ldmlab.evaluate", ("num_reference=0",), "num_reference", "count"),
+    Case("num_reference_0", "ldmlab.evaluate", ("num_reference=0",), "num_reference", "count", slow=True),
     Case("model_channels_0", "ldmlab.train", (*LDM, "unet.model_channels=0"), "unet.model_channels", "count",
-         config="train_ldm"),
-    Case("num_pairs_0", "ldmlab.interpolate", ("num_pairs=0",), "num_pairs", "count"),
+         config="train_ldm", slow=True),
+    Case("num_pairs_0", "ldmlab.interpolate", ("num_pairs=0",), "num_pairs", "count", slow=True),
     # device
     Case("device_foo", "ldmlab.sample", ("ckpt={ldm}", "device=foo"), "device", "device"),
     pytest.param(Case("device_cuda", "ldmlab.sample", ("ckpt={ldm}", "device=cuda"), "device", "device"),
                  marks=NO_GPU),
     Case("device_foo_invert", "ldmlab.invert", ("ckpt={ldm}", "device=gpu0"), "device", "device"),
     pytest.param(Case("device_cuda_1_evaluate", "ldmlab.evaluate", ("ckpt={ldm}", "device=cuda:1"), "device",
-                      "device"), marks=NO_GPU),
+                      "device", slow=True), marks=NO_GPU),
     # once checked only after the work
     Case("select_by_unknown", "ldmlab.evaluate", ("ckpt={ldm}", "sampler=ddim", "num_samples=80",
          "num_reference=80", "batch_size=40", "guidance_scales=[1]", "sampler.steps=2",
@@ -145,7 +151,11 @@ def refused(out, key: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def _params(cases: list) -> list:
+    return [pytest.param(c, marks=pytest.mark.slow) if isinstance(c, Case) and c.slow else c for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(CASES), ids=lambda c: c.name)
 def test_bad_input_class_is_refused_before_any_work(case: Case, inputs, tmp_path):
     args = [a.format(**inputs) for a in case.args]
     started = time.monotonic()
@@ -215,8 +225,8 @@ class Payload:
         return Path.touch, (self.marker,)
 
 
-@pytest.mark.parametrize("flag", ["--experimental-rerun", "--experimental-rerun=", "--experimental"])
-@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize(("entry", "flag"), [(e, "--experimental-rerun") for e in ENTRIES]
+                         + [("ldmlab.sample", "--experimental-rerun="), ("ldmlab.sample", "--experimental")])
 def test_experimental_rerun_is_refused_before_the_pickle_is_read(entry, flag, tmp_path):
     marker = tmp_path / "payload-ran"
     payload = tmp_path / "config.pickle"

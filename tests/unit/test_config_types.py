@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -37,26 +38,31 @@ EXPERIMENTS = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml")
 GROUPS = [(g, p.stem) for g in ("conditioner", "first_stage", "unet", "sampler", "data", "trainer",
                                  "callbacks") for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
 GUIDANCE = sorted(p.stem for p in Path(CONF_DIR, "guidance").glob("*.yaml"))
-SHIPPED = ([(name, []) for name in TABLES]
-           + [("train_ae" if e.startswith("fmnist_") else "train_ldm", [f"experiment={e}"])
-              for e in EXPERIMENTS]
-           + [("train_ldm", [f"{g}={o}"]) for g, o in GROUPS if g != "callbacks" or o.startswith("ldm")]
-           + [("evaluate", [f"guidance={g}"]) for g in GUIDANCE])
+SHIPPED = ([(name, ()) for name in TABLES]
+           + [("train_ae" if e.startswith("fmnist_") else "train_ldm", (f"experiment={e}",))
+              for e in EXPERIMENTS])
+VARIANTS = ([("train_ldm", (f"{g}={o}",)) for g, o in GROUPS if g != "callbacks" or o.startswith("ldm")]
+            + [("evaluate", (f"guidance={g}",)) for g in GUIDANCE])
 COUNT_NAME = re.compile(r"^(num_|n_)|(_size|_steps|_batches|_epochs|_channels|_dim|_images|_workers)$|"
                         r"^(batch_size|steps|nrow|frames|ch|heads|depth|size|resolution)$")
 
 
-def _without_hydra_node(config_name: str, overrides: list[str]) -> DictConfig:
+@cache
+def _without_hydra_node(config_name: str, overrides: tuple[str, ...]) -> DictConfig:
+    """The config a command composes (its paths resolvable without a running app); read-only."""
     cfg = compose_config(config_name, [*overrides, "data.root=/tmp"] if "data=image_folder" in overrides
-                         else overrides)
+                         else list(overrides))
     with_hydra = OmegaConf.to_container(cfg, resolve=False)
     with_hydra.pop("hydra")
     with_hydra.setdefault("paths", {})["output_dir"] = "/tmp/out"
-    return OmegaConf.create(with_hydra)
+    cfg = OmegaConf.create(with_hydra)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
 
 
-@pytest.mark.parametrize(("config_name", "overrides"), SHIPPED, ids=lambda x: x if isinstance(x, str) else
-                         ",".join(x) or "-")
+@pytest.mark.parametrize(("config_name", "overrides"),
+                         SHIPPED + VARIANTS,
+                         ids=lambda x: x if isinstance(x, str) else ",".join(x) or "-")
 def test_every_shipped_config_passes(config_name, overrides):
     check_config(_without_hydra_node(config_name, overrides), TABLES[config_name])
 
@@ -65,7 +71,7 @@ def test_every_shipped_config_passes(config_name, overrides):
 def test_every_command_key_is_in_its_table(config_name):
     """A key the command reads without a ``_target_`` has a type, so a new key cannot go unchecked."""
     table = typing.get_type_hints(TABLES[config_name], include_extras=True)
-    cfg = _without_hydra_node(config_name, [])
+    cfg = _without_hydra_node(config_name, ())
     untyped = [key for key, value in cfg.items() if not isinstance(value, DictConfig) and key not in table]
     assert not untyped, f"add {untyped} to {TABLES[config_name].__name__} (ldmlab.utils.settings)"
 
@@ -82,7 +88,7 @@ def test_every_count_of_ldmlab_is_typed_as_one():
             if isinstance(value, DictConfig | ListConfig):
                 walk(value)
 
-    for config_name, overrides in SHIPPED:
+    for config_name, overrides in SHIPPED + VARIANTS:
         walk(_without_hydra_node(config_name, overrides))
     plain = [f"{t.__module__}.{t.__qualname__}({name})" for t in targets if t is not None
              for name, (hint, _) in _target_params(t).items()
