@@ -57,8 +57,10 @@ def test_srun_tasks_share_one_run_dir_and_a_requeue_resumes_it(tmp_path, tiny_ae
     _srun(cmd)  # first start: nothing to resume, a fresh run
     assert _one_run(tmp_path, "slurm-4242.0")["resumed_from"] is None
     _srun([*cmd, "trainer.max_epochs=2"])  # the requeued job: same job id, same run dir, resumed
-    summary = json.loads(next((tmp_path / "train_ldm" / "runs").glob("*/summary.json")).read_text())
-    assert summary["resumed_from"].endswith("slurm-4242.0/checkpoints/last.ckpt")
+    (path,) = (tmp_path / "train_ldm" / "runs").glob("*/summary.json")
+    summary = json.loads(path.read_text())
+    assert path.parent.name == "slurm-4242.0"
+    assert summary["resumed_from"] == "checkpoints/last.ckpt"  # its own, recorded relative to the run dir
     assert summary["global_step"] == 4
 
 
