@@ -26,6 +26,7 @@ from ldmlab.utils.atomic_output import DiskFullError
 from ldmlab.utils.conf_dir import CONF_DIR
 from ldmlab.utils.config_types import check_config
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.fresh_run_dir import RunDirTaken
 from ldmlab.utils.multirun import ended_with_failures, in_multirun, run_job
 from ldmlab.utils.pretrained import WeightsUnavailableError
 from ldmlab.utils.shipped_config import shipped_value
@@ -134,6 +135,8 @@ def run(main: Callable[[], object], config_name: str) -> None:
                 handler.setStream(sys.stdout)
     try:
         main()
+    except RunDirTaken as taken:  # before Hydra wrote into a run dir that holds files
+        fail(str(taken.error))
     except (HydraException, OmegaConfBaseException) as err:
         if isinstance(err, InstantiationException):
             raise

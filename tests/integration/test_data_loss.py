@@ -88,3 +88,23 @@ def test_latest_that_is_a_folder_is_one_line_for_readers(tmp_path, tiny_ldm_run)
     fixed = run_forked("ldmlab.sample", ["num_samples=2", "sampler.steps=2", line.split("Fix: ")[1]], logs)
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert latest.is_dir() and not latest.is_symlink()
+
+
+def test_a_run_dir_that_holds_files_is_refused_before_anything_is_written_there(tmp_path) -> None:
+    """``hydra.run.dir`` / ``hydra.sweep.dir`` at a folder that holds files (the user's, or another
+    run's): one line, nothing in it replaced or added; the fix (a free folder) gets past it."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "samples.png").write_bytes(b"my own picture")
+    missing = f"ckpt={tmp_path / 'missing.ckpt'}"
+    out = run_forked("ldmlab.sample", [f"hydra.run.dir={mine}", missing], tmp_path)
+    line = one_error_line(out, "hydra.run.dir")
+    assert [p.name for p in mine.iterdir()] == ["samples.png"]
+    assert (mine / "samples.png").read_bytes() == b"my own picture"
+    fix = line.rsplit("Fix: ", 1)[1]
+    assert fix == f"hydra.run.dir={tmp_path / 'mine_2'}"
+    one_error_line(run_forked("ldmlab.sample", [fix, missing], tmp_path), "ckpt")  # past it
+    out = run_forked("ldmlab.report", ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={mine}",
+                                       f"sweep_dir={tmp_path / 'none'}"], tmp_path)
+    one_error_line(out, "hydra.sweep.dir")
+    assert [p.name for p in mine.iterdir()] == ["samples.png"]

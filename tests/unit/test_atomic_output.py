@@ -11,6 +11,7 @@ import pytest
 
 from ldmlab.utils.atomic_output import DiskFullError, atomic_file, temp_beside, write_json, write_text
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.fresh_run_dir import RunDirTaken, check_fresh, launched_rank
 from ldmlab.utils.output_dir import atomic_dir, checked_output_dir, foreign_files
 from ldmlab.utils.run_layout import SUMMARY, in_run, last_checkpoint_of_run, latest_run, update_latest
 from ldmlab.utils.run_layout import resolve_run_checkpoint as resolve
@@ -155,6 +156,9 @@ def test_latest_is_a_relative_link_swapped_atomically(tmp_path) -> None:
     update_latest(task_dir, second)
     assert os.readlink(task_dir / "latest") == "runs/B" and latest_run(task_dir, "k").resolve() == second
     assert leftovers(task_dir) == []
+    elsewhere = run_dir(tmp_path / "mine", "C")  # hydra.run.dir outside paths.log_dir
+    update_latest(tmp_path / "logs" / "sample", elsewhere)
+    assert latest_run(tmp_path / "logs" / "sample", "k").resolve() == elsewhere
 
 
 def test_summary_paths_resolve_where_the_run_dir_is_now(tmp_path) -> None:
@@ -190,3 +194,28 @@ def test_a_full_disk_names_the_innermost_output_key(tmp_path) -> None:
         assert caught.value.key == key and str(where) in caught.value.problem
     with pytest.raises(DiskFullError):  # not under any output folder: not the user's setting
         writing(Path("/elsewhere/file"))(cfg)
+
+
+def test_a_run_dir_must_be_fresh_unless_a_requeued_job_resumes_its_own(tmp_path) -> None:
+    """A folder holding files is never a new run dir (its fix, a free folder, is); ``ckpt_path=auto``
+    may go on in a run dir of its own task; the ranks of one launch share theirs unchecked."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("task_name: train_ldm\n")
+    with pytest.raises(RunDirTaken) as taken:
+        check_fresh(run, "hydra.run.dir")
+    assert taken.value.error.key == "hydra.run.dir" and ".hydra" in taken.value.error.problem
+    assert taken.value.error.fix == f"hydra.run.dir={tmp_path / 'run_2'}"
+    check_fresh(tmp_path / "run_2", "hydra.run.dir")  # the fix: missing, then created by Hydra
+    (tmp_path / "empty").mkdir()
+    check_fresh(tmp_path / "empty", "hydra.run.dir")
+    check_fresh(run, "hydra.run.dir", resumes_task="train_ldm")  # a requeued job: its own run dir
+    with pytest.raises(RunDirTaken):
+        check_fresh(run, "hydra.run.dir", resumes_task="train_ae")
+    (tmp_path / "file").write_text("mine")
+    for bad in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(RunDirTaken):
+            check_fresh(bad, "hydra.sweep.dir")
+    assert (tmp_path / "file").read_text() == "mine"
+    assert launched_rank({"LOCAL_RANK": "1"}) and launched_rank({"RANK": "0"})
+    assert launched_rank({"SLURM_NTASKS": "2"}) and not launched_rank({"SLURM_NTASKS": "1"})

@@ -56,6 +56,7 @@ def update_latest(task_dir: Path, run_dir: Path) -> Path | None:
                     "pointed at %s; move it away to have it kept up to date", link,
                     "folder" if link.is_dir() else "file", run_dir)
         return None
+    task_dir.mkdir(parents=True, exist_ok=True)  # absent when the run dir was put elsewhere (hydra.run.dir)
     tmp = temp_beside(link, suffix="")
     tmp.symlink_to(os.path.relpath(run_dir, task_dir))
     try:
