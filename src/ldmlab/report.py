@@ -3,7 +3,8 @@ or compare ``make evaluate`` runs on one frontier: ``make report ARGS="evaluate_
 
 Writes ``report.csv`` (every metric, mean and seed spread per group × s), ``report.md``
 (FID/KID/IS/accuracy, ``mean ± std`` over seeds) and ``frontier.png`` (one FID–IS curve per
-group, points labelled by s) into the sweep dir. With ``evaluate_runs``: ``compare.csv``,
+group, points labelled by s) into the sweep dir (or ``out``), replacing only report files ldmlab
+wrote there (listed in ``report_files.json``). With ``evaluate_runs``: ``compare.csv``,
 ``compare.md`` and ``frontier.png`` (one curve per run, e.g. CFG vs classifier guidance) into the
 report's own run dir ``logs/report/runs/<ts>``. ``AggregateOnMultirunEnd`` does the same as a
 Hydra callback when the multirun finishes (``hydra.callbacks`` of ``experiment=cfg_sweep_fmnist``).
@@ -24,6 +25,7 @@ from ldmlab.cli import CONF_DIR, exit_on_user_error, run
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.output_dir import checked_output_dir
 from ldmlab.utils.settings import ReportSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def report(cfg: DictConfig) -> dict[str, Path]:
     sweep_dir = Path(cfg.sweep_dir) if cfg.sweep_dir else newest_multirun(task_dir)
     if not sweep_dir.is_dir():
         raise ConfigError("sweep_dir", f"{sweep_dir} is not a directory", "give a multirun dir")
-    paths = write_report(sweep_dir, list(cfg.group_by), cfg.seed_key)
+    out = checked_output_dir(cfg.out, "out") if cfg.out else None
+    paths = write_report(sweep_dir, list(cfg.group_by), cfg.seed_key, out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return paths
 

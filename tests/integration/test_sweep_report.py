@@ -58,6 +58,26 @@ def test_report_averages_seeds_per_p_uncond_and_scale(tmp_path):
         write_report(tmp_path, ["conditioner.p_uncond"])
 
 
+def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
+    """A report.md of the user's in the sweep dir: refused before anything is written (its fix,
+    ``out=<a free folder>``, works); ldmlab's own report is replaced on the next run, unless edited."""
+    fake_job(tmp_path, "0", 0.1, 1, [4.0, 3.0])
+    (tmp_path / "report.md").write_text("my notes")
+    with pytest.raises(ConfigError, match="^out: .*report.md, which ldmlab did not write") as refused:
+        report(compose_config("report", [f"sweep_dir={tmp_path}"]))
+    assert (tmp_path / "report.md").read_text() == "my notes" and not (tmp_path / "report.csv").exists()
+    assert refused.value.fix == f"out={tmp_path / 'report'}"
+    paths = report(compose_config("report", [f"sweep_dir={tmp_path}", refused.value.fix]))
+    assert paths["markdown"] == tmp_path / "report" / "report.md" and paths["frontier"].is_file()
+    (tmp_path / "report.md").unlink()
+    write_report(tmp_path, ["conditioner.p_uncond"])
+    write_report(tmp_path, ["conditioner.p_uncond"])  # its own files: replaced
+    (tmp_path / "report.csv").write_text("edited by hand")
+    with pytest.raises(ConfigError, match="report.csv, which ldmlab did not write"):
+        write_report(tmp_path, ["conditioner.p_uncond"])
+    assert (tmp_path / "report.csv").read_text() == "edited by hand"
+
+
 def test_report_averages_training_and_sampling_seeds_per_grid_point(tmp_path):
     """2 training seeds × 2 sampling seeds per (steps, s) cell: mean ± std over the 4 rows."""
     fids = {}

@@ -29,9 +29,12 @@ from ldmlab.evaluation.sweep_files import plot_axis
 from ldmlab.evaluation.table import Row, format_value, read_csv, write_csv, write_markdown
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.multirun import COMPLETED, describe, job_dirs, read_status, shared_overrides
+from ldmlab.utils.output_dir import free_name
+from ldmlab.utils.owned_files import check_replaceable, record_written
 
 TABLE_METRICS = ("fid_", "kid_", "is_", "accuracy_", "seconds_per_image")
 RUN_SEED = "run_seed"
+RECORD = "report_files.json"  # the report files ldmlab wrote there, with their sha256 (utils.owned_files)
 log = logging.getLogger(__name__)
 
 
@@ -117,9 +120,13 @@ def aggregate(jobs: Sequence[Job], group_by: Sequence[str]) -> list[Row]:
     return sorted(cells, key=lambda c: (tuple(c[n] for n in names), float(c["guidance_scale"])))
 
 
-def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed") -> dict[str, Path]:
+def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed",
+                 out: Path | None = None) -> dict[str, Path]:
     """``report.csv``, ``report.md``, ``frontier.png`` and, when sampler settings vary,
-    ``grid.png`` in ``sweep_dir``; returns their paths."""
+    ``grid.png`` in ``out`` (default: ``sweep_dir``); returns their paths. A file of one of those
+    names that ldmlab did not write there (or that changed since) is never replaced: refused
+    (``out``, fix: a free folder) before anything is written."""
+    out = sweep_dir if out is None else out
     jobs, statuses = load_jobs(sweep_dir, group_by, seed_key)
     rows = aggregate(jobs, group_by)
     names = [short_name(k) for k in group_by]
@@ -131,19 +138,24 @@ def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed
               f"{row['w']:g}", str(row["seeds"]),
               *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)] for row in rows]
     failed = failed_jobs_section(statuses)
-    paths = {"csv": write_csv(rows, sweep_dir / "report.csv"),
-             "markdown": write_markdown(header, lines, sweep_dir / "report.md", footer=failed)}
     fid, quality = frontier_keys(rows)
+    files = ["report.csv", "report.md", *(["frontier.png"] if fid and quality else []),
+             *(["grid.png"] if settings else [])]
+    check_replaceable(out, files, RECORD, "out", f"out={free_name(out / 'report')}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": write_csv(rows, out / "report.csv"),
+             "markdown": write_markdown(header, lines, out / "report.md", footer=failed)}
     if fid and quality:
         curves = defaultdict(list)
         for row in rows:
             curves[", ".join(f"{n}={format_value(row[n])}" for n in [*names, *settings])].append(row)
-        paths["frontier"] = plot_frontier(curves, fid, quality, sweep_dir / "frontier.png",
+        paths["frontier"] = plot_frontier(curves, fid, quality, out / "frontier.png",
                                           title=f"{sweep_dir.name}: {fid} vs {quality} over s")
     else:
         log.warning("report: no FID and IS/accuracy columns, so no frontier plot")
     if settings:
-        paths["grid"] = plot_grid(rows, plot_axis(rows), sweep_dir / "grid.png", f"{sweep_dir.name}", names)
+        paths["grid"] = plot_grid(rows, plot_axis(rows), out / "grid.png", f"{sweep_dir.name}", names)
+    record_written(out, paths.values(), RECORD)
     return paths
 
 

@@ -140,5 +140,6 @@ class ReportSettings(CommandSettings, total=False):
     sweep_task: str
     group_by: list[str]
     seed_key: str
+    out: str | None
     evaluate_runs: list[str] | None
     labels: list[str] | None
