@@ -12,6 +12,8 @@ Flagged, wherever it appears (names resolved through the file's imports):
   ``yaml`` loaders other than the safe one;
 - any use of ``pickle`` / ``_pickle`` / ``marshal`` / ``shelve`` loaders and of ``dill``,
   ``joblib``, ``cloudpickle``;
+- ``PIL.Image.open`` without ``formats=``: PIL picks a decoder by content, and its EPS decoder
+  runs Ghostscript on the file (``ldmlab.utils.images.open_image`` opens raster formats only);
 - every call into torch-fidelity, and every ``feature_extractor_weights_path`` (a subclass of its
   extractors): torch-fidelity unpickles weight files and feature caches with code allowed, and
   downloads and unpickles its own weights when given none, so each site is reviewed.
@@ -149,6 +151,8 @@ class _Scanner(ast.NodeVisitor):
         if name.startswith("torchvision.models.") and (
                 (weights is not None and not _is_constant(weights, None)) or _keyword(node, "pretrained")):
             self.flag(f"{name} with pretrained weights", node)
+        if name == "PIL.Image.open" and _keyword(node, "formats") is None:
+            self.flag("PIL.Image.open without formats=", node)
         if name.startswith("torch_fidelity."):
             self.flag("torch_fidelity call", node)
         elif _keyword(node, "feature_extractor_weights_path") is not None:
@@ -211,6 +215,8 @@ VIOLATIONS = {  # snippet: the finding it must produce
     "import pandas as pd\npd.read_pickle(p)": "pandas.read_pickle",
     "import yaml\nyaml.load(s, Loader=yaml.Loader)": "yaml.load without a safe Loader",
     "import yaml\nyaml.unsafe_load(s)": "yaml.unsafe_load",
+    "from PIL import Image\nImage.open(p)": "PIL.Image.open without formats=",
+    "import PIL.Image\nPIL.Image.open(p, 'r')": "PIL.Image.open without formats=",
     "import torch_fidelity\ntorch_fidelity.calculate_metrics(input1=a, fid=True)": "torch_fidelity call",
     "Extractor('inception-v3-compat', ['2048'], feature_extractor_weights_path=p)":
         "feature_extractor_weights_path",
@@ -227,6 +233,7 @@ SAFE = [
     "import yaml\nyaml.load(s, Loader=yaml.SafeLoader)\nyaml.safe_load(s)",
     "from safetensors.torch import load_file\nload_file(p)",
     "x.load()",
+    "from PIL import Image\nImage.open(p, formats=('PNG',))",
 ]
 
 
@@ -245,3 +252,23 @@ def test_the_scan_names_file_scope_and_line(tmp_path):
     source = "import torch\n\nclass A:\n    def f(self, p):\n        return torch.load(p)\n"
     (tmp_path / "pkg" / "m.py").write_text(source)
     assert scan_tree(tmp_path) == [("pkg/m.py", "A.f", f"torch.load {W}", 5)]
+
+
+def test_a_postscript_file_under_an_image_name_never_reaches_ghostscript(tmp_path, monkeypatch):
+    """An EPS file named .png, handed in as training data, an image-guidance target or a mask:
+    refused as unreadable in one line; PIL's Ghostscript call never happens."""
+    from PIL import EpsImagePlugin
+
+    from ldmlab.data.image_folder import ImageFolder
+    from ldmlab.diffusion.guidance.image import load_images, load_mask
+    from ldmlab.utils.errors import ConfigError
+
+    ran = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: ran.append(args))
+    eps = tmp_path / "cat.png"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\n")
+    for read in (lambda: ImageFolder([eps], [0], 8, 1)[0], lambda: load_images(eps, "guidance.target"),
+                 lambda: load_mask(eps)):
+        with pytest.raises(ConfigError, match="cannot identify image file"):
+            read()
+    assert ran == []

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
 from ldmlab.utils.errors import ConfigError, DataError
 from ldmlab.utils.file_fingerprint import files_fingerprint
+from ldmlab.utils.images import open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -30,7 +31,7 @@ class ImageFolder(Dataset):
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
         try:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 array = np.asarray(img.convert("RGB" if self.channels == 3 else "L"))
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(  # DataError: one line also from a DataLoader worker process

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch import Tensor
 
 from ldmlab.diffusion.guidance.base import GradientGuidance, GuidanceContext, check_scale
 from ldmlab.nn.lpips import CONFIG_KEY as LPIPS_KEY
 from ldmlab.nn.lpips import LPIPS
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.images import open_image
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
 TARGET_KEY = "image_guidance_target"
@@ -64,7 +65,7 @@ def load_images(path: Path, key: str) -> Tensor:
         raise ConfigError(key, f"{path} does not exist", fix)
     if path.suffix.lower() == ".png":
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 array = np.asarray(image.convert("L" if image.mode in GRAY_MODES else "RGB"))
         except (OSError, UnidentifiedImageError) as err:
             raise ConfigError(key, f"{path} is not a readable PNG ({err})", fix) from None
@@ -97,7 +98,7 @@ def load_mask(path: Path) -> Tensor:
     if not path.is_file():
         raise ConfigError("guidance.mask", f"{path} does not exist", fix)
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             array = np.asarray(image.convert("L"))
     except (OSError, UnidentifiedImageError) as err:
         raise ConfigError("guidance.mask", f"{path} is not a readable PNG ({err})", fix) from None
