@@ -106,6 +106,13 @@ def test_torchvision_sets_fingerprint_their_folder(tmp_path):
     before = TorchvisionDataModule("MNIST", str(tmp_path)).content_fingerprint()
     (folder / "train-images-idx3-ubyte").write_bytes(bytes(63) + b"\x01")
     assert TorchvisionDataModule("MNIST", str(tmp_path)).content_fingerprint() != before
+    processed = tmp_path / "MNIST" / "processed"  # torchvision reads these legacy files when present
+    processed.mkdir(exist_ok=True)
+    for name in ("training.pt", "test.pt"):
+        (processed / name).write_bytes(bytes(8))
+    before = TorchvisionDataModule("MNIST", str(tmp_path)).content_fingerprint()
+    (processed / "training.pt").write_bytes(bytes(7) + b"\x01")
+    assert TorchvisionDataModule("MNIST", str(tmp_path)).content_fingerprint() != before
 
 
 def test_a_module_that_cannot_tell_its_content_says_so():

@@ -17,8 +17,8 @@ from ldmlab.utils.file_fingerprint import files_fingerprint
 SPLITS = {  # name -> (train kwargs, test kwargs, number of classes, the folder under ``root``
     #          holding every file torchvision reads for it)
     "CIFAR10": ({"train": True}, {"train": False}, 10, "cifar-10-batches-py"),
-    "MNIST": ({"train": True}, {"train": False}, 10, "MNIST/raw"),
-    "FashionMNIST": ({"train": True}, {"train": False}, 10, "FashionMNIST/raw"),
+    "MNIST": ({"train": True}, {"train": False}, 10, "MNIST"),  # raw/, or legacy processed/*.pt first
+    "FashionMNIST": ({"train": True}, {"train": False}, 10, "FashionMNIST"),
     "CelebA": ({"split": "train", "target_type": "attr"}, {"split": "test", "target_type": "attr"}, 1,
                "celeba"),
 }
