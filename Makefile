@@ -103,4 +103,4 @@ lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:  ## remove logs and caches (keeps the venv and data)
-	rm -rf logs outputs multirun .pytest_cache .ruff_cache
+	rm -rf logs .pytest_cache .ruff_cache  # ldmlab's own folders only (Hydra's outputs/, multirun/ are never its)

@@ -25,6 +25,17 @@ def test_every_make_target_is_in_the_readme():
     assert not missing, f"README does not describe {missing}"
 
 
+def test_make_clean_removes_only_what_ldmlab_writes(tmp_path):
+    """``logs/`` and tool caches go; a folder ldmlab never writes (Hydra's default ``outputs/``,
+    ``multirun/``: a user's, since every ldmlab config sets its run dirs under ``logs/``) stays."""
+    (tmp_path / "Makefile").write_text((REPO / "Makefile").read_text())
+    for folder in ("logs/train_ae", "outputs", "multirun"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "file").write_text("x")
+    subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "multirun", "outputs"]
+
+
 def test_demo_ends_with_a_classifier_and_a_guidance_sweep():
     out = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     lines = out.replace("\\\n", " ").splitlines()
