@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,34 @@ def test_a_run_dir_must_be_fresh_unless_a_requeued_job_resumes_its_own(tmp_path)
     assert (tmp_path / "file").read_text() == "mine"
     assert launched_rank({"LOCAL_RANK": "1"}) and launched_rank({"RANK": "0"})
     assert launched_rank({"SLURM_NTASKS": "2"}) and not launched_rank({"SLURM_NTASKS": "1"})
+
+
+def test_sigterm_while_writing_leaves_no_temporary(tmp_path) -> None:
+    """SIGTERM (a time limit, ``kill``) in the middle of writing a file or building a folder: exit
+    143, the temporaries removed, the earlier file intact; a handler someone installed is kept."""
+    (tmp_path / "old.txt").write_text("earlier")
+    script = f"""if True:
+        import os, signal
+        from pathlib import Path
+        from ldmlab.utils.atomic_output import atomic_file
+        from ldmlab.utils.output_dir import atomic_dir
+        folder = Path({str(tmp_path)!r})
+        with atomic_file(folder / "old.txt") as tmp:
+            tmp.write_text("half")
+            if os.environ["WHERE"] == "dir":
+                with atomic_dir(folder / "export", "export.json", "out") as build:
+                    (build / "weights").write_bytes(bytes(1000))
+                    os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+    """
+    for where in ("file", "dir"):
+        out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "WHERE": where},
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 143, out.stderr[-2000:]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]
+        assert (tmp_path / "old.txt").read_text() == "earlier"
+    handled = "import signal; signal.signal(signal.SIGTERM, lambda *a: print('own handler'))\n"
+    out = subprocess.run([sys.executable, "-c", handled + script], env={**os.environ, "WHERE": "file"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.count("own handler") == 1
+    assert (tmp_path / "old.txt").read_text() == "half"  # the block went on: its writer's handler decided

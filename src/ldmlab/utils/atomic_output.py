@@ -4,8 +4,10 @@ The content is written under a temporary name beside the target (same folder, so
 ``.<stem>.tmp-<pid>-<random hex><suffix>``, unique per process and per call, so two processes
 writing into one folder never touch each other's temporary files. Once written it is flushed to
 disk (fsync), renamed onto the target (``os.replace``: atomic on POSIX) and the folder's entry is
-flushed too. On any failure only the temporary path is removed and the target is left as it was.
-A full disk (ENOSPC, EDQUOT) becomes ``DiskFullError`` naming the target.
+flushed too. On any failure only the temporary path is removed and the target is left as it was,
+SIGTERM included (a job's time limit, ``kill``: while a temporary exists it raises
+``SystemExit(143)`` where its default action would end the process at once and leave the
+temporary behind). A full disk (ENOSPC, EDQUOT) becomes ``DiskFullError`` naming the target.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+EXIT_SIGTERM = 143  # 128 + SIGTERM, as the shell reports a process it ended
 
 
 class DiskFullError(OSError):
@@ -57,23 +62,44 @@ def disk_full(err: BaseException, target: Path) -> BaseException:
     return err
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(EXIT_SIGTERM)
+
+
+@contextmanager
+def removed_on_sigterm() -> Iterator[None]:
+    """Inside the block SIGTERM raises ``SystemExit(143)``, so ``except``/``finally`` clauses remove
+    temporaries. Only where SIGTERM has its default action (a handler someone installed, such as
+    Lightning's during training, is kept) and in the main thread (the only one signals reach)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextmanager
 def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temporary path to write ``target``'s content to; when the block ends without an
     error it becomes ``target`` (fsynced, renamed, folder fsynced). ``target``'s folder must exist."""
     target = Path(target)
     tmp = temp_beside(target)
-    try:
-        yield tmp
-        fsync(tmp)
-        os.replace(tmp, target)
-        fsync(target.parent)
-    except BaseException as err:
-        remove(tmp)
-        cause = disk_full(err, target)
-        if cause is err:
-            raise
-        raise cause from err
+    with removed_on_sigterm():
+        try:
+            yield tmp
+            fsync(tmp)
+            os.replace(tmp, target)
+            fsync(target.parent)
+        except BaseException as err:
+            remove(tmp)
+            cause = disk_full(err, target)
+            if cause is err:
+                raise
+            raise cause from err
 
 
 def write_file(target: Path, write: Callable[[Path], object]) -> Path:

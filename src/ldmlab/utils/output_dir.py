@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ldmlab.utils.atomic_output import disk_full, fsync, remove, temp_beside, write_json
+from ldmlab.utils.atomic_output import disk_full, fsync, remove, removed_on_sigterm, temp_beside, write_json
 from ldmlab.utils.errors import ConfigError
 
 FILES = "files"
@@ -155,23 +155,24 @@ def atomic_dir(target: Path, manifest: str, key: str) -> Iterator[Path]:
     temporary folder (and parents this call created) are removed."""
     target = Path(target)
     made = [p for p in reversed(target.absolute().parents) if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(target, suffix="")
-    tmp.mkdir()
-    try:
-        yield tmp
-        _manifest_with_files(tmp, manifest)
-        _fsync_tree(tmp)
-        _swap_in(tmp, target, manifest, key)
-        fsync(target.parent)
-    except BaseException as err:
-        remove(tmp)
-        for parent in reversed(made):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-        cause = disk_full(err, target)
-        if cause is err:
-            raise
-        raise cause from err
+    with removed_on_sigterm():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_beside(target, suffix="")
+        tmp.mkdir()
+        try:
+            yield tmp
+            _manifest_with_files(tmp, manifest)
+            _fsync_tree(tmp)
+            _swap_in(tmp, target, manifest, key)
+            fsync(target.parent)
+        except BaseException as err:
+            remove(tmp)
+            for parent in reversed(made):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+            cause = disk_full(err, target)
+            if cause is err:
+                raise
+            raise cause from err
