@@ -58,7 +58,7 @@ def test_report_averages_seeds_per_p_uncond_and_scale(tmp_path):
         write_report(tmp_path, ["conditioner.p_uncond"])
 
 
-def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
+def test_report_never_replaces_a_file_it_did_not_write(tmp_path, monkeypatch):
     """A report.md of the user's in the sweep dir: refused before anything is written (its fix,
     ``out=<a free folder>``, works); ldmlab's own report is replaced on the next run, unless edited."""
     fake_job(tmp_path, "0", 0.1, 1, [4.0, 3.0])
@@ -70,6 +70,10 @@ def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
     paths = report(compose_config("report", [f"sweep_dir={tmp_path}", refused.value.fix]))
     assert paths["markdown"] == tmp_path / "report" / "report.md" and paths["frontier"].is_file()
     (tmp_path / "report.md").unlink()
+    with monkeypatch.context() as patch:  # a report that fails half-way still records what it wrote
+        patch.setattr("ldmlab.evaluation.aggregate.plot_frontier", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            write_report(tmp_path, ["conditioner.p_uncond"])
     write_report(tmp_path, ["conditioner.p_uncond"])
     write_report(tmp_path, ["conditioner.p_uncond"])  # its own files: replaced
     (tmp_path / "report.csv").write_text("edited by hand")

@@ -143,19 +143,22 @@ def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed
              *(["grid.png"] if settings else [])]
     check_replaceable(out, files, RECORD, "out", f"out={free_name(out / 'report')}")
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": write_csv(rows, out / "report.csv"),
-             "markdown": write_markdown(header, lines, out / "report.md", footer=failed)}
-    if fid and quality:
-        curves = defaultdict(list)
-        for row in rows:
-            curves[", ".join(f"{n}={format_value(row[n])}" for n in [*names, *settings])].append(row)
-        paths["frontier"] = plot_frontier(curves, fid, quality, out / "frontier.png",
-                                          title=f"{sweep_dir.name}: {fid} vs {quality} over s")
-    else:
-        log.warning("report: no FID and IS/accuracy columns, so no frontier plot")
-    if settings:
-        paths["grid"] = plot_grid(rows, plot_axis(rows), out / "grid.png", f"{sweep_dir.name}", names)
-    record_written(out, paths.values(), RECORD)
+    paths: dict[str, Path] = {}
+    try:  # each file written is recorded, even if a later one fails
+        paths["csv"] = write_csv(rows, out / "report.csv")
+        paths["markdown"] = write_markdown(header, lines, out / "report.md", footer=failed)
+        if fid and quality:
+            curves = defaultdict(list)
+            for row in rows:
+                curves[", ".join(f"{n}={format_value(row[n])}" for n in [*names, *settings])].append(row)
+            paths["frontier"] = plot_frontier(curves, fid, quality, out / "frontier.png",
+                                              title=f"{sweep_dir.name}: {fid} vs {quality} over s")
+        else:
+            log.warning("report: no FID and IS/accuracy columns, so no frontier plot")
+        if settings:
+            paths["grid"] = plot_grid(rows, plot_axis(rows), out / "grid.png", f"{sweep_dir.name}", names)
+    finally:
+        record_written(out, paths.values(), RECORD)
     return paths
 
 
