@@ -256,8 +256,9 @@ def test_the_scan_names_file_scope_and_line(tmp_path):
 
 def test_a_postscript_file_under_an_image_name_never_reaches_ghostscript(tmp_path, monkeypatch):
     """An EPS file named .png, handed in as training data, an image-guidance target or a mask:
-    refused as unreadable in one line; PIL's Ghostscript call never happens."""
-    from PIL import EpsImagePlugin
+    refused as unreadable in one line; PIL's Ghostscript call never happens. A decompression bomb
+    is one line too, not PIL's traceback."""
+    from PIL import EpsImagePlugin, Image
 
     from ldmlab.data.image_folder import ImageFolder
     from ldmlab.diffusion.guidance.image import load_images, load_mask
@@ -272,3 +273,8 @@ def test_a_postscript_file_under_an_image_name_never_reaches_ghostscript(tmp_pat
         with pytest.raises(ConfigError, match="cannot identify image file"):
             read()
     assert ran == []
+    bomb = tmp_path / "bomb.png"  # 27 kB of PNG, 225 million pixels: refused as unreadable too
+    Image.new("1", (15000, 15000)).save(bomb)
+    for read in (lambda: ImageFolder([bomb], [0], 8, 1)[0], lambda: load_images(bomb, "guidance.target")):
+        with pytest.raises(ConfigError, match="decompression bomb"):
+            read()

@@ -18,5 +18,9 @@ def open_image(path: str | Path) -> Image.Image:
     """``PIL.Image.open`` limited to ``RASTER_FORMATS``. PIL picks a decoder by a file's content,
     whatever its name, and some decoders run other programs (an EPS file, under any name, is
     rendered by Ghostscript, a PostScript interpreter): a file of any other format raises
-    ``UnidentifiedImageError``, as an unreadable one does."""
-    return Image.open(path, formats=RASTER_FORMATS)
+    ``UnidentifiedImageError``, as an unreadable one does. A decompression bomb (a small file of
+    more pixels than PIL's limit) raises ``OSError`` too, rather than PIL's own exception type."""
+    try:
+        return Image.open(path, formats=RASTER_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise OSError(str(err)) from None
