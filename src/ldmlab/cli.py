@@ -27,9 +27,10 @@ from ldmlab.utils.conf_dir import CONF_DIR
 from ldmlab.utils.config_types import check_config
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.fresh_run_dir import RunDirTaken
-from ldmlab.utils.multirun import ended_with_failures, in_multirun, run_job
+from ldmlab.utils.multirun import ended_with_failures, in_multirun, run_job, stopped_with_failures
 from ldmlab.utils.pretrained import WeightsUnavailableError
 from ldmlab.utils.shipped_config import shipped_value
+from ldmlab.utils.trainer_knobs import refused_knob
 
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
 OUTPUT_KEYS = ("out", "sweep_dir", "paths.cache_dir", "paths.log_dir")  # where commands write, inner first
@@ -71,7 +72,7 @@ def exit_on_user_error(run: Callable, cfg, settings: type | None = None):
     """Check ``cfg``'s types (``settings``: the command's table of its own keys), then run
     ``run(cfg)``; a user error becomes one ``error: ...`` line on stderr and exit 2. In a
     multirun, a failed job is recorded and the sweep goes on (``ldmlab.utils.multirun``)."""
-    run = naming_full_disk(type_checked(run, settings))
+    run = naming_full_disk(naming_refused_knob(type_checked(run, settings)))
     if in_multirun():
         return run_job(run, cfg, user_error)
     try:
@@ -88,6 +89,22 @@ def type_checked(run: Callable, settings: type | None) -> Callable:
     def wrapped(cfg):
         check_config(cfg, settings, shipped_value)
         return run(cfg)
+    return wrapped
+
+
+def naming_refused_knob(run: Callable) -> Callable:
+    """``run`` with a config node its class refused to be built from (Lightning's
+    ``MisconfigurationException``, a ``ValueError``, an unknown argument) turned into a
+    ``ConfigError`` naming the knob whose reset cures it (``ldmlab.utils.trainer_knobs.refused_knob``);
+    else unchanged."""
+    def wrapped(cfg):
+        try:
+            return run(cfg)
+        except InstantiationException as err:
+            culprit = None if user_error(err) is not None else refused_knob(err, cfg, shipped_value)
+            if culprit is None:
+                raise
+            raise culprit from err
     return wrapped
 
 
@@ -141,6 +158,10 @@ def run(main: Callable[[], object], config_name: str) -> None:
         if isinstance(err, InstantiationException):
             raise
         fail(describe_hydra_error(err, _config_name(config_name)))
+    except Exception as err:
+        if (stopped := stopped_with_failures(err)) is None:
+            raise
+        fail(*stopped)
     if failures := ended_with_failures():  # a multirun whose jobs did not all complete
         fail(*failures)
 

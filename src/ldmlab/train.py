@@ -34,7 +34,7 @@ from ldmlab.utils.resume_contract import ResumePoint, check_config, check_shapes
 from ldmlab.utils.run_layout import SUMMARY, in_run, newest_checkpoint, update_latest, write_json_atomic
 from ldmlab.utils.settings import TrainSettings
 from ldmlab.utils.shipped_config import shipped_value
-from ldmlab.utils.trainer_knobs import check_trainer
+from ldmlab.utils.trainer_knobs import REFUSALS, check_trainer, named_knob
 
 log = logging.getLogger(__name__)
 # Lightning warnings about what ldmlab does on purpose (frozen LPIPS / first stage stay in eval
@@ -126,6 +126,10 @@ def fit(cfg: DictConfig) -> dict:
         status, stopped_by = "diverged", err
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl+C (Lightning exits 1), SIGTERM
         status, stopped_by = "interrupted", err
+    except REFUSALS as err:  # a knob Lightning judges only once the data are known
+        if (culprit := named_knob(err, cfg.trainer, "trainer", shipped_value)) is None:
+            raise
+        raise culprit from err
 
     summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume and resume.path, status)
     if stopped_by is not None:

@@ -2,7 +2,8 @@
 line naming the key, exit 2 — with listed cases and unlisted ones of each class:
 
 - a value of the wrong type for any key (the code's annotations / the command's settings table),
-- a Lightning Trainer knob Lightning refuses (the knob whose reset cures it is named),
+- a Lightning Trainer knob Lightning refuses (the knob whose reset cures it is named), and a value
+  any other node's class refuses (a callback's Lightning knob, ``module.ema_decay``),
 - counts and sizes ≤ 0 or non-integers (``PositiveInt`` / ``NonNegativeInt`` annotations),
 - ``device`` values torch does not know or this machine does not have,
 - settings once checked only after the work (``select_by``, ``kid_subset_size``),
@@ -24,6 +25,8 @@ import numpy as np
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from ldmlab.utils import settings
@@ -49,7 +52,7 @@ class Case:
     entry: str
     args: tuple[str, ...]
     key: str
-    kind: str                  # type | trainer | count | device | order
+    kind: str                  # type | trainer | node | count | device | order
     config: str | None = None
     slow: bool = False         # only in `make test-all`: a path another case already covers
 
@@ -95,6 +98,25 @@ CASES = [
          "trainer.limit_train_batches", "trainer", slow=True),
     Case("check_val_every_0", "ldmlab.train", (*AE, "trainer.check_val_every_n_epoch=0"),
          "trainer.check_val_every_n_epoch", "type", slow=True),
+    Case("max_steps_minus_5", "ldmlab.train", (*AE, "trainer.max_steps=-5"), "trainer.max_steps", "trainer",
+         slow=True),
+    Case("val_check_interval_0", "ldmlab.train", (*AE, "trainer.val_check_interval=0"),
+         "trainer.val_check_interval", "type"),
+    Case("val_check_interval_above_batches", "ldmlab.train", (*AE, "trainer.val_check_interval=100"),
+         "trainer.val_check_interval", "trainer"),  # judged by Lightning once the data are known
+    # a value any other node's class refuses (Lightning's MisconfigurationException, a ValueError)
+    Case("save_top_k_minus_5", "ldmlab.train", (*AE, "callbacks.model_checkpoint.save_top_k=-5"),
+         "callbacks.model_checkpoint.save_top_k", "node"),
+    Case("every_n_epochs_added_minus_1", "ldmlab.train",
+         (*AE, "+callbacks.model_checkpoint.every_n_epochs=-1"),
+         "callbacks.model_checkpoint.every_n_epochs", "node"),
+    Case("lr_monitor_interval_foo", "ldmlab.train", (*AE, "callbacks.lr_monitor.logging_interval=foo"),
+         "callbacks.lr_monitor.logging_interval", "type", slow=True),
+    Case("ema_decay_1_5", "ldmlab.train", (*LDM, "module.ema_decay=1.5"), "module.ema_decay", "node",
+         config="train_ldm"),
+    # not finite where a number is meant
+    Case("lr_inf", "ldmlab.train", (*AE, "module.optimizer.lr=inf"), "module.optimizer.lr", "type"),
+    Case("guidance_scale_nan", "ldmlab.sample", ("guidance.scale=nan",), "guidance.scale", "type", slow=True),
     # counts ≤ 0 or non-integers (listed, then unlisted)
     Case("batch_size_0", "ldmlab.train", (*AE, "data.batch_size=0"), "data.batch_size", "count"),
     Case("nrow_0", "ldmlab.sample", ("nrow=0",), "nrow", "count"),
@@ -172,10 +194,13 @@ def test_bad_input_class_is_refused_before_any_work(case: Case, inputs, tmp_path
     cfg = compose_config(_config_name(case), fixed)
     if case.kind in ("type", "count"):
         check_config(cfg, TABLES[_config_name(case)])  # the fix gets past the same check
-    elif case.kind == "trainer":
+    elif case.kind in ("trainer", "node"):
         HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} as in the app
         try:
-            check_trainer(cfg.trainer)
+            if case.kind == "trainer":
+                check_trainer(cfg.trainer)
+            else:  # the node builds now
+                instantiate(OmegaConf.select(cfg, case.key.rsplit(".", 1)[0]))
         finally:
             HydraConfig.instance().cfg = None
 

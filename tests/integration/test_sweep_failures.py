@@ -18,7 +18,7 @@ import ldmlab.report
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
-from tests.conftest import TINY_LDM, run_cli, run_forked
+from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
 from tests.integration.test_sweep_report import TINY_SWEEP, evaluate_run, fake_job
 from tests.unit.test_classifier import tiny_classifier_ckpt
 
@@ -98,6 +98,20 @@ def test_report_multirun_goes_on_after_bad_input_and_a_bug(tmp_path, monkeypatch
     assert jobs["0"]["status"] == "bug" and jobs["1"]["status"] == "completed"
     log = (sweep_dir / "0" / "report.log").read_text()
     assert "Traceback" in log and "ZeroDivisionError: a bug" in log
+
+
+def test_an_optuna_sweep_whose_every_trial_failed_ends_in_one_line(tmp_path):
+    """Optuna's sweeper raises (no trial completed) instead of ending the multirun: the job statuses
+    are still recorded and the command ends with the one line naming the failed jobs, exit 2."""
+    args = ["hydra.mode=MULTIRUN", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+            "data.num_workers=choice(-1,-2)", *TINY_AE]
+    out = run_forked("ldmlab.train", args, tmp_path)
+    (sweep_dir,) = (tmp_path / "train_ae" / "multiruns").iterdir()
+    line = one_error_line(out, "error: multirun: 2 of 2 jobs failed: #0 (")
+    assert out.returncode == 2 and "bad input: data.num_workers: expected an integer ≥ 0" in line, line
+    assert "the sweeper then stopped: ValueError: No trials are completed yet" in line, line
+    assert {job["status"] for job in statuses(sweep_dir).values()} == {"bad input"}
+    assert (sweep_dir / "jobs.csv").is_file()
 
 
 def test_a_single_run_still_ends_at_the_first_error(tmp_path):

@@ -20,10 +20,10 @@ from ldmlab.utils.config_types import (
     NonNegativeInt,
     PositiveInt,
     _target_of,
-    _target_params,
     accepts,
     check_config,
     describe,
+    target_params,
 )
 from ldmlab.utils.device import resolve_device
 from ldmlab.utils.errors import ConfigError
@@ -91,7 +91,7 @@ def test_every_count_of_ldmlab_is_typed_as_one():
     for config_name, overrides in SHIPPED + VARIANTS:
         walk(_without_hydra_node(config_name, overrides))
     plain = [f"{t.__module__}.{t.__qualname__}({name})" for t in targets if t is not None
-             for name, (hint, _) in _target_params(t).items()
+             for name, (hint, _) in target_params(t).items()
              if COUNT_NAME.search(name) and hint in (int, int | None)
              and _defined_by(t, name).startswith("ldmlab.")]
     assert not plain, f"counts typed as a plain int: {plain}"
@@ -106,6 +106,7 @@ def _defined_by(target, name: str) -> str:
 
 @pytest.mark.parametrize(("value", "hint", "ok"), [
     (3, int, True), (1.5, int, False), (True, int, False), ("abc", int, False), (2, float, True),
+    (float("nan"), float, False), (float("inf"), float | None, False), (-float("inf"), float, False),
     (0, PositiveInt, False), (1, PositiveInt, True), (0, NonNegativeInt, True), (-1, NonNegativeInt, False),
     (None, PositiveInt | None, True), (1.5, NonNegativeInt | None, False), ("x", str | None, True),
     (OmegaConf.create([1, 2]), list[int], True), (OmegaConf.create([1, "a"]), list[int], False),
@@ -120,9 +121,9 @@ def test_accepts(value, hint, ok):
 
 def test_descriptions_name_the_bound_and_hide_classes_a_config_cannot_give():
     assert describe(PositiveInt | None) == "an integer ≥ 1 or null"
-    assert describe(float | torch.Tensor) == "a number"
+    assert describe(float | torch.Tensor) == "a finite number"
     assert describe(list[NonNegativeInt]) == "a list of integers ≥ 0"
-    assert describe(int | float | None) == "a number or null"
+    assert describe(int | float | None) == "a finite number or null"
 
 
 class _Target:
@@ -139,13 +140,13 @@ def test_fix_is_the_shipped_value_then_the_default_and_an_interpolation_names_it
     cfg.width = 8
     with pytest.raises(ConfigError) as info:
         check_config(cfg)
-    assert str(info.value) == "node.rate: expected a number, got 'fast'. Fix: node.rate=0.5"
+    assert str(info.value) == "node.rate: expected a finite number, got 'fast'. Fix: node.rate=0.5"
 
 
 def test_a_base_class_types_what_a_subclass_passes_on_with_kwargs():
     from ldmlab.data.image_folder import ImageFolderDataModule
 
-    params = _target_params(ImageFolderDataModule)
+    params = target_params(ImageFolderDataModule)
     assert params["batch_size"][0] == PositiveInt and params["val_size"][0] == NonNegativeInt
     assert inspect.signature(ImageFolderDataModule).parameters["kwargs"].kind == inspect.Parameter.VAR_KEYWORD
 

@@ -4,7 +4,7 @@ Where a key's type comes from: a node with ``_target_`` → the target's signatu
 ``__init__``, and its bases' while the signature passes ``**kwargs`` on); a command's own keys →
 its settings table (a ``TypedDict``; a nested ``TypedDict`` types a sub-node and, where the node
 has a ``_target_``, overrides the target's annotation: the command transforms that value first).
-Checked: ``int`` (not ``bool``, not ``1.5``), ``float``, ``bool``, ``str``, ``None``, ``Literal``,
+Checked: ``int`` (not ``bool``, not ``1.5``), ``float`` (finite), ``bool``, ``str``, ``None``, ``Literal``,
 unions, lists/tuples/mappings of those, paths (a string) and the count aliases ``PositiveInt`` /
 ``NonNegativeInt`` (an ``AtLeast`` bound). Anything else (a class, ``Callable``, ``Any``) is left to
 the code. A value that comes from ``${other.key}`` is reported under ``other.key``.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections.abc as abc
 import enum
 import inspect
+import math
 import os
 import re
 import types
@@ -33,14 +34,22 @@ from ldmlab.utils.errors import ConfigError
 
 @dataclass(frozen=True)
 class AtLeast:
-    """``Annotated`` bound: the value is ≥ ``minimum``."""
+    """``Annotated`` bound: the value is ≥ ``minimum`` (> it when ``strict``)."""
 
     minimum: int | float
+    strict: bool = False
+
+    def admits(self, value: int | float) -> bool:
+        return value > self.minimum if self.strict else value >= self.minimum
+
+    def __str__(self) -> str:
+        return f"{'>' if self.strict else '≥'} {self.minimum}"
 
 
 PositiveInt = Annotated[int, AtLeast(1)]
 NonNegativeInt = Annotated[int, AtLeast(0)]
 NonNegativeFloat = Annotated[float, AtLeast(0)]
+PositiveFloat = Annotated[float, AtLeast(0, strict=True)]
 
 NOT_GIVEN = object()  # ``shipped(key)`` has no value for the key
 _INTERPOLATION = re.compile(r"^\$\{(?:oc\.select:)?(\.*)([\w.]+)(?:,[^}]*)?\}$")  # ${a.b}, ${oc.select:a.b,x}
@@ -65,7 +74,7 @@ def check_config(cfg: DictConfig, settings: type | None = None,
 
 def _typed_values(node: DictConfig, prefix: str, table: dict) -> Iterator[tuple[str, Any, Any, Any]]:
     """(reported key, value, hint, signature default) of every typed value under ``node``."""
-    params = _target_params(_target_of(node)) if "_target_" in node else {}
+    params = target_params(_target_of(node)) if "_target_" in node else {}
     for key in node:
         if key in _SPECIAL or (not prefix and key == "hydra"):
             continue
@@ -112,7 +121,7 @@ def _target_of(node: DictConfig) -> object | None:
 
 
 @cache
-def _target_params(target: object) -> dict[str, tuple[Any, Any]]:
+def target_params(target: object) -> dict[str, tuple[Any, Any]]:
     """name → (annotation, default) of the keywords ``target`` takes (bases' through ``**kwargs``)."""
     if target is None:
         return {}
@@ -158,8 +167,8 @@ def accepts(value: Any, hint: Any) -> bool:
     if hint is Any or isinstance(hint, typing.TypeVar | str) or hint is inspect.Parameter.empty:
         return True
     if origin is Annotated:
-        bounds = [m.minimum for m in hint.__metadata__ if isinstance(m, AtLeast)]
-        return accepts(value, args[0]) and (value is None or all(value >= b for b in bounds))
+        bounds = [m for m in hint.__metadata__ if isinstance(m, AtLeast)]
+        return accepts(value, args[0]) and (value is None or all(b.admits(value) for b in bounds))
     if origin in (Union, types.UnionType):
         return any(accepts(value, member) for member in args)
     if origin is Literal:
@@ -170,8 +179,8 @@ def accepts(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is float:  # nan and inf are no setting's value (a lr of inf diverges at the first step)
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
     if _is_typed_dict(hint):
@@ -198,8 +207,8 @@ def describe(hint: Any) -> str:
     """``hint`` in words: ``an integer ≥ 1``, ``a number or null``, ``a list of integers``, …"""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
-        bounds = [m.minimum for m in hint.__metadata__ if isinstance(m, AtLeast)]
-        return describe(args[0]) + "".join(f" ≥ {b}" for b in bounds)
+        bounds = [m for m in hint.__metadata__ if isinstance(m, AtLeast)]
+        return describe(args[0]) + "".join(f" {b}" for b in bounds)
     if origin in (Union, types.UnionType):
         members = [m for m in args if not _opaque(m)] or list(args)
         members = [m for m in members if not (m is int and float in members)]
@@ -208,8 +217,8 @@ def describe(hint: Any) -> str:
     if origin is Literal:
         values = [override_text(a) for a in args]
         return "one of " + ", ".join(values) if len(values) > 1 else values[0]
-    words = {None: "null", type(None): "null", bool: "true or false", int: "an integer", float: "a number",
-             str: "a string"}
+    words = {None: "null", type(None): "null", bool: "true or false", int: "an integer",
+             float: "a finite number", str: "a string"}
     if hint in words:
         return words[hint]
     if (origin or hint) in (*_SEQUENCES, tuple):
@@ -236,9 +245,12 @@ def _example(hint: Any) -> Any:
     """A value that fits ``hint`` (a fix where nothing is shipped), or NOT_GIVEN."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
-        bounds = [m.minimum for m in hint.__metadata__ if isinstance(m, AtLeast)]
+        bounds = [m for m in hint.__metadata__ if isinstance(m, AtLeast)]
         base = _example(args[0])
-        return max([base, *bounds]) if base is not NOT_GIVEN and bounds else base
+        if base is NOT_GIVEN or not bounds:
+            return base
+        least = max([base, *(b.minimum for b in bounds)])
+        return least if all(b.admits(least) for b in bounds) else least + 1
     if origin in (Union, types.UnionType):
         return None if type(None) in args else next((e for m in args if (e := _example(m)) is not NOT_GIVEN),
                                                     NOT_GIVEN)

@@ -12,7 +12,9 @@ and ``on_multirun_end`` callbacks (the sweep report) still run.
 job dirs when the multirun ends — so jobs run by another process (submitit) count too — writes
 ``<sweep dir>/jobs.csv`` and leaves ``ended_with_failures`` one line naming the failed jobs:
 the entry point then exits 2 when every failure was the user's (diverged, bad input), else 1 (a
-bug, or ``unknown``: a job dir without a readable status, e.g. a killed job).
+bug, or ``unknown``: a job dir without a readable status, e.g. a killed job). A sweeper that
+raises once its jobs have failed (Optuna when no trial completed) ends the same way
+(``stopped_with_failures``).
 
 A bug continues rather than ending the sweep because Hydra's own launcher already runs the
 remaining jobs after an exception; ending the sweep would only lose the report of what did
@@ -43,6 +45,7 @@ USER_CAUSED = ("diverged", "bad input")  # exit 2, as in single-run mode; anythi
 RANK_VARIABLES = ("RANK", "SLURM_PROCID")  # under torchrun / srun every rank runs the sweep
 log = logging.getLogger(__name__)
 _ended: list[tuple[Path, list[dict]]] = []
+_started: list[Path] = []  # sweep dirs of the multiruns begun and not yet ended
 
 
 def in_multirun() -> bool:
@@ -139,20 +142,43 @@ class JobStatuses(Callback):
     """Hydra callback: when a multirun ends, its job statuses go to ``jobs.csv`` and any failure
     to ``ended_with_failures`` (module doc)."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _started.append(Path(config.hydra.sweep.dir))
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        records = [recorded_status(job_dir) for job_dir in job_dirs(sweep_dir)]
-        if not records:  # no job started
-            return
+        _record_end(Path(config.hydra.sweep.dir))
 
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=["num", "overrides", "status", "reason"])
-                writer.writeheader()
-                writer.writerows({**r, "overrides": " ".join(r["overrides"])} for r in records)
 
-        write_file(sweep_dir / JOBS_TABLE, write)
-        _ended.append((sweep_dir, records))
+def _record_end(sweep_dir: Path) -> None:
+    if sweep_dir in _started:
+        _started.remove(sweep_dir)
+    records = [recorded_status(job_dir) for job_dir in job_dirs(sweep_dir)]
+    if not records:  # no job started
+        return
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["num", "overrides", "status", "reason"])
+            writer.writeheader()
+            writer.writerows({**r, "overrides": " ".join(r["overrides"])} for r in records)
+
+    write_file(sweep_dir / JOBS_TABLE, write)
+    _ended.append((sweep_dir, records))
+
+
+def stopped_with_failures(err: Exception) -> tuple[str, int] | None:
+    """After a multirun whose sweeper raised ``err`` instead of ending (Optuna's "No trials are
+    completed yet" when every trial failed): its statuses recorded as at an end, and (the line
+    naming its failed jobs and ``err``, exit status) as ``ended_with_failures``; None when no
+    multirun was running or none of its jobs failed (``err`` is then a bug of its own)."""
+    if not _started:
+        return None
+    _record_end(_started[-1])
+    ended = ended_with_failures()
+    if ended is None:
+        return None
+    line, status = ended
+    return f"{line}; the sweeper then stopped: {type(err).__name__}: {err}", status
 
 
 def ended_with_failures() -> tuple[str, int] | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypedDict
 
-from ldmlab.utils.config_types import AtLeast, NonNegativeFloat, NonNegativeInt, PositiveInt
+from ldmlab.utils.config_types import AtLeast, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class Paths(TypedDict, total=False):
@@ -34,6 +34,7 @@ class TrainerKnobs(TypedDict, total=False):
     min_epochs: NonNegativeInt | None
     min_steps: NonNegativeInt | None
     gradient_clip_val: NonNegativeFloat | None
+    val_check_interval: PositiveInt | PositiveFloat | None  # 0 divides by zero at the first batch
     reload_dataloaders_every_n_epochs: NonNegativeInt
 
 
