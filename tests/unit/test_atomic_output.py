@@ -200,20 +200,27 @@ def test_a_full_disk_names_the_innermost_output_key(tmp_path) -> None:
 
 def test_a_run_dir_must_be_fresh_unless_a_requeued_job_resumes_its_own(tmp_path) -> None:
     """A folder holding files is never a new run dir (its fix, a free folder, is); ``ckpt_path=auto``
-    may go on in a run dir of its own task; the ranks of one launch share theirs unchecked."""
+    may go on in a run dir of its own task, and a start of the same command that wrote nothing but
+    Hydra's files may be repeated; the ranks of one launch share theirs unchecked."""
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("task_name: train_ldm\n")
+    (run / "checkpoints").mkdir()
     with pytest.raises(RunDirTaken) as taken:
-        check_fresh(run, "hydra.run.dir")
-    assert taken.value.error.key == "hydra.run.dir" and ".hydra" in taken.value.error.problem
+        check_fresh(run, "hydra.run.dir", "train_ldm")
+    assert taken.value.error.key == "hydra.run.dir" and ".hydra, checkpoints" in taken.value.error.problem
     assert taken.value.error.fix == f"hydra.run.dir={tmp_path / 'run_2'}"
     check_fresh(tmp_path / "run_2", "hydra.run.dir")  # the fix: missing, then created by Hydra
     (tmp_path / "empty").mkdir()
     check_fresh(tmp_path / "empty", "hydra.run.dir")
-    check_fresh(run, "hydra.run.dir", resumes_task="train_ldm")  # a requeued job: its own run dir
+    check_fresh(run, "hydra.run.dir", "train_ldm", resumes=True)  # a requeued job: its own run dir
     with pytest.raises(RunDirTaken):
-        check_fresh(run, "hydra.run.dir", resumes_task="train_ae")
+        check_fresh(run, "hydra.run.dir", "train_ae", resumes=True)
+    (run / "checkpoints").rmdir()
+    (run / "train_ldm.log").write_text("")
+    check_fresh(run, "hydra.run.dir", "train_ldm")  # only Hydra's files of a failed start
+    with pytest.raises(RunDirTaken):
+        check_fresh(run, "hydra.run.dir", "sample")
     (tmp_path / "file").write_text("mine")
     for bad in (tmp_path / "file", tmp_path / "file" / "run"):
         with pytest.raises(RunDirTaken):

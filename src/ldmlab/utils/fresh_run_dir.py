@@ -6,9 +6,10 @@ taken folder, a link, a file or a path under a file ends the command in one line
 with a free folder as the fix.
 
 Not checked where a run dir is shared on purpose: by the ranks of one launch (torchrun, srun with
-several tasks, Lightning's own DDP children: ``LOCAL_RANK`` / ``RANK`` set, or ``SLURM_NTASKS`` > 1),
-and by a training job resumed with ``ckpt_path=auto`` into its own run dir (one whose
-``.hydra/config.yaml`` names the same task: a requeued job).
+several tasks, Lightning's own DDP children: ``LOCAL_RANK`` / ``RANK`` set, or ``SLURM_NTASKS`` > 1).
+A run dir of the same task (its ``.hydra/config.yaml`` says so) is accepted when a training job
+resumes into it with ``ckpt_path=auto`` (a requeued job), or when it holds nothing but what Hydra
+wrote as that command started (``.hydra/`` and ``<task>.log``: a start that failed before any output).
 """
 
 from __future__ import annotations
@@ -54,15 +55,17 @@ def _own_run(folder: Path, task: object) -> bool:
     return isinstance(stored, dict) and stored.get("task_name") == task
 
 
-def check_fresh(folder: str | Path, key: str, resumes_task: str | None = None) -> None:
-    """Raise ``RunDirTaken`` unless ``folder`` can be created or is an empty folder (or, with
-    ``resumes_task``, a run dir of that task: ``ckpt_path=auto``)."""
+def check_fresh(folder: str | Path, key: str, task: object = None, resumes: bool = False) -> None:
+    """Raise ``RunDirTaken`` unless ``folder`` can be created or is an empty folder, or is a run dir
+    of ``task`` that holds only Hydra's start files (any run dir of it when ``resumes``:
+    ``ckpt_path=auto``)."""
     try:
         folder = checked_output_dir(folder, key)
     except ConfigError as err:
         raise RunDirTaken(err) from None
     held = sorted(os.listdir(folder)) if folder.is_dir() else []
-    if not held or (resumes_task is not None and _own_run(folder, resumes_task)):
+    started_only = set(held) <= {".hydra", f"{task}.log"}
+    if not held or (task is not None and (resumes or started_only) and _own_run(folder, task)):
         return
     shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
     raise RunDirTaken(ConfigError(
@@ -75,8 +78,8 @@ class FreshRunDir(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if not launched_rank():
-            resumes = config.get("task_name") if config.get("ckpt_path") == "auto" else None
-            check_fresh(config.hydra.run.dir, "hydra.run.dir", resumes)
+            check_fresh(config.hydra.run.dir, "hydra.run.dir", config.get("task_name"),
+                        resumes=config.get("ckpt_path") == "auto")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if not launched_rank():
