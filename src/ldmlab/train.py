@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -26,6 +27,7 @@ from ldmlab.callbacks.resume_changes import ResumeChanges
 from ldmlab.callbacks.store_config import StoreConfig
 from ldmlab.checkpoints import CONFIG_KEY, WORLD_SIZE_KEY, read_checkpoint
 from ldmlab.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.utils.config_types import NOT_GIVEN
 from ldmlab.utils.ddp_jobs import job_ranks
 from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.lr_scaling import scale_learning_rates
@@ -180,11 +182,38 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
     }
 
 
+def objective(cfg: DictConfig) -> float | None:
+    """Train (``fit``); return the value of ``optimized_metric`` (what a sweeper such as Optuna
+    optimises), or None where it is not set. A sweeper that optimises without it, or a metric the
+    run does not have, is the user's error (a sweeper would fail every trial, then crash)."""
+    metric = cfg.get("optimized_metric")
+    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default="val/loss")
+    fix = f"{'+' if shipped_value('optimized_metric') is NOT_GIVEN else ''}optimized_metric={monitor}"
+    if metric is None and _optimising_sweeper():
+        raise ConfigError("optimized_metric", f"the sweeper {HydraConfig.get().sweeper._target_} optimises "
+                          "it, but it is not set", fix)
+    summary = fit(cfg)
+    if metric is None:
+        return None
+    if not summary["metrics"]:
+        raise ConfigError("optimized_metric", f"the run ended before its first validation, so it has no "
+                          f"{metric}", "validate within the run, e.g. trainer.val_check_interval=1")
+    if metric not in summary["metrics"]:
+        raise ConfigError("optimized_metric", f"{metric} is not a metric of the run (it has "
+                          f"{', '.join(sorted(summary['metrics']))})", fix)
+    return summary["metrics"][metric]
+
+
+def _optimising_sweeper() -> bool:
+    """A multirun whose sweeper optimises a returned value (any sweeper but Hydra's basic one)."""
+    hydra = HydraConfig.get()
+    sweeper = str(hydra.sweeper.get("_target_", ""))
+    return hydra.mode == RunMode.MULTIRUN and not sweeper.endswith("BasicSweeper")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_ae")
 def main(cfg: DictConfig) -> float | None:
-    summary = exit_on_user_error(fit, cfg, TrainSettings)  # None: a failed job of a multirun
-    metric = cfg.get("optimized_metric")
-    return summary["metrics"].get(metric) if metric and summary else None
+    return exit_on_user_error(objective, cfg, TrainSettings)  # None: a failed job of a multirun
 
 
 if __name__ == "__main__":

@@ -114,6 +114,21 @@ def test_an_optuna_sweep_whose_every_trial_failed_ends_in_one_line(tmp_path):
     assert (sweep_dir / "jobs.csv").is_file()
 
 
+def test_an_optuna_sweep_without_a_metric_it_can_read_is_the_users_error(tmp_path):
+    """Optuna optimises ``optimized_metric``: unset (refused before any work) or not a metric of the
+    run (after it), each job is bad input naming the key, with a fix that gets past it."""
+    args = ["hydra.mode=MULTIRUN", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "trainer.max_epochs=1",
+            "trainer.limit_val_batches=1", *TINY_AE]
+    out = run_forked("ldmlab.train", args, tmp_path / "unset")
+    line = one_error_line(out, "error: multirun: 1 of 1 jobs failed: #0 (")
+    assert "bad input: optimized_metric: the sweeper" in line and "Fix: +optimized_metric=val/lpips;" in line
+    out = run_forked("ldmlab.train", [*args, "+optimized_metric=val/lpipz"], tmp_path / "typo")
+    line = one_error_line(out, "error: multirun: 1 of 1 jobs failed: #0 (")
+    assert "optimized_metric: val/lpipz is not a metric of the run (it has val/kl, val/lpips" in line, line
+    out = run_forked("ldmlab.train", [*args, "+optimized_metric=val/lpips"], tmp_path / "fixed")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 def test_a_single_run_still_ends_at_the_first_error(tmp_path):
     out = run_forked("ldmlab.report", [f"sweep_dir={tmp_path}"], tmp_path)
     one_error_line(out, "error: sweep_dir: no completed job under")
