@@ -55,6 +55,22 @@ def test_a_whole_node_interpolated_elsewhere_is_judged_at_its_source():
     assert "classifier.widths [16,32,64] → [8,32]" in err.problem and "module.network" not in str(err)
 
 
+def test_a_stored_interpolation_is_refused_never_shown_or_suggested(monkeypatch):
+    """A checkpoint's config holding ``${oc.env:SECRET}`` (training stores it resolved): refused in
+    one line without the value; a refusal listing it would suggest it as a fix, which Hydra would
+    then resolve into the new run's config (and show in the next error)."""
+    monkeypatch.setenv("LDMLAB_TEST_SECRET", "hunter2")
+    stored = OmegaConf.to_container(task([]), resolve=True)
+    for where in ("data", "callbacks"):
+        crafted = {**stored, where: {**stored[where], "x": ["a", "${oc.env:LDMLAB_TEST_SECRET}"]}}
+        checkpoint = {"ldmlab_config": crafted, "state_dict": {}}
+        refused = rf"^ckpt_path: c.ckpt stores an interpolation at {where}.x "
+        with pytest.raises(ConfigError, match=refused) as err:
+            ResumePoint.of("c.ckpt", checkpoint, "ldmlab_config", "world_size")
+        assert "${" not in str(err.value) and "hunter2" not in str(err.value)
+    assert ResumePoint.of("c.ckpt", {"ldmlab_config": stored}, "ldmlab_config", "w").config == stored
+
+
 def test_many_changes_are_truncated_and_point_at_the_run_overrides():
     err = refusal([], ["seed=1", "data.batch_size=8", "module.augment=false", "module.max_shift=3",
                        "module.label_smoothing=0.1", "data.split_seed=4", "data.val_size=100"])

@@ -61,13 +61,28 @@ class ResumePoint:
 
     @classmethod
     def of(cls, path: str, checkpoint: Mapping, config_key: str, world_size_key: str) -> ResumePoint:
+        """Read ``checkpoint`` (from ``path``); a stored config holding an interpolation is refused:
+        training stores its config resolved, and a ``${...}`` compared, shown or suggested as a fix
+        would be evaluated by the next command (``${oc.env:SECRET}``)."""
+        config = checkpoint.get(config_key) or {}
+        interpolated = [key for key, value in flatten(config).items() if _holds_interpolation(value)]
+        if interpolated:
+            raise ConfigError("ckpt_path", f"{path} stores an interpolation at {interpolated[0]} (its value "
+                              "is not shown): training stores its config resolved; ldmlab did not write it",
+                              "start fresh with ckpt_path=null, or resume a checkpoint of ldmlab's training")
         states = checkpoint.get("state_dict") or {}
         shapes = {k: tuple(v.shape) for k, v in states.items() if isinstance(v, torch.Tensor)}
         world = checkpoint.get(world_size_key)
         if world is None:  # older checkpoints: one RNG state per rank
             rng = [v for k, v in (checkpoint.get("callbacks") or {}).items() if k.startswith("RNGState")]
             world = len(rng[0]["ranks"]) if rng and "ranks" in rng[0] else None
-        return cls(path, checkpoint.get(config_key) or {}, shapes, world)
+        return cls(path, config, shapes, world)
+
+
+def _holds_interpolation(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    return isinstance(value, list | tuple) and any(map(_holds_interpolation, value))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
