@@ -184,24 +184,23 @@ def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resum
 
 def objective(cfg: DictConfig) -> float | None:
     """Train (``fit``); return the value of ``optimized_metric`` (what a sweeper such as Optuna
-    optimises), or None where it is not set. A sweeper that optimises without it, or a metric the
-    run does not have, is the user's error (a sweeper would fail every trial, then crash)."""
-    metric = cfg.get("optimized_metric")
+    optimises), or None where the run has none. Under a sweeper that optimises, a metric unset or
+    missing from the run is the user's error (the sweeper would fail every trial, then crash)."""
+    metric, optimising = cfg.get("optimized_metric"), _optimising_sweeper()
     monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default="val/loss")
     fix = f"{'+' if shipped_value('optimized_metric') is NOT_GIVEN else ''}optimized_metric={monitor}"
-    if metric is None and _optimising_sweeper():
+    if metric is None and optimising:
         raise ConfigError("optimized_metric", f"the sweeper {HydraConfig.get().sweeper._target_} optimises "
                           "it, but it is not set", fix)
     summary = fit(cfg)
-    if metric is None:
-        return None
-    if not summary["metrics"]:
+    metrics = summary["metrics"]
+    if optimising and not metrics:
         raise ConfigError("optimized_metric", f"the run ended before its first validation, so it has no "
                           f"{metric}", "validate within the run, e.g. trainer.val_check_interval=1")
-    if metric not in summary["metrics"]:
+    if optimising and metric not in metrics:
         raise ConfigError("optimized_metric", f"{metric} is not a metric of the run (it has "
-                          f"{', '.join(sorted(summary['metrics']))})", fix)
-    return summary["metrics"][metric]
+                          f"{', '.join(sorted(metrics))})", fix)
+    return metrics.get(metric) if metric is not None else None
 
 
 def _optimising_sweeper() -> bool:
