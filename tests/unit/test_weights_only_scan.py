@@ -261,6 +261,7 @@ def test_a_postscript_file_under_an_image_name_never_reaches_ghostscript(tmp_pat
     from PIL import EpsImagePlugin, Image
 
     from ldmlab.data.image_folder import ImageFolder
+    from ldmlab.data.torchvision_sets import _Wrapped
     from ldmlab.diffusion.guidance.image import load_images, load_mask
     from ldmlab.utils.errors import ConfigError
 
@@ -273,6 +274,13 @@ def test_a_postscript_file_under_an_image_name_never_reaches_ghostscript(tmp_pat
         with pytest.raises(ConfigError, match="cannot identify image file"):
             read()
     assert ran == []
+    class Torchvision:  # a torchvision dataset opens its image files itself (CelebA)
+        def __getitem__(self, index):
+            return Image.open(eps), 0
+
+    with pytest.raises(ConfigError, match="^data.root: cannot read item 0 of Torchvision"):
+        _Wrapped(Torchvision(), 8, 1, False)[0]
+    assert ran == [] and "EPS" in Image.ID  # PIL's own list is back as it was
     bomb = tmp_path / "bomb.png"  # 27 kB of PNG, 225 million pixels: refused as unreadable too
     Image.new("1", (15000, 15000)).save(bomb)
     for read in (lambda: ImageFolder([bomb], [0], 8, 1)[0], lambda: load_images(bomb, "guidance.target")):

@@ -11,8 +11,9 @@ from torch.utils.data import Dataset
 
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, DataError
 from ldmlab.utils.file_fingerprint import files_fingerprint
+from ldmlab.utils.images import raster_decoders_only
 
 SPLITS = {  # name -> (train kwargs, test kwargs, number of classes, the folder under ``root``
     #          holding every file torchvision reads for it)
@@ -33,7 +34,12 @@ class _Wrapped(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict:
-        img, target = self.base[index]
+        try:
+            with raster_decoders_only():  # torchvision opens image files (CelebA) with PIL's every decoder
+                img, target = self.base[index]
+        except OSError as err:  # unreadable, another format (an EPS would run Ghostscript), a bomb
+            raise DataError("data.root", f"cannot read item {index} of {type(self.base).__name__} ({err})",
+                            "remove or fix the corrupt file") from None
         array = np.asarray(img.convert("RGB" if self.channels == 3 else "L"))
         image = torch.from_numpy(array.copy())
         image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)

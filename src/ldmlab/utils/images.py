@@ -1,6 +1,8 @@
 """Image value conventions: models work in [-1, 1], files and metrics in [0, 1]; image files are
 opened by ordinary raster decoders only."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,3 +26,16 @@ def open_image(path: str | Path) -> Image.Image:
         return Image.open(path, formats=RASTER_FORMATS)
     except Image.DecompressionBombError as err:
         raise OSError(str(err)) from None
+
+
+@contextmanager
+def raster_decoders_only() -> Iterator[None]:
+    """Inside the block, ``PIL.Image.open`` called without ``formats`` (a library's own reader,
+    e.g. torchvision's CelebA) tries ``RASTER_FORMATS`` only, as ``open_image`` does."""
+    Image.init()  # every plugin registered now, so none is added to the list while it is narrowed
+    every = list(Image.ID)
+    Image.ID[:] = [name for name in every if name in RASTER_FORMATS]
+    try:
+        yield
+    finally:
+        Image.ID[:] = every
