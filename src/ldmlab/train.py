@@ -96,7 +96,7 @@ def fit(cfg: DictConfig) -> dict:
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     module: pl.LightningModule = instantiate(cfg.module)
     if opted:
-        check_shapes(resume, module, opted)
+        check_shapes(resume, module, opted, cfg)
     if hasattr(module, "check_data"):
         module.check_data(datamodule)
     loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg]

@@ -86,6 +86,16 @@ def test_a_changed_setting_is_refused_in_one_line_and_each_fix_gets_past_it(stop
         gets_past(out, line)
 
 
+def test_an_opted_in_node_that_changes_the_network_has_fixes_that_get_past_it(stopped, tmp_path):
+    """Was: the fix restored the whole opted-in node as one flat dict (``classifier={widths:...,
+    _target_:...}``), which Hydra reads as a config group option and refuses."""
+    change = ["classifier.widths=[8,32]", "resume_changes=[classifier]"]
+    line = one_line(resume(stopped, tmp_path, *change), "resume_changes")
+    assert "network.head.1.weight (10, 16) → (10, 32)" in line, line
+    for fix in suggested_fixes(line):
+        gets_past(resume(stopped, tmp_path, *change, *fix), line)
+
+
 def test_an_opted_in_learning_rate_is_the_one_the_next_step_uses(stopped, tmp_path):
     """Extended to 14 steps: OneCycleLR re-planned over 14 (max_lr: ${..optimizer.lr}); the
     first resumed step (7) uses 1e-7 × the schedule's factor there, and the weights barely move."""

@@ -105,9 +105,7 @@ def check_config(point: ResumePoint, cfg: DictConfig) -> list[str]:
     opted-in keys and keys interpolated from those; return the opted-in keys that changed
     (``WORLD_SIZE`` included when opted in: the Trainer checks it)."""
     opted = _opt_in(cfg)
-    stored, new = flatten(point.config), flatten(OmegaConf.to_container(cfg, resolve=True))
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    changed = {k for k in stored.keys() | new.keys() if stored.get(k, _ABSENT) != new.get(k, _ABSENT)}
+    stored, new, changed, raw = _compared(point, cfg)
     primary = sorted(k for k in changed if not _follows(k, raw, changed))
     refused = [k for k in primary if not any(covers(p, k) for p in (*RESUMABLE_CHANGES, *opted))]
     if refused:
@@ -122,9 +120,9 @@ def check_config(point: ResumePoint, cfg: DictConfig) -> list[str]:
     return opted
 
 
-def check_shapes(point: ResumePoint, module: torch.nn.Module, opted: list[str]) -> None:
-    """Refuse an opted-in change that changes the network's parameters (names or shapes): their
-    stored values cannot be loaded into it."""
+def check_shapes(point: ResumePoint, module: torch.nn.Module, opted: list[str], cfg: DictConfig) -> None:
+    """Refuse an opted-in change (of the new config ``cfg``) that changes the network's parameters
+    (names or shapes): their stored values cannot be loaded into it."""
     own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     differ = sorted(k for k in own.keys() & point.shapes.keys() if own[k] != point.shapes[k])
     missing = sorted(point.shapes.keys() - own.keys())
@@ -136,12 +134,13 @@ def check_shapes(point: ResumePoint, module: torch.nn.Module, opted: list[str]) 
     more = len(differ) + len(missing) + len(extra) - len(parts)
     listing = ", ".join(parts) + (f" and {more} more" if more > 0 else "")
     keys = [k for k in opted if k != WORLD_SIZE]
-    stored = flatten(point.config)
-    values = " ".join(f"{k}={_override(_value_under(stored, k))}" for k in keys)
+    stored, new, changed, raw = _compared(point, cfg)
+    leaves = sorted(k for k in changed if any(covers(p, k) for p in keys) and not _follows(k, raw, changed))
+    restored = _restored(leaves, stored, new, point.path)
     raise ConfigError(OPT_IN, f"{', '.join(keys)} change the network's parameters ({listing}), so "
                       f"{point.path} cannot be resumed with them (the architecture cannot change on "
-                      "resume)", f"start fresh with ckpt_path=null; or resume with the checkpoint's values: "
-                      f"{values} {OPT_IN}={_override([k for k in opted if k == WORLD_SIZE])}")
+                      "resume)", f"start fresh with ckpt_path=null; or {restored} and "
+                      f"{OPT_IN}={_override([k for k in opted if k == WORLD_SIZE])}")
 
 
 def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> None:
@@ -158,6 +157,13 @@ def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> N
                       f"resume on {point.world_size} rank(s); or start fresh with ckpt_path=null; or "
                       f"continue on {world_size} rank(s), the data order re-derived (not bit-exact; see "
                       f"README), with {OPT_IN}={_override([*opted, WORLD_SIZE])}")
+
+
+def _compared(point: ResumePoint, cfg: DictConfig) -> tuple[dict, dict, set[str], Any]:
+    """(stored flat, new flat, keys whose values differ, the new config unresolved)."""
+    stored, new = flatten(point.config), flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = {k for k in stored.keys() | new.keys() if stored.get(k, _ABSENT) != new.get(k, _ABSENT)}
+    return stored, new, changed, OmegaConf.to_container(cfg, resolve=False)
 
 
 class _Absent:
@@ -225,13 +231,17 @@ def _listing(keys: list[str], stored: dict, new: dict) -> str:
 
 
 def _fixes(keys: list[str], stored: dict, new: dict, path: str) -> str:
+    return (f"{_restored(keys, stored, new, path)}; or start fresh with ckpt_path=null; or change them on "
+            f"purpose with {OPT_IN}={_override(keys)}")
+
+
+def _restored(keys: list[str], stored: dict, new: dict, path: str) -> str:
+    """How to resume with the stored values of the changed leaf ``keys``: their overrides, or (too
+    many) the run's own command line."""
     if len(keys) <= _SHOWN:
-        same = "resume with the run's own values: " + " ".join(_restoring(k, stored, new) for k in keys)
-    else:
-        run_dir = Path(path).resolve().parent.parent
-        same = f"resume with the overrides the run was started with ({run_dir / '.hydra' / 'overrides.yaml'})"
-    return (f"{same}; or start fresh with ckpt_path=null; or change them on purpose with "
-            f"{OPT_IN}={_override(keys)}")
+        return "resume with the run's own values: " + " ".join(_restoring(k, stored, new) for k in keys)
+    run_dir = Path(path).resolve().parent.parent
+    return f"resume with the overrides the run was started with ({run_dir / '.hydra' / 'overrides.yaml'})"
 
 
 def _restoring(key: str, stored: dict, new: dict) -> str:
