@@ -196,9 +196,9 @@ def describe_hydra_error(err: BaseException, config_name: str) -> str:
     missing_key = re.search(r"Could not override '([^']+)'\.", text)
     if missing_key and "not in struct" in text:
         key = missing_key.group(1)
-        close = difflib.get_close_matches(key, config_keys(config_name), n=1, cutoff=0.6)
+        close = closest_key(key, config_keys(config_name))
         value = _override_value(key)
-        fix = (f"did you mean {close[0]}={value}?" if close else
+        fix = (f"did you mean {close}={value}?" if close else
                f"check the key's spelling, or use +{key}={value} to add a new key")
         return f"{key}: no such config key in '{config_name}' ({text}). Fix: {fix}"
     missing_option = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
@@ -210,6 +210,19 @@ def describe_hydra_error(err: BaseException, config_name: str) -> str:
         fix = f"use one of {', '.join(options)}, e.g. {group}={close[0]}" if close else "see conf/" + group
         return f"{group}: no option '{option}' ({text}). Fix: {fix}"
     return f"command line: {text}"
+
+
+def closest_key(key: str, keys: list[str]) -> str | None:
+    """The existing key ``key`` most likely misspells: in a node that exists, a sibling with a
+    close name (``trainer.max_step`` → ``trainer.max_steps``; ``module.optimizer.betas`` has none:
+    a new argument, not ``module.optimizer.lr``); else a close dotted key that is not its ancestor."""
+    parent, _, name = key.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent and k != key]
+    if siblings:
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.75)
+        return (f"{parent}.{close[0]}" if parent else close[0]) if close else None
+    close = difflib.get_close_matches(key, [k for k in keys if not key.startswith(k + ".")], n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _override_value(key: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from ldmlab.cli import describe_hydra_error, fail, user_error
+from ldmlab.cli import closest_key, describe_hydra_error, fail, user_error
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config
 
@@ -65,3 +65,14 @@ def test_fail_prints_exactly_one_line(capsys):
         fail("key: a\nmulti-line\tproblem. Fix: key=1")
     assert info.value.code == 2
     assert capsys.readouterr().err == "error: key: a multi-line problem. Fix: key=1\n"
+
+
+def test_a_new_argument_of_an_existing_node_is_not_taken_for_a_misspelt_sibling():
+    """Was: ``module.optimizer.betas=[0.5,0.6]`` (not in the shipped config) suggested
+    ``module.optimizer=[0.5,0.6]`` (its own node), a fix that fails again."""
+    keys = ["seed", "module", "module.optimizer", "module.optimizer.lr", "module.optimizer.fused",
+            "trainer", "trainer.max_steps"]
+    assert closest_key("module.optimizer.betas", keys) is None
+    assert closest_key("trainer.max_step", keys) == "trainer.max_steps"
+    assert closest_key("modul.optimizer.lr", keys) == "module.optimizer.lr"
+    assert closest_key("sed", keys) == "seed"
