@@ -96,6 +96,16 @@ def test_an_opted_in_node_that_changes_the_network_has_fixes_that_get_past_it(st
         gets_past(resume(stopped, tmp_path, *change, *fix), line)
 
 
+def test_opted_in_betas_take_effect_where_the_schedule_does_not_cycle_them(stopped, tmp_path):
+    """OneCycleLR cycles beta1 (as in a fresh run); beta2 is the new config's (was: kept the stored 0.999)."""
+    out = resume(stopped, tmp_path, "+module.optimizer.betas=[0.5,0.6]",
+                 "resume_changes=[module.optimizer.betas]")
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = next(tmp_path.glob("train_classifier/runs/*/checkpoints/last.ckpt"))
+    beta1, beta2 = torch.load(resumed, weights_only=True)["optimizer_states"][0]["param_groups"][0]["betas"]
+    assert beta2 == 0.6 and 0.85 <= beta1 <= 0.95, (beta1, beta2)
+
+
 def test_an_opted_in_learning_rate_is_the_one_the_next_step_uses(stopped, tmp_path):
     """Extended to 14 steps: OneCycleLR re-planned over 14 (max_lr: ${..optimizer.lr}); the
     first resumed step (7) uses 1e-7 × the schedule's factor there, and the weights barely move."""

@@ -29,7 +29,7 @@ class ResumeChanges(pl.Callback):
       lr-like key of the group and the scheduler's ``base_lrs`` × new base / old base, so the next
       step uses the new lr × the schedule's factor at that step;
     - any other hyperparameter that differs (``weight_decay``, ``eps``, ...), except momentum
-      terms a scheduler cycles;
+      terms a scheduler cycles (of ``betas``, beta1; beta2 is restated);
     - with another batch size or number of ranks, the interrupted epoch's batch count restated
       in this run's batches (``resumed_batches`` of the data module), so the epoch ends where
       its data does.
@@ -80,8 +80,12 @@ class ResumeChanges(pl.Callback):
                     for scheduler in schedulers:
                         scheduler.base_lrs[index] *= ratio
                 for key, value in fresh.items():
-                    if key not in LR_KEYS and key not in cycled and group.get(key) != value:
+                    if key in LR_KEYS or group.get(key) == value:
+                        continue
+                    if key not in cycled:
                         group[key] = value
+                    elif key == "betas":  # the scheduler cycles beta1 only: beta2 is the config's
+                        group[key] = (group[key][0], *value[1:])
             for scheduler in schedulers if id(opt) in replanned else ():
                 scheduler._get_lr_called_within_step = True  # get_lr() at the restored step, new plan
                 try:
