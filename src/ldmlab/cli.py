@@ -162,6 +162,10 @@ def run(main: Callable[[], object], config_name: str) -> None:
         if (stopped := stopped_with_failures(err)) is None:
             raise
         fail(*stopped)
+    except (KeyboardInterrupt, SystemExit) as err:  # a multirun stopped as asked: its jobs recorded
+        if (stopped := stopped_with_failures(err)) is None:
+            raise
+        fail(stopped[0], err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 130)
     if failures := ended_with_failures():  # a multirun whose jobs did not all complete
         fail(*failures)
 

@@ -109,7 +109,7 @@ def test_an_optuna_sweep_whose_every_trial_failed_ends_in_one_line(tmp_path):
     (sweep_dir,) = (tmp_path / "train_ae" / "multiruns").iterdir()
     line = one_error_line(out, "error: multirun: 2 of 2 jobs failed: #0 (")
     assert out.returncode == 2 and "bad input: data.num_workers: expected an integer ≥ 0" in line, line
-    assert "the sweeper then stopped: ValueError: No trials are completed yet" in line, line
+    assert "the multirun then stopped: ValueError: No trials are completed yet" in line, line
     assert {job["status"] for job in statuses(sweep_dir).values()} == {"bad input"}
     assert (sweep_dir / "jobs.csv").is_file()
 
@@ -127,6 +127,24 @@ def test_an_optuna_sweep_without_a_metric_it_can_read_is_the_users_error(tmp_pat
     assert "optimized_metric: val/lpipz is not a metric of the run (it has val/kl, val/lpips" in line, line
     out = run_forked("ldmlab.train", [*args, "+optimized_metric=val/lpips"], tmp_path / "fixed")
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_an_interrupted_multirun_records_its_jobs_and_keeps_its_exit_status(tmp_path, monkeypatch):
+    """SIGTERM (SystemExit(143) from a job) stops the sweep as asked; was: no jobs.csv, no line."""
+    fake_job(tmp_path / "good", "0", 0.1, 1, [4.0, 3.0])
+
+    def terminated(*args):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(ldmlab.report, "write_report", terminated)
+    out = run_forked("ldmlab.report", ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'good'},{tmp_path}"],
+                     tmp_path / "logs")
+    (sweep_dir,) = (tmp_path / "logs" / "report" / "multiruns").iterdir()
+    assert out.returncode == 143, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: multirun: 1 of 1 jobs failed: #0 ("), line
+    assert "interrupted: SystemExit(143)" in line, line
+    assert statuses(sweep_dir)["0"]["status"] == "interrupted" and (sweep_dir / "jobs.csv").is_file()
 
 
 def test_a_single_run_still_ends_at_the_first_error(tmp_path):

@@ -166,10 +166,10 @@ def _record_end(sweep_dir: Path) -> None:
     _ended.append((sweep_dir, records))
 
 
-def stopped_with_failures(err: Exception) -> tuple[str, int] | None:
-    """After a multirun whose sweeper raised ``err`` instead of ending (Optuna's "No trials are
-    completed yet" when every trial failed): its statuses recorded as at an end, and (the line
-    naming its failed jobs and ``err``, exit status) as ``ended_with_failures``; None when no
+def stopped_with_failures(err: BaseException) -> tuple[str, int] | None:
+    """After a multirun that raised ``err`` instead of ending (Optuna's "No trials are completed
+    yet" when every trial failed; Ctrl+C, SIGTERM): its statuses recorded as at an end, and (the
+    line naming its failed jobs and ``err``, exit status) as ``ended_with_failures``; None when no
     multirun was running or none of its jobs failed (``err`` is then a bug of its own)."""
     if not _started:
         return None
@@ -178,7 +178,7 @@ def stopped_with_failures(err: Exception) -> tuple[str, int] | None:
     if ended is None:
         return None
     line, status = ended
-    return f"{line}; the sweeper then stopped: {type(err).__name__}: {err}", status
+    return f"{line}; the multirun then stopped: {type(err).__name__}: {err}", status
 
 
 def ended_with_failures() -> tuple[str, int] | None:
