@@ -64,7 +64,19 @@ def _without_hydra_node(config_name: str, overrides: tuple[str, ...]) -> DictCon
                          SHIPPED + VARIANTS,
                          ids=lambda x: x if isinstance(x, str) else ",".join(x) or "-")
 def test_every_shipped_config_passes(config_name, overrides):
-    check_config(_without_hydra_node(config_name, overrides), TABLES[config_name])
+    cfg = _without_hydra_node(config_name, overrides)
+    check_config(cfg, TABLES[config_name], lambda key: OmegaConf.select(cfg, key, default=NOT_GIVEN))
+
+
+def test_an_empty_string_is_refused_unless_it_is_the_shipped_value():
+    """Was: ``paths.log_dir=''`` wrote runs under ``/sample/runs`` and ``data.root=''`` read the
+    current directory's images."""
+    cfg = OmegaConf.create({"paths": {"log_dir": ""}, "name": "", "ckpt": None})
+    with pytest.raises(ConfigError, match=r"^paths.log_dir: is an empty string .* Fix: paths.log_dir=logs$"):
+        check_config(cfg, settings.CommandSettings, lambda key: "logs" if "paths" in key else NOT_GIVEN)
+    check_config(cfg, settings.CommandSettings, lambda key: "" if "paths" in key else NOT_GIVEN)
+    with pytest.raises(ConfigError, match=r"^ckpt: is an empty string .* Fix: ckpt=null$"):
+        check_config(OmegaConf.create({"ckpt": ""}), settings.SampleSettings)
 
 
 @pytest.mark.parametrize("config_name", sorted(TABLES))

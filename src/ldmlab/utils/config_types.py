@@ -4,6 +4,8 @@ Where a key's type comes from: a node with ``_target_`` → the target's signatu
 ``__init__``, and its bases' while the signature passes ``**kwargs`` on); a command's own keys →
 its settings table (a ``TypedDict``; a nested ``TypedDict`` types a sub-node and, where the node
 has a ``_target_``, overrides the target's annotation: the command transforms that value first).
+An empty string is refused where a string is expected (unless the key's shipped value or
+default is one): it is a blank left by mistake, and as a path it means the current directory.
 Checked: ``int`` (not ``bool``, not ``1.5``), ``float`` (finite), ``bool``, ``str``, ``None``, ``Literal``,
 unions, lists/tuples/mappings of those, paths (a string) and the count aliases ``PositiveInt`` /
 ``NonNegativeInt`` (an ``AtLeast`` bound). Anything else (a class, ``Callable``, ``Any``) is left to
@@ -70,6 +72,11 @@ def check_config(cfg: DictConfig, settings: type | None = None,
         if not accepts(value, hint):
             raise ConfigError(key, f"expected {describe(hint)}, got {_shown(value)}",
                               f"{key}={override_text(_fix_value(hint, shipped(key), default))}")
+        if value == "" and hint is not Any and accepts("x", hint) and "" not in (shipped(key), default):
+            fix = None if accepts(None, hint) else _fix_value(hint, shipped(key), default)
+            raise ConfigError(key, "is an empty string (a path or name left blank, e.g. an unset shell "
+                              "variable; as a path it would mean the current directory)",
+                              f"{key}={override_text(fix)}")
 
 
 def _typed_values(node: DictConfig, prefix: str, table: dict) -> Iterator[tuple[str, Any, Any, Any]]:
