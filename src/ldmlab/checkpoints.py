@@ -98,7 +98,9 @@ def read_checkpoint(path: str | Path, key: str, fix: str) -> dict[str, Any]:
     gave the path) and ``fix``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(key, f"{path} does not exist", fix)
+        what = "is a directory, not a checkpoint file" if path.is_dir() else \
+            "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigError(key, f"{path} {what}", fix)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever torch.load refuses, the file is at fault

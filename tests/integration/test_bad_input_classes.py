@@ -265,3 +265,15 @@ def test_experimental_rerun_is_refused_before_the_pickle_is_read(entry, flag, tm
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --experimental") and "pickle" in lines[0]
     assert not marker.exists(), "... and the CLI never unpickled it"
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing"])
+def test_a_checkpoint_key_given_a_directory_says_so(tmp_path, kind):
+    """Was: a directory handed to a checkpoint key (ckpt_path, first_stage.ckpt, ...) "does not exist"."""
+    from ldmlab.checkpoints import read_checkpoint
+    from ldmlab.utils.errors import ConfigError
+
+    path = tmp_path if kind == "directory" else tmp_path / "nope.ckpt"
+    with pytest.raises(ConfigError, match="is a directory, not a checkpoint file" if kind == "directory"
+                       else "does not exist"):
+        read_checkpoint(path, "ckpt_path", "ckpt_path=null")
