@@ -29,8 +29,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from ldmlab.checkpoints import read_checkpoint
 from ldmlab.utils import settings
 from ldmlab.utils.config_types import check_config
+from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.trainer_knobs import check_trainer
 from tests.conftest import ENTRY_CONFIG, TINY_AE, TINY_LDM, compose_config, run_forked
 from tests.integration.test_bad_inputs import suggested_override, with_fix
@@ -270,9 +272,6 @@ def test_experimental_rerun_is_refused_before_the_pickle_is_read(entry, flag, tm
 @pytest.mark.parametrize("kind", ["directory", "missing"])
 def test_a_checkpoint_key_given_a_directory_says_so(tmp_path, kind):
     """Was: a directory handed to a checkpoint key (ckpt_path, first_stage.ckpt, ...) "does not exist"."""
-    from ldmlab.checkpoints import read_checkpoint
-    from ldmlab.utils.errors import ConfigError
-
     path = tmp_path if kind == "directory" else tmp_path / "nope.ckpt"
     with pytest.raises(ConfigError, match="is a directory, not a checkpoint file" if kind == "directory"
                        else "does not exist"):
