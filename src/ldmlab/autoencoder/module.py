@@ -10,7 +10,7 @@ import torch
 from ldmlab.autoencoder.loss import AutoencoderLoss
 from ldmlab.autoencoder.model import Autoencoder
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
-from ldmlab.utils.config_types import NonNegativeInt
+from ldmlab.utils.config_types import NonNegativeFloat, NonNegativeInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
 from ldmlab.utils.optimizers import build_optimizer, trainer_precision
@@ -40,7 +40,7 @@ class AutoencoderModule(pl.LightningModule):
         optimizer: partial,
         disc_optimizer: partial,
         warmup_steps: NonNegativeInt = 0,
-        gradient_clip_val: float | None = 1.0,
+        gradient_clip_val: NonNegativeFloat | None = 1.0,  # < 0 would flip the gradients
         lr_decay: str = "constant",
         final_lr_ratio: float = 0.1,
     ) -> None:
