@@ -29,7 +29,7 @@ from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.fresh_run_dir import RunDirTaken
 from ldmlab.utils.multirun import ended_with_failures, in_multirun, run_job, stopped_with_failures
 from ldmlab.utils.pretrained import WeightsUnavailableError
-from ldmlab.utils.shipped_config import shipped_value
+from ldmlab.utils.shipped_config import shipped_source, shipped_value
 from ldmlab.utils.trainer_knobs import refused_knob
 
 USER_ERRORS = (ConfigError, WeightsUnavailableError)
@@ -101,7 +101,8 @@ def naming_refused_knob(run: Callable) -> Callable:
         try:
             return run(cfg)
         except InstantiationException as err:
-            culprit = None if user_error(err) is not None else refused_knob(err, cfg, shipped_value)
+            culprit = None if user_error(err) is not None else \
+                refused_knob(err, cfg, shipped_value, shipped_source)
             if culprit is None:
                 raise
             raise culprit from err

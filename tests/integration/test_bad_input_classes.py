@@ -116,6 +116,8 @@ CASES = [
          "callbacks.lr_monitor.logging_interval", "type", slow=True),
     Case("ema_decay_1_5", "ldmlab.train", (*LDM, "module.ema_decay=1.5"), "module.ema_decay", "node",
          config="train_ldm"),
+    Case("min_snr_gamma_negative", "ldmlab.train", (*LDM, "diffusion/loss_weighting=min_snr",
+         "diffusion.loss_weighting.gamma=-1"), "diffusion.loss_weighting.gamma", "node", config="train_ldm"),
     Case("ae_own_clip_negative", "ldmlab.train", (*AE, "module.gradient_clip_val=-1"),
          "module.gradient_clip_val", "count"),  # was accepted: a negative max norm flips every gradient
     # not finite where a number is meant

@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ldmlab.utils.config_types import NOT_GIVEN
+
+_WHOLE_NODE = re.compile(r"^\$\{([\w.]+)\}$")  # module.unet: ${unet}
 
 
 def shipped_value(key: str) -> Any:
@@ -34,6 +37,25 @@ def shipped_value(key: str) -> Any:
     if isinstance(value, DictConfig | ListConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def shipped_source(key: str) -> str:
+    """``key``, or the key its node is interpolated from in the running command's config as
+    composed (unresolved): ``module.unet.num_heads`` of ``module.unet: ${unet}`` → ``unet.num_heads``
+    (where the user sets it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return key
+    hydra = HydraConfig.get()
+    composed = _composed(hydra.job.config_name, tuple(hydra.overrides.task))
+    raw = OmegaConf.to_container(composed, resolve=False) if composed is not None else None
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        raw = raw.get(part) if isinstance(raw, dict) else None
+        if isinstance(raw, str) and (whole := _WHOLE_NODE.match(raw)):
+            return shipped_source(".".join([whole.group(1), *parts[depth + 1:]]))
+    return key
 
 
 @cache

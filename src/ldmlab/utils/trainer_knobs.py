@@ -40,7 +40,6 @@ Shipped = Callable[[str], Any]  # a key's shipped value (``NOT_GIVEN`` where non
 REFUSALS = (MisconfigurationException, ValueError, TypeError)  # what a class raises for a value it refuses
 _NODE = re.compile(r"full_key: (\S+)")
 _BACKTICKED = re.compile(r"`(\w+)`")  # how Lightning's messages name a knob
-_WHOLE_NODE = re.compile(r"^\$\{([\w.]+)\}$")  # module.unet: ${unet}
 
 
 def check_trainer(node: DictConfig, key: str = "trainer", shipped: Shipped = lambda key: NOT_GIVEN) -> None:
@@ -57,9 +56,11 @@ def check_trainer(node: DictConfig, key: str = "trainer", shipped: Shipped = lam
         raise _culprit(build, knobs, refusal, key, shipped, target) or refusal
 
 
-def refused_knob(err: BaseException, cfg: DictConfig, shipped: Shipped) -> ConfigError | None:
+def refused_knob(err: BaseException, cfg: DictConfig, shipped: Shipped,
+                 source: Callable[[str], str] = lambda key: key) -> ConfigError | None:
     """The ConfigError naming the knob of ``cfg`` behind ``err`` (Hydra's failure to instantiate
-    a node of ``cfg`` because its class refused a value: ``REFUSALS``), or None."""
+    a node of ``cfg`` because its class refused a value: ``REFUSALS``), or None. ``source``: the
+    key a node is set under (``module.unet`` → ``unet`` where one interpolates the other)."""
     cause = err
     while isinstance(cause, InstantiationException):
         cause = cause.__cause__
@@ -81,7 +82,7 @@ def refused_knob(err: BaseException, cfg: DictConfig, shipped: Shipped) -> Confi
         instantiate({**special, **values})
 
     refusal = _refusal(build, knobs)  # the node as configured fails again: it is the one that failed
-    return _culprit(build, knobs, refusal, _source(cfg, key), shipped, target) if refusal else None
+    return _culprit(build, knobs, refusal, source(key), shipped, target) if refusal else None
 
 
 def named_knob(err: BaseException, node: DictConfig, key: str, shipped: Shipped) -> ConfigError | None:
@@ -110,17 +111,6 @@ def _raised_by_lightning(err: BaseException) -> bool:
 
 def _knobs(node: DictConfig) -> dict:
     return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
-
-
-def _source(cfg: DictConfig, key: str) -> str:
-    """``key``, or where its node comes from: ``module.unet`` of ``module.unet: ${unet}`` → ``unet``."""
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        raw = raw.get(part) if isinstance(raw, dict) else None
-        if isinstance(raw, str) and (whole := _WHOLE_NODE.match(raw)):
-            return _source(cfg, ".".join([whole.group(1), *parts[depth + 1:]]))
-    return key
 
 
 def _culprit(build: Callable[[dict], Any], knobs: dict, refusal: Exception, key: str, shipped: Shipped,
