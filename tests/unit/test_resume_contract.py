@@ -13,6 +13,13 @@ from ldmlab.utils.resume_contract import ResumePoint, check_config, check_world_
 from tests.conftest import compose_config
 
 
+@pytest.fixture(autouse=True)
+def _no_hydra_config_left():
+    """``task`` sets the global HydraConfig; later tests of this worker must not resolve with it."""
+    yield
+    HydraConfig.instance().cfg = None
+
+
 def point(overrides: list[str], world_size: int | None = 1) -> ResumePoint:
     stored = OmegaConf.to_container(task(overrides), resolve=True)
     return ResumePoint("run/checkpoints/last.ckpt", stored, {}, world_size)
