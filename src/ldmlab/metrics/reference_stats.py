@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.file_fingerprint import file_sha256
 from ldmlab.utils.pretrained import cache_dir
 
 SPLITS = ("train", "val", "test")
@@ -57,11 +58,7 @@ def fidelity_cache_root() -> Path:
 
 @functools.cache
 def _file_digest(path: Path, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def file_digest(path: str | Path) -> str:

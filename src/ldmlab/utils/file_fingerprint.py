@@ -23,16 +23,23 @@ FULL_HASH_BYTES = 1 << 30
 BLOCK = 1 << 20
 
 
-def _hash_file(path: str, size: int, whole: bool) -> str:
+def file_sha256(path: str | Path) -> str:
+    """sha256 (64 hex digits) of a whole file, read in ``BLOCK``-sized blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
-        if whole or size <= 2 * BLOCK:
-            for block in iter(lambda: file.read(BLOCK), b""):
-                digest.update(block)
-        else:
-            digest.update(file.read(BLOCK))
-            file.seek(size - BLOCK)
-            digest.update(file.read(BLOCK))
+        for block in iter(lambda: file.read(BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash_file(path: str, size: int, whole: bool) -> str:
+    if whole or size <= 2 * BLOCK:
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        digest.update(file.read(BLOCK))
+        file.seek(size - BLOCK)
+        digest.update(file.read(BLOCK))
     return digest.hexdigest()
 
 

@@ -11,7 +11,6 @@ added or edited, a link, a folder with no manifest — refuses with a ``ConfigEr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ldmlab.utils.atomic_output import disk_full, fsync, remove, removed_on_sigterm, temp_beside, write_json
 from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.file_fingerprint import file_sha256
 
 FILES = "files"
 log = logging.getLogger(__name__)
@@ -57,12 +57,10 @@ def checked_output_dir(value: str | Path, key: str) -> Path:
     return folder
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_list(files: object) -> dict[str, str] | None:
+    """``files`` when it is a record's file list (name → sha256, both strings), else None."""
+    ok = isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+    return files if ok else None
 
 
 def listed_files(folder: Path, manifest: str) -> dict[str, str]:
@@ -71,8 +69,7 @@ def listed_files(folder: Path, manifest: str) -> dict[str, str]:
         files = json.loads((folder / manifest).read_text())[FILES]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    ok = isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
-    return files if ok else {}
+    return file_list(files) or {}
 
 
 def foreign_files(folder: Path, manifest: str, limit: int | None = None) -> list[str]:
@@ -88,7 +85,9 @@ def foreign_files(folder: Path, manifest: str, limit: int | None = None) -> list
             rel = path.relative_to(folder).as_posix()
             if name in dirs and not path.is_symlink() or rel == manifest and listed:
                 continue
-            if path.is_symlink() or not path.is_file() or rel not in listed or listed[rel] != sha256(path):
+            vouched = (path.is_file() and not path.is_symlink() and rel in listed  # hash listed files only
+                       and listed[rel] == file_sha256(path))
+            if not vouched:
                 found.append(rel)
                 if limit is not None and len(found) >= limit:
                     return found
@@ -104,7 +103,7 @@ def describe(names: list[str], limit: int) -> str:
 def _manifest_with_files(folder: Path, manifest: str) -> None:
     """Add ``"files"`` (every other file under ``folder`` → sha256) to the manifest the caller wrote."""
     payload = json.loads((folder / manifest).read_text())
-    payload[FILES] = {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob("*"))
+    payload[FILES] = {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
                       if p.is_file() and p != folder / manifest}
     write_json(folder / manifest, payload)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ldmlab.utils.atomic_output import write_json
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.output_dir import sha256
+from ldmlab.utils.file_fingerprint import file_sha256
+from ldmlab.utils.output_dir import file_list
 
 WRITTEN_BY = "ldmlab"
 
@@ -32,9 +33,7 @@ def _listed(record: Path) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
     ours = isinstance(payload, dict) and payload.get("written_by") == WRITTEN_BY
-    files = payload.get("files") if ours else None
-    ok = isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
-    return files if ok else None
+    return file_list(payload.get("files")) if ours else None
 
 
 def foreign(folder: Path, names: Sequence[str], record: str) -> list[str]:
@@ -44,7 +43,7 @@ def foreign(folder: Path, names: Sequence[str], record: str) -> list[str]:
     for name in names:
         path = folder / name
         if os.path.lexists(path) and (path.is_symlink() or not path.is_file()
-                                      or (listed or {}).get(name) != sha256(path)):
+                                      or (listed or {}).get(name) != file_sha256(path)):
             found.append(name)
     return found
 
@@ -61,5 +60,5 @@ def check_replaceable(folder: Path, names: Sequence[str], record: str, key: str,
 def record_written(folder: Path, paths: Iterable[Path], record: str) -> None:
     """Add ``paths`` (files just written into ``folder``) with their sha256 to the record."""
     files = _listed(folder / record) or {}
-    files |= {Path(p).name: sha256(Path(p)) for p in paths}
+    files |= {Path(p).name: file_sha256(Path(p)) for p in paths}
     write_json(folder / record, {"written_by": WRITTEN_BY, "files": files})
