@@ -31,38 +31,38 @@ $(DATA): | $(INSTALLED)
 data: $(DATA)  ## Fashion-MNIST into data/fashion-mnist (offline Debian package, else download)
 
 train-ae: $(INSTALLED) $(DATA)  ## stage 1: train the autoencoder (default KL f=4, ~20 min CPU)
-	$(PY) -m ldmlab.train --config-name train_ae $(ARGS)
+	$(PY) -m ldmlab.commands.train --config-name train_ae $(ARGS)
 
 train-ldm: $(INSTALLED) $(DATA)  ## stage 2: train the class-conditional LDM on logs/train_ae/latest
-	$(PY) -m ldmlab.train --config-name train_ldm $(ARGS)
+	$(PY) -m ldmlab.commands.train --config-name train_ldm $(ARGS)
 
 train-classifier: $(INSTALLED) $(DATA)  ## domain classifier for IS / accuracy / classifier-FID
-	$(PY) -m ldmlab.train --config-name train_classifier $(ARGS)
+	$(PY) -m ldmlab.commands.train --config-name train_classifier $(ARGS)
 
 train-noisy-classifier: $(INSTALLED) $(DATA)  ## noisy-latent classifier for classifier guidance (on logs/train_ae/latest)
-	$(PY) -m ldmlab.train --config-name train_noisy_classifier $(ARGS)
+	$(PY) -m ldmlab.commands.train --config-name train_noisy_classifier $(ARGS)
 
 sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckpt=...)
-	$(PY) -m ldmlab.sample $(ARGS)
+	$(PY) -m ldmlab.commands.sample $(ARGS)
 
 evaluate: $(INSTALLED) $(DATA)  ## sweep guidance scales × sampler settings (grid.*) × seeds of logs/train_ldm/latest (or ckpt=...): CSV + plot
-	$(PY) -m ldmlab.evaluate $(ARGS)
+	$(PY) -m ldmlab.commands.evaluate $(ARGS)
 
 invert: $(INSTALLED) $(DATA)  ## DDIM inversion round trip of logs/train_ldm/latest (or ckpt=...): PSNR/LPIPS + PNG strip
-	$(PY) -m ldmlab.invert $(ARGS)
+	$(PY) -m ldmlab.commands.invert $(ARGS)
 
 interpolate: $(INSTALLED) $(DATA)  ## interpolation strips (slerp x_T, lerp condition / z_sem) of logs/train_ldm/latest (or ckpt=...)
-	$(PY) -m ldmlab.interpolate $(ARGS)
+	$(PY) -m ldmlab.commands.interpolate $(ARGS)
 
 .PHONY: export
 export: $(INSTALLED)  ## logs/train_ldm/latest (or ckpt=..., also a train_ae one) in diffusers format, checked: ARGS="out=..."
-	$(PY) -m ldmlab.export $(ARGS)
+	$(PY) -m ldmlab.commands.export $(ARGS)
 
 sweep: $(INSTALLED) $(DATA)  ## train_ldm multirun over conditioner.p_uncond with the in-run guidance sweep
-	$(PY) -m ldmlab.train --config-name train_ldm -m experiment=cfg_sweep_fmnist $(ARGS)
+	$(PY) -m ldmlab.commands.train --config-name train_ldm -m experiment=cfg_sweep_fmnist $(ARGS)
 
 report: $(INSTALLED)  ## newest train_ldm multirun (or sweep_dir=...) -> report.csv/.md + frontier.png
-	$(PY) -m ldmlab.report $(ARGS)
+	$(PY) -m ldmlab.commands.report $(ARGS)
 
 # The demo's guidance sweep, sized for a CPU (see README): a short domain classifier, then
 # 4 scales × 300 DPM-Solver++ samples scored against 1000 test images.
@@ -70,12 +70,12 @@ DEMO_CLASSIFIER_ARGS ?= trainer.max_epochs=1 trainer.limit_train_batches=200
 DEMO_SWEEP_ARGS ?= guidance_scales=[1,2,3,5] num_samples=300 num_reference=1000 sampler=dpmpp
 
 demo: $(INSTALLED) $(DATA)  ## the main job: stage 1, stage 2, samples, then a small guidance sweep
-	$(PY) -m ldmlab.train --config-name train_ae $(DEMO_AE_ARGS)
-	$(PY) -m ldmlab.train --config-name train_ldm $(DEMO_LDM_ARGS)
-	$(PY) -m ldmlab.sample sampler=ddim guidance.scale=3 num_samples=40
-	$(PY) -m ldmlab.sample sampler=dpmpp guidance.scale=1 num_samples=40
-	$(PY) -m ldmlab.train --config-name train_classifier $(DEMO_CLASSIFIER_ARGS)
-	$(PY) -m ldmlab.evaluate metrics.classifier_ckpt=logs/train_classifier/latest/checkpoints/last.ckpt \
+	$(PY) -m ldmlab.commands.train --config-name train_ae $(DEMO_AE_ARGS)
+	$(PY) -m ldmlab.commands.train --config-name train_ldm $(DEMO_LDM_ARGS)
+	$(PY) -m ldmlab.commands.sample sampler=ddim guidance.scale=3 num_samples=40
+	$(PY) -m ldmlab.commands.sample sampler=dpmpp guidance.scale=1 num_samples=40
+	$(PY) -m ldmlab.commands.train --config-name train_classifier $(DEMO_CLASSIFIER_ARGS)
+	$(PY) -m ldmlab.commands.evaluate metrics.classifier_ckpt=logs/train_classifier/latest/checkpoints/last.ckpt \
 		$(DEMO_SWEEP_ARGS)
 
 test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 min on 2 cores

@@ -13,14 +13,14 @@ import time
 
 import torch
 
+from ldmlab.backbones.unet import UNet
 from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.diffusion.denoiser import GuidedDenoiser
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
-from ldmlab.nn.unet import UNet
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 
 def build(batch: int):

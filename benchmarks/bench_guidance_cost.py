@@ -22,15 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.diffusion.guidance.classifier import ClassifierGuidance
-from ldmlab.diffusion.guidance.composite import CompositeGuidance
-from ldmlab.diffusion.guidance.condition import guided_condition
-from ldmlab.diffusion.guidance.image import ImageGuidance
+from ldmlab.commands.evaluate import stored_datamodule
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.evaluate import stored_datamodule
 from ldmlab.evaluation.reference import load_reference
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.guidance.classifier import ClassifierGuidance
+from ldmlab.guidance.composite import CompositeGuidance
+from ldmlab.guidance.image import ImageGuidance
+from ldmlab.guidance.inputs import guided_condition
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 
 def low_res_targets(path: Path, num_samples: int, folder: Path) -> Path:

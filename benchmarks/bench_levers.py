@@ -17,7 +17,7 @@ from sbs.common import Settings
 from sbs.models import compose_config, unet_kwargs
 from sbs.timing import interleaved
 
-from ldmlab.nn.unet import UNet
+from ldmlab.backbones.unet import UNet
 
 
 def variant(name: str, kw: dict, batch: int, s: Settings):

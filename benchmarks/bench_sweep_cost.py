@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
+from ldmlab.commands.evaluate import stored_datamodule
 from ldmlab.conditioning.condition_builder import build_condition
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
-from ldmlab.evaluate import stored_datamodule
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import load_reference
 from ldmlab.evaluation.sweep import grid_sweep
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
 
 
 def main() -> None:

@@ -62,18 +62,18 @@ def run_cli(
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-ENTRY_CONFIG = {"ldmlab.train": "train_ae", "ldmlab.sample": "sample", "ldmlab.evaluate": "evaluate",
-                "ldmlab.invert": "invert", "ldmlab.interpolate": "interpolate", "ldmlab.export": "export",
-                "ldmlab.report": "report"}
+ENTRY_CONFIG = {"ldmlab.commands.train": "train_ae", "ldmlab.commands.sample": "sample", "ldmlab.commands.evaluate": "evaluate",
+                "ldmlab.commands.invert": "invert", "ldmlab.commands.interpolate": "interpolate", "ldmlab.commands.export": "export",
+                "ldmlab.commands.report": "report"}
 
 
 def run_forked(
     module: str, args: list[str], log_dir: Path, config_name: str | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
     """``run_cli`` without the interpreter start and imports (~6 s each): a fork of this process
-    runs ``<module>.main`` through ``ldmlab.cli.run`` with the same argv and environment, its
+    runs ``<module>.main`` through ``ldmlab.commands.cli.run`` with the same argv and environment, its
     own fds 1/2 and Python's default warning display; returns its exit status, stdout, stderr."""
-    from ldmlab.cli import run
+    from ldmlab.commands.cli import run
 
     main = importlib.import_module(module).main
     flags = ["--config-name", config_name] if config_name else []
@@ -145,7 +145,7 @@ def shared_dir(tmp_path_factory, name: str, build) -> Path:
 
 def _train(config_name: str, args: list[str]):
     def build(log_dir: Path) -> None:
-        out = run_cli("ldmlab.train", args, log_dir, config_name=config_name)
+        out = run_cli("ldmlab.commands.train", args, log_dir, config_name=config_name)
         assert out.returncode == 0, out.stderr[-3000:]
     return build
 

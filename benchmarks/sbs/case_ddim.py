@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from hydra.utils import instantiate
 
-from ldmlab.diffusion.denoiser import GuidedDenoiser
-from ldmlab.diffusion.first_stage import FirstStage
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.sampling.denoiser import GuidedDenoiser
 from sbs.common import Row, Settings, compare
 from sbs.models import compose_config, our_autoencoder, params
 from sbs.timing import autocast

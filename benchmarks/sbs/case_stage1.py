@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
-from ldmlab.utils.optimizers import build_optimizer
+from ldmlab.optim.optimizers import build_optimizer
 from sbs.common import Row, Settings, compare
 from sbs.models import compose_config, diffusers_vae, params
 from sbs.timing import autocast

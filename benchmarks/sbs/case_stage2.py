@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
-from ldmlab.diffusion.first_stage import FirstStage
-from ldmlab.diffusion.latent_cache import LatentCache
+from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.first_stage.latent_cache import LatentCache
 from sbs.common import Row, Settings
 from sbs.models import compose_config, diffusers_unet, diffusers_vae, our_autoencoder, params, unet_kwargs
 from sbs.timing import autocast, interleaved, peak_memory_mb

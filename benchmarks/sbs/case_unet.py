@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from ldmlab.nn.unet import UNet
-from ldmlab.utils.optimizers import build_optimizer
+from ldmlab.backbones.unet import UNet
+from ldmlab.optim.optimizers import build_optimizer
 from sbs.common import Row, Settings, compare
 from sbs.models import compose_config, diffusers_unet, params, unet_kwargs
 from sbs.timing import autocast

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from ldmlab.utils.schedules import warmup_cosine
+from ldmlab.optim.lr_schedules import warmup_cosine
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from ldmlab.commands.evaluate import stored_datamodule
 from ldmlab.diffusion.restore import load_ldm
-from ldmlab.evaluate import stored_datamodule
 from ldmlab.evaluation.reference import load_reference
 
 

@@ -15,10 +15,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from ldmlab.config.conf_dir import CONF_DIR
 from ldmlab.diffusion.restore import load_ldm
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.evaluation.reference import load_reference
-from ldmlab.utils.conf_dir import CONF_DIR
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 
 def as_uint8_range(images: torch.Tensor) -> torch.Tensor:

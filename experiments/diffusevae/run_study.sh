@@ -9,7 +9,7 @@ TRAIN="logger=csv trainer.max_epochs=2 trainer.limit_train_batches=500"
 EVAL="metrics.classifier_ckpt=$DOMAIN metrics.inception=false num_samples=${N:-300} num_reference=${NREF:-2000} \
 batch_size=100 seeds=[0,1,2] guidance_scales=[1] grid.steps=[10,20,50]"
 $PY experiments/diffusevae/score_vae.py "$VAE" "$DOMAIN" ${N:-300} ${NREF:-2000} 0 1 2
-$PY -m ldmlab.train --config-name train_ldm experiment=diffusevae generator_ckpt=$VAE task_name=diffusevae $TRAIN
-$PY -m ldmlab.evaluate ckpt=${LDMLAB_ROOT:-.}/logs/diffusevae/latest task_name=evaluate_diffusevae $EVAL
-$PY -m ldmlab.train --config-name train_ldm conditioner=none task_name=plain_uncond $TRAIN
-$PY -m ldmlab.evaluate ckpt=${LDMLAB_ROOT:-.}/logs/plain_uncond/latest task_name=evaluate_plain_uncond $EVAL
+$PY -m ldmlab.commands.train --config-name train_ldm experiment=diffusevae generator_ckpt=$VAE task_name=diffusevae $TRAIN
+$PY -m ldmlab.commands.evaluate ckpt=${LDMLAB_ROOT:-.}/logs/diffusevae/latest task_name=evaluate_diffusevae $EVAL
+$PY -m ldmlab.commands.train --config-name train_ldm conditioner=none task_name=plain_uncond $TRAIN
+$PY -m ldmlab.commands.evaluate ckpt=${LDMLAB_ROOT:-.}/logs/plain_uncond/latest task_name=evaluate_plain_uncond $EVAL

@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from ldmlab.autoencoder.prior import VAEPrior
+from ldmlab.config.conf_dir import CONF_DIR
 from ldmlab.evaluation.reference import load_reference
-from ldmlab.utils.conf_dir import CONF_DIR
 
 
 def main(vae_ckpt: str, classifier_ckpt: str, n: int, num_reference: int, seeds: list[int]) -> None:

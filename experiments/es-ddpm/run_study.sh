@@ -9,7 +9,7 @@ TRAIN="logger=csv trainer.max_epochs=2 trainer.limit_train_batches=500 generator
 EVAL="metrics.classifier_ckpt=$DOMAIN metrics.inception=false num_samples=${N:-300} num_reference=${NREF:-2000} \
 batch_size=100 seeds=[0,1,2] guidance_scales=[1] grid.steps=[10,20,50,100]"
 for T in ${TPRIMES:-1000 500 300 100}; do
-  $PY -m ldmlab.train --config-name train_ldm experiment=es_ddpm diffusion.timestep_sampler.t_max=$T \
+  $PY -m ldmlab.commands.train --config-name train_ldm experiment=es_ddpm diffusion.timestep_sampler.t_max=$T \
     task_name=es_ddpm_t$T $TRAIN
-  $PY -m ldmlab.evaluate ckpt=${LDMLAB_ROOT:-.}/logs/es_ddpm_t$T/latest task_name=evaluate_es_ddpm_t$T $EVAL
+  $PY -m ldmlab.commands.evaluate ckpt=${LDMLAB_ROOT:-.}/logs/es_ddpm_t$T/latest task_name=evaluate_es_ddpm_t$T $EVAL
 done

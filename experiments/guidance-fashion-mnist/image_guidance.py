@@ -39,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
+from ldmlab.commands.evaluate import stored_datamodule
 from ldmlab.conditioning.condition_builder import chunk_of
-from ldmlab.diffusion.guidance.condition import guided_condition
-from ldmlab.diffusion.guidance.image import ImageGuidance, box_mask, downsample
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.evaluate import stored_datamodule
 from ldmlab.evaluation.table import format_value, write_csv
+from ldmlab.guidance.image import ImageGuidance, box_mask, downsample
+from ldmlab.guidance.inputs import guided_condition
 from ldmlab.nn.lpips import LPIPS
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.images import to_unit
 
 HERE = Path(__file__).resolve().parent

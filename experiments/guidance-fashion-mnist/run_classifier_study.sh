@@ -8,13 +8,13 @@ set -eu
 PY=${PY:-.venv/bin/python}
 COMMON="sampler=ddim sampler.steps=25 num_samples=${N:-500} num_reference=2000 batch_size=100 metrics=cpu \
 metrics.classifier_ckpt=$DOMAIN"
-$PY -m ldmlab.evaluate ckpt=$COND guidance=cfg 'guidance_scales=[1,1.5,2,3,4,6]' $COMMON
+$PY -m ldmlab.commands.evaluate ckpt=$COND guidance=cfg 'guidance_scales=[1,1.5,2,3,4,6]' $COMMON
 CFG_RUN=$(readlink -f $LDMLAB_ROOT/logs/evaluate/latest)
-$PY -m ldmlab.evaluate ckpt=$UNCOND guidance=classifier guidance.classifier_ckpt=$NOISY \
+$PY -m ldmlab.commands.evaluate ckpt=$UNCOND guidance=classifier guidance.classifier_ckpt=$NOISY \
   'guidance_scales=[0,1,2,4,8,16]' $COMMON
 CLF_RUN=$(readlink -f $LDMLAB_ROOT/logs/evaluate/latest)
-$PY -m ldmlab.evaluate ckpt=$COND guidance=cfg_classifier guidance.terms.cfg.scale=1 \
+$PY -m ldmlab.commands.evaluate ckpt=$COND guidance=cfg_classifier guidance.terms.cfg.scale=1 \
   guidance.terms.classifier.classifier_ckpt=$NOISY 'guidance_scales=[0,1,2,4,8]' $COMMON
 CC_RUN=$(readlink -f $LDMLAB_ROOT/logs/evaluate/latest)
-$PY -m ldmlab.report "evaluate_runs=[$CFG_RUN,$CLF_RUN,$CC_RUN]" \
+$PY -m ldmlab.commands.report "evaluate_runs=[$CFG_RUN,$CLF_RUN,$CC_RUN]" \
   "labels=['CFG, conditional LDM','classifier, unconditional LDM','classifier, conditional LDM at CFG s=1']"

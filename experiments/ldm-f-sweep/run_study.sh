@@ -17,5 +17,5 @@ for F in ${FS:-8 4 2 1}; do
     4) ARGS="first_stage.ckpt=$AE4" ;;
     8) ARGS="experiment=ldm_f8 first_stage.ckpt=$AE8" ;;
   esac
-  $PY -m ldmlab.train --config-name train_ldm $ARGS task_name=fsweep_f$F $COMMON
+  $PY -m ldmlab.commands.train --config-name train_ldm $ARGS task_name=fsweep_f$F $COMMON
 done

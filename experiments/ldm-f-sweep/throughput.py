@@ -18,8 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.utils.conf_dir import CONF_DIR
+from ldmlab.config.conf_dir import CONF_DIR
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 PRESETS = {1: ["experiment=ldm_pixel"], 2: ["experiment=ldm_f2"], 4: [], 8: ["experiment=ldm_f8"]}
 

@@ -12,11 +12,11 @@ SWEEP="guidance_scales=[1,2,3,5] num_samples=300 num_reference=1000 sampler=dpmp
 
 run() {  # name, train overrides...
   local name=$1; shift
-  /usr/bin/time -f "%e" -o "$OUT/$name.train_seconds" $PY -m ldmlab.train --config-name train_ldm "$@" \
+  /usr/bin/time -f "%e" -o "$OUT/$name.train_seconds" $PY -m ldmlab.commands.train --config-name train_ldm "$@" \
     > "$OUT/$name.train.log" 2>&1
   local run_dir; run_dir=$(readlink -f logs/train_ldm/latest)
   cp "$run_dir/summary.json" "$OUT/$name.summary.json"
-  $PY -m ldmlab.evaluate ckpt="$run_dir" $SWEEP > "$OUT/$name.evaluate.log" 2>&1
+  $PY -m ldmlab.commands.evaluate ckpt="$run_dir" $SWEEP > "$OUT/$name.evaluate.log" 2>&1
   cp "$(readlink -f logs/evaluate/latest)/guidance_sweep.csv" "$OUT/$name.guidance_sweep.csv"
 }
 

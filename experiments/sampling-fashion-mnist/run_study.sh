@@ -12,8 +12,8 @@ set -eu
 PY=${PY:-.venv/bin/python}
 COMMON="ckpt=$CKPT metrics.classifier_ckpt=$DOMAIN num_samples=${N:-200} num_reference=${NREF:-2000} \
 batch_size=100 seeds=${SEEDS:-[0,1,2]} ${EXTRA:-metrics.inception=false}"
-$PY -m ldmlab.evaluate sampler=ddim 'grid.steps=[10,20,50,100,250]' 'guidance_scales=[1,3]' $COMMON
-$PY -m ldmlab.evaluate sampler=dpmpp 'grid.steps=[10,20,50,100,250]' 'guidance_scales=[1,3]' $COMMON
-$PY -m ldmlab.evaluate sampler=ddpm 'grid.steps=[100,250,1000]' 'guidance_scales=[3]' $COMMON
-$PY -m ldmlab.evaluate sampler=ddim 'grid.eta=[0,0.5,1]' 'grid.steps=[10,50,250]' 'guidance_scales=[3]' $COMMON
-$PY -m ldmlab.evaluate sampler=ddim 'grid.eta=[0,0.5,1]' 'grid.steps=[10,50,250]' 'guidance_scales=[1]' $COMMON
+$PY -m ldmlab.commands.evaluate sampler=ddim 'grid.steps=[10,20,50,100,250]' 'guidance_scales=[1,3]' $COMMON
+$PY -m ldmlab.commands.evaluate sampler=dpmpp 'grid.steps=[10,20,50,100,250]' 'guidance_scales=[1,3]' $COMMON
+$PY -m ldmlab.commands.evaluate sampler=ddpm 'grid.steps=[100,250,1000]' 'guidance_scales=[3]' $COMMON
+$PY -m ldmlab.commands.evaluate sampler=ddim 'grid.eta=[0,0.5,1]' 'grid.steps=[10,50,250]' 'guidance_scales=[3]' $COMMON
+$PY -m ldmlab.commands.evaluate sampler=ddim 'grid.eta=[0,0.5,1]' 'grid.steps=[10,50,250]' 'guidance_scales=[1]' $COMMON

@@ -18,12 +18,12 @@ import torch
 from torchvision.utils import save_image
 
 from ldmlab.classifier.module import load_classifier
-from ldmlab.diffusion.autoencoding import DiffusionAutoencoder
-from ldmlab.diffusion.info_regularizer import gaussian_kl
-from ldmlab.diffusion.mmd import mmd2
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint, stored_datamodule
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.evaluation.probe import active_units, linear_probe
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.semantic.autoencoding import DiffusionAutoencoder
+from ldmlab.semantic.info_regularizer import gaussian_kl
+from ldmlab.semantic.mmd import mmd2
 from ldmlab.utils.images import to_unit
 
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]

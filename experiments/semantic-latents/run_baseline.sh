@@ -4,5 +4,5 @@
 #   bash experiments/semantic-latents/run_baseline.sh
 set -eux
 PY=${PY:-.venv/bin/python}
-$PY -m ldmlab.train --config-name train_ldm experiment=ldm_pixel conditioner=none task_name=sem_pixel_uncond \
+$PY -m ldmlab.commands.train --config-name train_ldm experiment=ldm_pixel conditioner=none task_name=sem_pixel_uncond \
   logger=csv trainer.max_epochs=2 trainer.limit_train_batches=500

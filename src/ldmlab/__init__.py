@@ -1,6 +1,6 @@
 """ldmlab: an experiment framework for latent diffusion research."""
 
-from ldmlab.utils.run_stamp import register as _register_run_stamp
+from ldmlab.runs.stamp import register as _register_run_stamp
 
 __version__ = "0.1.0"
 _register_run_stamp()

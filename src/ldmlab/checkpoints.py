@@ -3,7 +3,7 @@
 Checkpoints load with ``torch.load(weights_only=True)``; a config stored inside one is
 instantiated only after every ``_target_`` in it is found on ``ARCHITECTURE_TARGETS``, an
 explicit allow-list of ldmlab classes that build networks, schedules, samplers and data. A
-stored config cannot name a function (``ldmlab.utils.run_layout.write_json_atomic`` writes
+stored config cannot name a function (``ldmlab.runs.layout.write_json_atomic`` writes
 files), a callback, a logger or anything outside ldmlab (``torch.load``, ``builtins.open``).
 
 A stored config is read-only: what it builds never downloads, writes or compiles
@@ -28,6 +28,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ldmlab.target_aliases import current_targets
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.torch_files import refusal_reason
 
@@ -40,23 +41,23 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.autoencoder.regularizers.vq.VectorQuantizer",
     "ldmlab.nn.encoder.Encoder",
     "ldmlab.nn.decoder.Decoder",
-    "ldmlab.nn.unet.UNet",
-    "ldmlab.nn.mlp_denoiser.MLPDenoiser",
+    "ldmlab.backbones.unet.UNet",
+    "ldmlab.backbones.mlp.MLPDenoiser",
     "ldmlab.conditioning.conditioner.Conditioner",
     "ldmlab.conditioning.class_embedder.ClassEmbedder",
     "ldmlab.conditioning.concat_embedder.ConcatEmbedder",
     "ldmlab.conditioning.text_encoder.TextEmbedder",
     "ldmlab.conditioning.generator_embedder.GeneratorSampleEmbedder",
-    "ldmlab.conditioning.semantic_encoder.SemanticEncoderEmbedder",
+    "ldmlab.semantic.encoder.SemanticEncoderEmbedder",
     "ldmlab.autoencoder.prior.VAEPrior",
     "ldmlab.diffusion.module.LatentDiffusionModule",
-    "ldmlab.diffusion.first_stage.FirstStage",
-    "ldmlab.diffusion.identity_first_stage.IdentityFirstStage",
-    "ldmlab.diffusion.semantic_first_stage.SemanticFirstStage",
-    "ldmlab.diffusion.diffusers_first_stage.DiffusersFirstStage",  # builds AutoencoderKL from plain data
+    "ldmlab.first_stage.autoencoder.FirstStage",
+    "ldmlab.first_stage.identity.IdentityFirstStage",
+    "ldmlab.semantic.first_stage.SemanticFirstStage",
+    "ldmlab.first_stage.diffusers.DiffusersFirstStage",  # builds AutoencoderKL from plain data
     "ldmlab.diffusion.objective.DiffusionObjective",
-    "ldmlab.diffusion.representation_objective.RepresentationObjective",
-    "ldmlab.diffusion.info_regularizer.InfoRegularizer",
+    "ldmlab.semantic.objective.RepresentationObjective",
+    "ldmlab.semantic.info_regularizer.InfoRegularizer",
     "ldmlab.diffusion.timestep_samplers.uniform.UniformTimesteps",
     "ldmlab.diffusion.timestep_samplers.truncated.TruncatedTimesteps",
     "ldmlab.diffusion.timestep_samplers.log_normal.LogNormalTimesteps",
@@ -69,9 +70,9 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.diffusion.schedules.linear.LinearSchedule",
     "ldmlab.diffusion.schedules.scaled_linear.ScaledLinearSchedule",
     "ldmlab.diffusion.schedules.cosine.CosineSchedule",
-    "ldmlab.diffusion.samplers.ddim.DDIMSampler",
-    "ldmlab.diffusion.samplers.ddpm.DDPMSampler",
-    "ldmlab.diffusion.samplers.dpmpp_2m.DPMPP2MSampler",
+    "ldmlab.sampling.samplers.ddim.DDIMSampler",
+    "ldmlab.sampling.samplers.ddpm.DDPMSampler",
+    "ldmlab.sampling.samplers.dpmpp_2m.DPMPP2MSampler",
     "ldmlab.data.fashion_mnist.FashionMNISTDataModule",
     "ldmlab.data.image_folder.ImageFolderDataModule",
     "ldmlab.data.torchvision_sets.TorchvisionDataModule",
@@ -95,7 +96,8 @@ _CHAIN: ContextVar[tuple[tuple[str, str | Path, tuple[int, int] | None], ...]] =
 def read_checkpoint(path: str | Path, key: str, fix: str) -> dict[str, Any]:
     """The dict stored in ``path``, read with ``weights_only=True`` on the CPU; a missing,
     unreadable or code-carrying file is a ``ConfigError`` naming ``key`` (the config key that
-    gave the path) and ``fix``."""
+    gave the path) and ``fix``. Its stored config's ``_target_`` paths are made current
+    (``target_aliases``)."""
     path = Path(path).expanduser()
     if not path.is_file():
         what = "is a directory, not a checkpoint file" if path.is_dir() else \
@@ -108,6 +110,8 @@ def read_checkpoint(path: str | Path, key: str, fix: str) -> dict[str, Any]:
                                f"({refusal_reason(path, err)})", fix) from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(key, f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict", fix)
+    if isinstance(checkpoint.get(CONFIG_KEY), dict):  # written before the reshape: current class paths
+        checkpoint[CONFIG_KEY] = current_targets(checkpoint[CONFIG_KEY])
     return checkpoint
 
 

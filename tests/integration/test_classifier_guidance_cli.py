@@ -26,7 +26,7 @@ def uncond_ldm(tmp_path_factory, tiny_ae_ckpt):
     log_dir = tmp_path_factory.mktemp("uncond_ldm")
     tiny = [a for a in TINY_LDM if not a.startswith("conditioner_context_dim=")]
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "conditioner=none", "logger=none", *tiny]
-    out = run_forked("ldmlab.train", args, log_dir, config_name="train_ldm")
+    out = run_forked("ldmlab.commands.train", args, log_dir, config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return log_dir / "train_ldm" / "latest"
 
@@ -34,7 +34,7 @@ def uncond_ldm(tmp_path_factory, tiny_ae_ckpt):
 def sample(ckpt, classifier, tmp_path, *args):
     """Run `make sample` (forked); with ``classifier``, as ``guidance.classifier_ckpt``."""
     extra = [f"guidance.classifier_ckpt={classifier}"] if classifier else []
-    out = run_forked("ldmlab.sample", [f"ckpt={ckpt}", *extra, *SAMPLE, *args], tmp_path)
+    out = run_forked("ldmlab.commands.sample", [f"ckpt={ckpt}", *extra, *SAMPLE, *args], tmp_path)
     latest = tmp_path / "sample" / "latest" / "summary.json"
     return out, json.loads(latest.read_text()) if out.returncode == 0 else {}
 
@@ -96,7 +96,7 @@ def test_evaluate_sweeps_the_classifier_scale(
         "metrics.kid_subset_size=16",
         "metrics.kid_subsets=10",
     ]
-    out = run_cli("ldmlab.evaluate", args, tmp_path)
+    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_csv(next(tmp_path.glob("evaluate/runs/*/guidance_sweep.csv")))
     assert [(r["guidance"], r["guidance_scale"]) for r in rows] == [("classifier", 0), ("classifier", 4)]
@@ -149,11 +149,11 @@ def test_bad_classifier_guidance_input_is_one_line(uncond_ldm, tmp_path, args, k
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
     args = [a.format(text=text) for a in args]
-    out = run_forked("ldmlab.sample", [f"ckpt={uncond_ldm}", *SAMPLE, *args], tmp_path)
+    out = run_forked("ldmlab.commands.sample", [f"ckpt={uncond_ldm}", *SAMPLE, *args], tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-3000:]
     assert out.stderr.startswith(f"error: {key}: ") and "Fix: " in out.stderr
     if fix_args:  # the suggested fix, applied, runs
-        fixed = run_forked("ldmlab.sample", [f"ckpt={uncond_ldm}", *SAMPLE, *fix_args], tmp_path)
+        fixed = run_forked("ldmlab.commands.sample", [f"ckpt={uncond_ldm}", *SAMPLE, *fix_args], tmp_path)
         assert fixed.returncode == 0, fixed.stderr[-3000:]
 
 

@@ -35,7 +35,7 @@ def _one_run(log_dir, prefix: str) -> dict:
 
 def test_torchrun_two_ranks_share_one_run_dir(tmp_path, tiny_ae_ckpt):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ldmlab.train", *_train_args(tmp_path, tiny_ae_ckpt)]
+           "-m", "ldmlab.commands.train", *_train_args(tmp_path, tiny_ae_ckpt)]
     out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     _one_run(tmp_path, "torchrun-")
@@ -53,7 +53,7 @@ def _srun(cmd: list[str]) -> None:
 
 
 def test_srun_tasks_share_one_run_dir_and_a_requeue_resumes_it(tmp_path, tiny_ae_ckpt):
-    cmd = [sys.executable, "-m", "ldmlab.train", *_train_args(tmp_path, tiny_ae_ckpt), "ckpt_path=auto"]
+    cmd = [sys.executable, "-m", "ldmlab.commands.train", *_train_args(tmp_path, tiny_ae_ckpt), "ckpt_path=auto"]
     _srun(cmd)  # first start: nothing to resume, a fresh run
     assert _one_run(tmp_path, "slurm-4242.0")["resumed_from"] is None
     _srun([*cmd, "trainer.max_epochs=2"])  # the requeued job: same job id, same run dir, resumed
@@ -67,7 +67,7 @@ def test_srun_tasks_share_one_run_dir_and_a_requeue_resumes_it(tmp_path, tiny_ae
 def test_multirun_through_the_submitit_launcher(tmp_path, tiny_ae_ckpt):
     args = ["-m", "hydra/launcher=submitit_local", f"first_stage.ckpt={tiny_ae_ckpt}", "logger=none",
             *TINY_LDM, "callbacks.image_logger=null", "conditioner.p_uncond=0.1,0.2"]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     (sweep,) = (tmp_path / "train_ldm" / "multiruns").iterdir()
     for job in ("0", "1"):

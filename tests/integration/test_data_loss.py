@@ -37,7 +37,7 @@ def test_disk_full_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, fmn
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", fills_the_disk)  # inherited by the fork
-    out = run_forked("ldmlab.train", [*AE, "trainer.max_epochs=2"], tmp_path)
+    out = run_forked("ldmlab.commands.train", [*AE, "trainer.max_epochs=2"], tmp_path)
     line = one_error_line(out, "paths.log_dir")
     assert "no space left on the device writing" in line and "Traceback" not in out.stderr
     folder = next(tmp_path.glob("train_ae/runs/*/checkpoints"))
@@ -50,7 +50,7 @@ def test_a_copied_run_dir_resumes_and_samples_without_the_original(tmp_path, fmn
     original = tmp_path / "original"
     (original / "train_ae" / "latest").mkdir(parents=True)  # a folder of the user's named latest
     (original / "train_ae" / "latest" / "notes.txt").write_text("mine")
-    out = run_forked("ldmlab.train", [*AE, "trainer.max_epochs=1"], original)
+    out = run_forked("ldmlab.commands.train", [*AE, "trainer.max_epochs=1"], original)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "not ldmlab's link to the newest run" in out.stdout + out.stderr
     assert (original / "train_ae" / "latest" / "notes.txt").read_text() == "mine"  # kept, not replaced
@@ -60,7 +60,7 @@ def test_a_copied_run_dir_resumes_and_samples_without_the_original(tmp_path, fmn
     shutil.rmtree(original)
 
     resume = f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}"
-    resumed = run_forked("ldmlab.train", [*AE, "trainer.max_epochs=2", resume], tmp_path / "more")
+    resumed = run_forked("ldmlab.commands.train", [*AE, "trainer.max_epochs=2", resume], tmp_path / "more")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "more" / "train_ae" / "latest" / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["checkpoints"]["last"] == "checkpoints/last.ckpt"
@@ -70,7 +70,7 @@ def test_a_copied_run_dir_resumes_and_samples_without_the_original(tmp_path, fmn
     gone = tmp_path / "deleted" / "runs" / "A"
     old_style |= {"run_dir": str(gone), "checkpoints": {"last": str(gone / "checkpoints" / "last.ckpt")}}
     (ldm / "summary.json").write_text(json.dumps(old_style))
-    sampled = run_forked("ldmlab.sample", [f"ckpt={ldm}", "num_samples=2", "sampler.steps=2"], tmp_path / "s")
+    sampled = run_forked("ldmlab.commands.sample", [f"ckpt={ldm}", "num_samples=2", "sampler.steps=2"], tmp_path / "s")
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     sample_run = (tmp_path / "s" / "sample" / "latest").resolve()
     files = json.loads((sample_run / "summary.json").read_text())["files"]
@@ -82,10 +82,10 @@ def test_latest_that_is_a_folder_is_one_line_for_readers(tmp_path, tiny_ldm_run)
     latest = logs / "train_ldm" / "latest"
     latest.unlink()
     latest.mkdir()  # e.g. a copy made with `cp -rL`, or a folder the user made
-    out = run_forked("ldmlab.sample", ["num_samples=2", "sampler.steps=2"], logs)
+    out = run_forked("ldmlab.commands.sample", ["num_samples=2", "sampler.steps=2"], logs)
     line = one_error_line(out, "ckpt")
     assert f"{latest} is a folder" in line
-    fixed = run_forked("ldmlab.sample", ["num_samples=2", "sampler.steps=2", line.split("Fix: ")[1]], logs)
+    fixed = run_forked("ldmlab.commands.sample", ["num_samples=2", "sampler.steps=2", line.split("Fix: ")[1]], logs)
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert latest.is_dir() and not latest.is_symlink()
 
@@ -97,14 +97,14 @@ def test_a_run_dir_that_holds_files_is_refused_before_anything_is_written_there(
     mine.mkdir()
     (mine / "samples.png").write_bytes(b"my own picture")
     missing = f"ckpt={tmp_path / 'missing.ckpt'}"
-    out = run_forked("ldmlab.sample", [f"hydra.run.dir={mine}", missing], tmp_path)
+    out = run_forked("ldmlab.commands.sample", [f"hydra.run.dir={mine}", missing], tmp_path)
     line = one_error_line(out, "hydra.run.dir")
     assert [p.name for p in mine.iterdir()] == ["samples.png"]
     assert (mine / "samples.png").read_bytes() == b"my own picture"
     fix = line.rsplit("Fix: ", 1)[1]
     assert fix == f"hydra.run.dir={tmp_path / 'mine_2'}"
-    one_error_line(run_forked("ldmlab.sample", [fix, missing], tmp_path), "ckpt")  # past it
-    out = run_forked("ldmlab.report", ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={mine}",
+    one_error_line(run_forked("ldmlab.commands.sample", [fix, missing], tmp_path), "ckpt")  # past it
+    out = run_forked("ldmlab.commands.report", ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={mine}",
                                        f"sweep_dir={tmp_path / 'none'}"], tmp_path)
     one_error_line(out, "hydra.sweep.dir")
     assert [p.name for p in mine.iterdir()] == ["samples.png"]

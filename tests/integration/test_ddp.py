@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from hydra.utils import instantiate
 
 from ldmlab.data.resumable_sampler import ResumableSampler
-from ldmlab.diffusion.first_stage import FirstStage
+from ldmlab.first_stage.autoencoder import FirstStage
 from tests.conftest import REPO, TINY_AE, TINY_LDM, compose_config, run_cli
 
 
@@ -45,7 +45,7 @@ def test_two_rank_ddp_trains_both_stages_through_the_cli(tmp_path, tiny_ae_ckpt)
             "metrics.kid_subset_size=50"]
     tiny = [arg for arg in TINY_AE if not arg.startswith("callbacks.reconstruction_fid")]
     ae_args = ["trainer=ddp_cpu", "trainer.max_epochs=1", *tiny, *rfid]
-    ae = run_cli("ldmlab.train", ae_args, tmp_path)
+    ae = run_cli("ldmlab.commands.train", ae_args, tmp_path)
     assert ae.returncode == 0, ae.stderr[-3000:]
     summary = json.loads((tmp_path / "train_ae/latest/summary.json").read_text())
     assert summary["global_step"] > 0 and "val/psnr" in summary["metrics"]
@@ -69,7 +69,7 @@ def test_multirun_of_two_rank_ddp_jobs(tmp_path, tiny_ae_ckpt):
     args = ["-m", "trainer=ddp_cpu", f"first_stage.ckpt={tiny_ae_ckpt}", "logger=wandb", *TINY_LDM,
             "callbacks.image_logger=null", "module.scale_fit_batches=2", "conditioner.p_uncond=0.1,0.2",
             "lr_scaling=linear"]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     (sweep,) = (tmp_path / "train_ldm" / "multiruns").iterdir()
     assert not (tmp_path / "train_ldm" / "runs").exists()

@@ -19,7 +19,7 @@ def test_train_on_a_diffusers_vae_then_sample_without_it(tmp_path, fmnist_dir):
     args = [*TINY_LDM, "first_stage=diffusers", f"first_stage.path={vae_dir}", "data.channels=1",
             "first_stage_downsample_factor=2", "data.train_subset=32", "data.val_subset=16",
             "module.scale_fit_batches=1", "callbacks.image_logger=null", "logger=none", "sampler.steps=3"]
-    out = run_forked("ldmlab.train", args, tmp_path / "logs", "train_ldm")
+    out = run_forked("ldmlab.commands.train", args, tmp_path / "logs", "train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = (tmp_path / "logs" / "train_ldm" / "latest" / "checkpoints" / "last.ckpt").resolve()
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -28,7 +28,7 @@ def test_train_on_a_diffusers_vae_then_sample_without_it(tmp_path, fmnist_dir):
 
     shutil.rmtree(vae_dir)
     sample = ["num_samples=2", "sampler.steps=3", f"ckpt={ckpt}"]
-    out = run_forked("ldmlab.sample", sample, tmp_path / "logs")
+    out = run_forked("ldmlab.commands.sample", sample, tmp_path / "logs")
     assert out.returncode == 0, out.stderr[-3000:]
     images = np.load((tmp_path / "logs" / "sample" / "latest" / "samples.npz").resolve())["images"]
     assert images.shape == (2, 32, 32, 1) and images.std() > 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ldmlab.train import resolve_resume
+from ldmlab.commands.train import resolve_resume
 from tests.conftest import TINY_AE, TINY_LDM, compose_config, run_cli, run_forked
 
 ONE_BATCH_EPOCHS = ["data.train_subset=16", "data.val_subset=16", "data.batch_size=16"]
@@ -61,7 +61,7 @@ def test_stage1_lr_diverging_on_an_epochs_last_step(tiny_ae_ckpt, tmp_path):
     log_dir = copy_logs(tiny_ae_ckpt.parents[4], tmp_path)
     latest = (log_dir / "train_ae" / "latest").resolve()
     args = [*AE, "trainer.max_epochs=2", "module.optimizer.lr=1e30"]
-    out = run_cli("ldmlab.train", args, log_dir)
+    out = run_cli("ldmlab.commands.train", args, log_dir)
     summary = assert_diverged(out, log_dir, "train_ae", "module.optimizer.lr", latest)
     assert summary["metrics"] == {} and summary["checkpoints"]["best"] is None  # nothing was saved
 
@@ -71,7 +71,7 @@ def test_discriminator_divergence_names_its_lr_and_last_skips_the_run(tiny_ae_ck
     task_dir = log_dir / "train_ae"
     completed = next(task_dir.glob("runs/*/checkpoints/last.ckpt"))
     args = [*AE, "trainer.max_epochs=3", "loss.disc_start=0", "module.disc_optimizer.lr=1e10"]
-    out = run_forked("ldmlab.train", args, log_dir)
+    out = run_forked("ldmlab.commands.train", args, log_dir)
     key = "module.disc_optimizer.lr"
     summary = assert_diverged(out, log_dir, "train_ae", key, completed.parents[1].resolve())
     assert "loss.discriminator." in summary["stopped_by"]
@@ -89,7 +89,7 @@ def test_stage2_lr_divergence(tiny_ldm_run, tiny_ae_ckpt, tmp_path):
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "logger=none", *TINY_LDM, *ONE_BATCH_EPOCHS,
             "module.scale_fit_batches=1", "trainer.max_epochs=2", "trainer.gradient_clip_val=null",
             "callbacks.image_logger=null", "module.optimizer.lr=1e30"]
-    out = run_forked("ldmlab.train", args, log_dir, config_name="train_ldm")
+    out = run_forked("ldmlab.commands.train", args, log_dir, config_name="train_ldm")
     assert_diverged(out, log_dir, "train_ldm", "module.optimizer.lr", latest)
 
 
@@ -97,7 +97,7 @@ def test_classifier_lr_divergence(tmp_path, fmnist_dir):
     args = ["logger=none", "data.train_subset=32", "data.val_subset=32", "data.batch_size=32",
             "classifier.widths=[8,16]", "classifier.groups=4", "trainer.max_epochs=2",
             "module.optimizer.lr=1e30"]
-    out = run_forked("ldmlab.train", args, tmp_path, config_name="train_classifier")
+    out = run_forked("ldmlab.commands.train", args, tmp_path, config_name="train_classifier")
     assert_diverged(out, tmp_path, "train_classifier", "module.optimizer.lr", None)
     assert "module.optimizer.lr=1e+29" in out.stderr, "the configured lr, not the scheduler's start"
 
@@ -105,5 +105,5 @@ def test_classifier_lr_divergence(tmp_path, fmnist_dir):
 def test_a_step_after_the_last_checkpoint_is_checked_at_the_end_of_fit(tmp_path, fmnist_dir):
     """fast_dev_run writes no checkpoint at all: only the end-of-fit check stands in the way."""
     args = [*AE, "trainer.fast_dev_run=true", "module.optimizer.lr=1e30"]
-    out = run_forked("ldmlab.train", args, tmp_path)
+    out = run_forked("ldmlab.commands.train", args, tmp_path)
     assert_diverged(out, tmp_path, "train_ae", "module.optimizer.lr", None)

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from ldmlab.evaluate import evaluate
+from ldmlab.commands.evaluate import evaluate
 from ldmlab.evaluation.table import read_csv
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config, run_cli, run_forked
@@ -28,7 +28,7 @@ def test_evaluate_sweeps_the_scales_of_a_checkpoint(tiny_ldm_run, fmnist_dir, tm
     classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
     args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", "guidance_scales=[1,2,4]",
             f"metrics.classifier_ckpt={classifier}", f"metrics.cache_root={tmp_path / 'cache'}", *TINY]
-    out = run_cli("ldmlab.evaluate", args, tmp_path)
+    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = (tmp_path / "evaluate" / "latest").resolve()
     rows = read_csv(run / "guidance_sweep.csv")
@@ -41,7 +41,7 @@ def test_evaluate_sweeps_the_scales_of_a_checkpoint(tiny_ldm_run, fmnist_dir, tm
 
 
 def test_missing_checkpoint_exits_2_naming_the_key(tmp_path):
-    out = run_cli("ldmlab.evaluate", [f"ckpt={tmp_path / 'nope.ckpt'}", *TINY], tmp_path)
+    out = run_cli("ldmlab.commands.evaluate", [f"ckpt={tmp_path / 'nope.ckpt'}", *TINY], tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: ckpt:") and "nope.ckpt" in out.stderr
 
 
@@ -64,7 +64,7 @@ def test_steps_eta_grid_over_seeds_writes_one_row_per_grid_point(tiny_ldm_run, f
     args = [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
             f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "grid.steps=[2,4]", "grid.eta=[0,1]",
             "guidance_scales=[3]", "seeds=[0,1]"]
-    out = run_forked("ldmlab.evaluate", args, tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = (tmp_path / "evaluate" / "latest").resolve()
     rows = read_csv(run / "guidance_sweep.csv")
@@ -95,7 +95,7 @@ def test_steps_eta_grid_over_seeds_writes_one_row_per_grid_point(tiny_ldm_run, f
     ("seeds=[]", "seeds: must be distinct non-negative integers"),
 ])
 def test_bad_grids_exit_2_on_one_line(override, problem, tiny_ldm_run, tmp_path):
-    out = run_forked("ldmlab.evaluate", [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", *TINY, override],
+    out = run_forked("ldmlab.commands.evaluate", [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", *TINY, override],
                      tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
     assert out.stderr.startswith("error: ") and problem in out.stderr
@@ -117,8 +117,8 @@ def scored_args(tiny_ldm_run, fmnist_dir, tmp_path_factory, tmp_path) -> list[st
 def test_bad_sweep_input_exits_2_and_the_suggested_fix_runs(bad, error, suggested, check, tiny_ldm_run,
                                                             fmnist_dir, tmp_path_factory, tmp_path):
     args = scored_args(tiny_ldm_run, fmnist_dir, tmp_path_factory, tmp_path)
-    out = run_forked("ldmlab.evaluate", [*args, bad], tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", [*args, bad], tmp_path)
     assert out.returncode == 2 and out.stderr.startswith(error) and out.stderr.count("\n") == 1, out.stderr
-    out = run_forked("ldmlab.evaluate", [*args, re.search(suggested, out.stderr).group(1)], tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", [*args, re.search(suggested, out.stderr).group(1)], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert check((tmp_path / "evaluate" / "latest").resolve())

@@ -1,4 +1,4 @@
-"""``python -m ldmlab.export``: a trained stage-2 / stage-1 run → diffusers folders that reload
+"""``python -m ldmlab.commands.export``: a trained stage-2 / stage-1 run → diffusers folders that reload
 with diffusers and compute what ldmlab computes; bad inputs are one ``error:`` line."""
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ WIDE_LDM = [a for a in TINY_LDM if not a.startswith("unet.model_channels=")] + [
 def exportable(tmp_path_factory, fmnist_dir) -> dict[str, Path]:
     """A tiny stage-1 and stage-2 run (trained a few steps) whose networks diffusers can express."""
     log_dir = tmp_path_factory.mktemp("export_logs")
-    out = run_cli("ldmlab.train", ["trainer.max_epochs=1", *WIDE_AE], log_dir)
+    out = run_cli("ldmlab.commands.train", ["trainer.max_epochs=1", *WIDE_AE], log_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     ae = next(log_dir.glob("train_ae/runs/*/checkpoints/last.ckpt"))
-    out = run_cli("ldmlab.train", [f"first_stage.ckpt={ae}", "logger=none", *WIDE_LDM], log_dir,
+    out = run_cli("ldmlab.commands.train", [f"first_stage.ckpt={ae}", "logger=none", *WIDE_LDM], log_dir,
                   config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return {"ae": ae, "ldm": next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt")), "logs": log_dir}
 
 
 def export(args: list[str], log_dir: Path):
-    return run_forked("ldmlab.export", args, log_dir)
+    return run_forked("ldmlab.commands.export", args, log_dir)
 
 
 @torch.no_grad()
@@ -131,18 +131,18 @@ def test_overwrite_never_deletes_a_file_export_did_not_write(exportable, tmp_pat
 
 
 def test_a_failed_reexport_leaves_the_earlier_export_intact(exportable, tmp_path, monkeypatch) -> None:
-    import ldmlab.export
+    import ldmlab.commands.export
 
     ckpt, logs, out = f"ckpt={exportable['ae']}", exportable["logs"], tmp_path / "vae_only"
     assert export([ckpt, f"out={out}"], logs).returncode == 0
     before = snapshot(out)
-    save_vae = ldmlab.export._save_vae
+    save_vae = ldmlab.commands.export._save_vae
 
     def written_then_failed(*args):
         save_vae(*args)
         raise RuntimeError("a check failed after the VAE was written")
 
-    monkeypatch.setattr(ldmlab.export, "_save_vae", written_then_failed)  # inherited by the fork
+    monkeypatch.setattr(ldmlab.commands.export, "_save_vae", written_then_failed)  # inherited by the fork
     failed = export([ckpt, f"out={out}", "overwrite=true"], logs)
     assert failed.returncode != 0 and "a check failed after the VAE was written" in failed.stderr
     assert snapshot(out) == before and temporaries(out) == []
@@ -150,7 +150,7 @@ def test_a_failed_reexport_leaves_the_earlier_export_intact(exportable, tmp_path
 
 @pytest.mark.parametrize("case", ["link", "file", "under_a_file"])
 def test_out_that_is_a_link_or_a_file_is_one_line_before_any_work(exportable, tmp_path, monkeypatch, case):
-    import ldmlab.export
+    import ldmlab.commands.export
 
     (tmp_path / "folder").mkdir()
     (tmp_path / "notes.txt").write_text("mine")
@@ -161,7 +161,7 @@ def test_out_that_is_a_link_or_a_file_is_one_line_before_any_work(exportable, tm
     def never(*args, **kwargs):
         raise AssertionError("the checkpoint was read before out was checked")
 
-    monkeypatch.setattr(ldmlab.export, "read_checkpoint", never)
+    monkeypatch.setattr(ldmlab.commands.export, "read_checkpoint", never)
     line = one_out_line(export([f"ckpt={exportable['ae']}", f"out={out}"], exportable["logs"]))
     assert str(out) in line and (tmp_path / "notes.txt").read_text() == "mine"
     monkeypatch.undo()

@@ -16,8 +16,8 @@ from ldmlab.checkpoints import CONFIG_KEY
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.conditioning.generator_embedder import GeneratorSampleEmbedder
-from ldmlab.diffusion.identity_first_stage import IdentityFirstStage
 from ldmlab.diffusion.restore import load_ldm
+from ldmlab.first_stage.identity import IdentityFirstStage
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import TINY_AE, run_forked
 
@@ -27,13 +27,13 @@ FAST = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "une
 
 
 def train(args: list[str], log_dir) -> dict:
-    out = run_forked("ldmlab.train", [*FAST, *args], log_dir, "train_ldm")
+    out = run_forked("ldmlab.commands.train", [*FAST, *args], log_dir, "train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((log_dir / "train_ldm" / "latest" / "summary.json").read_text())
 
 
 def sample(log_dir, *args: str) -> np.ndarray:
-    out = run_forked("ldmlab.sample", [f"ckpt={log_dir / 'train_ldm' / 'latest'}", "num_samples=4",
+    out = run_forked("ldmlab.commands.sample", [f"ckpt={log_dir / 'train_ldm' / 'latest'}", "num_samples=4",
                                        "sampler.steps=5", *args], log_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     return np.load((log_dir / "sample" / "latest" / "samples.npz").resolve())["images"]
@@ -135,7 +135,7 @@ def test_es_ddpm_trains_below_t_prime_and_starts_from_the_vae(tiny_ae_ckpt, tmp_
     images = module.generate({}, 3, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 1, 32, 32) and int(torch.cat(seen).max()) == 299
     assert sample(tmp_path).shape == (4, 32, 32, 1)
-    refused = run_forked("ldmlab.sample", [f"ckpt={tmp_path / 'train_ldm' / 'latest'}", "sampler.steps=500"],
+    refused = run_forked("ldmlab.commands.sample", [f"ckpt={tmp_path / 'train_ldm' / 'latest'}", "sampler.steps=500"],
                          tmp_path)
     assert refused.returncode == 2 and "T'=300" in refused.stderr.strip().splitlines()[-1]
 
@@ -145,7 +145,7 @@ def test_f_sweep_presets_train_on_their_autoencoder(f, tmp_path):
     """experiment=ldm_f2 / ldm_f8 on a tiny autoencoder=f2 / f8 (the f-sweep's other points)."""
     ae_args = [*TINY_AE, f"autoencoder=f{f}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                "trainer.limit_val_batches=1"]
-    ae = run_forked("ldmlab.train", ae_args, tmp_path)
+    ae = run_forked("ldmlab.commands.train", ae_args, tmp_path)
     assert ae.returncode == 0, ae.stderr[-3000:]
     ckpt = next(tmp_path.glob("train_ae/runs/*/checkpoints/last.ckpt"))
     summary = train([f"experiment=ldm_f{f}", f"first_stage.ckpt={ckpt}"], tmp_path)
@@ -178,7 +178,7 @@ def test_vae_preset_trains_a_generator_with_a_prior(tmp_path):
     default generator_ckpt reads; its prior samples decode to images."""
     args = [*TINY_AE, "experiment=fmnist_kl_vae", "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1"]
-    out = run_forked("ldmlab.train", args, tmp_path)
+    out = run_forked("ldmlab.commands.train", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = tmp_path / "train_vae" / "latest" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)[CONFIG_KEY]["loss"]["reg_weight"] == 1.0

@@ -1,4 +1,4 @@
-"""``python -m ldmlab.sample guidance=image ...`` on a tiny trained LDM: super-resolution and
+"""``python -m ldmlab.commands.sample guidance=image ...`` on a tiny trained LDM: super-resolution and
 inpainting runs, and bad inputs — one ``error: guidance.<key>:`` line, exit 2, and a fix that,
 applied (a ``python -c`` PIL one-liner first where it gives one), runs."""
 
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ldmlab.data.fashion_mnist import FashionMNIST
-from ldmlab.diffusion.guidance.image import downsample
+from ldmlab.guidance.image import downsample
 from tests.conftest import compose_config, run_cli, run_forked
 
 LOW, FULL, MASK = "guidance.target={low}", "guidance.target={full}", "guidance.transform=mask"
@@ -42,7 +42,7 @@ def inputs(tmp_path_factory, tiny_ldm_run, fmnist_dir) -> dict[str, str]:
 def test_super_resolution_runs_through_the_real_cli(inputs, tmp_path):
     args = [a.format(**inputs) for a in SAMPLE] + [f"guidance.target={inputs['low']}",
                                                    "guidance.transform=downsample", "guidance.scale=5"]
-    out = run_cli("ldmlab.sample", args, tmp_path)
+    out = run_cli("ldmlab.commands.sample", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = (tmp_path / "sample" / "latest").resolve()
     assert np.load(run / "samples.npz")["images"].shape == (2, 32, 32, 1)
@@ -54,7 +54,7 @@ def test_super_resolution_runs_through_the_real_cli(inputs, tmp_path):
 @pytest.mark.parametrize("detach", ["false", "true"])
 def test_inpainting_with_a_box_runs(inputs, box, detach, tmp_path):
     args = [a.format(**inputs) for a in (*SAMPLE, FULL, MASK)] + [box, f"guidance.detach_unet={detach}"]
-    out = run_forked("ldmlab.sample", args, tmp_path)
+    out = run_forked("ldmlab.commands.sample", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "sample" / "latest" / "summary.json").read_text())
     assert summary["guidance"]["box"] in ([8, 8, 16, 16], "8,8,16,16")
@@ -101,7 +101,7 @@ def apply_fix(line: str, args: list[str]) -> list[str]:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_naming_the_key_with_a_fix_that_runs(case: Case, inputs, tmp_path):
     args = [a.format(**inputs) for a in (*SAMPLE, *case.args)]
-    out = run_forked("ldmlab.sample", args, tmp_path)
+    out = run_forked("ldmlab.commands.sample", args, tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2, out.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith(f"error: {case.key}:"), out.stderr[-3000:]
@@ -109,5 +109,5 @@ def test_bad_input_is_one_line_naming_the_key_with_a_fix_that_runs(case: Case, i
     fixed = apply_fix(lines[0], args)
     compose_config("sample", fixed)
     if case.run_fix:
-        again = run_forked("ldmlab.sample", fixed, tmp_path / "fixed")
+        again = run_forked("ldmlab.commands.sample", fixed, tmp_path / "fixed")
         assert again.returncode == 0, f"{lines[0]}: {again.stderr[-3000:]}"

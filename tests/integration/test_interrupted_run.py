@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 
-from ldmlab.train import resolve_resume
+from ldmlab.commands.train import resolve_resume
 from tests.conftest import REPO, TINY_AE
 
 
 def test_sigterm_writes_an_interrupted_summary(tmp_path, fmnist_dir):
     args = [*TINY_AE, "trainer.max_epochs=1000", "callbacks.image_logger=null"]
-    cmd = [sys.executable, "-m", "ldmlab.train", f"paths.log_dir={tmp_path}",
+    cmd = [sys.executable, "-m", "ldmlab.commands.train", f"paths.log_dir={tmp_path}",
            f"paths.data_dir={REPO / 'data'}", *args]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     run = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

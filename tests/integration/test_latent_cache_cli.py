@@ -16,7 +16,7 @@ def test_second_run_reuses_the_cache_and_all_runs_agree(tiny_ae_ckpt, tmp_path):
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", *TINY_LDM, "logger=none", "callbacks.image_logger=null"]
     summaries, outputs = {}, {}
     for name, extra in (("built", []), ("reused", []), ("off", ["module.latent_cache=null"])):
-        out = run_forked("ldmlab.train", [*args, *extra], tmp_path, config_name="train_ldm")
+        out = run_forked("ldmlab.commands.train", [*args, *extra], tmp_path, config_name="train_ldm")
         assert out.returncode == 0, out.stderr[-3000:]
         summaries[name] = json.loads((tmp_path / "train_ldm" / "latest" / "summary.json").read_text())
         outputs[name] = out.stdout
@@ -41,7 +41,7 @@ def test_new_pixels_under_the_same_names_rebuild_the_cache_and_change_training(t
             "data.num_workers=0"]
 
     def train(*extra: str) -> dict:
-        out = run_forked("ldmlab.train", [*args, *extra], tmp_path, config_name="train_ldm")
+        out = run_forked("ldmlab.commands.train", [*args, *extra], tmp_path, config_name="train_ldm")
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads((tmp_path / "train_ldm" / "latest" / "summary.json").read_text())
 

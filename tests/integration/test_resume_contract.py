@@ -1,4 +1,4 @@
-"""A resumed run is the run that was started, or it refuses (``ldmlab.utils.resume_contract``):
+"""A resumed run is the run that was started, or it refuses (``ldmlab.config.resume_contract``):
 a changed setting is one line naming it (exit 2) and every fix it suggests gets past it; an
 opted-in learning rate is the one the next optimiser step uses; another number of ranks is
 refused unless opted in. Tiny classifier runs (5 batches per epoch) through the real CLI."""
@@ -22,7 +22,7 @@ STOPPED_AT = 7  # trainer.max_steps of the run resumed: mid-epoch 1 (2 of its 5 
 
 
 def train(args: list[str], log_dir: Path):
-    return run_forked("ldmlab.train", [*TINY, *args], log_dir, config_name="train_classifier")
+    return run_forked("ldmlab.commands.train", [*TINY, *args], log_dir, config_name="train_classifier")
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ DATA_KEY = "FashionMNISTDataModule"  # the datamodule's state: {"epoch", "sample
 
 def _command(config: str, args: list[str], log_dir: Path) -> tuple[list[str], dict]:
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "ldmlab.train", "--config-name", config, f"paths.log_dir={log_dir}",
+    cmd = [sys.executable, "-m", "ldmlab.commands.train", "--config-name", config, f"paths.log_dir={log_dir}",
            f"paths.data_dir={REPO / 'data'}", *args]
     return cmd, env
 
@@ -99,7 +99,7 @@ def _resume_matches(config: str, task: str, args: list[str], tmp_path: Path, ran
     assert 0 < killed["global_step"] < final["global_step"]
     assert position["epoch"] >= 1 and 0 < position["samples"] < BATCHES * 16 * ranks, position
 
-    resumed = run_cli("ldmlab.train", ["ckpt_path=last", *args], broken, config_name=config)
+    resumed = run_cli("ldmlab.commands.train", ["ckpt_path=last", *args], broken, config_name=config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = _load(broken / task / "latest" / "checkpoints" / "last.ckpt")
     assert again["global_step"] == final["global_step"]
@@ -139,7 +139,7 @@ def test_extending_a_run_stopped_mid_epoch_continues_that_epoch_exactly(tmp_path
     args = [*CLASSIFIER, "trainer.max_epochs=10", "module.scheduler=null"]
 
     def train(log_dir: Path, *extra: str) -> dict:
-        out = run_forked("ldmlab.train", [*args, *extra], log_dir, config_name="train_classifier")
+        out = run_forked("ldmlab.commands.train", [*args, *extra], log_dir, config_name="train_classifier")
         assert out.returncode == 0, out.stderr[-3000:]
         return _load(log_dir / "train_classifier" / "latest" / "checkpoints" / "last.ckpt")
 

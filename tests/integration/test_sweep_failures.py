@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-import ldmlab.report
+import ldmlab.commands.report
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
@@ -47,7 +47,7 @@ def test_a_diverged_job_does_not_end_the_sweep(tiny_ae_ckpt, fmnist_dir, tmp_pat
             "module.optimizer.lr=1e30,8e-4", f"first_stage.ckpt={tiny_ae_ckpt}",
             f"metrics.classifier_ckpt={classifier}", f"metrics.cache_root={tmp_path / 'cache'}",
             "logger=none", *TINY_LDM, *TINY_SWEEP]
-    out = run_forked("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_forked("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     (sweep_dir,) = (tmp_path / "train_ldm" / "multiruns").iterdir()
     line = one_error_line(out, "error: multirun: 1 of 2 jobs failed: #0 (module.optimizer.lr=1e+30): "
                                "diverged: module.optimizer.lr: training diverged")
@@ -68,7 +68,7 @@ def test_report_multirun_goes_on_after_bad_input_and_a_bug(tmp_path, monkeypatch
     fake_job(tmp_path / "good", "0", 0.1, 1, [4.0, 3.0])
     (tmp_path / "bad" / "0" / ".hydra").mkdir(parents=True)
     fake_job(tmp_path / "crash", "0", 0.1, 1, [4.0, 3.0])
-    write_report = ldmlab.report.write_report
+    write_report = ldmlab.commands.report.write_report
 
     def crashing(sweep_dir, *args):
         if sweep_dir.name == "crash":
@@ -76,7 +76,7 @@ def test_report_multirun_goes_on_after_bad_input_and_a_bug(tmp_path, monkeypatch
         return write_report(sweep_dir, *args)
 
     sweep = ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'good'},{tmp_path / 'bad'}"]  # = -m
-    out = run_forked("ldmlab.report", sweep, tmp_path)
+    out = run_forked("ldmlab.commands.report", sweep, tmp_path)
     (sweep_dir,) = (tmp_path / "report" / "multiruns").iterdir()
     line = one_error_line(out, f"error: multirun: 1 of 2 jobs failed: #1 (sweep_dir={tmp_path / 'bad'}): "
                                "bad input: sweep_dir: no completed job under")
@@ -86,9 +86,9 @@ def test_report_multirun_goes_on_after_bad_input_and_a_bug(tmp_path, monkeypatch
     assert jobs["0"]["status"] == "completed" and jobs["1"]["status"] == "bad input"
     assert jobs["1"]["reason"] == line.split("bad input: ", 1)[1].split("; see ")[0]
 
-    monkeypatch.setattr(ldmlab.report, "write_report", crashing)
+    monkeypatch.setattr(ldmlab.commands.report, "write_report", crashing)
     sweep = ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'crash'},{tmp_path / 'good'}"]
-    out = run_forked("ldmlab.report", sweep, tmp_path / "second")
+    out = run_forked("ldmlab.commands.report", sweep, tmp_path / "second")
     (sweep_dir,) = (tmp_path / "second" / "report" / "multiruns").iterdir()
     assert out.returncode == 1, out.stderr[-3000:]  # a bug is not the user's input
     last = out.stderr.strip().splitlines()[-1]
@@ -105,7 +105,7 @@ def test_an_optuna_sweep_whose_every_trial_failed_ends_in_one_line(tmp_path):
     are still recorded and the command ends with the one line naming the failed jobs, exit 2."""
     args = ["hydra.mode=MULTIRUN", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
             "data.num_workers=choice(-1,-2)", *TINY_AE]
-    out = run_forked("ldmlab.train", args, tmp_path)
+    out = run_forked("ldmlab.commands.train", args, tmp_path)
     (sweep_dir,) = (tmp_path / "train_ae" / "multiruns").iterdir()
     line = one_error_line(out, "error: multirun: 2 of 2 jobs failed: #0 (")
     assert out.returncode == 2 and "bad input: data.num_workers: expected an integer ≥ 0" in line, line
@@ -119,13 +119,13 @@ def test_an_optuna_sweep_without_a_metric_it_can_read_is_the_users_error(tmp_pat
     run (after it), each job is bad input naming the key, with a fix that gets past it."""
     args = ["hydra.mode=MULTIRUN", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "trainer.max_epochs=1",
             "trainer.limit_val_batches=1", *TINY_AE]
-    out = run_forked("ldmlab.train", args, tmp_path / "unset")
+    out = run_forked("ldmlab.commands.train", args, tmp_path / "unset")
     line = one_error_line(out, "error: multirun: 1 of 1 jobs failed: #0 (")
     assert "bad input: optimized_metric: the sweeper" in line and "Fix: +optimized_metric=val/lpips;" in line
-    out = run_forked("ldmlab.train", [*args, "+optimized_metric=val/lpipz"], tmp_path / "typo")
+    out = run_forked("ldmlab.commands.train", [*args, "+optimized_metric=val/lpipz"], tmp_path / "typo")
     line = one_error_line(out, "error: multirun: 1 of 1 jobs failed: #0 (")
     assert "optimized_metric: val/lpipz is not a metric of the run (it has val/kl, val/lpips" in line, line
-    out = run_forked("ldmlab.train", [*args, "+optimized_metric=val/lpips"], tmp_path / "fixed")
+    out = run_forked("ldmlab.commands.train", [*args, "+optimized_metric=val/lpips"], tmp_path / "fixed")
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -136,8 +136,8 @@ def test_an_interrupted_multirun_records_its_jobs_and_keeps_its_exit_status(tmp_
     def terminated(*args):
         raise SystemExit(143)
 
-    monkeypatch.setattr(ldmlab.report, "write_report", terminated)
-    out = run_forked("ldmlab.report", ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'good'},{tmp_path}"],
+    monkeypatch.setattr(ldmlab.commands.report, "write_report", terminated)
+    out = run_forked("ldmlab.commands.report", ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'good'},{tmp_path}"],
                      tmp_path / "logs")
     (sweep_dir,) = (tmp_path / "logs" / "report" / "multiruns").iterdir()
     assert out.returncode == 143, out.stderr[-3000:]
@@ -148,7 +148,7 @@ def test_an_interrupted_multirun_records_its_jobs_and_keeps_its_exit_status(tmp_
 
 
 def test_a_single_run_still_ends_at_the_first_error(tmp_path):
-    out = run_forked("ldmlab.report", [f"sweep_dir={tmp_path}"], tmp_path)
+    out = run_forked("ldmlab.commands.report", [f"sweep_dir={tmp_path}"], tmp_path)
     one_error_line(out, "error: sweep_dir: no completed job under")
     assert out.returncode == 2 and not list(tmp_path.rglob("job_status.json"))
 
@@ -169,7 +169,7 @@ def test_report_never_resolves_an_interpolation_from_a_run_dir(tmp_path, monkeyp
     else:
         config["seed"] = "x${oc.env:LDMLAB_TEST_SECRET}"
     config_file.write_text(yaml.safe_dump(config))
-    out = run_forked("ldmlab.report", [f"sweep_dir={sweep}"], tmp_path / "logs")
+    out = run_forked("ldmlab.commands.report", [f"sweep_dir={sweep}"], tmp_path / "logs")
     line = one_error_line(out, f"error: sweep_dir: {config_file} holds an interpolation at {key}")
     assert out.returncode == 2 and secret not in out.stdout + out.stderr + line
     for path in tmp_path.rglob("*"):
@@ -235,7 +235,7 @@ def test_report_refuses_a_malformed_sweep_file_before_writing(tmp_path, case):
     fake_job(sweep, "1", 0.1, 2, [6.0, 5.0], epoch=1)
     spoil(sweep)
     if case == "yaml-not-yaml":  # through the CLI once: one line, exit 2
-        out = run_forked("ldmlab.report", [f"sweep_dir={sweep}"], tmp_path / "logs")
+        out = run_forked("ldmlab.commands.report", [f"sweep_dir={sweep}"], tmp_path / "logs")
         assert out.returncode == 2 and message in one_error_line(out, f"error: {key}: {sweep}")
     with pytest.raises(ConfigError, match=f"^{key}: ") as refused:
         write_report(sweep, ["conditioner.p_uncond"])
@@ -269,7 +269,7 @@ def test_compare_refuses_what_is_not_an_evaluate_run_before_writing(tmp_path, ca
     (bad / "summary.json").write_text(spoil(json.loads((bad / "summary.json").read_text())))
     expected = f"evaluate_runs: {bad} is not a `make evaluate` run: {bad}/summary.json"
     if case == "not-json":  # through the CLI once: one line, exit 2
-        out = run_forked("ldmlab.report", [f"evaluate_runs=[{good},{bad}]"], tmp_path / "logs")
+        out = run_forked("ldmlab.commands.report", [f"evaluate_runs=[{good},{bad}]"], tmp_path / "logs")
         assert out.returncode == 2 and message in one_error_line(out, f"error: {expected}")
     with pytest.raises(ConfigError) as refused:
         write_comparison([good, bad], tmp_path / "out")
@@ -284,7 +284,7 @@ def test_a_diverged_ddp_job_does_not_kill_the_sweep(tmp_path):
     args = ["hydra.mode=MULTIRUN", "trainer=ddp_cpu", "logger=none", "data.train_subset=64",
             "data.val_subset=32", "data.batch_size=16", "classifier.widths=[8,16]", "classifier.groups=4",
             "trainer.max_epochs=2", "module.optimizer.lr=1e30,1e-3"]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_classifier")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_classifier")
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1].startswith(
         "error: multirun: 1 of 2 jobs failed: #0 (module.optimizer.lr=1e+30): diverged: ")
@@ -302,5 +302,5 @@ def test_a_fifo_in_place_of_a_file_is_refused_not_read_forever(tmp_path, where):
     fifo.unlink()
     os.mkfifo(fifo)
     args = [f"evaluate_runs=[{run}]"] if where == "summary.json" else [f"sweep_dir={sweep}"]
-    out = run_forked("ldmlab.report", args, tmp_path / "logs", timeout=60)
+    out = run_forked("ldmlab.commands.report", args, tmp_path / "logs", timeout=60)
     assert out.returncode == 2 and str(fifo) in one_error_line(out, "error: ")

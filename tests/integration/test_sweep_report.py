@@ -10,10 +10,10 @@ import statistics
 import pytest
 import yaml
 
+from ldmlab.commands.report import report
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
 from ldmlab.evaluation.table import read_csv, write_csv
-from ldmlab.report import report
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import TINY_LDM, compose_config, run_cli
 from tests.unit.test_classifier import tiny_classifier_ckpt
@@ -122,7 +122,7 @@ def test_seeds_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, 
             f"first_stage.ckpt={tiny_ae_ckpt}",
             f"metrics.classifier_ckpt={classifier}", f"metrics.cache_root={tmp_path / 'cache'}",
             "logger=none", *TINY_LDM, *TINY_SWEEP]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train_ldm" / "multiruns").iterdir()
     for job in ("0", "1"):
@@ -138,7 +138,7 @@ def test_seeds_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, 
     assert (sweep_dir / "frontier.png").is_file()
     for name in ("report.csv", "report.md", "frontier.png"):
         (sweep_dir / name).unlink()
-    out = run_cli("ldmlab.report", [], tmp_path)  # default: the newest multirun
+    out = run_cli("ldmlab.commands.report", [], tmp_path)  # default: the newest multirun
     assert out.returncode == 0, out.stderr[-3000:]
     markdown = (sweep_dir / "report.md").read_text()
     columns = ["p_uncond", "s", "w", "seeds", "fid_classifier", "kid_classifier", "is_classifier",

@@ -1,4 +1,4 @@
-"""`python -m ldmlab.train --config-name train_classifier` (what `make train-classifier` runs)."""
+"""`python -m ldmlab.commands.train --config-name train_classifier` (what `make train-classifier` runs)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ TINY = ["data.train_subset=128", "data.val_subset=64", "data.batch_size=32", "cl
 
 
 def test_fast_dev_run(tmp_path, fmnist_dir):
-    out = run_cli("ldmlab.train", ["debug=fast_dev_run"], tmp_path, config_name="train_classifier")
+    out = run_cli("ldmlab.commands.train", ["debug=fast_dev_run"], tmp_path, config_name="train_classifier")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "train_classifier" / "latest" / "summary.json").read_text())
     assert {"val/acc", "val/loss"} <= set(summary["metrics"])
@@ -23,7 +23,7 @@ def test_fast_dev_run(tmp_path, fmnist_dir):
 
 def test_short_run_checkpoint_feeds_the_metrics(tmp_path, fmnist_dir):
     args = ["trainer.max_epochs=1", "logger=csv", *TINY]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_classifier")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_classifier")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "train_classifier" / "latest" / "summary.json").read_text())
     assert summary["checkpoints"]["monitor"] == "val/acc"

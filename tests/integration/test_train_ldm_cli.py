@@ -28,7 +28,7 @@ def test_sample_with_each_sampler(sampler, tiny_ldm_run, tmp_path):
     steps = {"ddim": 10, "ddpm": 20, "dpmpp": 8}[sampler]
     args = [f"sampler={sampler}", f"sampler.steps={steps}", "guidance.scale=3", "num_samples=6",
             "class_label=7", f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}"]
-    out = run_cli("ldmlab.sample", args, tmp_path)
+    out = run_cli("ldmlab.commands.sample", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = (tmp_path / "sample" / "latest").resolve()
     data = np.load(run / "samples.npz")
@@ -40,8 +40,8 @@ def test_sample_with_each_sampler(sampler, tiny_ldm_run, tmp_path):
 
 def test_sampling_is_reproducible_from_the_seed(tiny_ldm_run, tmp_path):
     args = ["sampler.steps=5", "num_samples=4", "seed=3", f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}"]
-    first = run_cli("ldmlab.sample", args, tmp_path / "a")
-    second = run_cli("ldmlab.sample", args, tmp_path / "b")
+    first = run_cli("ldmlab.commands.sample", args, tmp_path / "a")
+    second = run_cli("ldmlab.commands.sample", args, tmp_path / "b")
     assert first.returncode == second.returncode == 0, first.stderr[-2000:]
     a = np.load((tmp_path / "a/sample/latest/samples.npz").resolve())["images"]
     b = np.load((tmp_path / "b/sample/latest/samples.npz").resolve())["images"]
@@ -51,31 +51,31 @@ def test_sampling_is_reproducible_from_the_seed(tiny_ldm_run, tmp_path):
 def test_text_conditioned_model_samples_from_a_prompt(tiny_ae_ckpt, tmp_path):
     args = ["conditioner=text", f"first_stage.ckpt={tiny_ae_ckpt}", "logger=none", *TINY_LDM,
             "callbacks.image_logger=null"]
-    train = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    train = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert train.returncode == 0, train.stderr[-3000:]
     args = ["sampler.steps=5", "num_samples=4", "guidance.scale=2", "prompt='a photo of a sneaker'",
             f"ckpt={tmp_path / 'train_ldm' / 'latest'}"]
-    out = run_cli("ldmlab.sample", args, tmp_path)
+    out = run_cli("ldmlab.commands.sample", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    refused = run_cli("ldmlab.sample", [*args[:-1], "class_label=3", "prompt=null", args[-1]], tmp_path)
+    refused = run_cli("ldmlab.commands.sample", [*args[:-1], "class_label=3", "prompt=null", args[-1]], tmp_path)
     assert refused.returncode == 2 and "class_label" in refused.stderr
 
 
 def test_missing_first_stage_is_one_clear_error(tmp_path, fmnist_dir):
-    out = run_cli("ldmlab.train", ["logger=none"], tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", ["logger=none"], tmp_path, config_name="train_ldm")
     assert out.returncode == 2 and "first_stage.ckpt" in out.stderr and "make train-ae" in out.stderr
 
 
 def test_mismatched_first_stage_names_the_key(tiny_ae_ckpt, tmp_path):
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "first_stage_embed_dim=8", "logger=none"]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert out.returncode == 2 and out.stderr.strip().startswith("error: first_stage_embed_dim:")
     assert "first_stage_embed_dim=4" in out.stderr
 
 
 def test_invalid_p_uncond_names_the_key(tiny_ae_ckpt, tmp_path):
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "conditioner.p_uncond=1.5", "logger=none"]
-    out = run_cli("ldmlab.train", args, tmp_path, config_name="train_ldm")
+    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert out.returncode == 2 and "conditioner.p_uncond" in out.stderr
 
 
@@ -86,5 +86,5 @@ def test_bad_sampling_requests_name_the_key(override, key, tiny_ldm_run, tmp_pat
     args = [override, "num_samples=2", f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}"]
     if override.startswith("num_samples"):
         args = [override, args[-1]]
-    out = run_cli("ldmlab.sample", args, tmp_path)
+    out = run_cli("ldmlab.commands.sample", args, tmp_path)
     assert out.returncode == 2 and key in out.stderr, out.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""`python -m ldmlab.train --config-name train_noisy_classifier` (what `make train-noisy-classifier`
+"""`python -m ldmlab.commands.train --config-name train_noisy_classifier` (what `make train-noisy-classifier`
 runs): a tiny wiring run, and a short real fit whose accuracy falls from the low-noise to the
 high-noise t-bucket."""
 
@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from ldmlab.classifier.noisy_loading import load_noisy_classifier, resolve_noisy_classifier
-from ldmlab.diffusion.first_stage import FirstStage
+from ldmlab.first_stage.autoencoder import FirstStage
 from tests.conftest import run_forked
 
 TASK = "train_noisy_classifier"
@@ -27,7 +27,7 @@ def bucket_rows(run: Path) -> list[dict]:
 def test_tiny_run_logs_bucket_accuracies_and_a_loadable_checkpoint(tiny_ae_ckpt, tmp_path):
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "data.train_subset=64", "data.val_subset=32",
             "data.batch_size=16", "trainer.max_epochs=2", "logger=csv", *TINY_NET]
-    out = run_forked("ldmlab.train", args, tmp_path, config_name=TASK)
+    out = run_forked("ldmlab.commands.train", args, tmp_path, config_name=TASK)
     assert out.returncode == 0, out.stderr[-3000:]
     run = (tmp_path / TASK / "latest").resolve()
     summary = json.loads((run / "summary.json").read_text())
@@ -57,7 +57,7 @@ def test_short_fit_is_accurate_at_low_noise_and_near_chance_at_high_noise(tiny_a
     args = [f"first_stage.ckpt={tiny_ae_ckpt}", "data.train_subset=19200", "data.val_subset=500",
             "data.batch_size=64", "trainer.max_epochs=1", "module.optimizer.lr=3e-3",
             "logger=none", *TINY_NET]
-    out = run_forked("ldmlab.train", args, tmp_path, config_name=TASK)
+    out = run_forked("ldmlab.commands.train", args, tmp_path, config_name=TASK)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / TASK / "latest" / "summary.json").read_text())
     accuracy = summary["t_bucket_accuracy"]

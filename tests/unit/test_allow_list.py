@@ -48,10 +48,10 @@ def test_every_allow_listed_name_is_an_ldmlab_class(name: str) -> None:
 
 
 @pytest.mark.parametrize("node", [
-    {"_target_": "ldmlab.nn.unet.UNet", "channel_mult": [1, 2], "sub": {"_target_": "builtins.open"}},
-    {"_target_": "ldmlab.nn.unet.UNet", "model_channels": "${oc.env:HOME}"},
-    {"_target_": "ldmlab.nn.unet.UNet", "__class__": 1},
-    {"_target_": "ldmlab.nn.unet.UNet", "weights": b"bytes"},
+    {"_target_": "ldmlab.backbones.unet.UNet", "channel_mult": [1, 2], "sub": {"_target_": "builtins.open"}},
+    {"_target_": "ldmlab.backbones.unet.UNet", "model_channels": "${oc.env:HOME}"},
+    {"_target_": "ldmlab.backbones.unet.UNet", "__class__": 1},
+    {"_target_": "ldmlab.backbones.unet.UNet", "weights": b"bytes"},
 ], ids=["nested-target", "interpolation", "dunder-key", "non-yaml-leaf"])
 def test_check_targets_refuses_code_and_non_data(node) -> None:
     with pytest.raises(ConfigError, match=r"^ckpt: x.ckpt stores"):

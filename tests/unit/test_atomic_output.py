@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from ldmlab.runs.fresh_dir import RunDirTaken, check_fresh, launched_rank
+from ldmlab.runs.layout import SUMMARY, in_run, last_checkpoint_of_run, latest_run, update_latest
+from ldmlab.runs.layout import resolve_run_checkpoint as resolve
 from ldmlab.utils.atomic_output import DiskFullError, atomic_file, temp_beside, write_json, write_text
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.fresh_run_dir import RunDirTaken, check_fresh, launched_rank
 from ldmlab.utils.output_dir import atomic_dir, checked_output_dir, foreign_files
-from ldmlab.utils.run_layout import SUMMARY, in_run, last_checkpoint_of_run, latest_run, update_latest
-from ldmlab.utils.run_layout import resolve_run_checkpoint as resolve
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -178,7 +178,7 @@ def test_summary_paths_resolve_where_the_run_dir_is_now(tmp_path) -> None:
 def test_a_full_disk_names_the_innermost_output_key(tmp_path) -> None:
     from omegaconf import OmegaConf
 
-    from ldmlab.cli import naming_full_disk
+    from ldmlab.commands.cli import naming_full_disk
 
     cfg = OmegaConf.create({"out": str(tmp_path / "export"), "sweep_dir": None,
                             "paths": {"log_dir": str(tmp_path), "cache_dir": str(tmp_path / "cache")}})

@@ -8,15 +8,15 @@ from torch import nn
 
 from ldmlab.conditioning.base import Embedder
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.diffusion.generate import generate_latents
-from ldmlab.diffusion.guidance.base import GradientGuidance
 from ldmlab.diffusion.loss import DiffusionLoss
 from ldmlab.diffusion.loss_weighting.uniform import UniformWeighting
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
 from ldmlab.diffusion.parameterizations.x0 import X0Parameterization
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
+from ldmlab.guidance.base import GradientGuidance
+from ldmlab.sampling.generate import generate_latents
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 from tests.unit.test_sampler_start import Recorder
 

@@ -1,4 +1,4 @@
-"""The error contract of ldmlab.cli: which errors become one line, and that their fixes run."""
+"""The error contract of ldmlab.commands.cli: which errors become one line, and that their fixes run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from ldmlab.cli import closest_key, describe_hydra_error, fail, user_error
+from ldmlab.commands.cli import closest_key, describe_hydra_error, fail, user_error
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config
 

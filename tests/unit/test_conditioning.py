@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from ldmlab.backbones.unet import UNet
 from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.concat_embedder import ConcatEmbedder
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.conditioning.text_encoder import TextEmbedder
-from ldmlab.nn.unet import UNet
 
 
 def dropped_rows(emb: torch.Tensor, null: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The type check every command runs first (``ldmlab.utils.config_types``): no shipped config trips
+"""The type check every command runs first (``ldmlab.config.types``): no shipped config trips
 it, every command key and every count is typed (so an unlisted key is checked too), and the
 checks themselves (ints are not 1.5, counts are ≥ their bound, a fix is the shipped value)."""
 
@@ -14,8 +14,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ldmlab.utils import settings
-from ldmlab.utils.config_types import (
+from ldmlab.config.types import (
     NOT_GIVEN,
     NonNegativeInt,
     PositiveInt,
@@ -25,6 +24,7 @@ from ldmlab.utils.config_types import (
     describe,
     target_params,
 )
+from ldmlab.config import settings
 from ldmlab.utils.device import resolve_device
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import CONF_DIR, compose_config
@@ -85,7 +85,7 @@ def test_every_command_key_is_in_its_table(config_name):
     table = typing.get_type_hints(TABLES[config_name], include_extras=True)
     cfg = _without_hydra_node(config_name, ())
     untyped = [key for key, value in cfg.items() if not isinstance(value, DictConfig) and key not in table]
-    assert not untyped, f"add {untyped} to {TABLES[config_name].__name__} (ldmlab.utils.settings)"
+    assert not untyped, f"add {untyped} to {TABLES[config_name].__name__} (ldmlab.config.settings)"
 
 
 def test_every_count_of_ldmlab_is_typed_as_one():

@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-from ldmlab.diffusion.samplers.base import DenoiseFn
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.diffusion.samplers.ddim_inversion import ddim_invert
-from ldmlab.diffusion.samplers.ddpm import DDPMSampler
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
+from ldmlab.sampling.inversion import ddim_invert
+from ldmlab.sampling.samplers.base import DenoiseFn
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.sampling.samplers.ddpm import DDPMSampler
 from ldmlab.utils.errors import ConfigError
 
 MU, S = 0.3, 0.5

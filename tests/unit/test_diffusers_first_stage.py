@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from ldmlab.diffusion.diffusers_first_stage import DiffusersFirstStage
+from ldmlab.first_stage.diffusers import DiffusersFirstStage
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config
 

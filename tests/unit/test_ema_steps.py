@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from ldmlab.nn.ema import EMA
+from ldmlab.optim.ema import EMA
 from tests.conftest import TINY_LDM, compose_config
 
 

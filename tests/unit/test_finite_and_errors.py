@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ldmlab.optim.optimizers import build_optimizer
 from ldmlab.utils.errors import ConfigError, DataError, DivergedError
 from ldmlab.utils.finite import LossWatch, diverged, ensure_finite, nonfinite, nonfinite_state
-from ldmlab.utils.optimizers import build_optimizer
 
 
 class _Corrupt(Dataset):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ldmlab.diffusion.first_stage import FirstStage
-from ldmlab.nn.ema import EMA
+from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.optim.ema import EMA
 from ldmlab.utils.errors import ConfigError
 
 

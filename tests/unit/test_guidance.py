@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from ldmlab.diffusion.denoiser import GuidedDenoiser
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
 from ldmlab.diffusion.parameterizations.v import VParameterization
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.diffusion.schedules.linear import LinearSchedule
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 SCHEDULE = LinearSchedule()
 NULL_LABEL = 10

@@ -22,16 +22,16 @@ from torch.utils.data import Subset
 from ldmlab.callbacks.guidance_sweep import GuidanceSweep
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.restore import load_ldm
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.evaluation.columns import is_timing
 from ldmlab.evaluation.distributed import on_rank_zero
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import load_reference
 from ldmlab.evaluation.sweep import check_settings, draw_samples, grid_sweep, select_best
 from ldmlab.evaluation.table import read_csv
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.wandb_logger import make_wandb_logger
 from tests.conftest import compose_config

@@ -10,19 +10,19 @@ import torch
 
 from ldmlab.classifier.noisy_loading import NoisyClassifierCheckpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
-from ldmlab.diffusion.denoiser import GuidedDenoiser
-from ldmlab.diffusion.guidance.base import GradientGuidance, GuidanceContext
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.diffusion.guidance.classifier import ClassifierGuidance
-from ldmlab.diffusion.guidance.composite import CompositeGuidance
-from ldmlab.diffusion.guidance.forms import MeanShiftForm, ScoreForm, gradient_form
-from ldmlab.diffusion.guidance.none import NoGuidance
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.diffusion.samplers.ddpm import DDPMSampler
-from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.diffusion.schedules.linear import LinearSchedule
+from ldmlab.guidance.base import GradientGuidance, GuidanceContext
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.guidance.classifier import ClassifierGuidance
+from ldmlab.guidance.composite import CompositeGuidance
+from ldmlab.guidance.forms import MeanShiftForm, ScoreForm, gradient_form
+from ldmlab.guidance.none import NoGuidance
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.sampling.samplers.ddpm import DDPMSampler
+from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.utils.errors import ConfigError
 
 SCHEDULE = LinearSchedule()

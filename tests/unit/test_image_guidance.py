@@ -11,11 +11,10 @@ import torch
 from PIL import Image
 
 from ldmlab.data.fashion_mnist import FashionMNIST
-from ldmlab.diffusion.denoiser import GuidedDenoiser
-from ldmlab.diffusion.guidance.base import GuidanceContext
-from ldmlab.diffusion.guidance.condition import guided_condition
-from ldmlab.diffusion.guidance.forms import ScoreForm
-from ldmlab.diffusion.guidance.image import (
+from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
+from ldmlab.guidance.base import GuidanceContext
+from ldmlab.guidance.forms import ScoreForm
+from ldmlab.guidance.image import (
     MASK_KEY,
     TARGET_KEY,
     ImageGuidance,
@@ -23,8 +22,9 @@ from ldmlab.diffusion.guidance.image import (
     downsample,
     load_images,
 )
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
+from ldmlab.guidance.inputs import guided_condition
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 
 BOX = "8,8,16,16"

@@ -1,6 +1,6 @@
 """The package import graph of src/ldmlab, read with ``ast`` (nothing is imported).
 
-Nodes are ``ldmlab.<subpackage>`` and top-level modules (``ldmlab.cli``, ``ldmlab.checkpoints``,
+Nodes are ``ldmlab.<subpackage>`` and top-level modules (``ldmlab.commands.cli``, ``ldmlab.checkpoints``,
 the entry points). Dependencies point down (DESIGN.md): entry points → cli → callbacks → the
 rest; no package cycle.
 """
@@ -12,12 +12,12 @@ from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ldmlab"
-ENTRY_POINTS = frozenset({"ldmlab.train", "ldmlab.sample", "ldmlab.evaluate", "ldmlab.report",
-                          "ldmlab.invert", "ldmlab.interpolate", "ldmlab.export"})
+ENTRY_POINTS = frozenset({"ldmlab.commands.train", "ldmlab.commands.sample", "ldmlab.commands.evaluate", "ldmlab.commands.report",
+                          "ldmlab.commands.invert", "ldmlab.commands.interpolate", "ldmlab.commands.export"})
 # Rank of the top layers; every other node sits below them. A node of rank r may import a
 # top-layer node only if that node's rank is larger (further down): entry points import cli and
 # callbacks, cli imports callbacks, nobody imports an entry point.
-TOP_LAYERS = {**dict.fromkeys(ENTRY_POINTS, 0), "ldmlab.cli": 1, "ldmlab.callbacks": 2}
+TOP_LAYERS = {**dict.fromkeys(ENTRY_POINTS, 0), "ldmlab.commands.cli": 1, "ldmlab.callbacks": 2}
 BELOW = 3
 
 
@@ -85,9 +85,9 @@ def find_cycle(graph: dict[str, dict[str, list[str]]]) -> list[str] | None:
 
 def test_the_graph_is_read_from_the_source() -> None:
     graph = package_graph()
-    assert {"ldmlab.cli", "ldmlab.checkpoints", "ldmlab.diffusion", "ldmlab.nn", "ldmlab.utils"} <= set(graph)
+    assert {"ldmlab.commands.cli", "ldmlab.checkpoints", "ldmlab.diffusion", "ldmlab.nn", "ldmlab.utils"} <= set(graph)
     assert "ldmlab.checkpoints" in graph["ldmlab.diffusion"]
-    assert "ldmlab.cli" in graph["ldmlab.train"]
+    assert "ldmlab.commands.cli" in graph["ldmlab.commands.train"]
 
 
 def test_no_package_cycle() -> None:
@@ -112,6 +112,6 @@ def test_nothing_imports_up_into_callbacks_cli_or_entry_points() -> None:
 def test_the_checker_sees_cycles_and_up_imports() -> None:
     assert find_cycle({"a": {"b": ["x"]}, "b": {"c": ["y"]}, "c": {"a": ["z"]}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": ["x"]}, "b": {}}) is None
-    assert node_of("ldmlab.diffusion.samplers.ddim") == "ldmlab.diffusion"
+    assert node_of("ldmlab.sampling.samplers.ddim") == "ldmlab.diffusion"
     assert TOP_LAYERS.get("ldmlab.diffusion", BELOW) >= TOP_LAYERS["ldmlab.callbacks"]
-    assert TOP_LAYERS["ldmlab.sample"] >= TOP_LAYERS["ldmlab.train"]  # entry points never import each other
+    assert TOP_LAYERS["ldmlab.commands.sample"] >= TOP_LAYERS["ldmlab.commands.train"]  # entry points never import each other

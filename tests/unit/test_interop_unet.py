@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ldmlab.backbones.unet import UNet
 from ldmlab.interop.unet2d import assert_same_outputs, diffusers_unet_config, to_diffusers_unet
-from ldmlab.nn.unet import UNet
 from ldmlab.utils.errors import ConfigError
 
 CROSS = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [1, 2],

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.data.sample_transforms import AddLowRes
-from ldmlab.diffusion.identity_first_stage import IdentityFirstStage
-from ldmlab.diffusion.latent_cache import cache_key, open_latent_cache
+from ldmlab.first_stage.identity import IdentityFirstStage
+from ldmlab.first_stage.latent_cache import cache_key, open_latent_cache
 from tests.conftest import TINY_LDM, compose_config
 from tests.unit.test_content_fingerprint import image_folder, overwrite_pixels, write_images
 
@@ -145,7 +145,7 @@ def test_new_pixels_under_the_same_names_rebuild_the_cache(module, tmp_path, kee
 def test_data_that_cannot_tell_its_content_is_not_cached(module, fmnist_dir, tmp_path, caplog):
     dm = datamodule(fmnist_dir)
     dm.content_fingerprint = lambda: None
-    with caplog.at_level(logging.INFO, logger="ldmlab.diffusion.latent_cache"):
+    with caplog.at_level(logging.INFO, logger="ldmlab.first_stage.latent_cache"):
         assert open_latent_cache(tmp_path, module.first_stage, dm, CPU) is None
     assert "content_fingerprint() cannot tell" in caplog.records[0].message and not list(tmp_path.iterdir())
 
@@ -158,7 +158,7 @@ class Flip:
 
 
 def test_inexact_setups_turn_the_cache_off_with_one_line(module, fmnist_dir, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="ldmlab.diffusion.latent_cache"):
+    with caplog.at_level(logging.INFO, logger="ldmlab.first_stage.latent_cache"):
         assert open_latent_cache(tmp_path, module.first_stage,
                                  datamodule(fmnist_dir, sample_transforms=[Flip()]), CPU) is None
         assert open_latent_cache(tmp_path, IdentityFirstStage(1), datamodule(fmnist_dir), CPU) is None

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from ldmlab.train import ddp_strategy
-from ldmlab.utils.ddp_jobs import job_command
+from ldmlab.commands.train import ddp_strategy
+from ldmlab.optim.lr_scaling import scale_learning_rates
+from ldmlab.runs.ddp_jobs import job_command
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import diverged
-from ldmlab.utils.lr_scaling import scale_learning_rates
 
 
 class _TwoOptimisers(nn.Module):

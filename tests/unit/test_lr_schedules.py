@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ldmlab.autoencoder.module import AutoencoderModule
+from ldmlab.optim.lr_schedules import linear_warmup, warmup_cosine
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.schedules import linear_warmup, warmup_cosine
 
 
 def _multipliers(scheduler, steps: int) -> list[float]:

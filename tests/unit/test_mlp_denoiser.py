@@ -11,16 +11,16 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from ldmlab.backbones.mlp import MLPDenoiser
 from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.diffusion.denoiser import GuidedDenoiser
 from ldmlab.diffusion.loss import DiffusionLoss
 from ldmlab.diffusion.loss_weighting.uniform import UniformWeighting
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.diffusion.schedules.linear import LinearSchedule
-from ldmlab.nn.mlp_denoiser import MLPDenoiser
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 from tests.conftest import CONF_DIR, compose_config
 
 B, D, V = 4, 6, 3

@@ -8,7 +8,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from ldmlab.utils.multirun import STATUS_FILE, JobStatuses, ended_with_failures
+from ldmlab.runs.multirun import STATUS_FILE, JobStatuses, ended_with_failures
 
 
 def job(sweep_dir, num, status=None, reason="", overrides=("lr=1",)):

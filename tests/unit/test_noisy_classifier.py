@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from ldmlab.classifier.noisy_loading import load_noisy_classifier, resolve_noisy_classifier
 from ldmlab.classifier.noisy_module import CHECKPOINT_KEY, NoisyClassifierModule, t_buckets
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
-from ldmlab.diffusion.first_stage import FirstStage
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
+from ldmlab.first_stage.autoencoder import FirstStage
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config
 

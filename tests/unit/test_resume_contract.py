@@ -7,9 +7,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from ldmlab.config.resume_contract import ResumePoint, check_config, check_world_size
 from ldmlab.data.resumable_sampler import ResumableSampler
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.resume_contract import ResumePoint, check_config, check_world_size
 from tests.conftest import compose_config
 
 

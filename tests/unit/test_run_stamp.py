@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ldmlab.utils.run_stamp import run_stamp
+from ldmlab.runs.stamp import run_stamp
 
 
 def test_srun_with_several_tasks_uses_the_job_and_step():

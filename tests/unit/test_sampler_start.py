@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.diffusion.generate import generate_latents
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.diffusion.samplers.ddpm import DDPMSampler
+from ldmlab.sampling.generate import generate_latents
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.sampling.samplers.ddpm import DDPMSampler
 from ldmlab.utils.errors import ConfigError
 from tests.unit.test_samplers import MEAN_TOL, MU, SCHEDULE, SHAPE, SIGMA, VAR_SE, gaussian_denoiser
 

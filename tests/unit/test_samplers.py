@@ -11,16 +11,16 @@ import math
 import pytest
 import torch
 
-from ldmlab.diffusion.denoiser import GuidedDenoiser
 from ldmlab.diffusion.gather import gather
 from ldmlab.diffusion.parameterizations.v import VParameterization
-from ldmlab.diffusion.samplers.base import DenoiseFn, Sampler, Transition
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.diffusion.samplers.ddpm import DDPMSampler
-from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.schedules.linear import LinearSchedule
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.base import DenoiseFn, Sampler, Transition
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.sampling.samplers.ddpm import DDPMSampler
+from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
 
 MU, SIGMA = 0.5, 0.5
 SHAPE = (100, 2, 10, 10)  # 20k scalar samples

@@ -7,15 +7,15 @@ import statistics
 
 import pytest
 
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
-from ldmlab.diffusion.samplers.ddpm import DDPMSampler
-from ldmlab.diffusion.samplers.dpmpp_2m import DPMPP2MSampler
+from ldmlab.config.conf_dir import group_options, option_of
 from ldmlab.evaluation.grid import sampler_grid, settings_of
 from ldmlab.evaluation.seeds import chunk_seed, mean_over_seeds
 from ldmlab.evaluation.sweep import check_seeds
 from ldmlab.evaluation.sweep_files import plot_axis, write_sweep
 from ldmlab.evaluation.table import read_csv
-from ldmlab.utils.conf_dir import group_options, option_of
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.sampling.samplers.ddpm import DDPMSampler
+from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config
 

@@ -9,24 +9,24 @@ import pytest
 import torch
 from torch import nn
 
+from ldmlab.backbones.unet import UNet
 from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.conditioning.semantic_encoder import SemanticEncoderEmbedder
-from ldmlab.diffusion.autoencoding import mix, slerp
-from ldmlab.diffusion.generate import conditioned_model, generate_latents
-from ldmlab.diffusion.info_regularizer import InfoRegularizer, gaussian_kl
 from ldmlab.diffusion.loss import DiffusionLoss
 from ldmlab.diffusion.loss_weighting.uniform import UniformWeighting
-from ldmlab.diffusion.mmd import kernel_matrix, mmd2
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
-from ldmlab.diffusion.representation_objective import RepresentationObjective
-from ldmlab.diffusion.samplers.ddim import DDIMSampler
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
 from ldmlab.diffusion.timestep_samplers.uniform import UniformTimesteps
 from ldmlab.evaluation.inversion import smoothness
-from ldmlab.nn.unet import UNet
+from ldmlab.sampling.generate import conditioned_model, generate_latents
+from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.semantic.autoencoding import mix, slerp
+from ldmlab.semantic.encoder import SemanticEncoderEmbedder
+from ldmlab.semantic.info_regularizer import InfoRegularizer, gaussian_kl
+from ldmlab.semantic.mmd import kernel_matrix, mmd2
+from ldmlab.semantic.objective import RepresentationObjective
 from ldmlab.utils.errors import ConfigError
 
 SCHEDULE = ScaledLinearSchedule()

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
+from ldmlab.backbones.unet import UNet
 from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.embeddings import TimestepEmbedder, timestep_embedding
 from ldmlab.nn.transformer import SpatialTransformer
-from ldmlab.nn.unet import UNet
 
 B, C, H = 2, 3, 8
 

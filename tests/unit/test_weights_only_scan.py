@@ -262,7 +262,7 @@ def test_a_postscript_file_under_an_image_name_never_reaches_ghostscript(tmp_pat
 
     from ldmlab.data.image_folder import ImageFolder
     from ldmlab.data.torchvision_sets import _Wrapped
-    from ldmlab.diffusion.guidance.image import load_images, load_mask
+    from ldmlab.guidance.image import load_images, load_mask
     from ldmlab.utils.errors import ConfigError
 
     ran = []

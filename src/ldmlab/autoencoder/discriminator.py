@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.nn.normalization import group_norm
-from ldmlab.utils.config_types import PositiveInt
 
 NORMS = ("batch", "group", "none")
 KERNEL, PADDING, MAX_CHANNEL_MULT = 4, 1, 8

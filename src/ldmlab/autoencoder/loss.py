@@ -21,8 +21,8 @@ from ldmlab.autoencoder.adversarial import (
 )
 from ldmlab.autoencoder.discriminator import NLayerDiscriminator
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
+from ldmlab.config.types import NonNegativeInt
 from ldmlab.nn.lpips import LPIPS
-from ldmlab.utils.config_types import NonNegativeInt
 from ldmlab.utils.errors import ConfigError
 
 RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}

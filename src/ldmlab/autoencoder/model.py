@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
+from ldmlab.config.types import PositiveInt
 from ldmlab.nn.decoder import Decoder
 from ldmlab.nn.encoder import Encoder
-from ldmlab.utils.config_types import PositiveInt
 
 
 class Autoencoder(nn.Module):

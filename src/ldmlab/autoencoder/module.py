@@ -9,12 +9,12 @@ import torch
 
 from ldmlab.autoencoder.loss import AutoencoderLoss
 from ldmlab.autoencoder.model import Autoencoder
+from ldmlab.config.types import NonNegativeFloat, NonNegativeInt
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
-from ldmlab.utils.config_types import NonNegativeFloat, NonNegativeInt
+from ldmlab.optim.lr_schedules import linear_warmup, warmup_cosine
+from ldmlab.optim.optimizers import build_optimizer, trainer_precision
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import ensure_finite
-from ldmlab.utils.optimizers import build_optimizer, trainer_precision
-from ldmlab.utils.schedules import linear_warmup, warmup_cosine
 
 LR_DECAYS = ("constant", "cosine")
 
@@ -30,7 +30,7 @@ class AutoencoderModule(pl.LightningModule):
 
     optimizer_keys = ("module.optimizer", "module.disc_optimizer")  # per optimiser, for error messages
     # DDP: the discriminator idles before loss.disc_start (`trainer=ddp` turns Lightning's
-    # find_unused_parameters on for this module only; see ldmlab.train.ddp_strategy)
+    # find_unused_parameters on for this module only; see ldmlab.commands.train.ddp_strategy)
     ddp_find_unused_parameters = True
 
     def __init__(

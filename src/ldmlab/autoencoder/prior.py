@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ldmlab.autoencoder.loading import load_autoencoder
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "generator_ckpt"

@@ -25,10 +25,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from ldmlab.callbacks.epoch_schedule import is_due
-from ldmlab.diffusion.guidance.base import Guidance
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.diffusion.guidance.condition import guided_condition
-from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.config.types import PositiveInt
 from ldmlab.evaluation.columns import SAMPLER_PREFIX, metric_keys, varying_axes
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.plots import frontier_keys
@@ -37,9 +34,12 @@ from ldmlab.evaluation.seeds import mean_over_seeds
 from ldmlab.evaluation.sweep import check_seeds, check_select_by, check_settings, grid_sweep, select_best
 from ldmlab.evaluation.sweep_files import write_sweep
 from ldmlab.evaluation.table import Row, columns
+from ldmlab.guidance.base import Guidance
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.guidance.inputs import guided_condition
 from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.atomic_output import write_json
-from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "callbacks.guidance_sweep."

@@ -8,8 +8,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.images import to_unit
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from ldmlab.callbacks.atomic_checkpoint import AtomicModelCheckpoint
-from ldmlab.utils.config_types import NonNegativeInt
+from ldmlab.config.types import NonNegativeInt
 
 
 class LastCheckpoint(AtomicModelCheckpoint):

@@ -7,7 +7,7 @@ import sys
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.callbacks.progress import ProgressBar
 
-from ldmlab.utils.config_types import NonNegativeInt
+from ldmlab.config.types import NonNegativeInt
 
 
 def progress_bar(refresh_rate: NonNegativeInt = 50) -> ProgressBar:

@@ -19,10 +19,10 @@ import pytorch_lightning as pl
 import torch
 
 from ldmlab.callbacks.epoch_schedule import is_due
+from ldmlab.config.types import PositiveInt
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import SPLITS, ReferenceSet, to_uint8
-from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "callbacks.reconstruction_fid."

@@ -1,4 +1,4 @@
-"""Make the config changes a resume was allowed (``ldmlab.utils.resume_contract``) take effect."""
+"""Make the config changes a resume was allowed (``ldmlab.config.resume_contract``) take effect."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
-from ldmlab.utils.config_types import NonNegativeInt
+from ldmlab.config.types import NonNegativeInt
+from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
-from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
 
 CKPT_KEY = "metrics.classifier_ckpt"
 NETWORK_FIELDS = {"in_channels": int, "num_classes": int, "resolution": int, "widths": list, "groups": int,

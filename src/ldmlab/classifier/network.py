@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 

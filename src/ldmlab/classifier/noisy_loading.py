@@ -15,8 +15,8 @@ import torch
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
+from ldmlab.runs.layout import resolve_run_checkpoint
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.run_layout import resolve_run_checkpoint
 
 KEY = "guidance.classifier_ckpt"
 FIX = "run `make train-noisy-classifier` or give guidance.classifier_ckpt=..."

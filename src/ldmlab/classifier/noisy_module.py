@@ -19,12 +19,12 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
-from ldmlab.nn.ema import EMA
+from ldmlab.config.types import NonNegativeInt, PositiveInt
+from ldmlab.optim.ema import EMA
+from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
-from ldmlab.utils.optimizers import optimizer_and_schedule, trainer_precision
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"  # the key stage-2 checkpoints use for the same
@@ -40,7 +40,7 @@ def t_buckets(num_timesteps: int, count: int) -> list[tuple[int, int]]:
 class NoisyClassifierModule(pl.LightningModule):
     """Trains ``network`` on noisy latents of ``first_stage`` under ``schedule``.
 
-    ``first_stage`` is an ``ldmlab.diffusion.first_stage.FirstStage`` and ``schedule`` an
+    ``first_stage`` is an ``ldmlab.first_stage.autoencoder.FirstStage`` and ``schedule`` an
     ``ldmlab.diffusion.schedules`` ``NoiseSchedule``, injected by the config and used through their
     methods only: ``ldmlab.diffusion`` imports this package (classifier guidance), never the reverse.
 

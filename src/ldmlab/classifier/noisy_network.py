@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample
 from ldmlab.nn.resnet import ResnetBlock
-from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "noisy_classifier"

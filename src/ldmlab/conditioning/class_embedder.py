@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 
 
 class ClassEmbedder(Embedder):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 
 
 class ConcatEmbedder(Embedder):

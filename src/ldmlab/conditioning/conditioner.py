@@ -12,7 +12,7 @@ from ldmlab.conditioning.base import Embedder
 from ldmlab.utils.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ldmlab.nn.unet import UNet
+    from ldmlab.backbones.unet import UNet
 
 Encoded = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -121,7 +121,7 @@ class Conditioner(nn.Module):
     @property
     def time_dependent(self) -> bool:
         """True when an embedder reads the timestep (``time_conditioned``, LRDM): generation then
-        re-encodes the condition at every step (``ldmlab.diffusion.generate.conditioned_model``)."""
+        re-encodes the condition at every step (``ldmlab.sampling.generate.conditioned_model``)."""
         return any(getattr(e, "time_conditioned", False) for e in self.embedders.values())
 
     def forward_centre(self, batch: Mapping[str, Any]) -> torch.Tensor | None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ldmlab.autoencoder.prior import VAEPrior
 from ldmlab.conditioning.base import Embedder
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 
 
 class GeneratorSampleEmbedder(Embedder):

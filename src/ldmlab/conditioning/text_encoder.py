@@ -9,8 +9,8 @@ from torch import nn
 
 from ldmlab.conditioning.base import Embedder
 from ldmlab.conditioning.tokenizer import ByteTokenizer
+from ldmlab.config.types import PositiveInt
 from ldmlab.nn.transformer import BasicTransformerBlock
-from ldmlab.utils.config_types import PositiveInt
 
 
 class TextEmbedder(Embedder):

@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.data.resumable_sampler import ResumableSampler
-from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 SampleTransform = Callable[[dict, int], dict]

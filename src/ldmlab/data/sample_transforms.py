@@ -6,8 +6,8 @@ import random
 
 import torch.nn.functional as F
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.data.captions import FASHION_MNIST_CLASSES, caption_for
-from ldmlab.utils.config_types import PositiveInt
 
 
 class AddCaption:

@@ -12,24 +12,24 @@ import torch
 from torch import nn
 
 from ldmlab.autoencoder.prior import VAEPrior
+from ldmlab.backbones.unet import UNet
 from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
-from ldmlab.diffusion.first_stage import FirstStage
-from ldmlab.diffusion.generate import generate_images
-from ldmlab.diffusion.guidance.base import Guidance, GuidanceContext
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.diffusion.latent_cache import LatentCache, open_latent_cache
+from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
-from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.diffusion.schedules.base import NoiseSchedule
-from ldmlab.nn.ema import EMA
-from ldmlab.nn.unet import UNet
-from ldmlab.utils.config_types import NonNegativeInt, PositiveInt
+from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.first_stage.latent_cache import LatentCache, open_latent_cache
+from ldmlab.guidance.base import Guidance, GuidanceContext
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
+from ldmlab.optim.ema import EMA
+from ldmlab.optim.lr_schedules import linear_warmup
+from ldmlab.optim.optimizers import build_optimizer, trainer_precision
+from ldmlab.sampling.generate import generate_images
+from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
-from ldmlab.utils.optimizers import build_optimizer, trainer_precision
-from ldmlab.utils.schedules import linear_warmup
 
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
 
@@ -167,7 +167,7 @@ class LatentDiffusionModule(pl.LightningModule):
         use_ema: bool = True,
     ) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1]; ``guidance`` is prepared for this model here; see
-        ``ldmlab.diffusion.generate``."""
+        ``ldmlab.sampling.generate``."""
         model = self.ema.shadow if use_ema else self.model
         was_training = model.training
         model.eval()

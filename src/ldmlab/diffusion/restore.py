@@ -9,9 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldmlab.checkpoints import check_targets, instantiate_stored, read_checkpoint, stored_config
 from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
-from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.runs.layout import resolve_run_checkpoint
+from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.run_layout import resolve_run_checkpoint
 
 KEY = "ckpt"
 FIX = "give a train_ldm .ckpt or run dir, e.g. ckpt=logs/train_ldm/latest"

@@ -7,7 +7,7 @@ jobs in one group must differ only in ``seed_key`` (the training seed, column ``
 Each cell — group × grid point (guidance scale and sampler settings) — reports the mean over its
 rows (jobs × sampling seeds), their number (``seeds``) and, over ≥ 2, their standard deviation
 (column ``<metric>_seed_std``, ``±`` in the Markdown table). A job whose recorded status
-(``ldmlab.utils.multirun``) is not ``completed`` is left out and listed under the table with its
+(``ldmlab.runs.multirun``) is not ``completed`` is left out and listed under the table with its
 reason. Job dirs are read as data (``job_config``); a malformed file is refused before anything
 is written.
 """
@@ -21,14 +21,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from ldmlab.config.job_config import MISSING, config_value, read_job_config
 from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, table_problem, varying_axes
-from ldmlab.evaluation.job_config import MISSING, config_value, read_job_config
 from ldmlab.evaluation.plots import frontier_keys, plot_frontier, plot_grid
 from ldmlab.evaluation.seeds import mean_over_seeds
 from ldmlab.evaluation.sweep_files import plot_axis
 from ldmlab.evaluation.table import Row, format_value, read_csv, write_csv, write_markdown
+from ldmlab.runs.multirun import COMPLETED, describe, job_dirs, read_status, shared_overrides
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.multirun import COMPLETED, describe, job_dirs, read_status, shared_overrides
 from ldmlab.utils.output_dir import free_name
 from ldmlab.utils.owned_files import check_replaceable, record_written
 
@@ -59,7 +59,7 @@ Job = tuple[tuple, object, list[Row]]
 
 def load_jobs(sweep_dir: Path, group_by: Sequence[str], seed_key: str) -> tuple[list[Job], list[dict]]:
     """(every job under ``sweep_dir`` that completed and has a sweep CSV, the jobs' status records:
-    ``ldmlab.utils.multirun``). Every file is read as data and checked before anything is written."""
+    ``ldmlab.runs.multirun``). Every file is read as data and checked before anything is written."""
     statuses = {d.name: read_status(d) for d in job_dirs(sweep_dir)}  # None: none recorded (older sweeps)
     jobs = []
     for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):

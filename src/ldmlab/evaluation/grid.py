@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 
 from hydra.utils import get_class
 
-from ldmlab.diffusion.samplers.base import Sampler
+from ldmlab.config.conf_dir import load_option, option_of
 from ldmlab.evaluation.columns import SAMPLER_PREFIX as PREFIX
-from ldmlab.utils.conf_dir import load_option, option_of
+from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
 
 SAMPLER_AXIS = "sampler"

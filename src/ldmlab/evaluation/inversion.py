@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from ldmlab.diffusion.autoencoding import DiffusionAutoencoder, mix, slerp
 from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint, stored_datamodule
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
+from ldmlab.semantic.autoencoding import DiffusionAutoencoder, mix, slerp
 from ldmlab.utils.device import resolve_device
 from ldmlab.utils.errors import ConfigError
 

@@ -24,17 +24,17 @@ from functools import partial
 import torch
 
 from ldmlab.conditioning.condition_builder import chunk_of
-from ldmlab.diffusion.guidance.base import Guidance
-from ldmlab.diffusion.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.diffusion.module import LatentDiffusionModule
-from ldmlab.diffusion.samplers.base import Sampler
 from ldmlab.evaluation.columns import LOWER_IS_BETTER, first_key, metric_keys
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.evaluation.grid import Point, sampler_grid
 from ldmlab.evaluation.seeds import chunk_seed
 from ldmlab.evaluation.table import Row
+from ldmlab.guidance.base import Guidance
+from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
+from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.progress import Progress
 

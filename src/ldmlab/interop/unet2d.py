@@ -17,10 +17,10 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from ldmlab.backbones.unet import UNet, UNetStage
 from ldmlab.nn.resample import Downsample, Upsample
 from ldmlab.nn.resnet import ResnetBlock
 from ldmlab.nn.transformer import SpatialTransformer
-from ldmlab.nn.unet import UNet, UNetStage
 from ldmlab.utils.errors import ConfigError
 
 # ldmlab sub-module names → diffusers' (whole dotted components, applied in order)

@@ -33,6 +33,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL
 
 from ldmlab.classifier.module import CKPT_KEY
+from ldmlab.config.types import PositiveInt
 from ldmlab.metrics.classifier_features import (
     CLASSIFIER_EXTRACTOR,
     FEATURES,
@@ -41,7 +42,6 @@ from ldmlab.metrics.classifier_features import (
 )
 from ldmlab.metrics.inception import FIDELITY_EXTRACTOR_NAME, has_classifier_head, inception_weights_path
 from ldmlab.metrics.reference_stats import FidelityImages, ReferenceSet, fidelity_cache_root, to_uint8
-from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.torch_files import NUMPY_ARRAYS, unsafe_globals
 

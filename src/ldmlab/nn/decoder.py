@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Upsample
 from ldmlab.nn.resnet import ResnetBlock
-from ldmlab.utils.config_types import PositiveInt
 
 
 class Decoder(nn.Module):

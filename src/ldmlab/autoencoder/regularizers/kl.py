@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
-from ldmlab.utils.config_types import PositiveInt
+from ldmlab.config.types import PositiveInt
 
 LAPLACE_EPS = 1e-5
 

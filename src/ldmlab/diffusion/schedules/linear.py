@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.diffusion.schedules.base import NoiseSchedule, check_num_timesteps
-from ldmlab.utils.config_types import PositiveInt
 
 
 class LinearSchedule(NoiseSchedule):

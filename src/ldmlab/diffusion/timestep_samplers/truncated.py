@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ldmlab.config.types import PositiveInt
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
-from ldmlab.utils.config_types import PositiveInt
 from ldmlab.utils.errors import ConfigError
 
 KEY = "diffusion.timestep_sampler.t_max"

@@ -1,0 +1,103 @@
+"""Turn a raw network into the sampler's ``DenoiseFn``, with the configured guidance applied."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.guidance.base import GradientGuidance, Guidance, OutputGuidance
+from ldmlab.guidance.forms import GradientForm
+
+Model = Callable[[Tensor, Tensor, dict[str, Tensor]], Tensor]
+"""(x_t (B, C, H, W), t (B,) long, condition tensors (B, ...) by name) → output (B, C, H, W)."""
+
+
+class GuidedDenoiser:
+    """Callable (x_t, t) → (x0_hat, eps_hat) around ``model(x_t, t, cond)``.
+
+    Output guidance (CFG) that needs the unconditional output: one forward pass of batch 2B on
+    [cond; uncond] (concatenated tensor by tensor along dim 0), split and combined in model-output
+    space. Active gradient terms (scale ≠ 0): under ``torch.enable_grad`` only here, x_t is made a
+    leaf, g = ∇_{x_t} Σ_i s_i·log p_i(y | x_t) is taken over the whole batch at once (samples are
+    independent), and ``form`` (``guidance.forms.gradient_form`` of the sampler) folds g into
+    (x0, ε̂). The network is differentiated only when a term ``needs_model_grad``; otherwise terms
+    see x0 = (x_t − sqrt(1 − ᾱ_t)·ε̂)/sqrt(ᾱ_t) with ε̂ held fixed.
+    uncond: the null condition, same keys and shapes as ``cond``; required with CFG.
+    condition: the batch's raw inputs (labels, targets, …) that gradient terms read.
+    centre: x̂ (B, C, H, W) of a centred forward process (``NoiseSchedule.q_sample``): the sampler
+    walks the residual r_t = x_t − x̂, the network sees r_t + x̂, and (x0_hat, eps_hat) are the
+    residual's; gradient guidance is refused there (its terms read images, not residuals).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        parameterization: Parameterization,
+        schedule: NoiseSchedule,
+        cond: dict[str, Tensor],
+        uncond: dict[str, Tensor] | None = None,
+        guidance: Guidance | None = None,
+        condition: dict[str, Any] | None = None,
+        form: GradientForm | None = None,
+        centre: Tensor | None = None,
+    ) -> None:
+        terms = guidance.terms() if guidance is not None else []
+        mixing = [g for g in terms if isinstance(g, OutputGuidance) and g.needs_unconditional]
+        self.gradients = [g for g in terms if isinstance(g, GradientGuidance) and g.active]
+        self.mixing = mixing[0] if mixing else None
+        if self.mixing is not None:
+            _check_uncond(cond, uncond)
+            self.batched_cond = {key: torch.cat([cond[key], uncond[key]]) for key in cond}
+        if self.gradients and form is None:
+            raise ValueError("gradient guidance needs a form (guidance.forms.gradient_form)")
+        if self.gradients and centre is not None:
+            raise ValueError("gradient guidance needs the standard forward process, not a centred one")
+        self.centre = centre
+        self.model, self.parameterization, self.schedule = model, parameterization, schedule
+        self.cond, self.condition, self.form = cond, condition or {}, form
+        self.through_model = any(g.needs_model_grad for g in self.gradients)
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.gradients:
+            return self.predict(x_t, t)
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            with torch.set_grad_enabled(self.through_model):
+                x0, eps = self.predict(x, t)
+            if not self.through_model:
+                x0 = self._x0_of(x, t, eps, x0)
+            log_prob = sum(term.scale * term.log_prob(x, t, x0, self.condition) for term in self.gradients)
+            (grad,) = torch.autograd.grad(log_prob.sum(), x)
+        return self.form(x_t, t, x0.detach(), eps.detach(), grad)
+
+    def predict(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0_hat, eps_hat) of the network with output guidance, without gradient terms."""
+        inputs = x_t if self.centre is None else x_t + self.centre
+        if self.mixing is not None:
+            output = self.model(torch.cat([inputs, inputs]), torch.cat([t, t]), self.batched_cond)
+            output = self.mixing.combine(*output.chunk(2))
+        else:
+            output = self.model(inputs, t, self.cond)
+        return self.parameterization.to_x0_eps(output, x_t, t, self.schedule)
+
+    def _x0_of(self, x: Tensor, t: Tensor, eps: Tensor, fallback: Tensor) -> Tensor:
+        """x0 differentiable in x with ε̂ fixed; the network's x0 where ᾱ_t = 0."""
+        alpha_bar = self.schedule.alphas_cumprod[t].to(x.dtype).view(-1, *[1] * (x.ndim - 1))
+        x0 = (x - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.clamp_min(1e-20).sqrt()
+        return torch.where(alpha_bar > 0, x0, fallback)
+
+
+def _check_uncond(cond: dict[str, Tensor], uncond: dict[str, Tensor] | None) -> None:
+    if uncond is None:
+        raise ValueError("uncond is required when guidance uses the unconditional output")
+    if set(uncond) != set(cond):
+        raise ValueError(f"uncond keys {sorted(uncond)} must equal cond keys {sorted(cond)}")
+    for key, value in cond.items():
+        if uncond[key].shape != value.shape:
+            raise ValueError(f"uncond[{key!r}] has shape {tuple(uncond[key].shape)}, "
+                             f"cond[{key!r}] has {tuple(value.shape)}; they must match")
