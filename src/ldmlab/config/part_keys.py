@@ -1,0 +1,22 @@
+"""Where each reusable part lives in ldmlab's configs: the keys ``FieldError`` messages name.
+
+A part missing here lives at its own name (``sampler``, ``guidance``, ``data``, ``module``, ...).
+"""
+
+from __future__ import annotations
+
+from ldmlab.utils.errors import use_part_keys
+
+PART_KEYS = {
+    "schedule": "diffusion.schedule",
+    "parameterization": "diffusion.parameterization",
+    "objective": "diffusion.objective",
+    "loss_weighting": "diffusion.loss_weighting",
+    "timestep_sampler": "diffusion.timestep_sampler",
+    "diffusion_loss": "diffusion.loss",
+}
+
+
+def install() -> None:
+    """Make ``FieldError`` messages name ldmlab's config keys in this context (a command, a test session)."""
+    use_part_keys(PART_KEYS)
