@@ -18,6 +18,7 @@ from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from ldmlab.config import part_keys
 from ldmlab.data.fetch_fashion_mnist import fetch, is_complete
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,7 @@ DATA_DIR = REPO / "data" / "fashion-mnist"
 
 # In-process tests use one thread: tiny ops on 2 busy cores are slowed by OpenMP spin-waits.
 torch.set_num_threads(1)
+part_keys.install()  # errors of reusable parts name ldmlab's config keys, as in the commands
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ from ldmlab.config.types import check_config
 from ldmlab.runs.fresh_dir import RunDirTaken
 from ldmlab.runs.multirun import ended_with_failures, in_multirun, run_job, stopped_with_failures
 from ldmlab.utils.atomic_output import DiskFullError
+from ldmlab.config import part_keys
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
@@ -146,6 +147,7 @@ def run(main: Callable[[], object], config_name: str) -> None:
     exit 1) become one line with a runnable fix and exit 2. ``config_name`` is the decorator's
     default, used to suggest keys when an override names one that does not exist."""
     refuse_pickle_flags(sys.argv[1:])
+    part_keys.install()  # errors of reusable parts name ldmlab's config keys
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us unformatted
     for name in ("pytorch_lightning", "lightning_fabric"):  # progress notes on stdout; stderr is for errors
         for handler in logging.getLogger(name).handlers:
