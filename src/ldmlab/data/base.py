@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.data.resumable_sampler import ResumableSampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError
 
 SampleTransform = Callable[[dict, int], dict]
 
@@ -54,14 +54,11 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if resolution <= 0:
-            raise ConfigError("data.resolution", f"must be positive, got {resolution}",
-                              "e.g. data.resolution=32")
+            raise FieldError("data", "resolution", f"must be positive, got {resolution}", "e.g. {key}=32")
         if channels not in (1, 3):
-            raise ConfigError("data.channels", f"must be 1 or 3, got {channels}",
-                              "data.channels=1 or data.channels=3")
+            raise FieldError("data", "channels", f"must be 1 or 3, got {channels}", "{key}=1 or {key}=3")
         if batch_size <= 0:
-            raise ConfigError("data.batch_size", f"must be positive, got {batch_size}",
-                              "e.g. data.batch_size=64")
+            raise FieldError("data", "batch_size", f"must be positive, got {batch_size}", "e.g. {key}=64")
         self.resolution = resolution
         self.channels = channels
         self.batch_size = batch_size
@@ -94,9 +91,9 @@ class ImageDataModule(pl.LightningDataModule):
         full, test = self.build_datasets()
         n = len(full)
         if n <= self.val_size:
-            raise ConfigError(
-                "data.val_size", f"{self.val_size} leaves no training data from {n} images",
-                f"data.val_size={max(1, n // 20)}" if n > 1 else "use a dataset of at least 2 images",
+            raise FieldError(
+                "data", "val_size", f"{self.val_size} leaves no training data from {n} images",
+                f"{{key}}={max(1, n // 20)}" if n > 1 else "use a dataset of at least 2 images",
             )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         train_idx, val_idx = order[: n - self.val_size], order[n - self.val_size :]

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.fetch_fashion_mnist import FILES
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 from ldmlab.utils.file_fingerprint import files_fingerprint
 
 CLASS_NAMES = (
@@ -26,12 +26,12 @@ def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
     if len(data) < 8 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ConfigError("data.data_dir", f"{path} is not a uint8 idx file", "re-run `make data`")
+        raise FieldError("data", "data_dir", f"{path} is not a uint8 idx file", "re-run `make data`")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ConfigError("data.data_dir", f"{path} is truncated", "re-run `make data`")
+        raise FieldError("data", "data_dir", f"{path} is truncated", "re-run `make data`")
     return body.reshape(dims)
 
 
@@ -43,7 +43,7 @@ class FashionMNIST(Dataset):
         self.images = torch.from_numpy(read_idx(root / f"{prefix}-images-idx3-ubyte.gz").copy())
         self.labels = torch.from_numpy(read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").copy())
         if len(self.images) != len(self.labels):
-            raise ConfigError("data.data_dir", "image and label counts differ", "re-run `make data`")
+            raise FieldError("data", "data_dir", "image and label counts differ", "re-run `make data`")
         self.resolution, self.channels, self.resize_mode = resolution, channels, resize_mode
 
     def __len__(self) -> int:
@@ -69,9 +69,9 @@ class FashionMNISTDataModule(ImageDataModule):
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         missing = [name for name in FILES if not (self.data_dir / name).is_file()]
         if missing:
-            raise ConfigError(
-                "data.data_dir", f"{self.data_dir} lacks {', '.join(missing)}",
-                "run `make data` or point data.data_dir at the Fashion-MNIST idx files",
+            raise FieldError(
+                "data", "data_dir", f"{self.data_dir} lacks {', '.join(missing)}",
+                "run `make data` or point {key} at the Fashion-MNIST idx files",
             )
         args = (self.resolution, self.channels, self.resize_mode)
         return (

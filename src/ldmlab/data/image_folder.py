@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
-from ldmlab.utils.errors import ConfigError, DataError
+from ldmlab.utils.errors import DataError, FieldError, part_key
 from ldmlab.utils.file_fingerprint import files_fingerprint
 from ldmlab.utils.images import open_image
 
@@ -24,6 +24,7 @@ class ImageFolder(Dataset):
     def __init__(self, files: list[Path], labels: list[int], resolution: int, channels: int):
         self.files, self.labels = files, labels
         self.resolution, self.channels = resolution, channels
+        self.root_key = part_key("data", "root")  # named here: a worker process may not see the part keys
 
     def __len__(self) -> int:
         return len(self.files)
@@ -35,7 +36,7 @@ class ImageFolder(Dataset):
                 array = np.asarray(img.convert("RGB" if self.channels == 3 else "L"))
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(  # DataError: one line also from a DataLoader worker process
-                "data.root", f"cannot read image {path} ({err})", "remove or fix the corrupt file"
+                self.root_key, f"cannot read image {path} ({err})", "remove or fix the corrupt file"
             ) from None
         image = torch.from_numpy(array.copy())
         image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
@@ -62,11 +63,11 @@ class ImageFolderDataModule(ImageDataModule):
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         if not self.root.is_dir():
-            raise ConfigError("data.root", f"{self.root} is not a folder", "point it at your images")
+            raise FieldError("data", "root", f"{self.root} is not a folder", "point it at your images")
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(
-                "data.root", f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {self.root}",
+            raise FieldError(
+                "data", "root", f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {self.root}",
                 "point it at a folder of images",
             )
         if self.class_folders:
@@ -78,8 +79,8 @@ class ImageFolderDataModule(ImageDataModule):
         else:
             labels = [0] * len(files)
         if len(files) < 2:
-            raise ConfigError("data.root", f"{len(files)} image under {self.root}: training holds one out "
-                              "for validation, so it needs at least 2", "add images to the folder")
+            raise FieldError("data", "root", f"{len(files)} image under {self.root}: training holds one out "
+                             "for validation, so it needs at least 2", "add images to the folder")
         if self.val_size == 0:
             self.val_size = max(1, len(files) // 20)
         self._files = files

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.transforms import fit_resolution, match_channels, to_model_range
-from ldmlab.utils.errors import ConfigError, DataError
+from ldmlab.utils.errors import DataError, FieldError, part_key
 from ldmlab.utils.file_fingerprint import files_fingerprint
 from ldmlab.utils.images import raster_decoders_only
 
@@ -29,6 +29,7 @@ class _Wrapped(Dataset):
     def __init__(self, base: Dataset, resolution: int, channels: int, with_labels: bool) -> None:
         self.base, self.resolution, self.channels = base, resolution, channels
         self.with_labels = with_labels
+        self.root_key = part_key("data", "root")  # named here: a worker process may not see the part keys
 
     def __len__(self) -> int:
         return len(self.base)
@@ -38,7 +39,7 @@ class _Wrapped(Dataset):
             with raster_decoders_only():  # torchvision opens image files (CelebA) with PIL's every decoder
                 img, target = self.base[index]
         except OSError as err:  # unreadable, another format (an EPS would run Ghostscript), a bomb
-            raise DataError("data.root", f"cannot read item {index} of {type(self.base).__name__} ({err})",
+            raise DataError(self.root_key, f"cannot read item {index} of {type(self.base).__name__} ({err})",
                             "remove or fix the corrupt file") from None
         array = np.asarray(img.convert("RGB" if self.channels == 3 else "L"))
         image = torch.from_numpy(array.copy())
@@ -54,7 +55,7 @@ class TorchvisionDataModule(ImageDataModule):
     def __init__(self, name: str, root: str, download: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if name not in SPLITS:
-            raise ConfigError("data.name", f"unsupported dataset {name!r}", f"one of {list(SPLITS)}")
+            raise FieldError("data", "name", f"unsupported dataset {name!r}", f"one of {list(SPLITS)}")
         self.name, self.root, self.download = name, root, download
 
     @property
@@ -68,9 +69,9 @@ class TorchvisionDataModule(ImageDataModule):
             train = cls(self.root, download=self.download, **train_kw)
             test = cls(self.root, download=self.download, **test_kw)
         except RuntimeError as err:
-            raise ConfigError(
-                "data.root", f"{self.name} not found under {self.root} ({err})",
-                "place the files there or set data.download=true (needs internet)",
+            raise FieldError(
+                "data", "root", f"{self.name} not found under {self.root} ({err})",
+                f"place the files there or set {part_key('data', 'download')}=true (needs internet)",
             ) from None
         labels = n_classes > 1
         return (_Wrapped(train, self.resolution, self.channels, labels),

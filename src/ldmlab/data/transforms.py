@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 
 def to_model_range(image_uint8: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def fit_resolution(image: torch.Tensor, resolution: int, mode: str) -> torch.Ten
         size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
         image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
     else:
-        raise ConfigError("data.resize_mode", f"unknown mode {mode!r}", "use 'pad' or 'resize'")
+        raise FieldError("data", "resize_mode", f"unknown mode {mode!r}", "use 'pad' or 'resize'")
     _, h, w = image.shape
     top, left = (h - resolution) // 2, (w - resolution) // 2
     return image[:, top : top + resolution, left : left + resolution]
@@ -45,4 +45,4 @@ def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
         return image.expand(3, -1, -1).contiguous()
     if c == 3 and channels == 1:
         return image.mean(0, keepdim=True)
-    raise ConfigError("data.channels", f"cannot map {c} image channels to {channels}", "use 1 or 3")
+    raise FieldError("data", "channels", f"cannot map {c} image channels to {channels}", "use 1 or 3")
