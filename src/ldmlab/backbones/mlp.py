@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldmlab.backbones.unet import COND_KEYS
+from ldmlab.backbones.base import Denoiser, check_cond_entry
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.nn.embeddings import TimestepEmbedder
 
@@ -34,13 +34,15 @@ class FiLMBlock(nn.Module):
         return self.dropout(nn.functional.silu(h * (1 + scale) + shift))
 
 
-class MLPDenoiser(nn.Module):
+class MLPDenoiser(Denoiser):
     """Denoiser ``forward(x (B, in_channels, 1, 1), t (B,), cond) → (B, out_channels, 1, 1)``.
 
     ``cond`` may hold only ``"vector"`` (B, vector_dim), added to the time embedding after a
     Linear; it must be present exactly when ``vector_dim`` is set. ``context_dim`` and
     ``concat_channels`` exist for ``Conditioner.check_compatible`` and must stay None / 0.
     """
+
+    X_LAYOUT, X_HINT = "1, 1", "set unet.in_channels to the latent dim D"
 
     def __init__(
         self,
@@ -87,25 +89,14 @@ class MLPDenoiser(nn.Module):
             h = block(h, x_in, emb)
         return self.out(h)[:, :, None, None]
 
-    def _check_inputs(
-        self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]
-    ) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must be (B, unet.in_channels={self.in_channels}, 1, 1), got {tuple(x.shape)}; "
-                "set unet.in_channels to the latent dim D"
-            )
-        b, _, h, w = x.shape
+    def _check_size(self, h: int, w: int) -> None:
         if (h, w) != (1, 1):
             raise ValueError(
                 f"the mlp denoiser works on vector latents (h = w = 1), got {h}x{w}; use a "
                 "(D, 1, 1) latent shape, or unet=small for spatial latents"
             )
-        if t.shape != (b,):
-            raise ValueError(f"t must have shape (B,)=({b},), got {tuple(t.shape)}")
-        unknown = sorted(set(cond) - set(COND_KEYS))
-        if unknown:
-            raise ValueError(f"cond has unknown keys {unknown}; allowed keys are {list(COND_KEYS)}")
+
+    def _check_cond(self, cond: dict[str, torch.Tensor], b: int, h: int, w: int) -> None:
         spatial = {"crossattn": "unet.context_dim", "crossattn_mask": "unet.context_dim",
                    "concat": "unet.concat_channels"}
         for key, config_key in spatial.items():
@@ -115,22 +106,7 @@ class MLPDenoiser(nn.Module):
                     f"({config_key} must stay unset); give the conditioner vector embedders, or "
                     "use unet=small"
                 )
-        if "vector" in cond and not self.vector_dim:
-            raise ValueError(
-                f"cond['vector'] given but unet.vector_dim={self.vector_dim}; set unet.vector_dim to "
-                "match the conditioner (Conditioner.check_compatible tells which value)"
-            )
-        if self.vector_dim and "vector" not in cond:
-            raise ValueError(
-                f"unet.vector_dim={self.vector_dim} but cond has no 'vector'; add a 'vector' "
-                "embedder to the conditioner or unset unet.vector_dim"
-            )
-        if "vector" in cond and tuple(cond["vector"].shape) != (b, self.vector_dim):
-            raise ValueError(
-                f"cond['vector'] must have shape {(b, self.vector_dim)}, got "
-                f"{tuple(cond['vector'].shape)}; check unet.vector_dim against the conditioner and "
-                "the batch size against x"
-            )
+        check_cond_entry(cond, "vector", "unet.vector_dim", self.vector_dim, (b, self.vector_dim))
 
     def _check_config(self, dropout: float) -> None:
         """Fail early with one message naming the offending ``unet.*`` key."""

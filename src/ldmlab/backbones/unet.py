@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ldmlab.backbones.base import Denoiser, check_cond_entry
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.embeddings import TimestepEmbedder
@@ -22,8 +23,6 @@ from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample, Upsample
 from ldmlab.nn.resnet import ResnetBlock
 from ldmlab.nn.transformer import SpatialTransformer
-
-COND_KEYS = ("crossattn", "crossattn_mask", "vector", "concat")
 
 
 class UNetStage(nn.ModuleList):
@@ -46,7 +45,7 @@ class UNetStage(nn.ModuleList):
         return x
 
 
-class UNet(nn.Module):
+class UNet(Denoiser):
     """Denoiser ``forward(x (B, in_channels, h, w), t (B,), cond) → (B, out_channels, h, w)``.
 
     ``cond`` may hold ``"crossattn"`` (B, L, context_dim) with optional ``"crossattn_mask"``
@@ -54,6 +53,8 @@ class UNet(nn.Module):
     (B, concat_channels, h, w); exactly the keys the net was built for must be present.
     h and w must be divisible by 2^(len(channel_mult) - 1).
     """
+
+    X_LAYOUT, X_HINT = "h, w", "set unet.in_channels to the latent channel count"
 
     def __init__(
         self,
@@ -153,26 +154,15 @@ class UNet(nn.Module):
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.out(h)
 
-    def _check_inputs(
-        self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]
-    ) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must be (B, unet.in_channels={self.in_channels}, h, w), got "
-                f"{tuple(x.shape)}; set unet.in_channels to the latent channel count"
-            )
-        b, _, h, w = x.shape
+    def _check_size(self, h: int, w: int) -> None:
         factor = 2 ** (len(self.channel_mult) - 1)
         if h % factor or w % factor:
             raise ValueError(
                 f"spatial size {h}x{w} is not divisible by {factor} = 2^(len(unet.channel_mult)-1);"
                 " use a latent size divisible by it or fewer unet.channel_mult levels"
             )
-        if t.shape != (b,):
-            raise ValueError(f"t must have shape (B,)=({b},), got {tuple(t.shape)}")
-        unknown = sorted(set(cond) - set(COND_KEYS))
-        if unknown:
-            raise ValueError(f"cond has unknown keys {unknown}; allowed keys are {list(COND_KEYS)}")
+
+    def _check_cond(self, cond: dict[str, torch.Tensor], b: int, h: int, w: int) -> None:
         expected = {
             "crossattn": ("unet.context_dim", self.context_dim, (b, None, self.context_dim)),
             "vector": ("unet.vector_dim", self.vector_dim, (b, self.vector_dim)),
@@ -183,18 +173,7 @@ class UNet(nn.Module):
             ),
         }
         for key, (config_key, built, shape) in expected.items():
-            if key in cond and not built:
-                raise ValueError(
-                    f"cond['{key}'] given but {config_key}={built}; set {config_key} to match "
-                    "the conditioner (Conditioner.check_compatible tells which value)"
-                )
-            if built and key not in cond:
-                raise ValueError(
-                    f"{config_key}={built} but cond has no '{key}'; add a '{key}' embedder to "
-                    f"the conditioner or unset {config_key}"
-                )
-            if key in cond:
-                _check_shape(f"cond['{key}']", cond[key], shape, config_key)
+            check_cond_entry(cond, key, config_key, built, shape)
         if "crossattn_mask" in cond:
             _check_context_mask(cond, b)
 
@@ -243,20 +222,6 @@ class UNet(nn.Module):
                     f"unet.num_heads={num_heads} must divide the channel count {ch} of every "
                     "attention level (unet.model_channels × unet.channel_mult)"
                 )
-
-
-def _check_shape(
-    name: str, tensor: torch.Tensor, shape: tuple[int | None, ...], config_key: str
-) -> None:
-    """Raise if ``tensor.shape`` differs from ``shape`` (None = any size)."""
-    if tensor.ndim != len(shape) or any(
-        want is not None and got != want for got, want in zip(tensor.shape, shape, strict=True)
-    ):
-        pretty = tuple("*" if s is None else s for s in shape)
-        raise ValueError(
-            f"{name} must have shape {pretty}, got {tuple(tensor.shape)}; check {config_key} "
-            "against the conditioner and the batch size against x"
-        )
 
 
 def _check_context_mask(cond: dict[str, torch.Tensor], batch_size: int) -> None:

@@ -1,0 +1,83 @@
+"""What every denoiser network shares: the checks of ``forward(x, t, cond)``'s inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+COND_KEYS = ("crossattn", "crossattn_mask", "vector", "concat")
+
+
+class Denoiser(nn.Module):
+    """Base of the denoisers ``forward(x (B, in_channels, h, w), t (B,), cond) → (B, out, h, w)``.
+
+    ``_check_inputs`` checks x's channels, t's shape and cond's keys; a subclass states its
+    latent layout (``X_LAYOUT``, ``X_HINT``) and checks the size (``_check_size``) and the
+    cond entries (``_check_cond``) it takes.
+    """
+
+    in_channels: int
+    X_LAYOUT: str
+    X_HINT: str
+
+    def _check_inputs(
+        self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]
+    ) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"x must be (B, unet.in_channels={self.in_channels}, {self.X_LAYOUT}), got "
+                f"{tuple(x.shape)}; {self.X_HINT}"
+            )
+        b, _, h, w = x.shape
+        self._check_size(h, w)
+        if t.shape != (b,):
+            raise ValueError(f"t must have shape (B,)=({b},), got {tuple(t.shape)}")
+        unknown = sorted(set(cond) - set(COND_KEYS))
+        if unknown:
+            raise ValueError(f"cond has unknown keys {unknown}; allowed keys are {list(COND_KEYS)}")
+        self._check_cond(cond, b, h, w)
+
+    def _check_size(self, h: int, w: int) -> None:
+        """Raise unless the net takes latents of spatial size h × w."""
+        raise NotImplementedError
+
+    def _check_cond(self, cond: dict[str, torch.Tensor], b: int, h: int, w: int) -> None:
+        """Raise unless ``cond`` (known keys only) holds what the net was built for, in shape."""
+        raise NotImplementedError
+
+
+def check_cond_entry(
+    cond: dict[str, torch.Tensor],
+    key: str,
+    config_key: str,
+    built: int | None,
+    shape: tuple[int | None, ...],
+) -> None:
+    """Raise unless ``cond[key]`` is present exactly when the net was ``built`` for it (its
+    ``config_key`` is set) and then has ``shape`` (None = any size)."""
+    if key in cond and not built:
+        raise ValueError(
+            f"cond['{key}'] given but {config_key}={built}; set {config_key} to match "
+            "the conditioner (Conditioner.check_compatible tells which value)"
+        )
+    if built and key not in cond:
+        raise ValueError(
+            f"{config_key}={built} but cond has no '{key}'; add a '{key}' embedder to "
+            f"the conditioner or unset {config_key}"
+        )
+    if key in cond:
+        _check_shape(f"cond['{key}']", cond[key], shape, config_key)
+
+
+def _check_shape(
+    name: str, tensor: torch.Tensor, shape: tuple[int | None, ...], config_key: str
+) -> None:
+    """Raise if ``tensor.shape`` differs from ``shape`` (None = any size)."""
+    if tensor.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(tensor.shape, shape, strict=True)
+    ):
+        pretty = tuple("*" if s is None else s for s in shape)
+        raise ValueError(
+            f"{name} must have shape {pretty}, got {tuple(tensor.shape)}; check {config_key} "
+            "against the conditioner and the batch size against x"
+        )
