@@ -20,6 +20,15 @@ def check_num_timesteps(num_timesteps: int) -> None:
         raise ValueError(f"num_timesteps must be an int >= 2, got {num_timesteps!r}")
 
 
+def check_beta_range(beta_start: float, beta_end: float) -> None:
+    """Raise unless 0 < beta_start ≤ beta_end < 1."""
+    if not 0.0 < beta_start <= beta_end < 1.0:
+        raise ValueError(
+            f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
+            f"beta_end={beta_end}"
+        )
+
+
 def rescale_zero_terminal_snr(alphas_cumprod: Tensor) -> Tensor:
     """Lin et al. (2024): shift and scale sqrt(ᾱ) so the last step has SNR 0.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.diffusion.schedules.base import NoiseSchedule, check_num_timesteps
+from ldmlab.diffusion.schedules.base import NoiseSchedule, check_beta_range, check_num_timesteps
 
 
 class LinearSchedule(NoiseSchedule):
@@ -19,10 +19,6 @@ class LinearSchedule(NoiseSchedule):
         zero_terminal_snr: bool = False,
     ) -> None:
         check_num_timesteps(num_timesteps)
-        if not 0.0 < beta_start <= beta_end < 1.0:
-            raise ValueError(
-                f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
-                f"beta_end={beta_end}"
-            )
+        check_beta_range(beta_start, beta_end)
         betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
         super().__init__(betas, zero_terminal_snr)

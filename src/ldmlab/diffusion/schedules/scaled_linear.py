@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.diffusion.schedules.base import NoiseSchedule, check_num_timesteps
+from ldmlab.diffusion.schedules.base import NoiseSchedule, check_beta_range, check_num_timesteps
 
 
 class ScaledLinearSchedule(NoiseSchedule):
@@ -19,11 +19,7 @@ class ScaledLinearSchedule(NoiseSchedule):
         zero_terminal_snr: bool = False,
     ) -> None:
         check_num_timesteps(num_timesteps)
-        if not 0.0 < beta_start <= beta_end < 1.0:
-            raise ValueError(
-                f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, "
-                f"beta_end={beta_end}"
-            )
+        check_beta_range(beta_start, beta_end)
         sqrt_betas = torch.linspace(
             beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64
         )
