@@ -6,7 +6,16 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor
 
+from ldmlab.diffusion.gather import gather
 from ldmlab.diffusion.schedules.base import NoiseSchedule
+
+
+def signal_and_noise(schedule: NoiseSchedule, t: Tensor, ndim: int) -> tuple[Tensor, Tensor]:
+    """(sqrt(ᾱ_t), sqrt(1 − ᾱ_t)) gathered at t (B,) and shaped (B, 1, …) to broadcast over ndim."""
+    return (
+        gather(schedule.sqrt_alphas_cumprod, t, ndim),
+        gather(schedule.sqrt_one_minus_alphas_cumprod, t, ndim),
+    )
 
 
 class Parameterization(ABC):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ldmlab.diffusion.gather import gather
-from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.parameterizations.base import Parameterization, signal_and_noise
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 
 MIN_SIGNAL_SCALE = 1e-4
@@ -31,6 +30,5 @@ class EpsParameterization(Parameterization):
     def to_x0_eps(
         self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
     ) -> tuple[Tensor, Tensor]:
-        signal = gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim).clamp(min=MIN_SIGNAL_SCALE)
-        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
-        return (x_t - noise_scale * model_output) / signal, model_output
+        signal, noise_scale = signal_and_noise(schedule, t, x_t.ndim)
+        return (x_t - noise_scale * model_output) / signal.clamp(min=MIN_SIGNAL_SCALE), model_output

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ldmlab.diffusion.gather import gather
-from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.parameterizations.base import Parameterization, signal_and_noise
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 
 
@@ -21,15 +20,13 @@ class VParameterization(Parameterization):
     def target(
         self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
     ) -> Tensor:
-        signal = gather(schedule.sqrt_alphas_cumprod, t, x0.ndim)
-        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x0.ndim)
+        signal, noise_scale = signal_and_noise(schedule, t, x0.ndim)
         return signal * noise - noise_scale * x0
 
     def to_x0_eps(
         self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
     ) -> tuple[Tensor, Tensor]:
-        signal = gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
-        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        signal, noise_scale = signal_and_noise(schedule, t, x_t.ndim)
         return (
             signal * x_t - noise_scale * model_output,
             noise_scale * x_t + signal * model_output,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ldmlab.diffusion.gather import gather
-from ldmlab.diffusion.parameterizations.base import Parameterization
+from ldmlab.diffusion.parameterizations.base import Parameterization, signal_and_noise
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 
 
@@ -22,6 +21,5 @@ class X0Parameterization(Parameterization):
     def to_x0_eps(
         self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
     ) -> tuple[Tensor, Tensor]:
-        signal = gather(schedule.sqrt_alphas_cumprod, t, x_t.ndim)
-        noise_scale = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        signal, noise_scale = signal_and_noise(schedule, t, x_t.ndim)
         return model_output, (x_t - signal * model_output) / noise_scale
