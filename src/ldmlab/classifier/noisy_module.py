@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.config.types import NonNegativeInt, PositiveInt
+from ldmlab.first_stage.base import FIRST_STAGE_CONFIG
 from ldmlab.optim.ema import EMA
 from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.atomic_output import write_file
@@ -27,7 +28,6 @@ from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.finite import LossWatch
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
-FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"  # the key stage-2 checkpoints use for the same
 BUCKET_CSV = "t_bucket_accuracy.csv"
 
 

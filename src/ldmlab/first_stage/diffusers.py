@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.first_stage.autoencoder import scale_fit_images, weights_fingerprint
-from ldmlab.utils.errors import ConfigError
+from ldmlab.first_stage.base import FirstStageBase, weights_fingerprint
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
 try:  # an optional dependency (the dev extra): refused in one line when missing
     from diffusers import AutoencoderKL
 except ImportError:
     AutoencoderKL = None
 
-KEY = "first_stage.path"
-FIX = ("first_stage.path=/path/to/vae (a diffusers AutoencoderKL dir: config.json + "
+FIX = ("{key}=/path/to/vae (a diffusers AutoencoderKL dir: config.json + "
        "diffusion_pytorch_model.safetensors)")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -36,36 +33,40 @@ def vae_config(config: dict) -> dict:
             for key, value in config.items() if key in init_keys}
 
 
+def path_error(problem: str, fix: str = FIX) -> FieldError:
+    """A bad ``first_stage.path``."""
+    return FieldError("first_stage", "path", problem, fix)
+
+
 def load_vae_dir(path: str | None) -> nn.Module:
     """The ``AutoencoderKL`` saved in directory ``path`` (local files, safetensors weights only);
-    anything else is a ``ConfigError`` naming ``first_stage.path``."""
+    anything else is a ``FieldError`` naming ``first_stage.path``."""
     if not path:
-        raise ConfigError(KEY, "is not set", FIX)
+        raise path_error("is not set")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ConfigError(KEY, f"{root} is not a directory", FIX)
+        raise path_error(f"{root} is not a directory")
     config_file = root / "config.json"
     if not config_file.is_file():
-        fix = f"first_stage.path={root / 'vae'}" if (root / "vae" / "config.json").is_file() else FIX
-        raise ConfigError(KEY, f"{root} has no config.json (not a diffusers model directory)", fix)
+        fix = f"{{key}}={root / 'vae'}" if (root / "vae" / "config.json").is_file() else FIX
+        raise path_error(f"{root} has no config.json (not a diffusers model directory)", fix)
     try:
         class_name = json.loads(config_file.read_text()).get("_class_name")
     except (ValueError, AttributeError):
         class_name = None
     if class_name != "AutoencoderKL":
-        raise ConfigError(KEY, f"{root} holds a {class_name or 'non-diffusers'} model, not an AutoencoderKL",
-                          FIX)
+        raise path_error(f"{root} holds a {class_name or 'non-diffusers'} model, not an AutoencoderKL")
     if not (root / WEIGHTS).is_file():
-        raise ConfigError(KEY, f"{root} has no {WEIGHTS} (only safetensors weights are read)", FIX)
+        raise path_error(f"{root} has no {WEIGHTS} (only safetensors weights are read)")
     try:
         vae = AutoencoderKL.from_pretrained(root, local_files_only=True, use_safetensors=True,
                                             low_cpu_mem_usage=False)  # no accelerate needed
     except (OSError, ValueError, RuntimeError) as err:
-        raise ConfigError(KEY, f"{root}: cannot load the AutoencoderKL ({str(err)[:200]})", FIX) from None
+        raise path_error(f"{root}: cannot load the AutoencoderKL ({str(err)[:200]})") from None
     return vae.float()
 
 
-class DiffusersFirstStage(nn.Module):
+class DiffusersFirstStage(FirstStageBase):
     """Frozen ``AutoencoderKL``: ``encode`` gives z = (mode of q(z|x) − shift) · scale, ``decode``
     D(z / scale + shift), images (B, C, H, W) in [-1, 1] ↔ latents (B, latent_channels, H/f, W/f).
 
@@ -87,7 +88,7 @@ class DiffusersFirstStage(nn.Module):
     ) -> None:
         super().__init__()
         if AutoencoderKL is None:
-            raise ConfigError("first_stage", "needs the diffusers package (not installed)",
+            raise ConfigError(part_key("first_stage"), "needs the diffusers package (not installed)",
                               "pip install diffusers, or first_stage=default")
         if autoencoder_config is None:
             vae = load_vae_dir(path)
@@ -97,20 +98,13 @@ class DiffusersFirstStage(nn.Module):
                 autoencoder_config = OmegaConf.to_container(autoencoder_config, resolve=False)
             autoencoder_config = vae_config(autoencoder_config)
             vae = AutoencoderKL(**autoencoder_config)
-        self.checkpoint_path, self.autoencoder_config = path, autoencoder_config
-        self.vae = vae.eval().requires_grad_(False)
-        for key, expected, actual in (
-            ("first_stage_embed_dim", expected_embed_dim, self.embed_dim),
-            ("first_stage_downsample_factor", expected_downsample_factor, self.downsample_factor),
-            ("data.channels", expected_channels, self.in_channels),
-        ):
-            if expected != actual:
-                raise ConfigError(key, f"is {expected} but the VAE {path} has {actual}",
-                                  f"{key}={actual} (or a matching first_stage.path)")
+        self.checkpoint_path, self.autoencoder_config, self.vae = path, autoencoder_config, vae
+        self.check_shape(expected_embed_dim, expected_downsample_factor, expected_channels,
+                         f"is {{expected}} but the VAE {path} has {{actual}}",
+                         f"{{key}}={{actual}} (or a matching {part_key('first_stage', 'path')})")
         self.shift = float(self.vae.config.shift_factor or 0.0)
         self.scale_by_std = scale_by_std
-        self.register_buffer("scale_factor", torch.tensor(float(self.vae.config.scaling_factor)))
-        self.register_buffer("scale_initialized", torch.tensor(not scale_by_std))
+        self.freeze(self.vae.config.scaling_factor, fitted=not scale_by_std)
 
     @property
     def embed_dim(self) -> int:
@@ -125,44 +119,14 @@ class DiffusersFirstStage(nn.Module):
         """Channels of the images."""
         return self.vae.config.in_channels
 
-    def train(self, mode: bool = True) -> DiffusersFirstStage:
-        """The VAE stays in eval mode."""
-        super().train(mode)
-        self.vae.eval()
-        return self
-
     def unscaled(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → the posterior mode minus shift (B, latent_channels, H/f, W/f)."""
         return self.vae.encode(images).latent_dist.mode() - self.shift
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [-1, 1] → scaled latents (B, latent_channels, H/f, W/f)."""
-        return self.unscaled(images) * self.scale_factor
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents → images (B, C, H, W) clamped to [-1, 1]."""
-        return self.decode_differentiable(latents).clamp(-1, 1)
-
-    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
-        """D(latents / scale + shift), unclamped, in the caller's grad mode (image guidance)."""
-        return self.vae.decode(latents / self.scale_factor + self.shift).sample
+    def decode_unscaled(self, raw: torch.Tensor) -> torch.Tensor:
+        """D(raw + shift), unclamped."""
+        return self.vae.decode(raw + self.shift).sample
 
     def fingerprint(self) -> str:
         """``weights_fingerprint`` of the VAE."""
         return weights_fingerprint(self.vae)
-
-    @torch.no_grad()
-    def fit_scale_from(self, loader: Iterable[dict], num_batches: int, device: torch.device) -> float:
-        """With ``scale_by_std``: scale = 1 / std of the unscaled latents of the first ``num_batches``
-        batches of ``loader``, pooled over DDP ranks."""
-        z = self.unscaled(scale_fit_images(loader, num_batches).to(device)).double()
-        stats = torch.stack([z.sum(), z.square().sum(), z.new_tensor(z.numel())])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        total, total_sq, count = stats.tolist()
-        scale = 1.0 / (total_sq / count - (total / count) ** 2) ** 0.5
-        self.scale_factor.fill_(scale)
-        self.scale_initialized.fill_(True)
-        return scale

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+
+from ldmlab.first_stage.base import FirstStageBase
 
 
-class IdentityFirstStage(nn.Module):
+class IdentityFirstStage(FirstStageBase):
     """``encode``/``decode`` are the identity on images (B, C, H, W) in [-1, 1] (``decode`` clamps),
     with scale 1: the pixel-space baseline of the LDM paper (f = 1), so every stage-2 feature
     (conditioning, CFG, samplers, sweeps, metrics) runs on pixels unchanged.
@@ -24,8 +25,7 @@ class IdentityFirstStage(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
-        self.register_buffer("scale_factor", torch.tensor(1.0))
-        self.register_buffer("scale_initialized", torch.tensor(True))
+        self.freeze(1.0, fitted=True)
 
     @property
     def embed_dim(self) -> int:
@@ -35,17 +35,13 @@ class IdentityFirstStage(nn.Module):
     def in_channels(self) -> int:
         return self.channels
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) → the same values (a copy: callers may modify it)."""
-        return images.detach().clone()
+    def unscaled(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → the same values (``encode`` returns a copy: callers may modify it)."""
+        return images
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) → clamped to [-1, 1]."""
-        return latents.clamp(-1, 1)
-
-    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_unscaled(self, raw: torch.Tensor) -> torch.Tensor:
         """The identity, unclamped (image guidance differentiates through it)."""
-        return latents
+        return raw
 
     def fingerprint(self) -> str:
         return "identity"

@@ -149,8 +149,7 @@ def encode_training_images(first_stage: FirstStage, datamodule: ImageDataModule,
     order (the images before sample transforms, which keep the pixels)."""
     loader = DataLoader(datamodule.train_set.base, batch_size=datamodule.batch_size,
                         num_workers=datamodule.num_workers, generator=torch.Generator())  # not the global RNG
-    encoder = first_stage.autoencoder
-    return torch.cat([encoder.encode(batch["image"].to(device))[0].float().cpu() for batch in loader])
+    return torch.cat([first_stage.unscaled(batch["image"].to(device)).float().cpu() for batch in loader])
 
 
 def _digest(latents: torch.Tensor) -> str:

@@ -4,27 +4,24 @@ stage, so the same engine trains DiffAE's "latent DDIM" over z_sem (with ``unet=
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.config.types import PositiveInt
 from ldmlab.diffusion.restore import build_ldm, ldm_architecture
-from ldmlab.first_stage.autoencoder import scale_fit_images, weights_fingerprint
+from ldmlab.first_stage.base import FirstStageBase, check_expected, summed_over_ranks, weights_fingerprint
 from ldmlab.sampling.generate import generate_images
 from ldmlab.sampling.samplers.ddim import DDIMSampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
-KEY = "first_stage.ckpt"
 FIX = ("point it at a DiffAE checkpoint (a run of experiment=diffae), e.g. "
-       "first_stage.ckpt=logs/train_ldm/latest/checkpoints/last.ckpt")
+       "{key}=logs/train_ldm/latest/checkpoints/last.ckpt")
 
 
-class SemanticFirstStage(nn.Module):
+class SemanticFirstStage(FirstStageBase):
     """``encode``: images (B, C, H, W) → normalised z_sem (B, D, 1, 1), (Enc(x) − mean) / std per
     dimension (DiffAE's normalisation, fitted once on training data like ``scale_by_std``);
     ``decode``: z → images (B, C, H, W) in [-1, 1] by the semantic model's own DDIM
@@ -50,37 +47,35 @@ class SemanticFirstStage(nn.Module):
         super().__init__()
         if autoencoder_config is None:
             if not ckpt:
-                raise ConfigError(KEY, "is not set", FIX)
-            checkpoint = read_checkpoint(Path(ckpt), KEY, FIX)
+                raise FieldError("first_stage", "ckpt", "is not set", FIX)
+            key = part_key("first_stage", "ckpt")
+            checkpoint = read_checkpoint(Path(ckpt), key, FIX.replace("{key}", key))
             autoencoder_config = ldm_architecture(checkpoint, Path(ckpt))
             model = build_ldm(autoencoder_config, ckpt)
             try:
                 model.load_state_dict(checkpoint["state_dict"])
             except (KeyError, RuntimeError) as err:
-                raise ConfigError(KEY, f"{ckpt}: weights do not match its config ({str(err)[:200]})",
-                                  FIX) from None
+                raise FieldError("first_stage", "ckpt", f"{ckpt}: weights do not match its config "
+                                 f"({str(err)[:200]})", FIX) from None
         else:
             model = build_ldm(autoencoder_config, ckpt or "a latent-DDIM checkpoint")
         embedders = model.ema.shadow["conditioner"].embedders
         if encoder not in embedders or not hasattr(embedders[encoder], "posterior"):
-            raise ConfigError("first_stage.encoder", f"{ckpt} has no semantic encoder named {encoder!r} "
-                              f"(its embedders: {sorted(embedders)})",
-                              "first_stage.encoder=z_sem (a DiffAE trained with conditioner=semantic)")
-        if model.resolution != resolution:
-            raise ConfigError("data.resolution", f"is {resolution}, the semantic model works on "
-                              f"{model.resolution}", f"data.resolution={model.resolution}")
+            raise FieldError("first_stage", "encoder", f"{ckpt} has no semantic encoder named {encoder!r} "
+                             f"(its embedders: {sorted(embedders)})",
+                             "{key}=z_sem (a DiffAE trained with conditioner=semantic)")
         dim = embedders[encoder].embed_dim
-        if dim != expected_embed_dim:
-            raise ConfigError("first_stage_embed_dim", f"is {expected_embed_dim} but the semantic model's "
-                              f"z_sem has {dim} dimensions", f"first_stage_embed_dim={dim}")
+        check_expected([("data", "resolution", resolution, model.resolution)], "is {expected}, the semantic "
+                       "model works on {actual}", "{key}={actual}")
+        check_expected([("latent_shape", "first_stage_embed_dim", expected_embed_dim, dim)], "is {expected} "
+                       "but the semantic model's z_sem has {actual} dimensions", "{key}={actual}")
         self.checkpoint_path, self.autoencoder_config = ckpt, autoencoder_config
         self.encoder_name, self.resolution, self.decode_steps = encoder, resolution, decode_steps
-        self.semantic = model.eval().requires_grad_(False)
+        self.semantic = model
         self.semantic.model = None  # sampling and encoding use the EMA copy only
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
-        self.register_buffer("scale_factor", torch.tensor(1.0))
-        self.register_buffer("scale_initialized", torch.tensor(False))
+        self.freeze(1.0, fitted=False)  # the scale stays 1: mean and std normalise
 
     @property
     def encoder(self) -> nn.Module:
@@ -98,26 +93,22 @@ class SemanticFirstStage(nn.Module):
     def in_channels(self) -> int:
         return self.semantic.first_stage.in_channels
 
-    def train(self, mode: bool = True) -> SemanticFirstStage:
-        """Frozen: the semantic model stays in eval mode (posterior mean)."""
-        super().train(mode)
-        self.semantic.eval()
-        return self
-
     @torch.no_grad()
-    def semantic_code(self, images: torch.Tensor) -> torch.Tensor:
+    def unscaled(self, images: torch.Tensor) -> torch.Tensor:
         """z_sem (B, D), unnormalised: the encoder's posterior mean of the images."""
         return self.encoder.posterior(images)[0]
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [-1, 1] → (B, D, 1, 1) normalised z_sem."""
-        return ((self.semantic_code(images) - self.mean) / self.std)[:, :, None, None]
+    def scaled(self, raw: torch.Tensor) -> torch.Tensor:
+        """z_sem (B, D) → (B, D, 1, 1) normalised, (z_sem − mean) / std."""
+        return ((raw - self.mean) / self.std)[:, :, None, None]
+
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, D, 1, 1) normalised → z_sem (B, D)."""
+        return latents.flatten(1) * self.std + self.mean
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, D, 1, 1) normalised z_sem → images (B, C, H, W) in [-1, 1]: the semantic model's DDIM."""
-        z = latents.flatten(1) * self.std + self.mean
+    def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
+        """z_sem (B, D) → images (B, C, H, W) in [-1, 1]: the semantic model's DDIM."""
         digest = hashlib.sha256(z.detach().float().cpu().numpy().tobytes()).digest()
         generator = torch.Generator(device=z.device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         model = self.semantic
@@ -130,26 +121,21 @@ class SemanticFirstStage(nn.Module):
             horizon=model.horizon)
 
     def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
-        raise ConfigError("guidance", "a latent DDIM decodes through a diffusion model, which image guidance "
-                          "cannot differentiate", "guidance=none or guidance=cfg")
+        raise ConfigError(part_key("guidance"), "a latent DDIM decodes through a diffusion model, which "
+                          "image guidance cannot differentiate", "guidance=none or guidance=cfg")
 
     def fingerprint(self) -> str:
         """``weights_fingerprint`` of the semantic model."""
         return weights_fingerprint(self.semantic)
 
-    def fit_scale_from(self, loader: Iterable[dict], num_batches: int, device: torch.device) -> float:
-        """Fit the per-dimension mean and std of z_sem on ``num_batches`` training batches (pooled over
-        DDP ranks); returns the mean std."""
-        z = self.semantic_code(scale_fit_images(loader, num_batches).to(device)).double()
-        stats = torch.cat([z.sum(0), z.square().sum(0), z.new_tensor([len(z)])])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        dim = z.shape[1]
+    def fit_normalisation(self, raw: torch.Tensor) -> float:
+        """Fit the per-dimension mean and std of z_sem (B, D) float64, pooled over DDP ranks; returns
+        the mean std."""
+        stats = summed_over_ranks(torch.cat([raw.sum(0), raw.square().sum(0), raw.new_tensor([len(raw)])]))
+        dim = raw.shape[1]
         count = stats[-1]
         mean = stats[:dim] / count
         std = (stats[dim:2 * dim] / count - mean.square()).clamp_min(1e-12).sqrt()
         self.mean.copy_(mean.to(self.mean))
         self.std.copy_(std.to(self.std))
-        self.scale_initialized.fill_(True)
         return float(std.mean())
-
