@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ldmlab.classifier.module import CKPT_KEY, ClassifierModule, load_classifier, random_shift_flip
+from ldmlab.classifier.module import ClassifierModule, ckpt_key, load_classifier, random_shift_flip
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.utils.errors import ConfigError
@@ -91,17 +91,17 @@ def test_load_classifier_rebuilds_the_trained_network(ckpt):
 
 
 def test_load_classifier_refuses_other_checkpoints(ckpt, tmp_path):
-    with pytest.raises(ConfigError, match=CKPT_KEY):
+    with pytest.raises(ConfigError, match=ckpt_key()):
         load_classifier(tmp_path / "missing.ckpt")
     checkpoint = torch.load(ckpt, weights_only=True)
     foreign = tmp_path / "autoencoder.ckpt"
     torch.save({"state_dict": checkpoint["state_dict"], "hyper_parameters": {"lr": 1.0}}, foreign)
-    with pytest.raises(ConfigError, match=f"{CKPT_KEY}.*no 'network'"):
+    with pytest.raises(ConfigError, match=f"{ckpt_key()}.*no 'network'"):
         load_classifier(foreign)
     checkpoint["hyper_parameters"]["network"]["widths"] = [8, 16, 24]
     mismatched = tmp_path / "mismatched.ckpt"
     torch.save(checkpoint, mismatched)
-    with pytest.raises(ConfigError, match=f"{CKPT_KEY}.*do not match"):
+    with pytest.raises(ConfigError, match=f"{ckpt_key()}.*do not match"):
         load_classifier(mismatched)
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from ldmlab.classifier.module import CKPT_KEY
+from ldmlab.classifier.module import ckpt_key
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.metrics.classifier_features import ClassifierFeatureExtractor
 from ldmlab.metrics.fidelity import FidelityEvaluator, FidelityNetwork
@@ -181,7 +181,7 @@ def test_bad_inputs_name_the_key(real, classifier_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="metrics.num_reference"):
         classifier_evaluator(images[:16], classifier_ckpt, tmp_path)(images[:50])
     rgb_reference = ReferenceSet.from_images("rgb", "test", images[:100].expand(-1, 3, -1, -1))
-    with pytest.raises(ConfigError, match=CKPT_KEY):
+    with pytest.raises(ConfigError, match=ckpt_key()):
         FidelityEvaluator(rgb_reference, inception=False, classifier_ckpt=str(classifier_ckpt))
     with pytest.raises(ConfigError, match="metrics.inception"):
         FidelityEvaluator(evaluate.reference, inception=False)

@@ -14,10 +14,9 @@ from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.config.types import NonNegativeInt
 from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.finite import LossWatch
 
-CKPT_KEY = "metrics.classifier_ckpt"
 NETWORK_FIELDS = {"in_channels": int, "num_classes": int, "resolution": int, "widths": list, "groups": int,
                   "dropout": int | float}
 _CKPT_FIX = "point it at a checkpoint written by `make train-classifier` (logs/train_classifier/.../*.ckpt)"
@@ -67,20 +66,20 @@ class ClassifierModule(pl.LightningModule):
         """Fail before training unless the data's channels, size and classes fit the network."""
         net = self.network
         if datamodule.channels != net.in_channels:
-            raise ConfigError(
-                "classifier.in_channels", f"data has {datamodule.channels} channels, the classifier "
-                f"expects {net.in_channels}", "set classifier.in_channels=${data.channels}",
+            raise FieldError(
+                "classifier", "in_channels", f"data has {datamodule.channels} channels, the classifier "
+                f"expects {net.in_channels}", f"set {{key}}=${{{part_key('data', 'channels')}}}",
             )
         if datamodule.resolution != net.resolution:
-            raise ConfigError(
-                "classifier.resolution", f"data is {datamodule.resolution}px, the classifier is built "
-                f"for {net.resolution}px", "set classifier.resolution=${data.resolution}",
+            raise FieldError(
+                "classifier", "resolution", f"data is {datamodule.resolution}px, the classifier is built "
+                f"for {net.resolution}px", f"set {{key}}=${{{part_key('data', 'resolution')}}}",
             )
         classes = getattr(datamodule, "num_classes", net.num_classes)
         if classes != net.num_classes:
-            raise ConfigError(
-                "classifier.num_classes", f"data has {classes} classes, the classifier {net.num_classes}",
-                f"set classifier.num_classes={classes}",
+            raise FieldError(
+                "classifier", "num_classes", f"data has {classes} classes, the classifier {net.num_classes}",
+                f"set {{key}}={classes}",
             )
 
     def _loss(self, batch: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,9 +105,14 @@ class ClassifierModule(pl.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def configure_optimizers(self):
-        return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
-                                      int(self.trainer.estimated_stepping_batches), "module.optimizer",
-                                      trainer_precision(self))
+        steps = int(self.trainer.estimated_stepping_batches)
+        return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler, steps,
+                                      part_key("module", "optimizer"), trainer_precision(self))
+
+
+def ckpt_key() -> str:
+    """The config key of the classifier checkpoint that metrics read (``metrics.classifier_ckpt``)."""
+    return part_key("metrics", "classifier_ckpt")
 
 
 def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
@@ -117,25 +121,25 @@ def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
     Read with ``torch.load(weights_only=True)`` (``ldmlab.checkpoints.read_checkpoint``); the
     architecture comes from the ``network`` hyperparameter stored at training time, which must be
     plain numbers (``NETWORK_FIELDS``), never a config to instantiate. Anything missing or
-    inconsistent raises ``ConfigError`` naming ``metrics.classifier_ckpt``.
+    inconsistent raises ``ConfigError`` naming the metrics' ``classifier_ckpt``.
     """
-    path = Path(ckpt_path).expanduser()
-    checkpoint = read_checkpoint(path, CKPT_KEY, _CKPT_FIX)
+    path, key = Path(ckpt_path).expanduser(), ckpt_key()
+    checkpoint = read_checkpoint(path, key, _CKPT_FIX)
     hparams = checkpoint.get("hyper_parameters")
     config = hparams.get("network") if isinstance(hparams, dict) else None
     if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ConfigError(CKPT_KEY, f"{path} holds no classifier (no 'network' hyperparameter)", _CKPT_FIX)
+        raise ConfigError(key, f"{path} holds no classifier (no 'network' hyperparameter)", _CKPT_FIX)
     try:
         network = ClassifierNetwork(**_network_config(config))
     except (TypeError, ValueError) as err:
-        raise ConfigError(CKPT_KEY, f"{path} stores an unusable network config ({err})", _CKPT_FIX) from None
+        raise ConfigError(key, f"{path} stores an unusable network config ({err})", _CKPT_FIX) from None
     prefix = "network."
     state = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(
-            CKPT_KEY, f"{path}: weights do not match the stored network config ({str(err)[:300]})", _CKPT_FIX
+            key, f"{path}: weights do not match the stored network config ({str(err)[:300]})", _CKPT_FIX
         ) from None
     return network.eval().requires_grad_(False)
 

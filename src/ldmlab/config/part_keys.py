@@ -14,6 +14,9 @@ PART_KEYS = {
     "loss_weighting": "diffusion.loss_weighting",
     "timestep_sampler": "diffusion.timestep_sampler",
     "diffusion_loss": "diffusion.loss",
+    "latent_shape": "",  # first_stage_embed_dim, first_stage_downsample_factor: top-level keys
+    "inversion": "",  # invert / interpolate keep the inversion study's settings at the top level
+    "lpips": "loss.lpips",
 }
 
 

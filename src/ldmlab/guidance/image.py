@@ -8,7 +8,8 @@ denoiser's clean-latent prediction; the guided denoiser takes ∇_{z_t} through 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,9 @@ import torch.nn.functional as F
 from PIL import UnidentifiedImageError
 from torch import Tensor
 
-from ldmlab.guidance.base import GradientGuidance, GuidanceContext, check_scale
-from ldmlab.nn.lpips import CONFIG_KEY as LPIPS_KEY
+from ldmlab.guidance.base import GradientGuidance, GuidanceContext, LogProb, check_scale
 from ldmlab.nn.lpips import LPIPS
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.images import open_image
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
@@ -32,6 +32,11 @@ LOSSES = ("l2", "lpips")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16")  # PIL modes read as one channel; the rest as RGB
 
 
+def _key(field: str) -> str:
+    """The config key of the image guidance's ``field``."""
+    return part_key("guidance", field)
+
+
 def downsample(images: Tensor, size: Sequence[int]) -> Tensor:
     """(B, C, H, W) → (B, C, *size) by antialiased bicubic resizing (differentiable)."""
     return F.interpolate(images, size=tuple(size), mode="bicubic", antialias=True, align_corners=False)
@@ -40,18 +45,18 @@ def downsample(images: Tensor, size: Sequence[int]) -> Tensor:
 def box_mask(box: str | Sequence[int], height: int, width: int) -> Tensor:
     """(1, 1, H, W) known-pixel mask: 0 inside ``box`` = "top,left,height,width" (or 4 ints,
     pixels of the full image: the unknown region), 1 elsewhere; a bad box is ``guidance.box``'s error."""
-    fix = f"guidance.box=[{height // 4},{width // 4},{height // 2},{width // 2}] (top,left,height,width)"
+    fix = f"{{key}}=[{height // 4},{width // 4},{height // 2},{width // 2}] (top,left,height,width)"
     parts = box.split(",") if isinstance(box, str) else box
     try:
         top, left, h, w = (int(str(part).strip()) for part in parts)
     except (TypeError, ValueError):
-        raise ConfigError("guidance.box", f"must be four integers top,left,height,width, got {box!r}",
-                          fix) from None
+        raise FieldError("guidance", "box", f"must be four integers top,left,height,width, got {box!r}",
+                         fix) from None
     if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > height or left + w > width:
-        raise ConfigError("guidance.box", f"({top},{left},{h},{w}) is not a non-empty box inside the "
-                          f"{height}×{width} image", fix)
+        raise FieldError("guidance", "box", f"({top},{left},{h},{w}) is not a non-empty box inside the "
+                         f"{height}×{width} image", fix)
     if h == height and w == width:
-        raise ConfigError("guidance.box", "covers the whole image, so no pixel is known", fix)
+        raise FieldError("guidance", "box", "covers the whole image, so no pixel is known", fix)
     mask = torch.ones(1, 1, height, width)
     mask[..., top:top + h, left:left + w] = 0.0
     return mask
@@ -94,14 +99,14 @@ def load_images(path: Path, key: str) -> Tensor:
 
 def load_mask(path: Path) -> Tensor:
     """(1, 1, H, W) known-pixel mask from a PNG: 1 where white (≥ 128), 0 elsewhere."""
-    fix = "guidance.mask=/path/to/mask.png (white = known), or guidance.mask=null with guidance.box"
+    fix = f"{{key}}=/path/to/mask.png (white = known), or {{key}}=null with {_key('box')}"
     if not path.is_file():
-        raise ConfigError("guidance.mask", f"{path} does not exist", fix)
+        raise FieldError("guidance", "mask", f"{path} does not exist", fix)
     try:
         with open_image(path) as image:
             array = np.asarray(image.convert("L"))
     except (OSError, UnidentifiedImageError) as err:
-        raise ConfigError("guidance.mask", f"{path} is not a readable PNG ({err})", fix) from None
+        raise FieldError("guidance", "mask", f"{path} is not a readable PNG ({err})", fix) from None
     return torch.from_numpy((array >= 128).astype(np.float32))[None, None]
 
 
@@ -157,18 +162,18 @@ class ImageGuidance(GradientGuidance):
         lpips_weights_path: str | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
-            raise ConfigError("guidance.transform", f"must be one of {TRANSFORMS}, got {transform!r}",
-                              "guidance.transform=downsample")
+            raise FieldError("guidance", "transform", f"must be one of {TRANSFORMS}, got {transform!r}",
+                             "{key}=downsample")
         if loss not in LOSSES:
-            raise ConfigError("guidance.loss", f"must be one of {LOSSES}, got {loss!r}", "guidance.loss=l2")
+            raise FieldError("guidance", "loss", f"must be one of {LOSSES}, got {loss!r}", "{key}=l2")
         if not target:
-            raise ConfigError("guidance.target", "is not set", "guidance.target=/path/to/image.png "
-                              "(or an .npz with images (N, H, W[, C]))")
+            raise FieldError("guidance", "target", "is not set",
+                             "{key}=/path/to/image.png (or an .npz with images (N, H, W[, C]))")
         self.scale = check_scale(scale)
         self.transform, self.loss = transform, loss
         self.needs_model_grad = not detach_unet
         self.target_path = Path(target).expanduser()
-        self.target = load_images(self.target_path, "guidance.target")
+        self.target = load_images(self.target_path, _key("target"))
         size = tuple(self.target.shape[-2:])
         self.mask = self._known_mask(mask, box, size)
         if self.mask is not None:
@@ -176,43 +181,43 @@ class ImageGuidance(GradientGuidance):
         self.lpips = None
         if loss == "lpips":
             if min(size) < 16:
-                raise ConfigError("guidance.loss", f"lpips needs targets of at least 16×16 pixels, "
-                                  f"{self.target_path.name} is {size[0]}×{size[1]}", "guidance.loss=l2")
+                raise FieldError("guidance", "loss", f"lpips needs targets of at least 16×16 pixels, "
+                                 f"{self.target_path.name} is {size[0]}×{size[1]}", "{key}=l2")
             try:
                 self.lpips = LPIPS(lpips_weights_path)
             except (ConfigError, WeightsUnavailableError) as err:
-                message = str(err).replace(LPIPS_KEY, "guidance.lpips_weights_path")
+                message = str(err).replace(part_key("lpips", "weights_path"), _key("lpips_weights_path"))
                 raise WeightsUnavailableError(message) from None
-        self._decode = None
 
     def _known_mask(self, mask: str | None, box: Any, size: tuple[int, int]) -> Tensor | None:
         if self.transform != "mask":
             if mask or box is not None:
-                key = "guidance.mask" if mask else "guidance.box"
-                raise ConfigError(key, f"is set, but only transform=mask reads it, not {self.transform}",
-                                  f"{key}=null (or guidance.transform=mask to inpaint)")
+                raise FieldError("guidance", "mask" if mask else "box",
+                                 f"is set, but only transform=mask reads it, not {self.transform}",
+                                 f"{{key}}=null (or {_key('transform')}=mask to inpaint)")
             return None
         if mask and box is not None:
-            raise ConfigError("guidance.mask", "is set together with guidance.box; give one",
-                              "guidance.mask=null")
-        centre = f"guidance.box=[{size[0] // 4},{size[1] // 4},{size[0] // 2},{size[1] // 2}]"
+            raise FieldError("guidance", "mask", f"is set together with {_key('box')}; give one",
+                             "{key}=null")
+        centre = f"{_key('box')}=[{size[0] // 4},{size[1] // 4},{size[0] // 2},{size[1] // 2}]"
         if box is not None:
             return box_mask(box, *size)
         if not mask:
-            raise ConfigError("guidance.box", "guidance.transform=mask needs the unknown region (a box or "
-                              "a mask)", centre)
+            raise FieldError("guidance", "box",
+                             f"{_key('transform')}=mask needs the unknown region (a box or a mask)", centre)
         known = load_mask(Path(mask).expanduser())
         if tuple(known.shape[-2:]) != size:
-            raise ConfigError("guidance.mask", f"is {known.shape[-2]}×{known.shape[-1]}, the target "
-                              f"{self.target_path.name} is {size[0]}×{size[1]}",
-                              _png_fix(Path(mask).expanduser(), "guidance.mask", size, resample="NEAREST"))
+            raise FieldError("guidance", "mask", f"is {known.shape[-2]}×{known.shape[-1]}, the target "
+                             f"{self.target_path.name} is {size[0]}×{size[1]}",
+                             _png_fix(Path(mask).expanduser(), _key("mask"), size, resample="NEAREST"))
         if not known.any():
-            raise ConfigError("guidance.mask", f"{mask} has no white (known) pixel",
-                              f"guidance.mask=null {centre}")
+            raise FieldError("guidance", "mask", f"{mask} has no white (known) pixel",
+                             f"{{key}}=null {centre}")
         return known
 
-    def prepare(self, context: GuidanceContext) -> None:
-        """Check the target against the model's images (channels, size); keep its decoder."""
+    def bind(self, context: GuidanceContext) -> LogProb:
+        """Check the target against the model's images (channels, size); log p(y | z_t) through
+        the model's decoder (LPIPS moved to its device)."""
         first_stage = context.first_stage
         channels = first_stage.in_channels
         resolution = tuple(n * first_stage.downsample_factor for n in context.latent_shape[1:])
@@ -220,10 +225,10 @@ class ImageGuidance(GradientGuidance):
         path = self.target_path
         if have != channels:
             mode = "L" if channels == 1 else "RGB"
-            fix = (_png_fix(path, "guidance.target", tuple(size), mode) if path.suffix.lower() == ".png"
+            fix = (_png_fix(path, _key("target"), tuple(size), mode) if path.suffix.lower() == ".png"
                    else f"store {channels}-channel images in {path.name}'s images array")
-            raise ConfigError("guidance.target", f"{path.name} has {have} channel(s), the model makes "
-                              f"{channels}-channel images", fix)
+            raise FieldError("guidance", "target", f"{path.name} has {have} channel(s), the model makes "
+                             f"{channels}-channel images", fix)
         size = tuple(size)
         divides = all(r % s == 0 for s, r in zip(size, resolution, strict=True))
         if not (divides if self.transform == "downsample" else size == resolution):
@@ -234,15 +239,15 @@ class ImageGuidance(GradientGuidance):
             if self.transform == "downsample":
                 want = tuple(_nearest_divisor(s, r) for s, r in zip(size, resolution, strict=True))
             if self.transform == "identity" and divides:
-                fix = "guidance.transform=downsample"
+                fix = f"{_key('transform')}=downsample"
             elif path.suffix.lower() == ".png":
-                fix = _png_fix(path, "guidance.target", want)
+                fix = _png_fix(path, _key("target"), want)
             else:
                 fix = f"store {want[0]}×{want[1]} images in {path.name}'s images array"
-            raise ConfigError("guidance.target", problem, fix)
-        self._decode = first_stage.decode_differentiable
+            raise FieldError("guidance", "target", problem, fix)
         if self.lpips is not None:
             self.lpips.to(next(first_stage.parameters()).device)
+        return partial(self.log_prob, first_stage.decode_differentiable)
 
     def condition_inputs(self, num_samples: int) -> dict[str, Any]:
         """The target (N, C, h, w) cycled to ``num_samples`` rows; with a mask, the mask (N, 1, H, W)."""
@@ -259,10 +264,10 @@ class ImageGuidance(GradientGuidance):
             return images * condition[MASK_KEY]
         return images
 
-    def log_prob(self, x_t: Tensor, t: Tensor, x0: Tensor, condition: dict[str, Any]) -> Tensor:
-        if self._decode is None:
-            raise RuntimeError("ImageGuidance.prepare(context) must run before sampling")
-        observed = self.observe(self._decode(x0), condition)
+    def log_prob(self, decode: Callable[[Tensor], Tensor], x_t: Tensor, t: Tensor, x0: Tensor,
+                 condition: dict[str, Any]) -> Tensor:
+        """−L(y, T(decode(x0))) (B,); decode: the model's differentiable decoder, latents → images."""
+        observed = self.observe(decode(x0), condition)
         target = condition[TARGET_KEY]
         if self.lpips is not None:
             return -self.lpips(observed, target)

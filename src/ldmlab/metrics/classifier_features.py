@@ -14,7 +14,7 @@ from torch_fidelity import register_feature_extractor
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ldmlab.classifier.module import CKPT_KEY, load_classifier
+from ldmlab.classifier.module import ckpt_key, load_classifier
 from ldmlab.utils.errors import ConfigError
 
 CLASSIFIER_EXTRACTOR = "ldmlab-classifier"
@@ -34,7 +34,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
     ) -> None:
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
-            raise ConfigError(CKPT_KEY, "no classifier checkpoint given", "set metrics.classifier_ckpt")
+            raise ConfigError(ckpt_key(), "no classifier checkpoint given", f"set {ckpt_key()}")
         self.network = load_classifier(feature_extractor_weights_path)
 
     @staticmethod
@@ -54,7 +54,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
         expected = (net.resolution, net.resolution)
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != expected:
             raise ConfigError(
-                CKPT_KEY, f"the classifier takes uint8 (B, 3, {net.resolution}, {net.resolution}) from "
+                ckpt_key(), f"the classifier takes uint8 (B, 3, {net.resolution}, {net.resolution}) from "
                 f"torch-fidelity, got {x.dtype} {tuple(x.shape)}",
                 "evaluate images at the resolution the classifier was trained on",
             )

