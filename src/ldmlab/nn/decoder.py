@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.nn.attention import SelfAttention2d
+from ldmlab.nn.middle import middle_block
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Upsample
 from ldmlab.nn.resnet import ResnetBlock
@@ -32,11 +32,7 @@ class Decoder(nn.Module):
         super().__init__()
         width = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, width, 3, padding=1)
-        self.mid = nn.Sequential(
-            ResnetBlock(width, dropout=dropout),
-            SelfAttention2d(width) if mid_attention else nn.Identity(),
-            ResnetBlock(width, dropout=dropout),
-        )
+        self.mid = middle_block(width, mid_attention, dropout)
         stages: list[nn.Module] = []
         for level in reversed(range(len(ch_mult))):
             for _ in range(num_res_blocks + 1):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.nn.attention import SelfAttention2d
+from ldmlab.nn.middle import middle_block
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import DOWNSAMPLE_PADDINGS, Downsample
 from ldmlab.nn.resnet import ResnetBlock
@@ -51,11 +51,7 @@ class Encoder(nn.Module):
             if level < len(ch_mult) - 1:
                 stages.append(Downsample(width, downsample_padding))
         self.down = nn.Sequential(*stages)
-        self.mid = nn.Sequential(
-            ResnetBlock(width, dropout=dropout),
-            SelfAttention2d(width) if mid_attention else nn.Identity(),
-            ResnetBlock(width, dropout=dropout),
-        )
+        self.mid = middle_block(width, mid_attention, dropout)
         self.norm_out = group_norm(width)
         self.conv_out = nn.Conv2d(width, z_channels, 3, padding=1)
 
