@@ -91,6 +91,9 @@ class TowardZero(GradientGuidance):
     def __init__(self, scale: float) -> None:
         self.scale = scale
 
+    def bind(self, context):
+        return self.log_prob
+
     def log_prob(self, x_t, t, x0, condition):
         return -x0.square().flatten(1).sum(1)
 
@@ -100,5 +103,5 @@ def test_gradient_guidance_is_refused_on_a_centred_process():
         generate_latents(unet=Recorder(), conditioner=Conditioner({"x_hat": Centre()}).eval(),
                          schedule=SCHEDULE, parameterization=EpsParameterization(), sampler=DDIMSampler(2),
                          condition={"x_hat": torch.zeros(1, 1, 4, 4)}, latent_shape=(1, 4, 4),
-                         num_samples=1, guidance=TowardZero(1.0))
+                         num_samples=1, guidance=TowardZero(1.0).prepare(None))
     assert bad.value.key == "guidance"

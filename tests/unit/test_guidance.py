@@ -6,15 +6,20 @@ import pytest
 import torch
 from torch import nn
 
+from ldmlab.conditioning.class_embedder import ClassEmbedder
+from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
 from ldmlab.diffusion.parameterizations.v import VParameterization
 from ldmlab.diffusion.schedules.linear import LinearSchedule
+from ldmlab.guidance.base import GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 SCHEDULE = LinearSchedule()
 NULL_LABEL = 10
+CONTEXT = GuidanceContext(None, SCHEDULE, (2, 4, 4), Conditioner({"label": ClassEmbedder(NULL_LABEL, 2)}))
+"""A class-conditional model's context: what CFG is prepared against."""
 
 
 class ToyConditionalNet(nn.Module):
@@ -81,7 +86,7 @@ def test_guided_denoiser_makes_one_batched_pass(scale: float):
     net, param = ToyConditionalNet(), VParameterization()
     guidance = ClassifierFreeGuidance(scale)
     with torch.no_grad():
-        x0, eps = GuidedDenoiser(net, param, SCHEDULE, cond, uncond, guidance)(x_t, t)
+        x0, eps = GuidedDenoiser(net, param, SCHEDULE, cond, uncond, guidance.prepare(CONTEXT))(x_t, t)
         assert net.batch_sizes == [6]
         c, u = net(x_t, t, cond), net(x_t, t, uncond)
     expected = param.to_x0_eps(u + scale * (c - u), x_t, t, SCHEDULE)
@@ -93,8 +98,9 @@ def test_guided_denoiser_makes_one_batched_pass(scale: float):
 def test_unguided_denoiser_makes_one_conditional_pass(guidance):
     x_t, t, cond, uncond = inputs()
     net, param = ToyConditionalNet(), EpsParameterization()
+    bound = guidance.prepare(CONTEXT) if guidance is not None else None
     with torch.no_grad():
-        x0, eps = GuidedDenoiser(net, param, SCHEDULE, cond, uncond, guidance)(x_t, t)
+        x0, eps = GuidedDenoiser(net, param, SCHEDULE, cond, uncond, bound)(x_t, t)
         assert net.batch_sizes == [3]
         expected = param.to_x0_eps(net(x_t, t, cond), x_t, t, SCHEDULE)
     assert torch.equal(x0, expected[0]) and torch.equal(eps, expected[1])
@@ -104,7 +110,7 @@ def test_one_model_call_per_sampler_step():
     _, _, cond, uncond = inputs()
     net = ToyConditionalNet()
     denoise = GuidedDenoiser(
-        net, VParameterization(), SCHEDULE, cond, uncond, ClassifierFreeGuidance(4.0)
+        net, VParameterization(), SCHEDULE, cond, uncond, ClassifierFreeGuidance(4.0).prepare(CONTEXT)
     )
     DDIMSampler(7).sample(denoise, torch.randn(3, 2, 4, 4), SCHEDULE)
     assert net.batch_sizes == [6] * 7
@@ -113,7 +119,7 @@ def test_one_model_call_per_sampler_step():
 def test_guided_denoiser_bad_conditions():
     _, _, cond, uncond = inputs()
     args = (ToyConditionalNet(), EpsParameterization(), SCHEDULE, cond)
-    guidance = ClassifierFreeGuidance(2.0)
+    guidance = ClassifierFreeGuidance(2.0).prepare(CONTEXT)
     with pytest.raises(ValueError, match="uncond is required"):
         GuidedDenoiser(*args, None, guidance)
     with pytest.raises(ValueError, match="keys"):

@@ -17,11 +17,11 @@ from ldmlab.guidance.base import GradientGuidance, GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.guidance.classifier import ClassifierGuidance
 from ldmlab.guidance.composite import CompositeGuidance
-from ldmlab.guidance.forms import MeanShiftForm, ScoreForm, gradient_form
 from ldmlab.guidance.none import NoGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.base import ScoreForm
 from ldmlab.sampling.samplers.ddim import DDIMSampler
-from ldmlab.sampling.samplers.ddpm import DDPMSampler
+from ldmlab.sampling.samplers.ddpm import DDPMSampler, MeanShiftForm
 from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
 from ldmlab.utils.errors import ConfigError
 
@@ -38,6 +38,9 @@ class GaussianLikelihood(GradientGuidance):
     def __init__(self, scale: float) -> None:
         self.scale = scale
 
+    def bind(self, context):
+        return self.log_prob
+
     def log_prob(self, x_t, t, x0, condition):
         return -((x_t - MEAN) ** 2).sum(dim=(1, 2, 3)) / (2 * TAU2)
 
@@ -49,7 +52,8 @@ def gaussian_data_model(x_t, t, cond):
 
 def guided(scale: float, form) -> GuidedDenoiser:
     return GuidedDenoiser(
-        gaussian_data_model, EpsParameterization(), SCHEDULE, {}, None, GaussianLikelihood(scale), {}, form
+        gaussian_data_model, EpsParameterization(), SCHEDULE, {}, None, GaussianLikelihood(scale).prepare(None),
+        {}, form
     )
 
 
@@ -82,10 +86,10 @@ def test_ddpm_mean_shift_is_scale_times_variance_times_gradient():
         )
 
 
-def test_forms_follow_the_sampler():
-    assert isinstance(gradient_form(DDPMSampler(steps=5), SCHEDULE), MeanShiftForm)
+def test_each_sampler_declares_its_gradient_form():
+    assert isinstance(DDPMSampler(steps=5).gradient_form(SCHEDULE), MeanShiftForm)
     for sampler in (DDIMSampler(steps=5), DDIMSampler(steps=5, eta=1.0), DPMPP2MSampler(steps=5)):
-        assert isinstance(gradient_form(sampler, SCHEDULE), ScoreForm)
+        assert isinstance(sampler.gradient_form(SCHEDULE), ScoreForm)
 
 
 def test_scale_zero_term_is_skipped_and_the_network_is_not_differentiated():
@@ -154,7 +158,7 @@ def test_classifier_scale_zero_reproduces_the_unguided_sample_bit_exactly(ldm, s
 def test_classifier_gradient_raises_log_p_of_the_target_class(ldm):
     guidance = ClassifierGuidance(scale=1.0, classifier=noisy_classifier(ldm))
     latent = ldm.resolution // ldm.first_stage.downsample_factor
-    guidance.prepare(
+    bound = guidance.prepare(
         GuidanceContext(
             ldm.first_stage,
             ldm.schedule,
@@ -178,13 +182,13 @@ def test_classifier_gradient_raises_log_p_of_the_target_class(ldm):
             {"label": labels},
             ScoreForm(ldm.schedule),
         )
-        for g in (None, guidance)
+        for g in (None, bound)
     ]
     step = DDIMSampler(steps=10).transitions(ldm.schedule)[6]
     t = torch.full((6,), step.t)
     with torch.no_grad():
         moved = [DDIMSampler(steps=10).step(x_t, *d(x_t, t), step, None, None) for d in denoisers]
-        log_p = [guidance.log_prob(x, t, None, {"label": labels}) for x in moved]
+        log_p = [bound.gradients[0].log_prob(x, t, None, {"label": labels}) for x in moved]
     assert bool((log_p[1] > log_p[0]).all()), (log_p[0], log_p[1])
 
 

@@ -13,7 +13,6 @@ from PIL import Image
 from ldmlab.data.fashion_mnist import FashionMNIST
 from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.guidance.base import GuidanceContext
-from ldmlab.guidance.forms import ScoreForm
 from ldmlab.guidance.image import (
     MASK_KEY,
     TARGET_KEY,
@@ -24,6 +23,7 @@ from ldmlab.guidance.image import (
 )
 from ldmlab.guidance.inputs import guided_condition
 from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.base import ScoreForm
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 
@@ -198,16 +198,17 @@ def test_one_guided_denoiser_call_moves_x0_toward_the_target(ldm, truth, transfo
     scale = 10.0 if loss == "lpips" else 0.01
     guidance = ImageGuidance(save_npz(tmp_path / "t.npz", images), transform, loss, scale,
                              box=BOX if transform == "mask" else None, detach_unet=detach_unet)
-    guidance.prepare(context_of(ldm))
+    bound = guidance.prepare(context_of(ldm))
+    (term,) = bound.gradients
     net, conditioner = ldm.ema.shadow["unet"], ldm.ema.shadow["conditioner"]
     condition = guided_condition(conditioner, guidance, 4)
     cond = conditioner(condition, batch_size=4)
     x_t, t = torch.randn(4, 4, 8, 8), torch.full((4,), 300)
-    denoiser = GuidedDenoiser(net, ldm.parameterization, ldm.schedule, cond, guidance=guidance,
+    denoiser = GuidedDenoiser(net, ldm.parameterization, ldm.schedule, cond, guidance=bound,
                               condition=condition, form=ScoreForm(ldm.schedule))
     with torch.no_grad():  # L = −log p / s: ‖T(D(ẑ0)) − y‖² for l2, LPIPS(T(D(ẑ0)), y) for lpips
-        before = -guidance.log_prob(x_t, t, denoiser.predict(x_t, t)[0], condition)
-        after = -guidance.log_prob(x_t, t, denoiser(x_t, t)[0], condition)
+        before = -term.log_prob(x_t, t, denoiser.predict(x_t, t)[0], condition)
+        after = -term.log_prob(x_t, t, denoiser(x_t, t)[0], condition)
     assert (after < before).all(), (before, after)
 
 

@@ -21,7 +21,7 @@ from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.first_stage.autoencoder import FirstStage
 from ldmlab.first_stage.latent_cache import LatentCache, open_latent_cache
-from ldmlab.guidance.base import Guidance, GuidanceContext
+from ldmlab.guidance.base import BoundGuidance, Guidance, GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.optim.ema import EMA
 from ldmlab.optim.lr_schedules import linear_warmup
@@ -161,21 +161,21 @@ class LatentDiffusionModule(pl.LightningModule):
         condition: dict[str, Any],
         num_samples: int,
         *,
-        guidance: Guidance | None = None,
+        guidance: Guidance | BoundGuidance | None = None,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
         use_ema: bool = True,
     ) -> torch.Tensor:
-        """Images (N, C, H, W) in [-1, 1]; ``guidance`` is prepared for this model here; see
+        """Images (N, C, H, W) in [-1, 1]; a ``Guidance`` is prepared for this model here, a
+        ``BoundGuidance`` (``prepare_guidance``, once for many calls) used as is; see
         ``ldmlab.sampling.generate``."""
         model = self.ema.shadow if use_ema else self.model
         was_training = model.training
         model.eval()
         latent = self.resolution // self.first_stage.downsample_factor
         latent_shape = (self.first_stage.embed_dim, latent, latent)
-        if guidance is not None:
-            context = GuidanceContext(self.first_stage, self.schedule, latent_shape, model["conditioner"])
-            guidance.prepare(context)
+        if isinstance(guidance, Guidance):
+            guidance = self.prepare_guidance(guidance, use_ema)
         init = None
         if self.start is not None:
             x_hat = condition.get("x_hat")
@@ -189,6 +189,14 @@ class LatentDiffusionModule(pl.LightningModule):
         )
         model.train(was_training)
         return images
+
+    def prepare_guidance(self, guidance: Guidance, use_ema: bool = True) -> BoundGuidance:
+        """``guidance`` checked against this model and bound to it, for ``generate``."""
+        latent = self.resolution // self.first_stage.downsample_factor
+        conditioner = (self.ema.shadow if use_ema else self.model)["conditioner"]
+        latent_shape = (self.first_stage.embed_dim, latent, latent)
+        context = GuidanceContext(self.first_stage, self.schedule, latent_shape, conditioner)
+        return guidance.prepare(context)
 
     def log_images(self, batch: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
         """Samples at each CFG scale of ``log_guidance_scales`` for the validation batch's other

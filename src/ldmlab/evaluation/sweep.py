@@ -30,7 +30,7 @@ from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_
 from ldmlab.evaluation.grid import Point, sampler_grid
 from ldmlab.evaluation.seeds import chunk_seed
 from ldmlab.evaluation.table import Row
-from ldmlab.guidance.base import Guidance
+from ldmlab.guidance.base import BoundGuidance, Guidance
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
@@ -69,7 +69,8 @@ def check_seeds(seeds: Sequence[int] | int, prefix: str = "") -> list[int]:
 
 @torch.no_grad()
 def draw_samples(
-    module: LatentDiffusionModule, condition: dict, num_samples: int, guidance: Guidance, seed: int = 0,
+    module: LatentDiffusionModule, condition: dict, num_samples: int, guidance: Guidance | BoundGuidance,
+    seed: int = 0,
     batch_size: int = 64, sampler: Sampler | None = None, use_ema: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor | None:
@@ -115,12 +116,13 @@ def grid_sweep(
         for point, sampler in samplers:
             for scale in guidance_scales:
                 guided = guidance.with_scale(scale)
+                bound = module.prepare_guidance(guided, use_ema)  # checked once for every chunk
                 for seed in seeds:
                     where = {**_scale_columns(guided), **point, "seed": seed}
                     note = ", ".join(f"{k.removeprefix('sampler.')}={v}" for k, v in where.items()
                                      if k not in ("w", "guidance"))
                     started = time.perf_counter()
-                    images = draw_samples(module, condition, num_samples, guided, seed=seed,
+                    images = draw_samples(module, condition, num_samples, bound, seed=seed,
                                           batch_size=batch_size, sampler=sampler, use_ema=use_ema,
                                           on_chunk=partial(progress.advance, note=note))
                     seconds = time.perf_counter() - started

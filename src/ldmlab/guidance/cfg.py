@@ -5,13 +5,14 @@ from __future__ import annotations
 from torch import Tensor
 
 from ldmlab.guidance.base import GuidanceContext, OutputGuidance, check_scale
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 
-def check_rescale(rescale: float, key: str = "guidance.rescale") -> float:
-    """``rescale`` if it is a valid φ ∈ [0, 1]; else ``ConfigError`` naming ``key``."""
+def check_rescale(rescale: float) -> float:
+    """``rescale`` if it is a valid φ ∈ [0, 1]; else ``guidance.rescale``'s ``FieldError``."""
     if not 0.0 <= float(rescale) <= 1.0:
-        raise ConfigError(key, f"must be in [0, 1] (0: plain CFG), got {rescale}", f"e.g. {key}=0.7")
+        raise FieldError("guidance", "rescale", f"must be in [0, 1] (0: plain CFG), got {rescale}",
+                         "e.g. {key}=0.7")
     return float(rescale)
 
 
@@ -38,11 +39,11 @@ class ClassifierFreeGuidance(OutputGuidance):
     def needs_unconditional(self) -> bool:
         return self.scale != 1.0
 
-    def prepare(self, context: GuidanceContext) -> None:
+    def check(self, context: GuidanceContext) -> None:
         if self.needs_unconditional and not context.conditioner.embedders:
-            raise ConfigError("guidance.scale", f"is {self.scale:g} but the model is unconditional, so "
-                              "classifier-free guidance has nothing to mix",
-                              "guidance.scale=1 (or guidance=classifier / guidance=none)")
+            raise FieldError("guidance", "scale", f"is {self.scale:g} but the model is unconditional, so "
+                             "classifier-free guidance has nothing to mix",
+                             "{key}=1 (or {part}=classifier / {part}=none)")
 
     def combine(self, cond_output: Tensor, uncond_output: Tensor) -> Tensor:
         guided = cond_output + self.w * (cond_output - uncond_output)  # exact at s = 1

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ldmlab.classifier.noisy_loading import (
-    KEY,
     NoisyClassifierCheckpoint,
     load_noisy_classifier,
     resolve_noisy_classifier,
 )
-from ldmlab.guidance.base import GradientGuidance, GuidanceContext, check_scale
-from ldmlab.utils.errors import ConfigError
+from ldmlab.guidance.base import GradientGuidance, GuidanceContext, LogProb, check_scale
+from ldmlab.utils.errors import FieldError
 
 RETRAIN = "train one on this model's first stage and schedule: make train-noisy-classifier"
 SCALE_TOLERANCE = 0.05
@@ -24,12 +24,13 @@ SCALE_TOLERANCE = 0.05
 class ClassifierGuidance(GradientGuidance):
     """log p_φ(y | z_t) of a ``train_noisy_classifier`` network, y = ``condition["label"]`` (B,).
 
-    The step uses s·∇ log p_φ (``guidance.forms``): ε̂ − s·sqrt(1 − ᾱ_t)·∇ for DDIM / DPM-Solver++,
-    a mean shift s·Σ·∇ for ancestral DDPM. s = ``scale`` ≥ 0 (0: no guidance; Dhariwal & Nichol
-    use 1–10). The classifier sees the LDM's z_t as is, so it must have been trained on the same
-    first stage (weights fingerprint), latent shape, latent scale (±5 %) and schedule (ᾱ_t):
-    ``prepare`` refuses anything else. classifier_ckpt: a .ckpt or run dir, None → the newest
-    ``train_noisy_classifier`` run under ``log_dir``.
+    The step uses s·∇ log p_φ as the sampler declares (``Sampler.gradient_form``):
+    ε̂ − s·sqrt(1 − ᾱ_t)·∇ for DDIM / DPM-Solver++, a mean shift s·Σ·∇ for ancestral DDPM.
+    s = ``scale`` ≥ 0 (0: no guidance; Dhariwal & Nichol use 1–10). The classifier sees the LDM's
+    z_t as is, so it must have been trained on the same first stage (weights fingerprint), latent
+    shape, latent scale (±5 %) and schedule (ᾱ_t): ``bind`` (``prepare``) refuses anything else.
+    classifier_ckpt: a .ckpt or run dir, None → the newest ``train_noisy_classifier`` run under
+    ``log_dir``.
     """
 
     name = "classifier"
@@ -45,14 +46,9 @@ class ClassifierGuidance(GradientGuidance):
             self.path = "<in memory>"
         self.classifier = classifier
         self.num_classes = self.classifier.num_classes
-        self.network = self.classifier.network
-        self._prepared_for: tuple | None = None
 
-    def prepare(self, context: GuidanceContext) -> None:
-        device = context.schedule.alphas_cumprod.device
-        key = (id(context.first_stage), id(context.schedule), id(context.conditioner), device)
-        if self._prepared_for == key:
-            return
+    def bind(self, context: GuidanceContext) -> LogProb:
+        """Refuse a classifier trained for another model; its log p_φ(y | z_t) on the model's device."""
         trained = self.classifier
         if tuple(context.latent_shape) != trained.latent_shape:
             self._refuse(f"classifies latents {trained.latent_shape}, the LDM samples "
@@ -72,14 +68,16 @@ class ClassifierGuidance(GradientGuidance):
             classes = getattr(embedder, "num_classes", None)
             if classes is not None and classes != self.num_classes:
                 self._refuse(f"has {self.num_classes} classes, the LDM's embedder {name} {classes}")
-        self.network = trained.network.to(device)
-        self._prepared_for = key
-
-    def log_prob(self, x_t: Tensor, t: Tensor, x0: Tensor, condition: dict[str, Any]) -> Tensor:
-        if "label" not in condition:
-            raise ValueError("classifier guidance needs condition['label'] (B,): the classes to steer toward")
-        log_probs = self.network(x_t, t).float().log_softmax(dim=-1)
-        return log_probs.gather(1, condition["label"].long().view(-1, 1)).squeeze(1)
+        return partial(label_log_prob, trained.network.to(context.schedule.alphas_cumprod.device))
 
     def _refuse(self, problem: str) -> None:
-        raise ConfigError(KEY, f"{self.path} {problem}", RETRAIN)
+        raise FieldError("guidance", "classifier_ckpt", f"{self.path} {problem}", RETRAIN)
+
+
+def label_log_prob(network: nn.Module, x_t: Tensor, t: Tensor, x0: Tensor,
+                   condition: dict[str, Any]) -> Tensor:
+    """log p_φ(y | x_t) (B,) of ``network`` (x_t, t) → logits, y = ``condition["label"]`` (B,)."""
+    if "label" not in condition:
+        raise ValueError("classifier guidance needs condition['label'] (B,): the classes to steer toward")
+    log_probs = network(x_t, t).float().log_softmax(dim=-1)
+    return log_probs.gather(1, condition["label"].long().view(-1, 1)).squeeze(1)

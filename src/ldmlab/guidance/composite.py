@@ -5,26 +5,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ldmlab.guidance.base import Guidance, GuidanceContext, OutputGuidance
-from ldmlab.utils.errors import ConfigError
+from ldmlab.guidance.base import BoundGuidance, Guidance, GuidanceContext
+from ldmlab.utils.errors import FieldError
 
 
 class CompositeGuidance(Guidance):
-    """Applies ``terms`` in order (at most one output term, which acts first); ``sweep`` names
-    the term whose scale ``scale`` / ``with_scale`` read and set (a sweep turns that one)."""
+    """Applies ``terms`` (at most one output term, which acts first; gradient terms in order);
+    ``sweep`` names the term whose scale ``scale`` / ``with_scale`` read and set (a sweep turns that one)."""
 
     def __init__(self, terms: Mapping[str, Guidance], sweep: str) -> None:
         self.members = {name: term for name, term in terms.items() if term is not None}
         if sweep not in self.members:
-            raise ConfigError("guidance.sweep", f"{sweep!r} is not one of the terms {sorted(self.members)}",
-                              f"guidance.sweep={next(iter(self.members), 'cfg')}")
-        if sum(isinstance(term, OutputGuidance) for term in self.members.values()) > 1:
-            raise ConfigError("guidance.terms", "holds more than one output (classifier-free) guidance",
-                              "keep one cfg term")
+            raise FieldError("guidance", "sweep", f"{sweep!r} is not one of the terms {sorted(self.members)}",
+                             f"{{key}}={next(iter(self.members), 'cfg')}")
+        self.output_terms = tuple(leaf for term in self.members.values() for leaf in term.output_terms)
+        self.gradient_terms = tuple(leaf for term in self.members.values() for leaf in term.gradient_terms)
+        if len(self.output_terms) > 1:
+            raise FieldError("guidance", "terms", "holds more than one output (classifier-free) guidance",
+                             "keep one cfg term")
         labels = {term.num_classes for term in self.members.values()} - {None}
         if len(labels) > 1:
-            raise ConfigError("guidance.terms", f"terms read different label sets {sorted(labels)}",
-                              "use terms trained on the same classes")
+            raise FieldError("guidance", "terms", f"terms read different label sets {sorted(labels)}",
+                             "use terms trained on the same classes")
         self.sweep = sweep
         self.name = "+".join(self.members)
         self.num_classes = next(iter(labels), None)
@@ -37,17 +39,12 @@ class CompositeGuidance(Guidance):
     def swept(self) -> Guidance:
         return self.members[self.sweep].swept
 
-    def terms(self) -> list[Guidance]:
-        ordered = sorted(self.members.values(), key=lambda term: not isinstance(term, OutputGuidance))
-        return [leaf for term in ordered for leaf in term.terms()]
-
     def with_scale(self, scale: float) -> Guidance:
         members = dict(self.members) | {self.sweep: self.members[self.sweep].with_scale(scale)}
         return CompositeGuidance(members, self.sweep)
 
-    def prepare(self, context: GuidanceContext) -> None:
-        for term in self.members.values():
-            term.prepare(context)
+    def prepare(self, context: GuidanceContext) -> BoundGuidance:
+        return BoundGuidance.combine([term.prepare(context) for term in self.members.values()])
 
     def condition_inputs(self, num_samples: int) -> dict[str, Any]:
         inputs: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ldmlab.guidance.base import Guidance
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, part_key
 
 
 class NoGuidance(Guidance):
@@ -11,9 +11,7 @@ class NoGuidance(Guidance):
 
     name = "none"
 
-    def terms(self) -> list[Guidance]:
-        return []
-
     def with_scale(self, scale: float) -> Guidance:
-        raise ConfigError("guidance", "is none, so there is no guidance scale to sweep",
-                          "guidance=cfg (or guidance=classifier)")
+        key = part_key("guidance")
+        raise ConfigError(key, "is none, so there is no guidance scale to sweep",
+                          f"{key}=cfg (or {key}=classifier)")

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.schedules.base import NoiseSchedule
-from ldmlab.guidance.base import GradientGuidance, Guidance, OutputGuidance
-from ldmlab.guidance.forms import GradientForm
+from ldmlab.guidance.base import BoundGuidance
+from ldmlab.sampling.samplers.base import GradientForm
 
 Model = Callable[[Tensor, Tensor, dict[str, Tensor]], Tensor]
 """(x_t (B, C, H, W), t (B,) long, condition tensors (B, ...) by name) → output (B, C, H, W)."""
@@ -24,9 +24,10 @@ class GuidedDenoiser:
     [cond; uncond] (concatenated tensor by tensor along dim 0), split and combined in model-output
     space. Active gradient terms (scale ≠ 0): under ``torch.enable_grad`` only here, x_t is made a
     leaf, g = ∇_{x_t} Σ_i s_i·log p_i(y | x_t) is taken over the whole batch at once (samples are
-    independent), and ``form`` (``guidance.forms.gradient_form`` of the sampler) folds g into
-    (x0, ε̂). The network is differentiated only when a term ``needs_model_grad``; otherwise terms
-    see x0 = (x_t − sqrt(1 − ᾱ_t)·ε̂)/sqrt(ᾱ_t) with ε̂ held fixed.
+    independent), and ``form`` (the sampler's ``Sampler.gradient_form``) folds g into (x0, ε̂).
+    The network is differentiated only when a term ``needs_model_grad``; otherwise terms see
+    x0 = (x_t − sqrt(1 − ᾱ_t)·ε̂)/sqrt(ᾱ_t) with ε̂ held fixed.
+    guidance: a guidance prepared for this model (``Guidance.prepare``); None: no guidance.
     uncond: the null condition, same keys and shapes as ``cond``; required with CFG.
     condition: the batch's raw inputs (labels, targets, …) that gradient terms read.
     centre: x̂ (B, C, H, W) of a centred forward process (``NoiseSchedule.q_sample``): the sampler
@@ -41,20 +42,18 @@ class GuidedDenoiser:
         schedule: NoiseSchedule,
         cond: dict[str, Tensor],
         uncond: dict[str, Tensor] | None = None,
-        guidance: Guidance | None = None,
+        guidance: BoundGuidance | None = None,
         condition: dict[str, Any] | None = None,
         form: GradientForm | None = None,
         centre: Tensor | None = None,
     ) -> None:
-        terms = guidance.terms() if guidance is not None else []
-        mixing = [g for g in terms if isinstance(g, OutputGuidance) and g.needs_unconditional]
-        self.gradients = [g for g in terms if isinstance(g, GradientGuidance) and g.active]
-        self.mixing = mixing[0] if mixing else None
+        guidance = guidance or BoundGuidance()
+        self.mixing, self.gradients = guidance.mixing, guidance.active_gradients
         if self.mixing is not None:
             _check_uncond(cond, uncond)
             self.batched_cond = {key: torch.cat([cond[key], uncond[key]]) for key in cond}
         if self.gradients and form is None:
-            raise ValueError("gradient guidance needs a form (guidance.forms.gradient_form)")
+            raise ValueError("gradient guidance needs a form (the sampler's gradient_form)")
         if self.gradients and centre is not None:
             raise ValueError("gradient guidance needs the standard forward process, not a centred one")
         self.centre = centre

@@ -12,11 +12,10 @@ from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.first_stage.autoencoder import FirstStage
-from ldmlab.guidance.base import GradientGuidance, Guidance, OutputGuidance
-from ldmlab.guidance.forms import gradient_form
+from ldmlab.guidance.base import BoundGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.base import Sampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, part_key
 
 
 @torch.no_grad()
@@ -30,15 +29,16 @@ def generate_latents(
     latent_shape: tuple[int, int, int],
     num_samples: int,
     *,
-    guidance: Guidance | None = None,
+    guidance: BoundGuidance | None = None,
     generator: torch.Generator | None = None,
     init: Tensor | None = None,
     horizon: int | None = None,
 ) -> Tensor:
     """(num_samples, *latent_shape) latents; ``condition`` holds the conditioner's inputs
     (``label`` (N,), ``caption`` list of N strings, ...; absent keys use the learned null) and
-    whatever the guidance reads (``Guidance.condition_inputs``). ``guidance`` must be prepared
-    (``Guidance.prepare``) for this model; None: the plain conditional model.
+    whatever the guidance reads (``Guidance.condition_inputs``). ``guidance``: a guidance prepared
+    for this model (``Guidance.prepare``); None: the plain conditional model. Gradient terms enter
+    the sampler's steps as it declares (``Sampler.gradient_form``).
 
     CFG convention: ε̃ = ε_u + s·(ε_c − ε_u), s = ``guidance.scale`` (1: no guidance).
     horizon: T' ≤ T, the model's trained timesteps; the walk starts at t = T' − 1 (default T − 1).
@@ -48,18 +48,19 @@ def generate_latents(
     the walk run on the residual x − x̂ (x_T ~ N(x̂, I)); x̂ is added back at the end.
     """
     device = schedule.betas.device
-    terms = guidance.terms() if guidance is not None else []
+    guidance = guidance or BoundGuidance()
     # a time-dependent condition is encoded per step (conditioned_model), not once here
     cond = {} if conditioner.time_dependent else conditioner(condition, batch_size=num_samples)
     uncond = None
-    if any(isinstance(g, OutputGuidance) and g.needs_unconditional for g in terms):
+    if guidance.mixing is not None:
         uncond = conditioner.unconditional(condition, batch_size=num_samples)
-    gradient = any(isinstance(g, GradientGuidance) for g in terms)
+    gradient = bool(guidance.gradients)
     centre = conditioner.forward_centre(condition)
     if gradient and centre is not None:
-        raise ConfigError("guidance", "gradient guidance reads images, but this model's forward process is "
-                          "centred on x̂ (DiffuseVAE formulation 2)", "guidance=cfg or guidance=none")
-    form = gradient_form(sampler, schedule, horizon) if gradient else None
+        key = part_key("guidance")
+        raise ConfigError(key, "gradient guidance reads images, but this model's forward process is "
+                          "centred on x̂ (DiffuseVAE formulation 2)", f"{key}=cfg or {key}=none")
+    form = sampler.gradient_form(schedule, horizon) if gradient else None
     model = conditioned_model(unet, conditioner, condition, guided=uncond is not None or gradient)
     denoise = GuidedDenoiser(model, parameterization, schedule, cond, uncond, guidance, dict(condition), form,
                              centre)
@@ -95,8 +96,8 @@ def conditioned_model(
     if not conditioner.time_dependent:
         return unet
     if guided:
-        raise ConfigError("guidance", "this model's condition depends on t (a time-conditioned encoder), "
-                          "which guidance does not support", "guidance=none")
+        raise ConfigError(part_key("guidance"), "this model's condition depends on t (a time-conditioned "
+                          "encoder), which guidance does not support", f"{part_key('guidance')}=none")
     cond_at = condition_at(conditioner, condition)
 
     def model(x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:

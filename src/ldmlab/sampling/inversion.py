@@ -14,7 +14,7 @@ from torch import Tensor
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.sampling.samplers.base import DenoiseFn, StepCallback
 from ldmlab.sampling.samplers.ddim import DDIMSampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
 
 @torch.no_grad()
@@ -50,19 +50,19 @@ def ddim_invert(
     callback: called after each step with (step index in inversion order, 0 for the cleanest
     level, t (B,) long, x_t, the x0̂ of the step's last update).
 
-    Raises ConfigError unless ``sampler`` is a ``DDIMSampler`` with eta = 0 and
+    Raises ConfigError (``FieldError`` for a field) unless ``sampler`` is a ``DDIMSampler`` with eta = 0 and
     ``fixed_point_iters`` is an int ≥ 0.
     """
     if not isinstance(sampler, DDIMSampler):
-        raise ConfigError("sampler", f"DDIM inversion needs a DDIM sampler, got {type(sampler).__name__}",
-                          "sampler=ddim")
+        raise ConfigError(part_key("sampler"), f"DDIM inversion needs a DDIM sampler, got "
+                          f"{type(sampler).__name__}", f"{part_key('sampler')}=ddim")
     if sampler.eta != 0.0:
-        raise ConfigError("sampler.eta", f"DDIM inversion needs the deterministic sampler, "
-                          f"got eta={sampler.eta}", "sampler.eta=0")
+        raise FieldError("sampler", "eta",
+                         f"DDIM inversion needs the deterministic sampler, got eta={sampler.eta}", "{key}=0")
     if (isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, int)
             or fixed_point_iters < 0):
-        raise ConfigError("fixed_point_iters", f"must be an int >= 0, got {fixed_point_iters!r}",
-                          "e.g. fixed_point_iters=0 (plain inversion) or 10")
+        raise FieldError("inversion", "fixed_point_iters", f"must be an int >= 0, got {fixed_point_iters!r}",
+                         "e.g. {key}=0 (plain inversion) or 10")
 
     x = x0
     for index, transition in enumerate(reversed(sampler.transitions(schedule, horizon))):

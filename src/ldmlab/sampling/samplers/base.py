@@ -1,7 +1,9 @@
 """Base class of the samplers: a walk down a subsequence of the training timesteps.
 
 Samplers know nothing about networks, conditioning or guidance: they see a ``DenoiseFn``
-that maps (x_t, t) to the predicted (x0, ε), and a ``NoiseSchedule`` for ᾱ.
+that maps (x_t, t) to the predicted (x0, ε), and a ``NoiseSchedule`` for ᾱ. A sampler declares
+how a guidance gradient g = ∇ log p(y | x_t) enters its step (``Sampler.gradient_form``); the
+caller's guided denoiser applies that form, so the step itself never sees g.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.schedules.base import NoiseSchedule
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 DenoiseFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """(x_t (B, C, H, W), t (B,) long) → (x0_hat, eps_hat), both shaped like x_t."""
 
 StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]
 """Called after each step with (step index, t (B,), x after the step, x0_hat of the step)."""
+
+GradientForm = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""(x_t, t (B,), x0, ε̂, g) → guided (x0, ε̂) consistent with x_t; all but t shaped like x_t."""
 
 SPACINGS = ("trailing", "leading")
 
@@ -56,11 +61,11 @@ class Sampler(ABC):
 
     def __init__(self, steps: int, spacing: str = "trailing") -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise ConfigError("sampler.steps", f"must be a positive int, got steps={steps!r}",
-                              "e.g. sampler.steps=50")
+            raise FieldError("sampler", "steps", f"must be a positive int, got steps={steps!r}",
+                             "e.g. {key}=50")
         if spacing not in SPACINGS:
-            raise ConfigError("sampler.spacing", f"must be one of {SPACINGS}, got spacing={spacing!r}",
-                              "sampler.spacing=trailing")
+            raise FieldError("sampler", "spacing", f"must be one of {SPACINGS}, got spacing={spacing!r}",
+                             "{key}=trailing")
         self.steps = steps
         self.spacing = spacing
 
@@ -77,8 +82,8 @@ class Sampler(ABC):
         if self.steps > levels:
             what = "the schedule's num_timesteps" if levels == num_train_timesteps else \
                 "the timesteps this model is trained on, T'"
-            raise ConfigError("sampler.steps", f"steps={self.steps} exceeds {what}={levels}",
-                              f"use at most {levels}, e.g. sampler.steps={levels}")
+            raise FieldError("sampler", "steps", f"steps={self.steps} exceeds {what}={levels}",
+                             f"use at most {levels}, e.g. {{key}}={levels}")
         index = torch.arange(self.steps, dtype=torch.float64)
         if self.spacing == "trailing":
             stride = levels / self.steps
@@ -95,6 +100,11 @@ class Sampler(ABC):
             Transition(i, int(t), levels[i], levels[i + 1], levels[i - 1] if i else None)
             for i, t in enumerate(timesteps.tolist())
         ]
+
+    def gradient_form(self, schedule: NoiseSchedule, horizon: int | None = None) -> GradientForm:
+        """How a guidance gradient g enters this sampler's steps (below ``horizon``): by default
+        the score form (``ScoreForm``), right for any sampler that reads the step from (x0, ε̂)."""
+        return ScoreForm(schedule)
 
     @torch.no_grad()
     def sample(
@@ -133,6 +143,25 @@ class Sampler(ABC):
         generator: torch.Generator | None,
     ) -> Tensor:
         """One update x_t → x_prev given this step's (x0, ε) and the previous step's x0."""
+
+
+def per_sample(table: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """``table[t]`` (a per-timestep table indexed by t (B,)) as (B, 1, …, 1) in ``like``'s dtype."""
+    return table[t].to(like.dtype).view(-1, *[1] * (like.ndim - 1))
+
+
+class ScoreForm:
+    """g enters the score (Dhariwal & Nichol 2021, Alg. 2): ε̂ ← ε̂ − sqrt(1 − ᾱ_t)·g, and x0 is
+    recomputed from it, x0 ← x0 + (1 − ᾱ_t)/sqrt(ᾱ_t)·g (x0 is kept where ᾱ_t = 0)."""
+
+    def __init__(self, schedule: NoiseSchedule) -> None:
+        alpha_bar = schedule.alphas_cumprod.double()
+        self.sigma = (1.0 - alpha_bar).sqrt()
+        self.x0_gain = torch.where(alpha_bar > 0, (1.0 - alpha_bar) / alpha_bar.clamp_min(1e-300).sqrt(), 0.0)
+
+    def __call__(self, x_t: Tensor, t: Tensor, x0: Tensor, eps: Tensor, grad: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+        return x0 + per_sample(self.x0_gain, t, x0) * grad, eps - per_sample(self.sigma, t, eps) * grad
 
 
 def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:

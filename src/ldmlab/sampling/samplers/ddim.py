@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
 from ldmlab.sampling.samplers.base import Sampler, Transition, gaussian_like
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 
 class DDIMSampler(Sampler):
@@ -20,7 +20,7 @@ class DDIMSampler(Sampler):
     def __init__(self, steps: PositiveInt = 50, spacing: str = "trailing", eta: float = 0.0) -> None:
         super().__init__(steps, spacing)
         if not eta >= 0.0:
-            raise ConfigError("sampler.eta", f"must be >= 0, got eta={eta}", "e.g. sampler.eta=0")
+            raise FieldError("sampler", "eta", f"must be >= 0, got eta={eta}", "e.g. {key}=0")
         self.eta = eta
 
     def step_variance(self, alpha_bar: float, alpha_bar_prev: float) -> float:
