@@ -38,7 +38,7 @@ def test_nonfinite_flags_nan_and_inf_but_not_large_values():
 
 
 class _GAN(nn.Module):
-    optimizer_keys = ("module.optimizer", "module.disc_optimizer")
+    optimizer_fields = ("optimizer", "disc_optimizer")
 
     def __init__(self) -> None:
         super().__init__()

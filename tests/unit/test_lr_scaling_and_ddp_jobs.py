@@ -17,7 +17,7 @@ from ldmlab.utils.finite import diverged
 
 
 class _TwoOptimisers(nn.Module):
-    optimizer_keys = ("module.optimizer", "module.disc_optimizer")
+    optimizer_fields = ("optimizer", "disc_optimizer")
 
     def __init__(self) -> None:
         super().__init__()

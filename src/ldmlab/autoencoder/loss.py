@@ -23,7 +23,7 @@ from ldmlab.autoencoder.discriminator import NLayerDiscriminator
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
 from ldmlab.config.types import NonNegativeInt
 from ldmlab.nn.lpips import LPIPS
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}
 
@@ -56,18 +56,17 @@ class AutoencoderLoss(nn.Module):
     ) -> None:
         super().__init__()
         if reconstruction not in RECONSTRUCTION:
-            raise ConfigError("loss.reconstruction", f"unknown {reconstruction!r}", "use 'l1' or 'l2'")
+            raise FieldError("loss", "reconstruction", f"unknown {reconstruction!r}", "use 'l1' or 'l2'")
         if perceptual_weight > 0 and lpips is None:
-            raise ConfigError("loss.lpips", "perceptual_weight > 0 needs LPIPS", "configure loss.lpips")
+            raise FieldError("loss", "lpips", "perceptual_weight > 0 needs LPIPS", "configure {key}")
         if disc_start < 0:
-            raise ConfigError("loss.disc_start", f"must be ≥ 0, got {disc_start}", "e.g. loss.disc_start=0")
+            raise FieldError("loss", "disc_start", f"must be ≥ 0, got {disc_start}", "e.g. {key}=0")
         _check_weights(perceptual_weight=perceptual_weight, reg_weight=reg_weight, disc_weight=disc_weight,
                        disc_factor=disc_factor, max_adaptive_weight=max_adaptive_weight)
         for key, kind, kinds in (("disc_loss", disc_loss, DISCRIMINATOR_KINDS),
                                  ("gen_loss", gen_loss, GENERATOR_KINDS)):
             if kind not in kinds:
-                raise ConfigError(f"loss.{key}", f"unknown {kind!r}, not one of {kinds}",
-                                  f"loss.{key}={kinds[0]}")
+                raise FieldError("loss", key, f"unknown {kind!r}, not one of {kinds}", f"{{key}}={kinds[0]}")
         self.discriminator, self.lpips = discriminator, lpips
         self.reconstruction = reconstruction
         self.perceptual_weight, self.reg_weight = perceptual_weight, reg_weight
@@ -130,9 +129,9 @@ class AutoencoderLoss(nn.Module):
 
 
 def _check_weights(**weights: float) -> None:
-    """Every loss weight is a finite number ≥ 0; else ConfigError naming ``loss.<name>``."""
+    """Every loss weight is a finite number ≥ 0; else FieldError naming the loss's ``<name>``."""
     defaults = inspect.signature(AutoencoderLoss).parameters
     for name, value in weights.items():
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise ConfigError(f"loss.{name}", f"must be a finite weight ≥ 0, got {value}",
-                              f"e.g. loss.{name}={defaults[name].default:g}")
+            raise FieldError("loss", name, f"must be a finite weight ≥ 0, got {value}",
+                             f"e.g. {{key}}={defaults[name].default:g}")

@@ -13,7 +13,7 @@ from ldmlab.config.types import NonNegativeFloat, NonNegativeInt
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.optim.lr_schedules import linear_warmup, warmup_cosine
 from ldmlab.optim.optimizers import build_optimizer, trainer_precision
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError, part_key
 from ldmlab.utils.finite import ensure_finite
 
 LR_DECAYS = ("constant", "cosine")
@@ -28,7 +28,7 @@ class AutoencoderModule(pl.LightningModule):
     down to ``final_lr_ratio`` × LR at the trainer's last step (the discriminator's stays constant).
     """
 
-    optimizer_keys = ("module.optimizer", "module.disc_optimizer")  # per optimiser, for error messages
+    optimizer_fields = ("optimizer", "disc_optimizer")  # per optimiser, for error messages
     # DDP: the discriminator idles before loss.disc_start (`trainer=ddp` turns Lightning's
     # find_unused_parameters on for this module only; see ldmlab.commands.train.ddp_strategy)
     ddp_find_unused_parameters = True
@@ -46,10 +46,10 @@ class AutoencoderModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if lr_decay not in LR_DECAYS:
-            raise ConfigError("module.lr_decay", f"unknown {lr_decay!r}", f"use one of {LR_DECAYS}")
+            raise FieldError("module", "lr_decay", f"unknown {lr_decay!r}", f"use one of {LR_DECAYS}")
         if not 0 <= final_lr_ratio <= 1:
-            raise ConfigError("module.final_lr_ratio", f"must be in [0, 1], got {final_lr_ratio}",
-                              "e.g. module.final_lr_ratio=0.1")
+            raise FieldError("module", "final_lr_ratio", f"must be in [0, 1], got {final_lr_ratio}",
+                             "e.g. {key}=0.1")
         self.lr_decay, self.final_lr_ratio = lr_decay, final_lr_ratio
         self.automatic_optimization = False
         self.autoencoder, self.loss = autoencoder, loss
@@ -62,24 +62,26 @@ class AutoencoderModule(pl.LightningModule):
         """Fail before training if the data cannot pass through the autoencoder."""
         f = self.autoencoder.downsample_factor
         if datamodule.resolution % f:
-            raise ConfigError(
-                "data.resolution", f"{datamodule.resolution} is not divisible by the autoencoder's "
-                f"downsampling factor f={f} (from autoencoder.encoder.ch_mult)",
-                f"use a multiple of {f}, e.g. data.resolution={max(f, datamodule.resolution // f * f)}",
+            raise FieldError(
+                "data", "resolution", f"{datamodule.resolution} is not divisible by the autoencoder's "
+                f"downsampling factor f={f} (from {part_key('autoencoder', 'encoder.ch_mult')})",
+                f"use a multiple of {f}, e.g. {{key}}={max(f, datamodule.resolution // f * f)}",
             )
         if datamodule.channels != self.autoencoder.in_channels:
-            raise ConfigError(
-                "data.channels", f"data has {datamodule.channels} channels, the autoencoder expects "
+            raise FieldError(
+                "data", "channels", f"data has {datamodule.channels} channels, the autoencoder expects "
                 f"{self.autoencoder.in_channels}",
-                f"autoencoder.encoder.in_channels={datamodule.channels} (the default follows data.channels)",
+                f"{part_key('autoencoder', 'encoder.in_channels')}={datamodule.channels} "
+                "(the default follows {key})",
             )
 
     def _images(self, batch: dict) -> torch.Tensor:
         x = batch["image"]
         if x.shape[1] != self.autoencoder.in_channels:
-            raise ConfigError(
-                "data.channels", f"batch has {x.shape[1]} channels, the autoencoder expects "
-                f"{self.autoencoder.in_channels}", f"autoencoder.encoder.in_channels={x.shape[1]}",
+            raise FieldError(
+                "data", "channels", f"batch has {x.shape[1]} channels, the autoencoder expects "
+                f"{self.autoencoder.in_channels}",
+                f"{part_key('autoencoder', 'encoder.in_channels')}={x.shape[1]}",
             )
         return x
 
@@ -152,9 +154,10 @@ class AutoencoderModule(pl.LightningModule):
     def configure_optimizers(self):
         params = list(self.autoencoder.parameters()) + self.loss.generator_parameters()
         precision = trainer_precision(self)
-        opt_ae = build_optimizer(self.optimizer, params, "module.optimizer", precision)
+        opt_ae = build_optimizer(self.optimizer, params, part_key("module", "optimizer"), precision)
         disc_params = self.loss.discriminator.parameters()
-        opt_d = build_optimizer(self.disc_optimizer, disc_params, "module.disc_optimizer", precision)
+        opt_d = build_optimizer(self.disc_optimizer, disc_params, part_key("module", "disc_optimizer"),
+                                precision)
         if self.lr_decay == "cosine":
             total = self.trainer.estimated_stepping_batches
             sched_ae = warmup_cosine(opt_ae, self.warmup_steps, total, self.final_lr_ratio)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.config.types import PositiveInt
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
 KEY = "generator_ckpt"
 FIX = "give a KL train_ae checkpoint, e.g. generator_ckpt=logs/train_vae/latest/checkpoints/last.ckpt"
@@ -33,12 +33,13 @@ class VAEPrior(nn.Module):
             raise ConfigError(KEY, f"{path} does not exist", FIX)
         autoencoder, _ = load_autoencoder(path, KEY, FIX)
         if autoencoder.in_channels != channels:
+            channels_key = part_key("data", "channels")
             raise ConfigError(KEY, f"{path} generates {autoencoder.in_channels}-channel images, the data has "
-                              f"{channels}", f"use a VAE trained on this data (data.channels={channels})")
+                              f"{channels}", f"use a VAE trained on this data ({channels_key}={channels})")
         f = autoencoder.downsample_factor
         if resolution % f:
-            raise ConfigError("data.resolution", f"{resolution} is not divisible by the generator's f={f}",
-                              f"use a multiple of {f}, e.g. data.resolution={max(f, resolution // f * f)}")
+            raise FieldError("data", "resolution", f"{resolution} is not divisible by the generator's f={f}",
+                             f"use a multiple of {f}, e.g. {{key}}={max(f, resolution // f * f)}")
         if autoencoder.regularizer.sample_prior((1, autoencoder.embed_dim, 1, 1)) is None:
             raise ConfigError(KEY, f"{path} has a {type(autoencoder.regularizer).__name__}, which has no "
                               "prior to sample", FIX)

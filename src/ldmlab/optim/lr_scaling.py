@@ -14,20 +14,19 @@ from functools import partial
 from torch import nn
 
 from ldmlab.utils.errors import ConfigError
-from ldmlab.utils.finite import OPTIMIZER_KEYS
+from ldmlab.utils.finite import OPTIMIZER_FIELDS
 
 RULES = {"none": lambda k: 1.0, "linear": float, "sqrt": math.sqrt}
 
 
 def scale_learning_rates(module: nn.Module, rule: str, factor: int) -> float:
-    """Multiply the ``lr`` of each optimiser partial the module names (``optimizer_keys``) by
+    """Multiply the ``lr`` of each optimiser partial the module names (``optimizer_fields``) by
     ``RULES[rule](factor)``; records and returns that multiplier as ``module.lr_scale``."""
     if rule not in RULES:
         raise ConfigError("lr_scaling", f"unknown rule {rule!r}, expected one of {', '.join(RULES)}",
                           "lr_scaling=none")
     scale = RULES[rule](factor)
-    for key in getattr(module, "optimizer_keys", OPTIMIZER_KEYS):
-        name = key.removeprefix("module.")
+    for name in getattr(module, "optimizer_fields", OPTIMIZER_FIELDS):
         factory = getattr(module, name, None)
         if scale != 1.0 and isinstance(factory, partial) and "lr" in factory.keywords:
             setattr(module, name, partial(factory.func, *factory.args,

@@ -1,8 +1,9 @@
 """Find NaN/Inf in a training state cheaply and name the learning rate to lower.
 
-A module names the config key of each of its optimisers, in ``configure_optimizers`` order,
-as ``optimizer_keys`` (default: ``("module.optimizer",)``); ``module.<name>`` is also the
-module's attribute holding that optimiser's partial, whose ``lr`` the suggested fix divides.
+A module names the field of each of its optimisers, in ``configure_optimizers`` order, as
+``optimizer_fields`` (default: ``("optimizer",)``); errors name it as the ``module`` part's field,
+and the module's attribute of that name holds the optimiser's partial, whose ``lr`` the suggested
+fix divides.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ldmlab.utils.errors import DivergedError
+from ldmlab.utils.errors import DivergedError, part_key
 
-OPTIMIZER_KEYS = ("module.optimizer",)
+OPTIMIZER_FIELDS = ("optimizer",)
 
 
 def nonfinite(tensors: Sequence[Tensor]) -> list[bool]:
@@ -80,13 +81,13 @@ def describe(names: Sequence[str]) -> str:
 
 def diverged(module: nn.Module, optimizers: Sequence, index: int, problem: str) -> DivergedError:
     """The error naming the learning rate of optimiser ``index``, with a tenfold lower value."""
-    node = getattr(module, "optimizer_keys", OPTIMIZER_KEYS)[index]
-    factory = getattr(module, node.removeprefix("module."), None)
+    field = getattr(module, "optimizer_fields", OPTIMIZER_FIELDS)[index]
+    factory = getattr(module, field, None)
     group = optimizers[index].param_groups[0] if index < len(optimizers) else {}
     lr = group.get("initial_lr", group.get("lr"))
     if isinstance(factory, partial):  # the configured value (schedulers may start elsewhere)
         lr = factory.keywords.get("lr", lr) / getattr(module, "lr_scale", 1.0)  # before lr_scaling
-    key = f"{node}.lr"
+    key = part_key("module", f"{field}.lr")
     fix = f"lower it, e.g. {key}={lr / 10:g}" if isinstance(lr, float | int) else f"lower {key}"
     return DivergedError(key, problem, fix)
 
