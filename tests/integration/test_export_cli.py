@@ -131,18 +131,18 @@ def test_overwrite_never_deletes_a_file_export_did_not_write(exportable, tmp_pat
 
 
 def test_a_failed_reexport_leaves_the_earlier_export_intact(exportable, tmp_path, monkeypatch) -> None:
-    import ldmlab.commands.export
+    import ldmlab.interop.diffusers_folder
 
     ckpt, logs, out = f"ckpt={exportable['ae']}", exportable["logs"], tmp_path / "vae_only"
     assert export([ckpt, f"out={out}"], logs).returncode == 0
     before = snapshot(out)
-    save_vae = ldmlab.commands.export._save_vae
+    save_vae = ldmlab.interop.diffusers_folder.save_vae
 
     def written_then_failed(*args):
         save_vae(*args)
         raise RuntimeError("a check failed after the VAE was written")
 
-    monkeypatch.setattr(ldmlab.commands.export, "_save_vae", written_then_failed)  # inherited by the fork
+    monkeypatch.setattr(ldmlab.interop.diffusers_folder, "save_vae", written_then_failed)  # forks inherit it
     failed = export([ckpt, f"out={out}", "overwrite=true"], logs)
     assert failed.returncode != 0 and "a check failed after the VAE was written" in failed.stderr
     assert snapshot(out) == before and temporaries(out) == []

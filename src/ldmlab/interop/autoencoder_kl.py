@@ -14,10 +14,11 @@ from torch import nn
 
 from ldmlab.autoencoder.model import Autoencoder
 from ldmlab.autoencoder.regularizers.kl import KLRegularizer
+from ldmlab.interop.keys import group_key
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.resample import Downsample, Upsample
 from ldmlab.nn.resnet import ResnetBlock
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError
 
 RESNET_NAMES = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2",
                 "skip": "conv_shortcut"}
@@ -40,39 +41,38 @@ def to_diffusers_vae(autoencoder: Autoencoder, scaling_factor: float) -> Autoenc
 def diffusers_vae_config(autoencoder: Autoencoder, scaling_factor: float) -> dict:
     """The ``AutoencoderKL`` init arguments describing ``autoencoder``'s architecture."""
     if not isinstance(autoencoder.regularizer, KLRegularizer):
-        raise ConfigError("autoencoder/regularizer", f"is {type(autoencoder.regularizer).__name__}; "
-                          "diffusers' AutoencoderKL is a KL autoencoder",
-                          "retrain with autoencoder/regularizer=kl")
+        group = group_key("autoencoder", "regularizer")
+        raise ConfigError(group, f"is {type(autoencoder.regularizer).__name__}; "
+                          "diffusers' AutoencoderKL is a KL autoencoder", f"retrain with {group}=kl")
     encoder, decoder = autoencoder.encoder, autoencoder.decoder
     if encoder.downsample_padding != "asymmetric":
-        raise ConfigError("autoencoder.encoder.downsample_padding", "is symmetric (also every checkpoint "
-                          "written before the option), diffusers' VAE pads right/bottom",
-                          "retrain with autoencoder.encoder.downsample_padding=asymmetric "
-                          "(the presets' value)")
+        raise FieldError("autoencoder", "encoder.downsample_padding", "is symmetric (also every checkpoint "
+                         "written before the option), diffusers' VAE pads right/bottom",
+                         "retrain with {key}=asymmetric (the presets' value)")
     enc_levels = _levels(encoder.down, Downsample)
     dec_levels = _levels(decoder.up, Upsample)
     widths = [level[-1].conv2.out_channels for level in enc_levels]
     layers = len(enc_levels[0])
     if encoder.conv_in.out_channels != widths[0]:
-        raise ConfigError("autoencoder.encoder.ch_mult", "does not start with 1 (diffusers' first stage "
-                          "keeps conv_in's width)", "retrain with autoencoder.encoder.ch_mult=[1, ...]")
+        raise FieldError("autoencoder", "encoder.ch_mult", "does not start with 1 (diffusers' first stage "
+                         "keeps conv_in's width)", "retrain with {key}=[1, ...]")
     if decoder.conv_in.in_channels != autoencoder.embed_dim:
-        raise ConfigError("autoencoder.encoder.z_channels", f"is {decoder.conv_in.in_channels}, diffusers' "
-                          f"decoder reads the {autoencoder.embed_dim} latent channels directly",
-                          f"retrain with autoencoder.encoder.z_channels={autoencoder.embed_dim}")
+        raise FieldError("autoencoder", "encoder.z_channels", f"is {decoder.conv_in.in_channels}, diffusers' "
+                         f"decoder reads the {autoencoder.embed_dim} latent channels directly",
+                         f"retrain with {{key}}={autoencoder.embed_dim}")
     attention = isinstance(encoder.mid[1], SelfAttention2d)
     mirrored = ([level[-1].conv2.out_channels for level in reversed(dec_levels)] == widths
                 and all(len(level) == layers for level in enc_levels)
                 and all(len(level) == layers + 1 for level in dec_levels)
                 and attention == isinstance(decoder.mid[1], SelfAttention2d))
     if not mirrored:
-        raise ConfigError("autoencoder.decoder", "does not mirror the encoder (as diffusers' VAE does)",
-                          "retrain with the decoder's ch, ch_mult, num_res_blocks and mid_attention "
-                          "interpolated from the encoder's (as in conf/autoencoder/f4.yaml)")
+        raise FieldError("autoencoder", "decoder", "does not mirror the encoder (as diffusers' VAE does)",
+                         "retrain with the decoder's ch, ch_mult, num_res_blocks and mid_attention "
+                         "interpolated from the encoder's (as in conf/autoencoder/f4.yaml)")
     groups = {m.num_groups for m in autoencoder.modules() if isinstance(m, nn.GroupNorm)}
     if len(groups) != 1:
-        raise ConfigError("autoencoder.encoder.ch", f"gives GroupNorm group counts {sorted(groups)}; "
-                          "diffusers uses one count", "retrain with autoencoder.encoder.ch=32")
+        raise FieldError("autoencoder", "encoder.ch", f"gives GroupNorm group counts {sorted(groups)}; "
+                         "diffusers uses one count", "retrain with {key}=32")
     return {
         "in_channels": encoder.in_channels, "out_channels": decoder.conv_out.out_channels,
         "down_block_types": ["DownEncoderBlock2D"] * len(widths),

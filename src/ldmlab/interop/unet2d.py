@@ -21,7 +21,7 @@ from ldmlab.backbones.unet import UNet, UNetStage
 from ldmlab.nn.resample import Downsample, Upsample
 from ldmlab.nn.resnet import ResnetBlock
 from ldmlab.nn.transformer import SpatialTransformer
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
 # ldmlab sub-module names → diffusers' (whole dotted components, applied in order)
 _RENAMES = (
@@ -173,28 +173,29 @@ def _group_counts(unet: UNet) -> set[int]:
 
 
 def _check_expressible(unet: UNet) -> None:
-    """``ConfigError`` naming the ``unet.*`` key for what ``UNet2DConditionModel`` cannot express."""
+    """A ``ConfigError`` naming the ``unet`` key for what ``UNet2DConditionModel`` cannot express."""
     if not isinstance(unet, UNet):
-        raise ConfigError("unet", f"{type(unet).__name__} has no diffusers UNet2DConditionModel "
-                          "equivalent", "export a model trained with unet=small or unet=base")
+        raise ConfigError(part_key("unet"), f"{type(unet).__name__} has no diffusers UNet2DConditionModel "
+                          "equivalent", f"export a model trained with {part_key('unet')}=small or "
+                          f"{part_key('unet')}=base")
     if unet.context_dim is None:
-        raise ConfigError(
-            "unet.context_dim", "is null, so the UNet attends with SelfAttention2d, but diffusers' "
+        raise FieldError(
+            "unet", "context_dim", "is null, so the UNet attends with SelfAttention2d, but diffusers' "
             "UNet2DConditionModel has no self-attention middle block (its UNetMidBlock2D is built "
-            "without attention)", "train with a cross-attention conditioner (e.g. conditioner=class, "
-            "which sets unet.context_dim)")
+            "without attention)", "train with a cross-attention conditioner "
+            f"(e.g. {part_key('conditioner')}=class, which sets {{key}})")
     if unet.channel_mult[0] != 1:
         mult = ",".join(map(str, [1, *unet.channel_mult[1:]]))
-        raise ConfigError("unet.channel_mult", f"starts with {unet.channel_mult[0]}, but diffusers' conv_in "
-                          "and time features are block_out_channels[0] = the first level's width",
-                          f"retrain with unet.channel_mult=[{mult}]")
+        raise FieldError("unet", "channel_mult", f"starts with {unet.channel_mult[0]}, but diffusers' "
+                         "conv_in and time features are block_out_channels[0] = the first level's width",
+                         f"retrain with {{key}}=[{mult}]")
     groups = _group_counts(unet)
     if len(groups) > 1:
-        raise ConfigError(
-            "unet.model_channels", f"the UNet's GroupNorms use {sorted(groups)} groups (the largest "
+        raise FieldError(
+            "unet", "model_channels", f"the UNet's GroupNorms use {sorted(groups)} groups (the largest "
             "divisor ≤ 32 of each channel count) but diffusers has one norm_num_groups for all",
-            "train with unet.model_channels a multiple of 32 (e.g. unet.model_channels=32)")
+            "train with {key} a multiple of 32 (e.g. {key}=32)")
     eps = {m.eps for m in unet.modules() if isinstance(m, nn.GroupNorm)}
     if len(eps) > 1:
-        raise ConfigError("unet", f"GroupNorm eps differ ({sorted(eps)}); diffusers has one norm_eps",
-                          "use ldmlab.nn.normalization.group_norm throughout")
+        raise ConfigError(part_key("unet"), f"GroupNorm eps differ ({sorted(eps)}); diffusers has one "
+                          "norm_eps", "use ldmlab.nn.normalization.group_norm throughout")

@@ -1,0 +1,105 @@
+"""A trained ldmlab model written as diffusers part folders, each reloaded and checked.
+
+Stage 2: ``unet`` (``UNet2DConditionModel``), ``scheduler`` (``DDIMScheduler``), ``conditioner``
+(weights + ``conditioner.json``) and, on a KL first stage, ``vae`` (``AutoencoderKL`` with the fitted
+latent scale); stage 1: ``vae`` only. Every part is reloaded from disk and compared with ldmlab on
+fixed random inputs; a mismatch is a bug (RuntimeError).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from ldmlab.autoencoder.model import Autoencoder
+from ldmlab.diffusion.module import LatentDiffusionModule
+from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.first_stage.identity import IdentityFirstStage
+from ldmlab.interop.autoencoder_kl import to_diffusers_vae
+from ldmlab.interop.conditioner import save_conditioner
+from ldmlab.interop.scheduler import to_diffusers_scheduler
+from ldmlab.interop.unet2d import assert_same_outputs, to_diffusers_unet
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
+
+Export = tuple[list, dict, dict]  # (the part folders, max |diff| per check, export.json extras)
+
+
+def export_ldm(module: LatentDiffusionModule, stored_schedule: dict, out: Path, use_ema: bool, rtol: float,
+               generator: torch.Generator) -> Export:
+    """Convert everything, then write the stage-2 parts into ``out`` and check them.
+    ``stored_schedule``: the schedule's config node as the checkpoint keeps it."""
+    if module.horizon < module.schedule.num_timesteps:
+        raise FieldError("module", "start", f"the model is trained on t < {module.horizon} only and samples "
+                         "from another generator's output; diffusers pipelines start from noise",
+                         "export a model trained on every timestep")
+    model = module.ema.shadow if use_ema else module.model
+    unet, conditioner, first_stage = model["unet"].eval(), model["conditioner"].eval(), module.first_stage
+    if not isinstance(first_stage, FirstStage | IdentityFirstStage):
+        key = part_key("first_stage")
+        raise ConfigError(key, f"{type(first_stage).__name__} has no diffusers equivalent",
+                          f"export a model trained on a KL autoencoder ({key}=autoencoder)")
+    latent_size = module.resolution // first_stage.downsample_factor
+    their_unet = to_diffusers_unet(unet, sample_size=latent_size)
+    scheduler, schedule_diff = to_diffusers_scheduler(module, stored_schedule)
+    scaling_factor = float(first_stage.scale_factor) if isinstance(first_stage, FirstStage) else None
+    vae = None if scaling_factor is None else to_diffusers_vae(first_stage.autoencoder, scaling_factor)
+
+    their_unet.save_pretrained(out / "unet", safe_serialization=True)
+    scheduler.save_pretrained(out / "scheduler")
+    x = torch.randn(2, unet.in_channels, latent_size, latent_size, generator=generator)
+    t = torch.tensor([0, module.schedule.num_timesteps - 1])
+    reloaded = UNet2DConditionModel.from_pretrained(out / "unet", low_cpu_mem_usage=False,
+                                                    local_files_only=True, use_safetensors=True)
+    cond = _random_cond(unet, latent_size, generator)
+    diffs = {"unet": assert_same_outputs(unet, reloaded, x, t, cond, rtol),
+             "scheduler alphas_cumprod": schedule_diff,
+             "conditioner": save_conditioner(conditioner, out / "conditioner")}
+    parts = ["unet", "scheduler", "conditioner"]
+    if vae is not None:
+        diffs["vae"] = save_vae(first_stage.autoencoder, vae, out / "vae", rtol, generator)
+        parts.append("vae")
+    return parts, diffs, {"stage": 2, "use_ema": use_ema, "scaling_factor": scaling_factor,
+                          "latent_size": latent_size}
+
+
+def export_vae(autoencoder: Autoencoder, scaling_factor: float, out: Path, rtol: float,
+               generator: torch.Generator) -> Export:
+    """Write a stage-1 autoencoder as ``out/vae`` and check it."""
+    vae = to_diffusers_vae(autoencoder, scaling_factor)
+    diffs = {"vae": save_vae(autoencoder, vae, out / "vae", rtol, generator)}
+    return ["vae"], diffs, {"stage": 1, "scaling_factor": scaling_factor}
+
+
+def _random_cond(unet, side: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random conditions of the shapes ``unet`` takes (batch 2, a 2-token masked context, side × side)."""
+    cond = {}
+    if unet.context_dim:
+        cond["crossattn"] = torch.randn(2, 2, unet.context_dim, generator=generator)
+        cond["crossattn_mask"] = torch.tensor([[True, True], [True, False]])
+    if unet.vector_dim:
+        cond["vector"] = torch.randn(2, unet.vector_dim, generator=generator)
+    if unet.concat_channels:
+        cond["concat"] = torch.randn(2, unet.concat_channels, side, side, generator=generator)
+    return cond
+
+
+@torch.no_grad()
+def save_vae(autoencoder: Autoencoder, vae: AutoencoderKL, folder: Path, rtol: float,
+             generator: torch.Generator) -> float:
+    """Save, reload, compare posterior means and decodings on a random (1, C, 4f, 4f) image."""
+    vae.save_pretrained(folder, safe_serialization=True)
+    reloaded = AutoencoderKL.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True,
+                                             use_safetensors=True).eval()
+    side = 4 * autoencoder.downsample_factor
+    x = torch.rand(1, autoencoder.in_channels, side, side, generator=generator) * 2 - 1
+    mean = autoencoder.eval().encode(x)[0]
+    pairs = ((mean, reloaded.encode(x).latent_dist.mean),
+             (autoencoder.decode(mean), reloaded.decode(mean).sample))
+    diff = max(float((ours - theirs).abs().max()) for ours, theirs in pairs)
+    scale = min(float(ours.abs().max()) for ours, _ in pairs)
+    if not diff <= rtol * scale:
+        raise RuntimeError(f"diffusers VAE differs from ldmlab's: max |diff| = {diff:.3g} > {rtol:g} × "
+                           f"max |output| = {rtol * scale:.3g}")
+    return diff
