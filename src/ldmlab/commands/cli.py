@@ -1,4 +1,5 @@
-"""The entry points' shared layer: where the configs live and the error contract.
+"""The entry points' shared layer: where the configs live, the error contract and ``command``
+(a console entry point from a command's body).
 
 Bad user input ends a command with exactly one ``error: ...`` line on stderr naming the config
 key and its fix, and exit status 2 — whether Hydra rejects the command line (unknown group
@@ -10,6 +11,7 @@ is a bug and keeps its full traceback. Hydra flags that would unpickle a file ar
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import re
@@ -17,11 +19,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 from hydra._internal.utils import get_args_parser
 from hydra.errors import HydraException, InstantiationException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ldmlab.config import part_keys
 from ldmlab.config.conf_dir import CONF_DIR
 from ldmlab.config.shipped import shipped_source, shipped_value
 from ldmlab.config.trainer_knobs import refused_knob
@@ -29,7 +33,6 @@ from ldmlab.config.types import check_config
 from ldmlab.runs.fresh_dir import RunDirTaken
 from ldmlab.runs.multirun import ended_with_failures, in_multirun, run_job, stopped_with_failures
 from ldmlab.utils.atomic_output import DiskFullError
-from ldmlab.config import part_keys
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.pretrained import WeightsUnavailableError
 
@@ -142,10 +145,30 @@ def fail(message: str, status: int = EXIT_USER_ERROR) -> None:
     raise SystemExit(status)
 
 
+def command(body: Callable[[DictConfig], object], config_name: str,
+            settings: type | None = None) -> Callable[[], None]:
+    """A command's console entry point (``main``): Hydra composes ``config_name`` with the command
+    line (``--config-name`` picks another), and ``body(cfg)`` runs under the error contract
+    (``exit_on_user_error`` with ``settings``, inside ``run``). The Hydra job is named after
+    ``body``'s module, as when that module is run with ``python -m``. ``main.hydra_main``: the
+    ``@hydra.main`` function itself (its return value is ``body``'s, which a sweeper optimises)."""
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+    @functools.wraps(body)
+    def hydra_main(cfg: DictConfig) -> object:
+        return exit_on_user_error(body, cfg, settings)  # None: a failed job of a multirun
+
+    def main() -> None:
+        run(hydra_main, config_name)
+
+    main.hydra_main = hydra_main
+    return main
+
+
 def run(main: Callable[[], object], config_name: str) -> None:
-    """Call a ``@hydra.main`` function; Hydra's own command-line errors (multi-line reports,
-    exit 1) become one line with a runnable fix and exit 2. ``config_name`` is the decorator's
-    default, used to suggest keys when an override names one that does not exist."""
+    """Call a ``@hydra.main`` function (or a ``command``'s); Hydra's own command-line errors
+    (multi-line reports, exit 1) become one line with a runnable fix and exit 2. ``config_name``
+    is the decorator's default, used to suggest keys when an override names one that does not exist."""
+    main = getattr(main, "hydra_main", main)
     refuse_pickle_flags(sys.argv[1:])
     part_keys.install()  # errors of reusable parts name ldmlab's config keys
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us unformatted

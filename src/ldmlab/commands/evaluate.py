@@ -16,21 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ldmlab.commands.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.commands.checkpoint import open_ldm
+from ldmlab.commands.cli import command
+from ldmlab.commands.finish import finish, run_dir
 from ldmlab.config.settings import EvaluateSettings
-from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint, stored_datamodule
+from ldmlab.diffusion.restore import build_sampler, stored_datamodule
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.sweep import check_seeds, check_select_by, check_settings, grid_sweep, select_best
 from ldmlab.evaluation.sweep_files import write_sweep
 from ldmlab.guidance.inputs import guided_condition
-from ldmlab.runs.layout import update_latest, write_json_atomic
-from ldmlab.utils.device import resolve_device
 
 
 def evaluate(cfg: DictConfig) -> Path:
@@ -39,9 +37,7 @@ def evaluate(cfg: DictConfig) -> Path:
     grid = {axis: values for axis, values in OmegaConf.to_container(cfg.grid, resolve=True).items()
             if values is not None} if cfg.get("grid") else {}
     guidance = instantiate(cfg.guidance)
-    device = resolve_device(cfg.device)
-    path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
-    module = load_ldm(path).to(device)
+    path, module = open_ldm(cfg)
     samplers = sampler_grid(build_sampler(cfg.get("sampler"), module), grid, module.schedule.num_timesteps,
                             horizon=module.horizon)
     datamodule = instantiate(cfg.data) if cfg.get("data") else stored_datamodule(path)
@@ -54,11 +50,10 @@ def evaluate(cfg: DictConfig) -> Path:
     rows = grid_sweep(module, evaluator, condition, guidance, scales, cfg.num_samples, samplers=samplers,
                       seeds=seeds, batch_size=cfg.batch_size, use_ema=cfg.use_ema)
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     title = f"{guidance.name} sweep of {path.parent.parent.name}/{path.name}"  # <run>/checkpoints/<file>
-    cells, files = write_sweep(rows, run_dir / "guidance_sweep", title)
+    cells, files = write_sweep(rows, run_dir() / "guidance_sweep", title)
     metric, best = select_best(cells, cfg.select_by)
-    write_json_atomic(run_dir / "summary.json", {
+    folder = finish(cfg, {
         "task": "evaluate", "checkpoint": str(path), "num_samples": cfg.num_samples,
         "num_reference": len(reference), "reference": reference.name, "seeds": seeds,
         "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
@@ -66,19 +61,14 @@ def evaluate(cfg: DictConfig) -> Path:
         "grid": grid, "rows": cells, "rows_per_seed": rows, "best": {"select_by": metric, **best},
         "files": {name: file.name for name, file in files.items()},  # in the run dir
     })
-    update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
     where = ", ".join(f"{k.removeprefix('sampler.')}={v:g}" if isinstance(v, float | int) else f"{k}={v}"
                       for k, v in best.items() if k == "sampler" or k.startswith("sampler."))
     print(f"best {guidance.name} scale by {metric}: s={best['guidance_scale']:g} with {where} "
-          f"({metric}={best[metric]:.4g}); "
-          f"wrote {files['csv']} and {files['plot']}")
-    return run_dir
+          f"({metric}={best[metric]:.4g}); wrote {files['csv']} and {files['plot']}")
+    return folder
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    exit_on_user_error(evaluate, cfg, EvaluateSettings)
-
+main = command(evaluate, "evaluate", EvaluateSettings)
 
 if __name__ == "__main__":
-    run(main, "evaluate")
+    main()

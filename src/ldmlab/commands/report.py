@@ -16,12 +16,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ldmlab.commands.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.commands.cli import command
+from ldmlab.commands.finish import run_dir
 from ldmlab.config.settings import ReportSettings
 from ldmlab.evaluation.aggregate import write_report
 from ldmlab.evaluation.compare import write_comparison
@@ -41,8 +40,7 @@ def newest_multirun(task_dir: Path) -> Path:
 
 def report(cfg: DictConfig) -> dict[str, Path]:
     if cfg.evaluate_runs:
-        out_dir = Path(HydraConfig.get().runtime.output_dir)
-        paths = write_comparison([Path(run) for run in cfg.evaluate_runs], out_dir, cfg.labels)
+        paths = write_comparison([Path(run) for run in cfg.evaluate_runs], run_dir(), cfg.labels)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
         return paths
     task_dir = Path(cfg.paths.log_dir) / cfg.sweep_task
@@ -70,10 +68,7 @@ class AggregateOnMultirunEnd(Callback):
         log.info("sweep report: %s", ", ".join(str(p) for p in paths.values()))
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
-def main(cfg: DictConfig) -> None:
-    exit_on_user_error(report, cfg, ReportSettings)
-
+main = command(report, "report", ReportSettings)
 
 if __name__ == "__main__":
-    run(main, "report")
+    main()

@@ -9,31 +9,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from ldmlab.commands.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.commands.checkpoint import open_ldm
+from ldmlab.commands.cli import command
+from ldmlab.commands.finish import finish, run_dir
 from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.config.settings import SampleSettings
-from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
+from ldmlab.diffusion.restore import build_sampler
 from ldmlab.guidance.inputs import guided_condition
-from ldmlab.runs.layout import update_latest, write_json_atomic
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.device import resolve_device
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.progress import Progress
 
 
 def sample(cfg: DictConfig) -> Path:
-    device = resolve_device(cfg.device)
     guidance = instantiate(cfg.guidance)
-    path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
-    module = load_ldm(path).to(device)
+    path, module = open_ldm(cfg)
+    device = module.device
     sampler = build_sampler(cfg.sampler, module)
     conditioner = module.ema.shadow["conditioner"]
     condition = guided_condition(conditioner, guidance, cfg.num_samples, class_label=cfg.class_label,
@@ -48,30 +45,26 @@ def sample(cfg: DictConfig) -> Path:
                                           use_ema=cfg.use_ema).cpu())
             progress.advance(n)
     images = torch.cat(images)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_file(run_dir / "samples.png", lambda tmp: save_image(to_unit(images), tmp, nrow=cfg.nrow,
-                                                               padding=1))
+    folder = run_dir()
+    write_file(folder / "samples.png", lambda tmp: save_image(to_unit(images), tmp, nrow=cfg.nrow,
+                                                              padding=1))
     pixels = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     labels = condition.get("label", torch.full((cfg.num_samples,), -1)).numpy()
-    write_file(run_dir / "samples.npz", lambda tmp: np.savez_compressed(
+    write_file(folder / "samples.npz", lambda tmp: np.savez_compressed(
         tmp, images=pixels, labels=labels, prompt=str(cfg.prompt or ""), guidance=guidance.name,
         guidance_scale=guidance.scale, guidance_config=OmegaConf.to_yaml(cfg.guidance, resolve=True),
         sampler=OmegaConf.to_yaml(cfg.sampler), checkpoint=str(path)))
-    write_json_atomic(run_dir / "summary.json", {
+    finish(cfg, {
         "task": "sample", "checkpoint": str(path), "num_samples": cfg.num_samples,
         "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
         "sampler": OmegaConf.to_container(cfg.sampler),
         "files": {"grid": "samples.png", "npz": "samples.npz"},  # in the run dir
     })
-    update_latest(Path(cfg.paths.log_dir) / cfg.task_name, run_dir)
-    print(f"wrote {run_dir / 'samples.png'} and {run_dir / 'samples.npz'}")
-    return run_dir
+    print(f"wrote {folder / 'samples.png'} and {folder / 'samples.npz'}")
+    return folder
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    exit_on_user_error(sample, cfg, SampleSettings)
-
+main = command(sample, "sample", SampleSettings)
 
 if __name__ == "__main__":
-    run(main, "sample")
+    main()

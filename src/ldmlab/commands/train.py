@@ -13,7 +13,6 @@ import time
 import warnings
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -26,7 +25,8 @@ from ldmlab.callbacks.atomic_checkpoint import AtomicModelCheckpoint, ensure_fin
 from ldmlab.callbacks.resume_changes import ResumeChanges
 from ldmlab.callbacks.store_config import StoreConfig
 from ldmlab.checkpoints import CONFIG_KEY, WORLD_SIZE_KEY, read_checkpoint
-from ldmlab.commands.cli import CONF_DIR, exit_on_user_error, run
+from ldmlab.commands.cli import command
+from ldmlab.commands.finish import finish, run_dir, task_dir
 from ldmlab.config.resume_contract import ResumePoint, check_config, check_shapes, check_world_size
 from ldmlab.config.settings import TrainSettings
 from ldmlab.config.shipped import shipped_value
@@ -34,7 +34,7 @@ from ldmlab.config.trainer_knobs import REFUSALS, check_trainer, named_knob
 from ldmlab.config.types import NOT_GIVEN
 from ldmlab.optim.lr_scaling import scale_learning_rates
 from ldmlab.runs.ddp_jobs import job_ranks
-from ldmlab.runs.layout import SUMMARY, in_run, newest_checkpoint, update_latest, write_json_atomic
+from ldmlab.runs.layout import in_run, newest_checkpoint
 from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.precision import resolve_precision
 
@@ -86,10 +86,8 @@ def fit(cfg: DictConfig) -> dict:
     started = time.time()
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    task_dir = Path(cfg.paths.log_dir) / cfg.task_name
     pl.seed_everything(cfg.seed, workers=True)
-    resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir, run_dir)
+    resume = resolve_resume(cfg.get("ckpt_path"), cfg.task_name, task_dir(cfg), run_dir())
     opted = check_config(resume, cfg) if resume else []  # before any work
 
     check_trainer(cfg.trainer, "trainer", shipped_value)
@@ -133,7 +131,7 @@ def fit(cfg: DictConfig) -> dict:
             raise
         raise culprit from err
 
-    summary = build_summary(cfg, trainer, run_dir, time.time() - started, resume and resume.path, status)
+    summary = build_summary(cfg, trainer, run_dir(), time.time() - started, resume and resume.path, status)
     if stopped_by is not None:
         summary["stopped_by"] = " ".join(str(stopped_by).split()) or type(stopped_by).__name__
     summary |= {"effective_batch_size": datamodule.batch_size * processes, "lr_scale": lr_scale}
@@ -141,9 +139,7 @@ def fit(cfg: DictConfig) -> dict:
         if hasattr(part, "summary_extras"):
             summary |= part.summary_extras()
     if trainer.is_global_zero:
-        write_json_atomic(run_dir / SUMMARY, summary)
-        if status == "completed":
-            update_latest(task_dir, run_dir)
+        finish(cfg, summary, latest=status == "completed")
     if isinstance(stopped_by, SIGTERMException):
         raise SystemExit(143) from None  # 128 + SIGTERM: not a success
     if stopped_by is not None:
@@ -210,10 +206,7 @@ def _optimising_sweeper() -> bool:
     return hydra.mode == RunMode.MULTIRUN and not sweeper.endswith("BasicSweeper")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_ae")
-def main(cfg: DictConfig) -> float | None:
-    return exit_on_user_error(objective, cfg, TrainSettings)  # None: a failed job of a multirun
-
+main = command(objective, "train_ae", TrainSettings)
 
 if __name__ == "__main__":
-    run(main, "train_ae")
+    main()

@@ -7,25 +7,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint, stored_datamodule
+from ldmlab.diffusion.restore import stored_datamodule
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
 from ldmlab.semantic.autoencoding import DiffusionAutoencoder, mix, slerp
-from ldmlab.utils.device import resolve_device
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
+
+PART = "inversion"  # the study's settings (split, num_images, num_pairs, frames): the part "inversion"
+SPLITS = ("val", "test")
 
 
-def first_items(dataset: Dataset, count: int, key: str = "num_images", per: int = 1) -> dict:
+def first_items(dataset: Dataset, count: int, field: str = "num_images", per: int = 1) -> dict:
     """Items 0 … count·per − 1 of ``dataset`` collated into one batch; ``per``: items per unit of
-    ``count`` (2 for ``num_pairs``)."""
+    ``count`` (2 for ``num_pairs``); ``field``: the setting that gave ``count``."""
     most = len(dataset) // per
     if not 0 < count <= most:
-        fix = f"{key}={min(max(count, 1), most)}" if most else f"use a split with at least {per} images"
-        raise ConfigError(key, f"must lie in [1, {most}] ({len(dataset)} images in the split), got {count}",
-                          fix)
+        fix = f"{{key}}={min(max(count, 1), most)}" if most else f"use a split with at least {per} images"
+        raise FieldError(PART, field, f"must lie in [1, {most}] ({len(dataset)} images in the split), "
+                         f"got {count}", fix)
     return default_collate([dataset[i] for i in range(count * per)])
 
 
@@ -65,7 +66,7 @@ def interpolate(autoencoder: DiffusionAutoencoder, a: dict, b: dict, frames: int
     """(P, frames, C, H, W) images between the pairs (a_i, b_i) (two batches of P items): x_T by slerp
     and the condition by lerp (``mix``); ``semantic_only`` keeps x_T of a and moves the condition only."""
     if frames < 2:
-        raise ConfigError("frames", f"must be ≥ 2, got {frames}", "e.g. frames=9")
+        raise FieldError(PART, "frames", f"must be ≥ 2, got {frames}", "e.g. {key}=9")
     device = autoencoder.module.device
     ends = []
     for batch in (a, b):
@@ -91,15 +92,14 @@ def smoothness(strips: Tensor, distance: Callable[[Tensor, Tensor], Tensor]) -> 
             "max_over_mean": float((d.max(1).values / mean.clamp_min(1e-12)).mean())}
 
 
-def loaded_autoencoder(cfg: DictConfig) -> tuple[Path, DiffusionAutoencoder, object]:
-    """The checkpoint, its model as a ``DiffusionAutoencoder`` (the command's DDIM) and its split."""
-    if cfg.split not in ("val", "test"):
-        raise ConfigError("split", f"must be val or test, got {cfg.split!r}", "split=test")
-    device = resolve_device(cfg.device)
-    path = resolve_ldm_checkpoint(cfg.ckpt, cfg.paths.log_dir)
-    module = load_ldm(path).to(device)
-    autoencoder = DiffusionAutoencoder(module, build_sampler(cfg.sampler, module), cfg.fixed_point_iters,
-                                       cfg.use_ema)
+def check_split(split: str) -> None:
+    """``split`` names a held-out split (val | test)."""
+    if split not in SPLITS:
+        raise FieldError(PART, "split", f"must be val or test, got {split!r}", "{key}=test")
+
+
+def stored_split(path: Path, split: str) -> Dataset:
+    """The ``split`` (val | test, see ``check_split``) of the datamodule stored in checkpoint ``path``."""
     datamodule = stored_datamodule(path)
     datamodule.setup()
-    return path, autoencoder, getattr(datamodule, f"{cfg.split}_set")
+    return getattr(datamodule, f"{split}_set")
