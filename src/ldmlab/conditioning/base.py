@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 OUTPUT_TYPES = ("crossattn", "vector", "concat")
 
@@ -32,8 +32,8 @@ class Embedder(nn.Module, ABC):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if not 0.0 <= p_uncond <= 1.0:
-            raise ConfigError("conditioner.p_uncond", f"must lie in [0, 1], got {p_uncond}",
-                              "e.g. conditioner.p_uncond=0.1")
+            raise FieldError("conditioner", "p_uncond", f"must lie in [0, 1], got {p_uncond}",
+                             "e.g. {key}=0.1")
         self.input_key = input_key
         self.output_type = output_type
         self.p_uncond = float(p_uncond)

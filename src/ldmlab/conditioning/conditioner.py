@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 if TYPE_CHECKING:
     from ldmlab.backbones.unet import UNet
@@ -41,8 +41,8 @@ class Conditioner(nn.Module):
     ) -> None:
         super().__init__()
         if p_uncond is not None and not 0.0 <= p_uncond <= 1.0:
-            raise ConfigError("conditioner.p_uncond", f"must lie in [0, 1], got {p_uncond}",
-                              "e.g. conditioner.p_uncond=0.1")
+            raise FieldError("conditioner", "p_uncond", f"must lie in [0, 1], got {p_uncond}",
+                             "e.g. {key}=0.1")
         named = embedders.items() if isinstance(embedders, Mapping) else enumerate(embedders)
         self.embedders = nn.ModuleDict()
         for name, embedder in named:
@@ -139,23 +139,25 @@ class Conditioner(nn.Module):
         for name, embedder in self.embedders.items():
             rows = getattr(embedder, "num_classes", None)
             if getattr(embedder, "input_key", None) == "label" and rows is not None and rows < num_classes:
-                key = f"conditioner.embedders.{name}.num_classes"
-                raise ConfigError(key, f"is {rows} but the data has {num_classes} classes",
-                                  f"{key}={num_classes}")
+                raise FieldError("conditioner", f"embedders.{name}.num_classes",
+                                 f"is {rows} but the data has {num_classes} classes",
+                                 f"{{key}}={num_classes}")
 
     def check_latent_shape(self, channels: int, side: int, where: str) -> None:
         """Raise a ConfigError unless every concat output is ``side``×``side`` and a forward-process
         centre has the latents' ``channels``; ``where`` describes the latents for the message."""
         for name, embedder in self._of_type("concat"):
-            key = f"conditioner.embedders.{name}"
+            field = f"embedders.{name}"
             _, have, size, _ = embedder.null(1).shape
             if size != side:
-                raise ConfigError(f"{key}.size", f"is {size}, but the model works on {side}×{side} ({where})",
-                                  f"{key}.size={side}")
+                raise FieldError("conditioner", f"{field}.size",
+                                 f"is {size}, but the model works on {side}×{side} ({where})",
+                                 f"{{key}}={side}")
             if getattr(embedder, "centre_forward_process", False) and have != channels:
-                raise ConfigError(f"{key}.centre_forward_process", f"centres x_t on a {have}-channel x̂, the "
-                                  f"diffusion runs on {channels}-channel latents ({where})",
-                                  f"{key}.centre_forward_process=false (or first_stage=identity)")
+                raise FieldError("conditioner", f"{field}.centre_forward_process",
+                                 f"centres x_t on a {have}-channel x̂, the diffusion runs on "
+                                 f"{channels}-channel latents ({where})",
+                                 "{key}=false (or first_stage=identity)")
 
     def unconditional(
         self, batch: Mapping[str, Any], batch_size: int | None = None
