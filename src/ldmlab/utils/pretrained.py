@@ -1,6 +1,6 @@
 """Resolve pretrained weights without assuming internet access.
 
-Order (DESIGN.md): explicit path from the config → the project's cache dir → conversion
+Order (docs/architecture.md): explicit path from the config → the project's cache dir → conversion
 from an offline package that is installed → the standard download. Whatever is obtained
 from a conversion or download is written to the cache as safetensors, atomically, so the
 next call is a cache hit. User-supplied files are only ever read safely
