@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError, part_key
 
 
 def _conv_norm_act(in_channels: int, out_channels: int, groups: int) -> nn.Sequential:
@@ -42,12 +42,12 @@ class ClassifierNetwork(nn.Module):
         super().__init__()
         widths = [int(w) for w in widths]
         if not widths or any(w % groups for w in widths):
-            raise ConfigError(
-                "classifier.widths", f"{widths} must be non-empty and divisible by groups={groups}",
-                "use multiples of classifier.groups, e.g. [32, 64, 128]",
+            raise FieldError(
+                "classifier", "widths", f"{widths} must be non-empty and divisible by groups={groups}",
+                f"use multiples of {part_key('classifier', 'groups')}, e.g. [32, 64, 128]",
             )
         if num_classes < 2:
-            raise ConfigError("classifier.num_classes", f"needs at least 2, got {num_classes}", "e.g. 10")
+            raise FieldError("classifier", "num_classes", f"needs at least 2, got {num_classes}", "e.g. 10")
         self.config = {
             "in_channels": int(in_channels), "num_classes": int(num_classes), "resolution": int(resolution),
             "widths": widths, "groups": int(groups), "dropout": float(dropout),

@@ -24,7 +24,7 @@ from ldmlab.first_stage.base import FIRST_STAGE_CONFIG
 from ldmlab.optim.ema import EMA
 from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.atomic_output import write_file
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError, part_key
 from ldmlab.utils.finite import LossWatch
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
@@ -70,13 +70,13 @@ class NoisyClassifierModule(pl.LightningModule):
         super().__init__()
         self.loss_watch = LossWatch("train/loss")
         if network.in_channels != first_stage.embed_dim:
-            raise ConfigError(
-                "noisy_classifier.in_channels", f"is {network.in_channels} but the first stage has "
+            raise FieldError(
+                "noisy_classifier", "in_channels", f"is {network.in_channels} but the first stage has "
                 f"embed_dim={first_stage.embed_dim}", "leave it at ${first_stage_embed_dim}",
             )
         if not 1 <= val_t_buckets <= schedule.num_timesteps:
-            raise ConfigError("module.val_t_buckets", f"must lie in [1, T={schedule.num_timesteps}], got "
-                              f"{val_t_buckets}", "e.g. module.val_t_buckets=10")
+            raise FieldError("module", "val_t_buckets", f"must lie in [1, T={schedule.num_timesteps}], got "
+                             f"{val_t_buckets}", "e.g. {key}=10")
         self.first_stage, self.schedule, self.network = first_stage, schedule, network
         self.ema = EMA(network, ema_decay, ema_warmup) if ema_decay is not None else None
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -96,15 +96,16 @@ class NoisyClassifierModule(pl.LightningModule):
         """Fail before training unless the data's size and classes fit the first stage and network."""
         f, factor = self.first_stage.downsample_factor, self.network.downsample
         if datamodule.resolution != self.resolution or datamodule.resolution % (f * factor):
-            raise ConfigError(
-                "data.resolution", f"{datamodule.resolution} must equal module.resolution={self.resolution} "
+            raise FieldError(
+                "data", "resolution", f"{datamodule.resolution} must equal "
+                f"{part_key('module', 'resolution')}={self.resolution} "
                 f"and be divisible by the first stage's f={f} × the classifier's downsampling {factor}",
                 f"use a multiple of {f * factor}",
             )
         classes = getattr(datamodule, "num_classes", None)
         if classes != self.network.num_classes:
-            raise ConfigError("noisy_classifier.num_classes", f"data has {classes} classes, the classifier "
-                              f"{self.network.num_classes}", f"set noisy_classifier.num_classes={classes}")
+            raise FieldError("noisy_classifier", "num_classes", f"data has {classes} classes, the classifier "
+                             f"{self.network.num_classes}", f"set {{key}}={classes}")
 
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled), as stage 2 does; resumed
@@ -181,9 +182,9 @@ class NoisyClassifierModule(pl.LightningModule):
         write_file(path, lambda tmp: tmp.write_bytes(text.getvalue().encode()))
 
     def configure_optimizers(self):
-        return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler,
-                                      int(self.trainer.estimated_stepping_batches), "module.optimizer",
-                                      trainer_precision(self))
+        steps = int(self.trainer.estimated_stepping_batches)
+        return optimizer_and_schedule(self.optimizer, self.network.parameters(), self.scheduler, steps,
+                                      part_key("module", "optimizer"), trainer_precision(self))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store, as plain data, what guidance needs to rebuild the classifier and check that it fits

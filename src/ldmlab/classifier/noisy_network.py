@@ -21,9 +21,9 @@ from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample
 from ldmlab.nn.resnet import ResnetBlock
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError, part_key
 
-KEY = "noisy_classifier"
+PART = "noisy_classifier"  # errors name this part's fields
 
 
 class AttentionPool(nn.Module):
@@ -107,43 +107,43 @@ class NoisyLatentClassifier(nn.Module):
 
     def _check_inputs(self, z_t: torch.Tensor, t: torch.Tensor) -> None:
         if z_t.ndim != 4 or z_t.shape[1] != self.in_channels:
-            raise ValueError(f"z_t must be (B, {KEY}.in_channels={self.in_channels}, h, w), "
+            raise ValueError(f"z_t must be (B, {part_key(PART, 'in_channels')}={self.in_channels}, h, w), "
                              f"got {tuple(z_t.shape)}")
         if z_t.shape[2] % self.downsample or z_t.shape[3] % self.downsample:
             raise ValueError(f"latent size {tuple(z_t.shape[2:])} is not divisible by {self.downsample} "
-                             f"= 2^(len({KEY}.channel_mult) - 1)")
+                             f"= 2^(len({part_key(PART, 'channel_mult')}) - 1)")
         if t.shape != z_t.shape[:1]:
             raise ValueError(f"t must have shape (B,)=({z_t.shape[0]},), got {tuple(t.shape)}")
 
 
 def _check_config(config: dict) -> None:
-    """Raise ``ConfigError`` naming the first ``noisy_classifier.<key>`` that cannot build a network."""
+    """Raise ``FieldError`` naming the first field of the noisy classifier that cannot build a network."""
     minimum = {"in_channels": 1, "num_classes": 2, "model_channels": 1, "num_res_blocks": 1,
                "num_heads": 1, "pool_heads": 1}
     for name, low in minimum.items():
         if config[name] < low:
-            raise ConfigError(f"{KEY}.{name}", f"must be an integer >= {low}, got {config[name]}",
-                              f"set {KEY}.{name} to at least {low}")
+            raise FieldError(PART, name, f"must be an integer >= {low}, got {config[name]}",
+                             f"set {{key}} to at least {low}")
     mult = config["channel_mult"]
     if not mult or min(mult) < 1:
-        raise ConfigError(f"{KEY}.channel_mult", f"must be a non-empty list of positive ints, got {mult}",
-                          f"e.g. {KEY}.channel_mult=[1,2]")
+        raise FieldError(PART, "channel_mult", f"must be a non-empty list of positive ints, got {mult}",
+                         "e.g. {key}=[1,2]")
     factors = [2**level for level in range(len(mult))]
     unknown = [f for f in config["attention_resolutions"] if f not in factors]
     if unknown:
-        raise ConfigError(f"{KEY}.attention_resolutions", f"{unknown} are not downsampling factors "
-                          f"(with {len(mult)} levels they are {factors})",
-                          f"pick from {factors}, e.g. {KEY}.attention_resolutions=[{factors[-1]}]")
+        raise FieldError(PART, "attention_resolutions", f"{unknown} are not downsampling factors "
+                         f"(with {len(mult)} levels they are {factors})",
+                         f"pick from {factors}, e.g. {{key}}=[{factors[-1]}]")
     if not 0.0 <= config["dropout"] < 1.0:
-        raise ConfigError(f"{KEY}.dropout", f"must lie in [0, 1), got {config['dropout']}",
-                          f"e.g. {KEY}.dropout=0.1")
+        raise FieldError(PART, "dropout", f"must lie in [0, 1), got {config['dropout']}", "e.g. {key}=0.1")
     width = config["model_channels"]
     levels = {len(mult) - 1} | {factors.index(f) for f in config["attention_resolutions"]}
     for ch in sorted({width * mult[level] for level in levels}):
         if ch % config["num_heads"]:
-            raise ConfigError(f"{KEY}.num_heads", f"{config['num_heads']} does not divide the channel count "
-                              f"{ch} of an attention level ({KEY}.model_channels × channel_mult)",
-                              f"use a divisor of {ch}")
+            raise FieldError(PART, "num_heads", f"{config['num_heads']} does not divide the channel "
+                             f"count {ch} of an attention level ({part_key(PART, 'model_channels')} × "
+                             "channel_mult)",
+                             f"use a divisor of {ch}")
     if (width * mult[-1]) % config["pool_heads"]:
-        raise ConfigError(f"{KEY}.pool_heads", f"{config['pool_heads']} does not divide the pooled channel "
-                          f"count {width * mult[-1]}", f"use a divisor of {width * mult[-1]}")
+        raise FieldError(PART, "pool_heads", f"{config['pool_heads']} does not divide the pooled channel "
+                         f"count {width * mult[-1]}", f"use a divisor of {width * mult[-1]}")
