@@ -28,7 +28,7 @@ from ldmlab.optim.lr_schedules import linear_warmup
 from ldmlab.optim.optimizers import build_optimizer, trainer_precision
 from ldmlab.sampling.generate import generate_images
 from ldmlab.sampling.samplers.base import Sampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.finite import LossWatch
 
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
@@ -79,9 +79,9 @@ class LatentDiffusionModule(pl.LightningModule):
         super().__init__()
         self.loss_watch = LossWatch("train/loss")
         if unet.in_channels != first_stage.embed_dim:
-            raise ConfigError(
-                "unet.in_channels", f"is {unet.in_channels} but the first stage has embed_dim="
-                f"{first_stage.embed_dim}", f"unet.in_channels={first_stage.embed_dim} (or leave it at "
+            raise FieldError(
+                "unet", "in_channels", f"is {unet.in_channels} but the first stage has embed_dim="
+                f"{first_stage.embed_dim}", f"{{key}}={first_stage.embed_dim} (or leave it at "
                 "${first_stage_embed_dim})",
             )
         try:
@@ -90,9 +90,9 @@ class LatentDiffusionModule(pl.LightningModule):
             raise ConfigError("unet", str(err), "match the unet keys to the conditioner") from None
         self.horizon = objective.timestep_sampler.horizon(schedule.num_timesteps)
         if self.horizon < schedule.num_timesteps and start is None:
-            raise ConfigError("module.start", f"the objective trains t < {self.horizon} only, so sampling "
-                              "cannot start from pure noise at T − 1", "give a generator to start from, "
-                              "e.g. experiment=es_ddpm generator_ckpt=/path/to/vae.ckpt")
+            raise FieldError("module", "start", f"the objective trains t < {self.horizon} only, so sampling "
+                             "cannot start from pure noise at T − 1", "give a generator to start from, "
+                             "e.g. experiment=es_ddpm generator_ckpt=/path/to/vae.ckpt")
         self.first_stage, self.start = first_stage, start
         self.model = nn.ModuleDict({"unet": unet, "conditioner": conditioner})
         self.ema = EMA(self.model, ema_decay, ema_warmup)
@@ -108,13 +108,14 @@ class LatentDiffusionModule(pl.LightningModule):
     def check_data(self, datamodule) -> None:
         f = self.first_stage.downsample_factor
         if datamodule.resolution % f or datamodule.resolution != self.resolution:
-            raise ConfigError(
-                "data.resolution", f"{datamodule.resolution} must equal module.resolution="
-                f"{self.resolution} and be divisible by the first stage's f={f}", f"use a multiple of {f}",
+            raise FieldError(
+                "data", "resolution", f"{datamodule.resolution} must equal "
+                f"{part_key('module', 'resolution')}={self.resolution} and be divisible by the first stage's "
+                f"f={f}", f"use a multiple of {f}",
             )
         self.model["conditioner"].check_num_classes(getattr(datamodule, "num_classes", 0))
-        self.model["conditioner"].check_latent_shape(self.first_stage.embed_dim, self.resolution // f,
-                                                     f"data.resolution={self.resolution}, f={f}")
+        where = f"{part_key('data', 'resolution')}={self.resolution}, f={f}"
+        self.model["conditioner"].check_latent_shape(self.first_stage.embed_dim, self.resolution // f, where)
 
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled; resumed runs keep theirs),
@@ -213,7 +214,7 @@ class LatentDiffusionModule(pl.LightningModule):
         }
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.optimizer, self.model.parameters(), "module.optimizer",
+        optimizer = build_optimizer(self.optimizer, self.model.parameters(), part_key("module", "optimizer"),
                                     trainer_precision(self))
         scheduler = linear_warmup(optimizer, self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

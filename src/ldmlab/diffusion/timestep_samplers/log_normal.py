@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 
 class LogNormalTimesteps(TimestepSampler):
@@ -19,8 +19,7 @@ class LogNormalTimesteps(TimestepSampler):
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2) -> None:
         if not p_std > 0:
-            raise ConfigError("diffusion.timestep_sampler.p_std", f"must be > 0, got {p_std}",
-                              "e.g. diffusion.timestep_sampler.p_std=1.2")
+            raise FieldError("timestep_sampler", "p_std", f"must be > 0, got {p_std}", "e.g. {key}=1.2")
         self.p_mean, self.p_std = p_mean, p_std
 
     def __call__(self, batch_size: int, schedule: NoiseSchedule, device: torch.device) -> Tensor:

@@ -8,9 +8,7 @@ from torch import Tensor
 from ldmlab.config.types import PositiveInt
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
-from ldmlab.utils.errors import ConfigError
-
-KEY = "diffusion.timestep_sampler.t_max"
+from ldmlab.utils.errors import FieldError
 
 
 class TruncatedTimesteps(TimestepSampler):
@@ -22,13 +20,15 @@ class TruncatedTimesteps(TimestepSampler):
 
     def __init__(self, t_max: PositiveInt) -> None:
         if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1:
-            raise ConfigError(KEY, f"must be an int in [1, T], got {t_max!r}", f"e.g. {KEY}=500")
+            raise FieldError("timestep_sampler", "t_max", f"must be an int in [1, T], got {t_max!r}",
+                             "e.g. {key}=500")
         self.t_max = t_max
 
     def horizon(self, num_timesteps: int) -> int:
         if self.t_max > num_timesteps:
-            raise ConfigError(KEY, f"{self.t_max} exceeds the schedule's T={num_timesteps}",
-                              f"use at most {num_timesteps}, e.g. {KEY}={num_timesteps // 2}")
+            raise FieldError("timestep_sampler", "t_max",
+                             f"{self.t_max} exceeds the schedule's T={num_timesteps}",
+                             f"use at most {num_timesteps}, e.g. {{key}}={num_timesteps // 2}")
         return self.t_max
 
     def __call__(self, batch_size: int, schedule: NoiseSchedule, device: torch.device) -> Tensor:
