@@ -94,27 +94,27 @@ class AutoencoderModule(pl.LightningModule):
         x_rec, reg = self.autoencoder(x)
         loss, log = self.loss.generator_step(x, x_rec, reg, step, self.autoencoder.last_layer)
         ensure_finite(loss, "train/total", step, self, (opt_ae, opt_d))
-        opt_ae.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.clip_gradients(opt_ae, self.gradient_clip_val, "norm")
-        opt_ae.step()
-        sched_ae.step()
-        self.untoggle_optimizer(opt_ae)
+        self._step(loss, opt_ae, sched_ae)
 
         d_loss, d_log = self.loss.discriminator_step(x, x_rec, step)
         if d_log:
             ensure_finite(d_loss, "train/d_loss", step, self, (opt_ae, opt_d))
             self.toggle_optimizer(opt_d)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            self.clip_gradients(opt_d, self.gradient_clip_val, "norm")
-            opt_d.step()
-            sched_d.step()
-            self.untoggle_optimizer(opt_d)
+            self._step(d_loss, opt_d, sched_d)
         self.train_step += 1
         rec_loss = log.pop("rec_loss")
         self.log_dict({f"train/{k}": v for k, v in (log | d_log).items()})
         self.log("train/rec_loss", rec_loss, prog_bar=True)
+
+    def _step(self, loss: torch.Tensor, optimizer, scheduler) -> None:
+        """Backward ``loss`` into the toggled ``optimizer``'s parameters, clip their gradient norm,
+        step ``optimizer`` and ``scheduler``, then untoggle."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, self.gradient_clip_val, "norm")
+        optimizer.step()
+        scheduler.step()
+        self.untoggle_optimizer(optimizer)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = self._images(batch)
