@@ -21,11 +21,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.first_stage.base import FIRST_STAGE_CONFIG
-from ldmlab.optim.ema import EMA
+from ldmlab.optim.ema import EMA, EMAStep
 from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.errors import FieldError, part_key
 from ldmlab.utils.finite import LossWatch
+from ldmlab.utils.latent_scale import fit_latent_scale
+from ldmlab.utils.seeded import seeded_validation
 
 CHECKPOINT_KEY = "noisy_classifier"  # the plain-data record that guidance checks compatibility with
 BUCKET_CSV = "t_bucket_accuracy.csv"
@@ -37,7 +39,7 @@ def t_buckets(num_timesteps: int, count: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
-class NoisyClassifierModule(pl.LightningModule):
+class NoisyClassifierModule(EMAStep, pl.LightningModule):
     """Trains ``network`` on noisy latents of ``first_stage`` under ``schedule``.
 
     ``first_stage`` is an ``ldmlab.first_stage.autoencoder.FirstStage`` and ``schedule`` an
@@ -52,6 +54,8 @@ class NoisyClassifierModule(pl.LightningModule):
     pooled) and ``val/acc_t<lo>_<hi>`` (t ∈ [lo, hi)), and rank 0 appends the per-bucket rows to
     ``<out_dir>/t_bucket_accuracy.csv``.
     """
+
+    EMA_SOURCE = "network"
 
     def __init__(
         self,
@@ -110,11 +114,7 @@ class NoisyClassifierModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled), as stage 2 does; resumed
         runs keep theirs."""
-        if bool(self.first_stage.scale_initialized):
-            return
-        loader = self.trainer.datamodule.train_dataloader()
-        scale = self.first_stage.fit_scale_from(loader, self.scale_fit_batches, self.device)
-        self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
+        fit_latent_scale(self)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         z0, y = self.first_stage.encode(batch["image"]), batch["label"]
@@ -127,21 +127,13 @@ class NoisyClassifierModule(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """Step, then update the EMA (once per optimiser step, before any batch-end checkpoint)."""
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update(self.network)
-
     def on_validation_epoch_start(self) -> None:
         self._val_stats = torch.zeros(3, len(self.buckets), device=self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Score the batch once per t-bucket in one forward pass of (buckets × B) noisy latents."""
         network = self.ema.shadow if self.ema is not None else self.network
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # same t and noise every time: comparable curves
-            torch.manual_seed(batch_idx + 7919 * self.global_rank)
+        with seeded_validation(self, batch_idx):
             z0, y = self.first_stage.encode(batch["image"]), batch["label"]
             t = torch.cat([torch.randint(lo, hi, (len(z0),), device=z0.device) for lo, hi in self.buckets])
             z = z0.repeat(len(self.buckets), 1, 1, 1)

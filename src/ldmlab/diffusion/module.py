@@ -23,18 +23,20 @@ from ldmlab.first_stage.autoencoder import FirstStage
 from ldmlab.first_stage.latent_cache import LatentCache, open_latent_cache
 from ldmlab.guidance.base import BoundGuidance, Guidance, GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.optim.ema import EMA
+from ldmlab.optim.ema import EMA, EMAStep
 from ldmlab.optim.lr_schedules import linear_warmup
 from ldmlab.optim.optimizers import build_optimizer, trainer_precision
 from ldmlab.sampling.generate import generate_images
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.finite import LossWatch
+from ldmlab.utils.latent_scale import fit_latent_scale
+from ldmlab.utils.seeded import seeded_validation
 
 FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
 
 
-class LatentDiffusionModule(pl.LightningModule):
+class LatentDiffusionModule(EMAStep, pl.LightningModule):
     """Trains ``unet`` (and the conditioner's learnable parts) on z = scale · E(x).
 
     ``model`` = {unet, conditioner} is what the optimiser and the EMA see; validation and
@@ -55,6 +57,8 @@ class LatentDiffusionModule(pl.LightningModule):
     state_dict keys; the EMA copy used for validation and sampling stays eager). It pays for
     long runs only: see benchmarks/README.md for its start-up cost and per-step gain.
     """
+
+    EMA_SOURCE = "model"
 
     def __init__(
         self,
@@ -120,10 +124,7 @@ class LatentDiffusionModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled; resumed runs keep theirs),
         then read or build the latent cache."""
-        if not bool(self.first_stage.scale_initialized):
-            loader = self.trainer.datamodule.train_dataloader()
-            scale = self.first_stage.fit_scale_from(loader, self.scale_fit_batches, self.device)
-            self.print(f"scale_by_std: latent scale factor = {scale:.5f}")
+        fit_latent_scale(self)
         if self.latent_cache_dir is not None:
             self.latent_cache = open_latent_cache(self.latent_cache_dir, self.first_stage,
                                                   self.trainer.datamodule, self.device)
@@ -143,16 +144,8 @@ class LatentDiffusionModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """Step, then update the EMA: once per optimiser step (also under gradient accumulation),
-        and before any ``on_train_batch_end`` checkpoint."""
-        super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.model)
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # same t and noise every time: comparable curves
-            torch.manual_seed(batch_idx + 7919 * self.global_rank)
+        with seeded_validation(self, batch_idx):
             loss = self.diffusion_loss(batch, self.ema.shadow)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 

@@ -49,3 +49,17 @@ class EMA(nn.Module):
         super().train(mode)
         self.shadow.eval()
         return self
+
+
+class EMAStep:
+    """LightningModule mixin: ``optimizer_step``, then ``self.ema.update`` from the submodule
+    named ``EMA_SOURCE``: once per optimiser step (also under gradient accumulation) and before
+    any batch-end checkpoint. ``self.ema`` is an ``EMA``, or None for no averaging."""
+
+    EMA_SOURCE: str
+    ema: EMA | None
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(getattr(self, self.EMA_SOURCE))
