@@ -17,6 +17,8 @@ PART_KEYS = {
     "latent_shape": "",  # first_stage_embed_dim, first_stage_downsample_factor: top-level keys
     "inversion": "",  # invert / interpolate keep the inversion study's settings at the top level
     "lpips": "loss.lpips",
+    "semantic_encoder": "conditioner.embedders.z_sem",
+    "regularizer": "diffusion.objective.regularizer",
 }
 
 

@@ -11,7 +11,7 @@ from ldmlab.nn.middle import middle_block
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import DOWNSAMPLE_PADDINGS, Downsample
 from ldmlab.nn.resnet import ResnetBlock
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 
 class Encoder(nn.Module):
@@ -36,8 +36,8 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         if downsample_padding not in DOWNSAMPLE_PADDINGS:
-            raise ConfigError("autoencoder.encoder.downsample_padding", f"is {downsample_padding!r}",
-                              "autoencoder.encoder.downsample_padding=asymmetric (or symmetric)")
+            raise FieldError("autoencoder", "encoder.downsample_padding", f"is {downsample_padding!r}",
+                             "{key}=asymmetric (or symmetric)")
         self.downsample_padding = downsample_padding
         self.in_channels = in_channels
         self.downsample_factor = 2 ** (len(ch_mult) - 1)

@@ -16,7 +16,7 @@ from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.normalization import group_norm
 from ldmlab.nn.resample import Downsample
 from ldmlab.nn.resnet import ResnetBlock
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 POSTERIORS = ("deterministic", "gaussian")
 
@@ -53,12 +53,11 @@ class SemanticEncoderEmbedder(Embedder):
     ) -> None:
         super().__init__(input_key, "vector", p_uncond)
         if posterior not in POSTERIORS:
-            raise ConfigError("conditioner.embedders.z_sem.posterior", f"must be one of {POSTERIORS}, got "
-                              f"{posterior!r}",
-                              "conditioner.embedders.z_sem.posterior=deterministic (DiffAE) or gaussian")
+            raise FieldError("semantic_encoder", "posterior", f"must be one of {POSTERIORS}, got "
+                             f"{posterior!r}", "{key}=deterministic (DiffAE) or gaussian")
         if embed_dim < 1:
-            raise ConfigError("conditioner.embedders.z_sem.embed_dim", f"must be ≥ 1, got {embed_dim}",
-                              "semantic_dim=32")
+            raise FieldError("semantic_encoder", "embed_dim", f"must be ≥ 1, got {embed_dim}",
+                             "semantic_dim=32")
         self.in_channels, self.embed_dim, self.source_key = in_channels, embed_dim, source_key
         self.posterior_type, self.time_conditioned = posterior, time_conditioned
         self.prior_sampling = posterior == "gaussian" if prior_sampling is None else bool(prior_sampling)

@@ -6,9 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ldmlab.semantic.mmd import KERNELS, mmd2
-from ldmlab.utils.errors import ConfigError
-
-KEY = "diffusion.objective.regularizer"
+from ldmlab.utils.errors import FieldError, part_key
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
@@ -30,16 +28,16 @@ class InfoRegularizer(nn.Module):
                  kernel: str = "imq") -> None:
         super().__init__()
         problems = (
-            ("weight", weight >= 0.0, f"{KEY}.weight=1e-3"),
-            ("mi_weight", mi_weight <= 1.0, f"{KEY}.mi_weight=1 (at most 1; 1: no per-sample KL)"),
+            ("weight", weight >= 0.0, "{key}=1e-3"),
+            ("mi_weight", mi_weight <= 1.0, "{key}=1 (at most 1; 1: no per-sample KL)"),
             ("prior_weight", mi_weight + prior_weight - 1.0 >= 0.0,
-             f"{KEY}.prior_weight={1.0 - mi_weight:g} (at least 1 − mi_weight)"),
-            ("kernel", kernel in KERNELS, f"{KEY}.kernel=imq (or rbf)"),
+             f"{{key}}={1.0 - mi_weight:g} (at least 1 − mi_weight)"),
+            ("kernel", kernel in KERNELS, "{key}=imq (or rbf)"),
         )
         for name, ok, fix in problems:
             if not ok:
-                raise ConfigError(f"{KEY}.{name}", f"is out of range (weight={weight}, mi_weight="
-                                  f"{mi_weight}, prior_weight={prior_weight}, kernel={kernel!r})", fix)
+                raise FieldError("regularizer", name, f"is out of range (weight={weight}, mi_weight="
+                                 f"{mi_weight}, prior_weight={prior_weight}, kernel={kernel!r})", fix)
         self.weight, self.kernel = float(weight), kernel
         self.kl_coef = float(weight) * (1.0 - mi_weight)
         self.mmd_coef = float(weight) * (mi_weight + prior_weight - 1.0)
@@ -53,9 +51,9 @@ class InfoRegularizer(nn.Module):
         total = z.new_zeros(())
         if self.kl_coef:
             if logvar is None:
-                raise ConfigError(f"{KEY}.mi_weight", "a KL term needs a Gaussian posterior, the encoder "
-                                  "is deterministic", f"{KEY}.mi_weight=1 (MMD only) or "
-                                  "conditioner.embedders.z_sem.posterior=gaussian")
+                raise FieldError("regularizer", "mi_weight", "a KL term needs a Gaussian posterior, the "
+                                 "encoder is deterministic", "{key}=1 (MMD only) or "
+                                 f"{part_key('semantic_encoder', 'posterior')}=gaussian")
             total = total + self.kl_coef * gaussian_kl(mean, logvar).mean()
         if self.mmd_coef:
             total = total + self.mmd_coef * mmd2(z.float(), torch.randn_like(z, dtype=torch.float32),

@@ -15,7 +15,7 @@ from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
 from ldmlab.semantic.info_regularizer import InfoRegularizer
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 
 
 class RepresentationObjective(DiffusionObjective):
@@ -44,9 +44,9 @@ class RepresentationObjective(DiffusionObjective):
     ) -> Tensor:
         embedders = model["conditioner"].embedders
         if self.encoder not in embedders or not hasattr(embedders[self.encoder], "posterior"):
-            raise ConfigError("diffusion.objective.encoder", f"names no semantic encoder among the "
-                              f"conditioner's embedders {sorted(embedders)}",
-                              "diffusion.objective.encoder=z_sem with conditioner=semantic")
+            raise FieldError("objective", "encoder", f"names no semantic encoder among the "
+                             f"conditioner's embedders {sorted(embedders)}",
+                             "{key}=z_sem with conditioner=semantic")
         embedder = embedders[self.encoder]
         t = self.timestep_sampler(len(x0), schedule, x0.device)
         encoder_t = t if embedder.time_conditioned else None
