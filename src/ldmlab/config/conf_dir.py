@@ -1,14 +1,16 @@
-"""Where the Hydra configs live, and reading one option of a config group as plain data."""
+"""Where the Hydra configs live (shipped in the package); one option of a config group as plain data."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from ldmlab.utils.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+# ldmlab/conf: the package's copy of the repository's conf/ (a link to it in the source tree)
+CONF_DIR = str(Path(str(files("ldmlab") / "conf")).resolve())
 
 
 def group_options(group: str) -> list[str]:
