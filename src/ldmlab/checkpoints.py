@@ -34,6 +34,7 @@ from ldmlab.utils.torch_files import refusal_reason
 
 CONFIG_KEY = "ldmlab_config"  # the run's resolved config inside every checkpoint (StoreConfig)
 WORLD_SIZE_KEY = "ldmlab_world_size"  # the number of ranks that wrote it (StoreConfig)
+FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"  # the first stage's architecture (stage 2, classifier)
 
 ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.autoencoder.model.Autoencoder",

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.config.types import NonNegativeInt, PositiveInt
-from ldmlab.first_stage.base import FIRST_STAGE_CONFIG
 from ldmlab.optim.ema import EMA, EMAStep
 from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.atomic_output import write_file

@@ -19,9 +19,6 @@ from torch import nn
 
 from ldmlab.utils.errors import FieldError
 
-# where stage-2 and noisy-classifier checkpoints record the first stage's architecture
-FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
-
 
 def scale_fit_images(loader: Iterable[dict], num_batches: int) -> torch.Tensor:
     """The images of the first ``num_batches`` batches of ``loader``, concatenated; fewer batches
@@ -79,7 +76,7 @@ class FirstStageBase(nn.Module, ABC):
     over DDP ranks (``scale_by_std``); a subclass may normalise otherwise (``fit_normalisation``,
     ``scaled``, ``unscale``). ``check_shape`` refuses a stage that is not what the config expects.
     ``checkpoint_path``: where it was read from; ``autoencoder_config``: its architecture as plain
-    data, stored in stage-2 checkpoints (``FIRST_STAGE_CONFIG``).
+    data, stored in stage-2 checkpoints (``ldmlab.checkpoints.FIRST_STAGE_CONFIG``).
     """
 
     checkpoint_path: str | None
