@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.utils import instantiate
 
 from tests.conftest import CONF_DIR, compose_config
@@ -71,3 +73,78 @@ def test_guidance_options_are_the_documented_ones():
     cfg = compose_config("sample", ["guidance=cfg_classifier"])
     assert set(cfg.guidance.terms) == {"cfg", "classifier"} and cfg.guidance.sweep == "classifier"
     assert compose_config("train_ldm", ["callbacks=ldm_sweep"]).callbacks.guidance_sweep.guidance.scale == 1.0
+
+
+TOP_LEVEL = sorted(p.stem for p in Path(CONF_DIR).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_every_top_level_config_composes(name):
+    assert compose_config(name).task_name == name
+
+
+def _leaves(node, prefix=()):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, (*prefix, str(key)))
+    elif prefix and prefix[0] != "defaults":
+        yield ".".join(prefix), repr(node)
+
+
+def _blocks(node, path=()):
+    """Every mapping of a YAML file with its leaves as (path below it, value) pairs."""
+    if isinstance(node, dict):
+        yield ".".join(path), frozenset(_leaves(node))
+        for key, value in node.items():
+            yield from _blocks(value, (*path, str(key)))
+
+
+# Blocks that share ≥ 3 leaves by design or by the coincidence of small sizes, not one setting
+# written twice: each command's own interface (ckpt, device, use_ema, seed), two networks of the
+# same CPU size, stage 2's two modules (the LDM and the noisy classifier), the VAE prior as a
+# condition and as ES-DDPM's start, and the two guidance-sweep searches' Hydra settings.
+SHARED_BY_DESIGN = {
+    ("autoencoder/f4.yaml:encoder", "conditioner/semantic.yaml:conditioner.embedders.z_sem"),
+    ("conditioner/vae_sample.yaml:conditioner.embedders.x_hat.prior", "experiment/es_ddpm.yaml:module.start"),
+    ("evaluate.yaml:", "interpolate.yaml:"), ("evaluate.yaml:", "invert.yaml:"),
+    ("evaluate.yaml:", "sample.yaml:"),
+    ("experiment/cfg_sweep_fmnist.yaml:", "hparams_search/cfg_optuna.yaml:"),
+    ("export.yaml:", "invert.yaml:"), ("export.yaml:", "sample.yaml:"), ("interpolate.yaml:", "invert.yaml:"),
+    ("interpolate.yaml:", "sample.yaml:"), ("invert.yaml:", "sample.yaml:"),
+    ("noisy_classifier/small.yaml:", "unet/small.yaml:"),
+    ("train_ae.yaml:", "train_noisy_classifier.yaml:"), ("train_ldm.yaml:", "train_noisy_classifier.yaml:"),
+    ("train_ldm.yaml:module", "train_noisy_classifier.yaml:module"),
+}
+
+
+def test_no_block_is_written_twice():
+    """Read as plain YAML, no two blocks that can meet in one composition (not two options of one
+    group: those are alternatives) write the same ≥ 3 (key path, value) leaves; shared settings
+    live in one file that the others pick (optimizer, sweep, train/base, autoencoder/f4)."""
+    conf = Path(CONF_DIR)
+    blocks = [(f.relative_to(conf).as_posix(), path, leaves) for f in sorted(conf.rglob("*.yaml"))
+              for path, leaves in _blocks(yaml.safe_load(f.read_text()) or {})]
+    repeated = set()
+    for (file_a, path_a, a), (file_b, path_b, b) in itertools.combinations(blocks, 2):
+        same_group = file_a != file_b and "/" in file_a and Path(file_a).parent == Path(file_b).parent
+        nested = file_a == file_b and (path_a.startswith(path_b) or path_b.startswith(path_a))
+        if not same_group and not nested and len(a & b) >= 3:
+            repeated.add((f"{file_a}:{path_a}", f"{file_b}:{path_b}"))
+    assert repeated - SHARED_BY_DESIGN == set()
+
+
+def test_a_run_stored_with_the_parameterization_on_the_module_resumes():
+    """Stage-2 runs stored before the module took its parameterization from the objective also
+    stored ``module.parameterization``: a resume does not count it as a change."""
+    from omegaconf import OmegaConf
+
+    from ldmlab.config.resume_contract import ResumePoint, check_config
+
+    composed = OmegaConf.to_container(compose_config("train_ldm", ["logger=none"]), resolve=False)
+    composed.pop("hydra")
+    composed["paths"]["output_dir"] = "/tmp/out"
+    cfg = OmegaConf.create(composed)
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    assert "parameterization" not in stored["module"]
+    stored["module"]["parameterization"] = stored["diffusion"]["parameterization"]
+    assert check_config(ResumePoint("old.ckpt", stored, {}, 1), cfg) == []

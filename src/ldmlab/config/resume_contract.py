@@ -161,9 +161,18 @@ def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> N
 
 def _compared(point: ResumePoint, cfg: DictConfig) -> tuple[dict, dict, set[str], Any]:
     """(stored flat, new flat, keys whose values differ, the new config unresolved)."""
-    stored, new = flatten(point.config), flatten(OmegaConf.to_container(cfg, resolve=True))
+    stored, new = flatten(_current_layout(point.config)), flatten(OmegaConf.to_container(cfg, resolve=True))
     changed = {k for k in stored.keys() | new.keys() if stored.get(k, _ABSENT) != new.get(k, _ABSENT)}
     return stored, new, changed, OmegaConf.to_container(cfg, resolve=False)
+
+
+def _current_layout(config: dict) -> dict:
+    """A stored config as today's configs lay it out: stage-2 runs stored before the module took
+    its parameterization from the objective also stored it at ``module.parameterization``."""
+    module = config.get("module")
+    if isinstance(module, dict) and "objective" in module and "parameterization" in module:
+        return config | {"module": {k: v for k, v in module.items() if k != "parameterization"}}
+    return config
 
 
 class _Absent:

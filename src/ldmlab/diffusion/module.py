@@ -41,8 +41,8 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
 
     ``model`` = {unet, conditioner} is what the optimiser and the EMA see; validation and
     sampling use the EMA copy. The conditioner drops conditions to its learned nulls with
-    probability ``p_uncond`` in training mode only. ``objective`` owns the loss (and p(t));
-    ``parameterization`` turns network outputs into (x0, ε) for sampling.
+    probability ``p_uncond`` in training mode only. ``objective`` owns the loss, p(t) and the
+    parameterization, which also turns network outputs into (x0, ε) for sampling.
 
     start: another generator (ES-DDPM): sampling starts from its samples x̂ noised by
     q(x_{T'−1} | x̂), where T' = ``horizon`` is one past the largest trained t; required when
@@ -66,7 +66,6 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
         unet: UNet,
         conditioner: Conditioner,
         schedule: NoiseSchedule,
-        parameterization: Parameterization,
         objective: DiffusionObjective,
         sampler: Sampler,
         optimizer: partial,
@@ -102,7 +101,8 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
         self.ema = EMA(self.model, ema_decay, ema_warmup)
         if compile:  # after the EMA copy: a deepcopy of a compiled module would call the original
             unet.compile()
-        self.schedule, self.parameterization, self.objective = schedule, parameterization, objective
+        self.schedule, self.objective = schedule, objective
+        self.parameterization: Parameterization = objective.parameterization
         self.sampler, self.optimizer = sampler, optimizer
         self.warmup_steps, self.scale_fit_batches = warmup_steps, scale_fit_batches
         self.resolution, self.log_guidance_scales = resolution, tuple(log_guidance_scales)

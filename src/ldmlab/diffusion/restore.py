@@ -68,11 +68,13 @@ def stored_datamodule(path: Path):
 
 
 def _with_objective(module_config: dict) -> dict:
-    """Checkpoints written before the objective existed stored ``loss`` and ``loss_weighting`` on
-    the module (trained with uniform timesteps); fold them into the equivalent objective."""
+    """The module config as the module takes it now: the parameterization on the objective only.
+    Older checkpoints also stored it on the module (dropped: the objective's is the same config);
+    those written before the objective existed stored ``loss`` and ``loss_weighting`` on the
+    module too (trained with uniform timesteps): folded into the equivalent objective."""
     if "objective" in module_config:
-        return module_config
-    rest = {k: v for k, v in module_config.items() if k not in ("loss", "loss_weighting")}
+        return {k: v for k, v in module_config.items() if k != "parameterization"}
+    rest = {k: v for k, v in module_config.items() if k not in ("loss", "loss_weighting", "parameterization")}
     objective = {"_target_": "ldmlab.diffusion.objective.DiffusionObjective",
                  "parameterization": module_config.get("parameterization"),
                  "loss_weighting": module_config.get("loss_weighting"), "loss": module_config.get("loss")}
