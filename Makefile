@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
-        demo test test-all lint bench benchmark benchmark-sweep benchmark-ae benchmark-guidance clean
+        demo test test-all lint bench bench-levers bench-ae bench-sweep bench-guidance clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -84,20 +84,21 @@ test: $(INSTALLED) $(DATA)  ## the default test suite (no `slow` tests), < 15 mi
 test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-bench: $(INSTALLED)  ## ldmlab vs diffusers, one process: stage-2/UNet/DDIM/stage-1 steps, ratios + results/*.json
-	$(PY) benchmarks/bench.py $(ARGS)
+# One harness (benchmarks/bench.py <suite>); ARGS pass through, e.g. ARGS="--cases ddim --threads 2"
+bench: $(INSTALLED)  ## ldmlab vs diffusers, one process: stage-2/UNet/DDIM/DDIM-loop/stage-1 steps, ratios + results/*.json
+	$(PY) benchmarks/bench.py diffusers $(ARGS)
 
-benchmark: $(INSTALLED)  ## side-by-side timings against diffusers (prints ratios)
-	$(PY) benchmarks/bench_ddim_vs_diffusers.py
+bench-levers: $(INSTALLED)  ## speed levers (channels_last, bf16, torch.compile) on ldmlab's UNet vs its fp32 eager baseline
+	$(PY) benchmarks/bench.py levers $(ARGS)
 
-benchmark-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
-	$(PY) benchmarks/bench_sweep_cost.py $(ARGS)
+bench-ae: $(INSTALLED)  ## stage-1 step: our LPIPS vs the official lpips package, float32 vs bf16 autocast
+	$(PY) benchmarks/bench.py ae $(ARGS)
 
-benchmark-guidance: $(INSTALLED) $(DATA)  ## sampling cost of each guidance type vs unguided (ARGS="--ckpt ... --classifier-ckpt ...")
-	$(PY) benchmarks/bench_guidance_cost.py $(ARGS)
+bench-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics) of logs/train_ldm/latest
+	$(PY) benchmarks/bench.py sweep $(ARGS)
 
-benchmark-ae: $(INSTALLED)  ## stage-1 step: our LPIPS vs the official lpips package, float32 vs bf16 autocast
-	$(PY) benchmarks/bench_ae_step.py $(ARGS)
+bench-guidance: $(INSTALLED) $(DATA)  ## sampling cost of each guidance type vs unguided (ARGS="--ckpt ... --classifier-ckpt ...")
+	$(PY) benchmarks/bench.py guidance $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,13 +1,14 @@
-"""ldmlab vs diffusers, side by side in one process: same shapes, dtype, threads, interleaved repeats.
+"""The benchmark harness: one entry, one suite per question, shared timing (``sbs/timing.py``).
 
-Cases (``--cases``, comma-separated; default all):
-  stage2  stage-2 training step from images (first stage encode, loss, backward, AdamW, EMA)
-  unet    UNet-only training step and CFG forward for unet=small and unet=base (or unet_small, unet_base)
-  ddim    DDIM-50 + CFG sampling with decode, the SAME weights in both; agreement check
-  stage1  stage-1 training step (AE + LPIPS + patch discriminator)
-One line per case (ours, theirs, ratio = theirs_time / ours_time, PASS/MISS against its target)
-and ``benchmarks/results/<case>.json``. Exit 1 only when an agreement check fails.
-  .venv/bin/python benchmarks/bench.py --quick --cases unet,ddim     (smoke run, tiny sizes)
+  diffusers  ldmlab vs diffusers side by side (stage-2 / UNet / DDIM / DDIM loop / stage-1 steps),
+             ratios + ``benchmarks/results/<case>.json``              (make bench)
+  levers     speed levers on ldmlab's own UNet vs its float32 eager baseline   (make bench-levers)
+  ae         stage-1 step: our LPIPS vs the official package, float32 vs bf16  (make bench-ae)
+  sweep      where a guidance sweep's time goes: sampling vs metrics           (make bench-sweep)
+  guidance   sampling cost of each guidance type vs unguided                   (make bench-guidance)
+
+  .venv/bin/python benchmarks/bench.py diffusers --quick --cases unet,ddim     (smoke run, tiny sizes)
+  .venv/bin/python benchmarks/bench.py <suite> --help
 """
 
 from __future__ import annotations
@@ -15,61 +16,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import tempfile
 import warnings
-from pathlib import Path
 
-import torch
-from sbs.common import Settings
-from sbs.report import RESULTS, environment, line, write
-
-CASES = {"stage2": ("sbs.case_stage2", {}), "unet": ("sbs.case_unet", {}), "ddim": ("sbs.case_ddim", {}),
-         "stage1": ("sbs.case_stage1", {}), "unet_small": ("sbs.case_unet", {"sizes": ("small",)}),
-         "unet_base": ("sbs.case_unet", {"sizes": ("base",)})}
-DEFAULT = "stage2,unet,ddim,stage1"
-
-
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=DEFAULT, help=f"comma-separated subset of {list(CASES)}")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 warm-up, 2 repeats")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16 = autocast (bf16-mixed)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per side (default 7, quick 2)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"where <case>.json go (default {RESULTS}; --quick: a temporary dir)")
-    args = parser.parse_args(argv)
-    args.out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS)
-    unknown = set(args.cases.split(",")) - set(CASES)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
-    return args
+SUITES = ("diffusers", "levers", "ae", "sweep", "guidance")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="suite", required=True)
+    modules = {}
+    for name in SUITES:
+        module = importlib.import_module(f"sbs.suite_{name}")
+        sub = commands.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        modules[name] = (module, sub)
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    s = Settings(args.device, args.dtype, args.threads, args.repeats or (2 if args.quick else 7),
-                 1 if args.quick else 2, args.quick)
-    env = environment(s)
-    print(f"ldmlab vs diffusers {env['diffusers']} | torch {env['torch']} | {env['cpu']} | device {s.device} "
-          f"| {env['threads']} threads (both) | {s.dtype} | median of {s.repeats} interleaved repeats")
-    failed = False
-    for name in args.cases.split(","):
-        module, kwargs = CASES[name]
-        for row in importlib.import_module(module).run(s, **kwargs):
-            print(line(row), flush=True)
-            for key, value in row.extra.items():
-                print(f"    {key}: {value}")
-            write(row, s, args.out)
-            failed |= row.extra.get("agreement") == "FAIL"
-    if failed:
-        print("agreement check FAILED", file=sys.stderr)
-    return 1 if failed else 0
+    module, sub = modules[args.suite]
+    return module.run(args, sub) or 0
 
 
 if __name__ == "__main__":

@@ -1,1 +1,2 @@
-"""Side-by-side helpers for ``benchmarks/bench.py``: timing, memory, matched diffusers models, cases."""
+"""The harness behind ``benchmarks/bench.py``: shared timing and memory probes, matched diffusers models,
+the side-by-side cases (case_*) and the suites (suite_*)."""

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.guidance.base import GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from sbs.common import Row, Settings, compare
@@ -68,12 +69,14 @@ def run(s: Settings) -> list[Row]:
                               beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True,
                               timestep_spacing=cfg.sampler.spacing, prediction_type="epsilon", steps_offset=0)
 
+    context = GuidanceContext(first_stage, schedule, tuple(noise.shape[1:]), conditioner)
+    guidance = ClassifierFreeGuidance(SCALE).prepare(context)  # as LatentDiffusionModule.prepare_guidance
+
     @torch.no_grad()
     def ours() -> torch.Tensor:
         with autocast(s.device, s.dtype):
             cond = conditioner({"label": labels})
             uncond = conditioner.unconditional({"label": labels})
-            guidance = ClassifierFreeGuidance(SCALE)
             denoise = GuidedDenoiser(unet, parameterization, schedule, cond, uncond, guidance)
             latents = sampler.sample(denoise, noise, schedule)
             return first_stage.decode(latents).float()

@@ -30,8 +30,8 @@ def unet_kwargs(cfg: DictConfig) -> dict:
 
 
 def diffusers_unet(kw: dict):
-    """``UNet2DConditionModel`` with the layout of ``ldmlab.backbones.unet.UNet(**kw)`` (cross-attention UNet):
-    same widths, blocks per level, attention levels, heads, FiLM ResBlocks, linear transformer
+    """``UNet2DConditionModel`` with the layout of ``ldmlab.backbones.unet.UNet(**kw)`` (cross-attention
+    UNet): same widths, blocks per level, attention levels, heads, FiLM ResBlocks, linear transformer
     projections, GroupNorm(32, eps 1e-6) and cos-first sinusoidal time features."""
     from diffusers import UNet2DConditionModel
 

@@ -1,4 +1,5 @@
-"""Interleaved timing (ours/theirs alternate, warm-up first) and peak-memory probes."""
+"""Timing for every suite: interleaved medians (ours/theirs alternate, warm-up first), mean / median /
+single-call seconds, and peak-memory probes."""
 
 from __future__ import annotations
 
@@ -85,3 +86,25 @@ def autocast(device: str, dtype: str):
     if dtype == "bf16":
         return torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def mean_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Mean seconds per call over ``repeats`` calls after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``repeats`` timed calls after one warm-up call."""
+    fn()
+    return statistics.median(seconds(fn) for _ in range(repeats))

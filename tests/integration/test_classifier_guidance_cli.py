@@ -107,7 +107,8 @@ def test_evaluate_sweeps_the_classifier_scale(
 def test_guidance_cost_benchmark_prints_a_ratio_per_guidance(tiny_ldm_run, tiny_noisy_classifier_run):
     cmd = [
         sys.executable,
-        "benchmarks/bench_guidance_cost.py",
+        "benchmarks/bench.py",
+        "guidance",
         "--ckpt",
         str(tiny_ldm_run / "train_ldm" / "latest"),
         "--classifier-ckpt",

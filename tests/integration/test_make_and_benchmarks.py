@@ -39,8 +39,9 @@ def test_make_clean_removes_only_what_ldmlab_writes(tmp_path):
 def test_demo_ends_with_a_classifier_and_a_guidance_sweep():
     out = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     lines = out.replace("\\\n", " ").splitlines()
-    commands = [line for line in lines if re.search(r"-m ldmlab\.(train|sample|evaluate) ", line)]
-    assert [re.search(r"-m ldmlab\.(\w+)", c).group(1) for c in commands] == [
+    entry = r"(?:-m ldmlab\.commands\.|ldmlab-)(train|sample|evaluate) "  # module or console script
+    commands = [line for line in lines if re.search(entry, line)]
+    assert [re.search(entry, c).group(1) for c in commands] == [
         "train", "train", "sample", "sample", "train", "evaluate"]
     assert "--config-name train_classifier" in commands[4]
     assert "guidance_scales=[1,2,3,5]" in commands[5] and "metrics.classifier_ckpt=" in commands[5]
@@ -48,7 +49,7 @@ def test_demo_ends_with_a_classifier_and_a_guidance_sweep():
 
 def test_sweep_cost_benchmark_prints_the_breakdown(tiny_ldm_run, tmp_path):
     ckpt = tiny_ldm_run / "train_ldm" / "latest"
-    cmd = [sys.executable, "benchmarks/bench_sweep_cost.py", "--ckpt", str(ckpt), "--scales", "1,3",
+    cmd = [sys.executable, "benchmarks/bench.py", "sweep", "--ckpt", str(ckpt), "--scales", "1,3",
            "--num-samples", "80", "--num-reference", "80", "--sampler-steps", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -60,7 +61,7 @@ def test_sweep_cost_benchmark_prints_the_breakdown(tiny_ldm_run, tmp_path):
 
 
 def test_autoencoder_step_benchmark_prints_both_ratios():
-    cmd = [sys.executable, "benchmarks/bench_ae_step.py", "--batch-size", "2", "--repeats", "1"]
+    cmd = [sys.executable, "benchmarks/bench.py", "ae", "--batch-size", "2", "--repeats", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -93,14 +94,17 @@ def test_the_demo_overrides_compose():
 
 
 def test_side_by_side_bench_quick_writes_results_and_agrees(tmp_path):
-    cmd = [sys.executable, "benchmarks/bench.py", "--quick", "--cases", "ddim,unet", "--threads", "1",
-           "--out", str(tmp_path)]
+    cmd = [sys.executable, "benchmarks/bench.py", "diffusers", "--quick", "--cases", "ddim,ddim_loop,unet",
+           "--threads", "1", "--out", str(tmp_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     ddim = json.loads((tmp_path / "ddim_cfg_sample.json").read_text())
     assert ddim["agreement"] == "PASS" and float(ddim["max_abs_diff"]) <= ddim["tolerance"], ddim
     assert float(ddim["image_std"]) > 0.01, ddim  # real images, not a degenerate constant
+    loop = json.loads((tmp_path / "ddim_loop.json").read_text())
+    assert loop["agreement"] == "PASS" and float(loop["max_abs_diff"]) <= loop["tolerance"], loop
+    assert loop["ours"]["params"] == loop["theirs"]["params"] > 0, loop
     for case in ("unet_small_train", "unet_small_cfg", "unet_base_train", "unet_base_cfg"):
         result = json.loads((tmp_path / f"{case}.json").read_text())
         assert result["ours"]["params"] == result["theirs"]["params"] > 0, result

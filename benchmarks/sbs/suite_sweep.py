@@ -1,4 +1,4 @@
-"""Where a guidance sweep's time goes: sampling vs feature extraction, with reference stats reused.
+"""Suite ``sweep``: where a guidance sweep's time goes: sampling vs metrics, with reference stats reused.
 
 For a trained LDM checkpoint it times, in one process:
 
@@ -9,31 +9,21 @@ For a trained LDM checkpoint it times, in one process:
 and prints the breakdown and the ratio  total / (K × (mean sampling + mean metrics)), which is
 ≈ 1 when the reference features are computed once and reused. Run after ``make train-ldm``:
 
-    .venv/bin/python benchmarks/bench_sweep_cost.py [--ckpt ...] [--classifier-ckpt ...]
+    .venv/bin/python benchmarks/bench.py sweep [--ckpt ...] [--classifier-ckpt ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from ldmlab.commands.evaluate import stored_datamodule
-from ldmlab.conditioning.condition_builder import build_condition
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.evaluation.grid import sampler_grid
-from ldmlab.evaluation.reference import load_reference
-from ldmlab.evaluation.sweep import grid_sweep
-from ldmlab.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.metrics.fidelity import FidelityEvaluator
-from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
+from sbs.timing import seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", default=None, help="train_ldm .ckpt or run dir (default: newest run)")
     parser.add_argument("--classifier-ckpt", default=None, help="also time the domain-classifier metrics")
     parser.add_argument("--scales", default="1,2,3,5")
@@ -41,7 +31,19 @@ def main() -> None:
     parser.add_argument("--num-reference", type=int, default=1000)
     parser.add_argument("--sampler-steps", type=int, default=20)
     parser.add_argument("--fid-layer", default="64")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from ldmlab.commands.evaluate import stored_datamodule
+    from ldmlab.conditioning.condition_builder import build_condition
+    from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
+    from ldmlab.evaluation.grid import sampler_grid
+    from ldmlab.evaluation.reference import load_reference
+    from ldmlab.evaluation.sweep import grid_sweep
+    from ldmlab.guidance.cfg import ClassifierFreeGuidance
+    from ldmlab.metrics.fidelity import FidelityEvaluator
+    from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
+
     scales = [float(s) for s in args.scales.split(",")]
 
     path = resolve_ldm_checkpoint(args.ckpt, "logs")
@@ -54,14 +56,18 @@ def main() -> None:
                                       kid_subset_size=min(100, args.num_samples, args.num_reference),
                                       kid_subsets=50, batch_size=100, cache_root=cache)
         probe = torch.rand(args.num_reference, *reference.image_shape) * 2 - 1
-        cold = _seconds(lambda: evaluator(probe))  # reference features computed and cached
-        warm = _seconds(lambda: evaluator(probe))  # cache hit: only the probe's features
+        cold = seconds(lambda: evaluator(probe))  # reference features computed and cached
+        warm = seconds(lambda: evaluator(probe))  # cache hit: only the probe's features
         condition = build_condition(module.ema.shadow["conditioner"], args.num_samples, source=dataset)
-        started = time.perf_counter()
-        samplers = sampler_grid(DPMPP2MSampler(steps=args.sampler_steps), None, module.schedule.num_timesteps)
-        rows = grid_sweep(module, evaluator, condition, ClassifierFreeGuidance(), scales,
-                          args.num_samples, samplers=samplers, batch_size=100)
-        total = time.perf_counter() - started
+        rows = []
+
+        def sweep() -> None:
+            sampler = DPMPP2MSampler(steps=args.sampler_steps)
+            samplers = sampler_grid(sampler, None, module.schedule.num_timesteps)
+            rows.extend(grid_sweep(module, evaluator, condition, ClassifierFreeGuidance(), scales,
+                                   args.num_samples, samplers=samplers, batch_size=100))
+
+        total = seconds(sweep)
 
     sampling = [row["sampling_seconds"] for row in rows]
     metrics = [row["metric_seconds"] for row in rows]
@@ -80,13 +86,3 @@ def main() -> None:
           f"+ mean metrics {sum(metrics) / k:.1f} s) = {predicted:.1f} s; ratio {total / predicted:.3f}")
     print(f"per image: sampling {sum(sampling) / (k * args.num_samples) * 1e3:.1f} ms, "
           f"metrics {sum(metrics) / (k * args.num_samples) * 1e3:.1f} ms")
-
-
-def _seconds(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""What guidance costs at sampling time: each guidance type vs the unguided model, same work.
+"""Suite ``guidance``: what guidance costs at sampling time, each guidance type vs unguided, same work.
 
 For one trained LDM it times, in one process and on the same seeds, N samples of DDIM (K steps) with
 no guidance, CFG (2B batched pass), classifier guidance (classifier backward per step; needs
@@ -6,35 +6,28 @@ no guidance, CFG (2B batched pass), classifier guidance (classifier backward per
 exact gradient through the UNet and with the UNet detached. Prints seconds per image and the ratio
 to unguided sampling; each row is the median of ``--repeats`` timed runs after one warm-up.
 
-    .venv/bin/python benchmarks/bench_guidance_cost.py --ckpt logs/train_ldm/latest \
+    .venv/bin/python benchmarks/bench.py guidance --ckpt logs/train_ldm/latest \
         [--classifier-ckpt logs/train_noisy_classifier/latest] [--num-samples 64 --steps 25]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldmlab.commands.evaluate import stored_datamodule
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
-from ldmlab.evaluation.reference import load_reference
-from ldmlab.guidance.cfg import ClassifierFreeGuidance
-from ldmlab.guidance.classifier import ClassifierGuidance
-from ldmlab.guidance.composite import CompositeGuidance
-from ldmlab.guidance.image import ImageGuidance
-from ldmlab.guidance.inputs import guided_condition
-from ldmlab.sampling.samplers.ddim import DDIMSampler
+from sbs.timing import median_seconds
 
 
 def low_res_targets(path: Path, num_samples: int, folder: Path) -> Path:
     """An .npz of ``num_samples`` bicubic 8×8 test images of the checkpoint's own data."""
+    from ldmlab.commands.evaluate import stored_datamodule
+    from ldmlab.evaluation.reference import load_reference
+
     _, dataset = load_reference(stored_datamodule(path), "test", num_samples)
     images = torch.stack([dataset[i]["image"] for i in range(num_samples)]).float()
     small = F.interpolate(images, size=(8, 8), mode="bicubic", antialias=True).clamp(-1, 1)
@@ -43,14 +36,21 @@ def low_res_targets(path: Path, num_samples: int, folder: Path) -> Path:
     return target
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", default=None, help="train_ldm .ckpt or run dir (default: newest run)")
     parser.add_argument("--classifier-ckpt", default=None, help="train_noisy_classifier .ckpt or run dir")
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
+    from ldmlab.guidance.cfg import ClassifierFreeGuidance
+    from ldmlab.guidance.classifier import ClassifierGuidance
+    from ldmlab.guidance.composite import CompositeGuidance
+    from ldmlab.guidance.image import ImageGuidance
+    from ldmlab.sampling.samplers.ddim import DDIMSampler
 
     path = resolve_ldm_checkpoint(args.ckpt, "logs")
     module = load_ldm(path)
@@ -81,20 +81,13 @@ def main() -> None:
 
 
 def time_variant(module, guidance, sampler, args) -> float:
+    """Median seconds of one sampling run; the warm-up loads the classifier / LPIPS and the allocator."""
+    from ldmlab.guidance.inputs import guided_condition
+
     condition = guided_condition(module.ema.shadow["conditioner"], guidance, args.num_samples)
 
     def run() -> None:
         module.generate(condition, args.num_samples, guidance=guidance, sampler=sampler,
                         generator=torch.Generator().manual_seed(0))
 
-    run()  # warm-up (classifier / LPIPS loading, allocator)
-    times = []
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-if __name__ == "__main__":
-    main()
+    return median_seconds(run, args.repeats)
