@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.network import ClassifierNetwork
+from ldmlab.classifier.plain_config import network_config
 from ldmlab.config.types import NonNegativeInt
 from ldmlab.optim.optimizers import optimizer_and_schedule, trainer_precision
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
@@ -130,7 +131,7 @@ def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
     if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(key, f"{path} holds no classifier (no 'network' hyperparameter)", _CKPT_FIX)
     try:
-        network = ClassifierNetwork(**_network_config(config))
+        network = ClassifierNetwork(**network_config(config, NETWORK_FIELDS))
     except (TypeError, ValueError) as err:
         raise ConfigError(key, f"{path} stores an unusable network config ({err})", _CKPT_FIX) from None
     prefix = "network."
@@ -142,17 +143,3 @@ def load_classifier(ckpt_path: str | Path) -> ClassifierNetwork:
             key, f"{path}: weights do not match the stored network config ({str(err)[:300]})", _CKPT_FIX
         ) from None
     return network.eval().requires_grad_(False)
-
-
-def _network_config(config: dict) -> dict:
-    """``config`` if it holds only ``ClassifierNetwork`` arguments of their plain types."""
-    for name, value in config.items():
-        if name not in NETWORK_FIELDS or not _plain(value, NETWORK_FIELDS[name]):
-            raise TypeError(f"unexpected network entry {name}={value!r}")
-    return config
-
-
-def _plain(value: object, kind: type) -> bool:
-    if kind is list:
-        return isinstance(value, list | tuple) and all(_plain(v, int) for v in value)
-    return isinstance(value, kind) and not isinstance(value, bool)

@@ -15,6 +15,7 @@ import torch
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
+from ldmlab.classifier.plain_config import is_plain, network_config
 from ldmlab.runs.layout import resolve_run_checkpoint
 from ldmlab.utils.errors import ConfigError
 
@@ -60,7 +61,7 @@ def load_noisy_classifier(path: str | Path) -> NoisyClassifierCheckpoint:
     if not isinstance(record, dict) or not isinstance(state, dict):
         raise ConfigError(KEY, f"{path} is not a {TASK} checkpoint (no '{RECORD}' entry)", FIX)
     try:
-        network = NoisyLatentClassifier(**_network_config(record.get("network")))
+        network = NoisyLatentClassifier(**network_config(record.get("network"), NETWORK_FIELDS))
         num_classes, latent_shape, scale, fingerprint, alphas = _record_fields(record, network)
     except (TypeError, ValueError) as err:
         raise ConfigError(KEY, f"{path} stores an unusable '{RECORD}' entry ({err})", FIX) from None
@@ -77,38 +78,22 @@ def load_noisy_classifier(path: str | Path) -> NoisyClassifierCheckpoint:
     )
 
 
-def _network_config(config: object) -> dict:
-    """``config`` if it is a dict of ``NoisyLatentClassifier`` arguments of their plain types."""
-    if not isinstance(config, dict):
-        raise TypeError("no 'network' dict")
-    for name, value in config.items():
-        if name not in NETWORK_FIELDS or not _plain(value, NETWORK_FIELDS[name]):
-            raise TypeError(f"unexpected network entry {name}={value!r}")
-    return config
-
-
 def _record_fields(record: dict, network: NoisyLatentClassifier) -> tuple:
     """(num_classes, latent_shape, scale_factor, fingerprint, ᾱ (T,) float64), checked."""
     num_classes, shape = record.get("num_classes"), record.get("latent_shape")
     scale, fingerprint = record.get("scale_factor"), record.get("first_stage_fingerprint")
     alphas = record.get("alphas_cumprod")
-    if not _plain(num_classes, int) or num_classes != network.num_classes:
+    if not is_plain(num_classes, int) or num_classes != network.num_classes:
         raise ValueError(f"num_classes={num_classes!r} differs from the network's {network.num_classes}")
-    if not _plain(shape, list) or len(shape) != 3 or min(shape) < 1 or shape[0] != network.in_channels:
+    if not is_plain(shape, list) or len(shape) != 3 or min(shape) < 1 or shape[0] != network.in_channels:
         raise ValueError(f"latent_shape={shape!r} is not [C={network.in_channels}, h, w]")
-    if not _plain(scale, float) or not math.isfinite(scale) or scale <= 0:
+    if not is_plain(scale, float) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale_factor={scale!r} is not a positive float")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ValueError(f"first_stage_fingerprint={fingerprint!r} is not a string")
-    if not isinstance(alphas, list) or len(alphas) < 2 or not all(_plain(a, float) for a in alphas):
+    if not isinstance(alphas, list) or len(alphas) < 2 or not all(is_plain(a, float) for a in alphas):
         raise ValueError("alphas_cumprod is not a list of floats")
     alphas_cumprod = torch.tensor(alphas, dtype=torch.float64)
     if not bool(((alphas_cumprod >= 0) & (alphas_cumprod <= 1)).all()):
         raise ValueError("alphas_cumprod has values outside [0, 1]")
     return num_classes, (shape[0], shape[1], shape[2]), scale, fingerprint, alphas_cumprod
-
-
-def _plain(value: object, kind: type) -> bool:
-    if kind is list:
-        return isinstance(value, list | tuple) and all(_plain(v, int) for v in value)
-    return isinstance(value, kind) and not isinstance(value, bool)
