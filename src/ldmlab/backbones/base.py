@@ -1,4 +1,4 @@
-"""What every denoiser network shares: the checks of ``forward(x, t, cond)``'s inputs."""
+"""What every denoiser network shares: its conditioning sizes, the checks and embedding of its inputs."""
 
 from __future__ import annotations
 
@@ -11,14 +11,40 @@ COND_KEYS = ("crossattn", "crossattn_mask", "vector", "concat")
 class Denoiser(nn.Module):
     """Base of the denoisers ``forward(x (B, in_channels, h, w), t (B,), cond) → (B, out, h, w)``.
 
-    ``_check_inputs`` checks x's channels, t's shape and cond's keys; a subclass states its
-    latent layout (``X_LAYOUT``, ``X_HINT``) and checks the size (``_check_size``) and the
-    cond entries (``_check_cond``) it takes.
+    ``_embed`` checks the inputs and embeds t (+ the vector condition). ``_check_inputs`` checks
+    x's channels, t's shape and cond's keys; a subclass states its latent layout (``X_LAYOUT``,
+    ``X_HINT``) and checks the size (``_check_size``) and the cond entries (``_check_cond``).
     """
 
-    in_channels: int
+    time_embed: nn.Module
+    vector_embed: nn.Module | None
     X_LAYOUT: str
     X_HINT: str
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        context_dim: int | None,
+        vector_dim: int | None,
+        concat_channels: int,
+    ) -> None:
+        """Keep the sizes ``Conditioner.check_compatible`` compares with the conditioner's."""
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.context_dim, self.vector_dim, self.concat_channels = context_dim, vector_dim, concat_channels
+
+    def _embed(
+        self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor] | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Check the inputs; return cond ({} for None) and the time embedding (B, emb_dim), plus
+        ``vector_embed(cond["vector"])`` where the net takes a vector."""
+        cond = {} if cond is None else cond
+        self._check_inputs(x, t, cond)
+        emb = self.time_embed(t)
+        if self.vector_embed is not None:
+            emb = emb + self.vector_embed(cond["vector"].to(emb.dtype))
+        return cond, emb
 
     def _check_inputs(
         self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]

@@ -55,14 +55,8 @@ class MLPDenoiser(Denoiser):
         context_dim: PositiveInt | None = None,
         concat_channels: NonNegativeInt = 0,
     ) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.model_channels = model_channels
-        self.num_layers = num_layers
-        self.context_dim = context_dim
-        self.vector_dim = vector_dim
-        self.concat_channels = concat_channels
+        super().__init__(in_channels, out_channels, context_dim, vector_dim, concat_channels)
+        self.model_channels, self.num_layers = model_channels, num_layers
         self._check_config(dropout)
 
         self.time_embed = TimestepEmbedder(model_channels, model_channels)
@@ -78,11 +72,7 @@ class MLPDenoiser(Denoiser):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        cond = {} if cond is None else cond
-        self._check_inputs(x, t, cond)
-        emb = self.time_embed(t)
-        if self.vector_embed is not None:
-            emb = emb + self.vector_embed(cond["vector"].to(emb.dtype))
+        cond, emb = self._embed(x, t, cond)
         x_in = x.flatten(start_dim=1)
         h = self.input_proj(x_in)
         for block in self.blocks:

@@ -72,14 +72,9 @@ class UNet(Denoiser):
         dropout: float = 0.0,
         use_scale_shift_norm: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, context_dim, vector_dim, concat_channels)
         channel_mult, attention_resolutions = list(channel_mult), list(attention_resolutions)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.channel_mult = channel_mult
-        self.context_dim = context_dim
-        self.vector_dim = vector_dim
-        self.concat_channels = concat_channels
         self._check_config(
             model_channels, num_res_blocks, attention_resolutions, num_heads, transformer_depth
         )
@@ -135,11 +130,7 @@ class UNet(Denoiser):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        cond = {} if cond is None else cond
-        self._check_inputs(x, t, cond)
-        emb = self.time_embed(t)
-        if self.vector_embed is not None:
-            emb = emb + self.vector_embed(cond["vector"])
+        cond, emb = self._embed(x, t, cond)
         if self.concat_channels:
             x = torch.cat([x, cond["concat"]], dim=1)
         context, context_mask = cond.get("crossattn"), cond.get("crossattn_mask")
