@@ -186,7 +186,7 @@ def _sweep_on_rank(rank: int, world: int, tmp: str, *paths: str) -> None:
     images, rows = _sweep(*map(Path, paths), Path(tmp))
     try:
         on_rank_zero(partial(check_settings, [], 1, 1))
-    except Exception as err:  # rank 0: the ConfigError itself; rank 1: told about it, not left waiting
+    except Exception as err:  # rank 0: the FieldError itself; rank 1: told about it, not left waiting
         error = f"{type(err).__name__}: {err}"
     torch.save({"images": images, "rows": rows, "error": error}, f"{tmp}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -205,5 +205,5 @@ def test_two_rank_sweep_equals_the_single_process_sweep(ldm_ckpt, classifier_ckp
         return [{k: v for k, v in r.items() if not is_timing(k)} for r in rows]
 
     assert untimed(rank0["rows"]) == untimed(rank1["rows"]) == untimed(rows)
-    assert rank0["error"].startswith("ConfigError: guidance_scales")
+    assert rank0["error"].startswith("FieldError: guidance_scales")  # a ConfigError about the sweep's field
     assert rank1["error"].startswith("RuntimeError: rank 0 failed") and "guidance_scales" in rank1["error"]

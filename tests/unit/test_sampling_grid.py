@@ -16,7 +16,7 @@ from ldmlab.evaluation.table import read_csv
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.sampling.samplers.ddpm import DDPMSampler
 from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, part_keys
 from tests.conftest import compose_config
 
 
@@ -59,8 +59,8 @@ def test_bad_grids_name_the_swept_key_and_a_fix(grid, key, fix):
 
 @pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [1.5], [True]])
 def test_bad_seeds_are_refused(seeds):
-    with pytest.raises(ConfigError, match=r"^callbacks\.x\.seeds: "):
-        check_seeds(seeds, "callbacks.x.")
+    with pytest.raises(ConfigError, match=r"^callbacks\.x\.seeds: "), part_keys(sweep="callbacks.x"):
+        check_seeds(seeds)
 
 
 def test_seeds_never_share_a_chunk_and_seed_zero_keeps_the_old_stream():
@@ -123,5 +123,6 @@ def test_grids_and_seeds_compose_for_evaluate_and_the_in_run_sweep():
     cfg = compose_config("train_ldm", ["callbacks=ldm_sweep", "callbacks.guidance_sweep.seeds=[0,1]",
                                        "callbacks.guidance_sweep.grid.sampler=[ddim,dpmpp]"])
     node = cfg.callbacks.guidance_sweep
-    points = sampler_grid(DDIMSampler(), node.grid, 1000, "callbacks.guidance_sweep.grid")
+    with part_keys(sweep="callbacks.guidance_sweep"):
+        points = sampler_grid(DDIMSampler(), node.grid, 1000)
     assert [p["sampler"] for p, _ in points] == ["ddim", "dpmpp"] and list(node.seeds) == [0, 1]

@@ -40,9 +40,12 @@ from ldmlab.guidance.inputs import guided_condition
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.atomic_output import write_json
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key, part_keys
 
-KEY = "callbacks.guidance_sweep."
+
+def _own_keys():
+    """Within the block, the sweep's settings are this callback's fields (errors name its keys)."""
+    return part_keys(sweep=part_key("guidance_sweep"))
 
 
 class GuidanceSweep(pl.Callback):
@@ -69,12 +72,13 @@ class GuidanceSweep(pl.Callback):
         grid: Mapping[str, Sequence | str | float | None] | None = None,
         seeds: Sequence[int] = (0,),
     ) -> None:
-        self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size, KEY)
-        self.seeds = check_seeds(seeds, KEY)
+        with _own_keys():
+            self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size)
+            self.seeds = check_seeds(seeds)
         self.guidance = guidance or ClassifierFreeGuidance()
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ConfigError(f"{KEY}every_n_epochs", f"must be an integer ≥ 1, got {every_n_epochs!r}",
-                              f"e.g. {KEY}every_n_epochs=5")
+            raise FieldError("guidance_sweep", "every_n_epochs",
+                             f"must be an integer ≥ 1, got {every_n_epochs!r}", "e.g. {key}=5")
         self.num_samples, self.metrics, self.out_dir = num_samples, metrics, Path(out_dir)
         self.every_n_epochs = every_n_epochs
         self.reference_split, self.num_reference = reference_split, num_reference
@@ -91,18 +95,17 @@ class GuidanceSweep(pl.Callback):
         if stage != "fit" or self.evaluator is not None:
             return
         if trainer.datamodule is None:
-            raise ConfigError(KEY.rstrip("."), "needs a datamodule for its reference images",
+            raise ConfigError(part_key("guidance_sweep"), "needs a datamodule for its reference images",
                               "fit with datamodule=... or remove the callback")
-        reference, dataset = load_reference(trainer.datamodule, self.reference_split, self.num_reference, KEY)
-        self.evaluator = self.metrics(reference=reference)
-        check_counts(self.evaluator, self.num_samples, KEY)
-        self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
-                                          source=dataset)
-        check_select_by(self.select_by, self.evaluator.metric_names(labelled="label" in self.condition),
-                        f"{KEY}select_by")
-        self.samplers = sampler_grid(self.sampler or pl_module.sampler, self.grid,
-                                     pl_module.schedule.num_timesteps, f"{KEY}grid",
-                                     pl_module.horizon)
+        with _own_keys():
+            reference, dataset = load_reference(trainer.datamodule, self.reference_split, self.num_reference)
+            self.evaluator = self.metrics(reference=reference)
+            check_counts(self.evaluator, self.num_samples)
+            self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
+                                              source=dataset)
+            check_select_by(self.select_by, self.evaluator.metric_names(labelled="label" in self.condition))
+            self.samplers = sampler_grid(self.sampler or pl_module.sampler, self.grid,
+                                         pl_module.schedule.num_timesteps, pl_module.horizon)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -113,7 +116,8 @@ class GuidanceSweep(pl.Callback):
                           self.num_samples, samplers=self.samplers, seeds=self.seeds,
                           batch_size=self.batch_size)
         cells = mean_over_seeds(rows)
-        metric, best = select_best(cells, self.select_by, f"{KEY}select_by")
+        with _own_keys():
+            metric, best = select_best(cells, self.select_by)
         self.best = {"epoch": epoch, "select_by": metric, **best}
         settings = [a for a in varying_axes(cells) if a.startswith(SAMPLER_PREFIX) or a == "sampler"]
         for cell in cells:

@@ -23,9 +23,9 @@ from ldmlab.config.types import PositiveInt
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import SPLITS, ReferenceSet, to_uint8
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
-KEY = "callbacks.reconstruction_fid."
+PART = "reconstruction_fid"  # errors name this callback's fields
 REPORTED = ("fid_", "kid_")
 
 
@@ -44,8 +44,7 @@ class ReconstructionFID(pl.Callback):
         for key, value in (("num_images", num_images), ("every_n_epochs", every_n_epochs),
                            ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{KEY}{key}", f"must be an integer ≥ 1, got {value!r}",
-                                  f"e.g. {KEY}{key}=100")
+                raise FieldError(PART, key, f"must be an integer ≥ 1, got {value!r}", "e.g. {key}=100")
         self.metrics, self.num_images, self.split = metrics, num_images, split
         self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
         self.evaluator: FidelityEvaluator | None = None
@@ -56,24 +55,24 @@ class ReconstructionFID(pl.Callback):
         if stage != "fit" or self.evaluator is not None:
             return
         if trainer.datamodule is None:
-            raise ConfigError(KEY.rstrip("."), "needs a datamodule for its images",
+            raise ConfigError(part_key(PART), "needs a datamodule for its images",
                               "fit with datamodule=... or remove the callback")
         if self.split not in SPLITS:
-            raise ConfigError(f"{KEY}split", f"unknown split {self.split!r}", f"use one of {SPLITS}")
+            raise FieldError(PART, "split", f"unknown split {self.split!r}", f"use one of {SPLITS}")
         trainer.datamodule.setup("fit")
         available = len(getattr(trainer.datamodule, f"{self.split}_set"))
         if self.num_images > available:
-            raise ConfigError(f"{KEY}num_images", f"{self.num_images} images asked, the {self.split} split "
-                              f"has {available}", f"set {KEY}num_images at most {available}")
+            raise FieldError(PART, "num_images", f"{self.num_images} images asked, the {self.split} split "
+                             f"has {available}", f"set {{key}} at most {available}")
         reference = ReferenceSet.from_datamodule(trainer.datamodule, self.split, self.num_images)
         # only FID / KID are reported: skip precision-recall
         self.evaluator = self.metrics(reference=reference, compute_precision_recall=False)
         for network in self.evaluator.networks:
             if self.num_images <= network.feature_dim:
-                raise ConfigError(
-                    f"{KEY}num_images", f"FID on {network.feature_dim}-d {network.tag} features needs more "
+                raise FieldError(
+                    PART, "num_images", f"FID on {network.feature_dim}-d {network.tag} features needs more "
                     f"than {network.feature_dim} images, got {self.num_images}",
-                    network.fewer_features_fix(self.num_images).replace("evaluate", f"set {KEY}num_images:"),
+                    network.fewer_features_fix(self.num_images).replace("evaluate", "set {key}:"),
                 )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

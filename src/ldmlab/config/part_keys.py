@@ -19,6 +19,9 @@ PART_KEYS = {
     "lpips": "loss.lpips",
     "semantic_encoder": "conditioner.embedders.z_sem",
     "regularizer": "diffusion.objective.regularizer",
+    "guidance_sweep": "callbacks.guidance_sweep",
+    "reconstruction_fid": "callbacks.reconstruction_fid",
+    "sweep": "",  # evaluate keeps its sweep's settings at the top level (training: callbacks.guidance_sweep)
 }
 
 

@@ -11,6 +11,9 @@ Reproducible under any process count: the samples of a cell are drawn in chunks 
 noise at every scale and sampler setting); rank r of W draws chunks i ≡ r (mod W), rank 0
 gathers them in chunk order and computes the metrics once, and every rank returns rank 0's rows.
 So 1 or N processes give the same numbers.
+
+Errors about the sweep's settings name the fields of the ``sweep`` part (top-level keys for
+``evaluate``; the training callback installs ``callbacks.guidance_sweep``).
 """
 
 from __future__ import annotations
@@ -35,35 +38,33 @@ from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
 from ldmlab.sampling.samplers.base import Sampler
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import FieldError
 from ldmlab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
-def check_settings(
-    guidance_scales: Sequence[float], num_samples: int, batch_size: int, prefix: str = ""
-) -> list[float]:
-    """The scales as floats; bad values raise ConfigError naming ``<prefix><key>``."""
+def check_settings(guidance_scales: Sequence[float], num_samples: int, batch_size: int) -> list[float]:
+    """The scales as floats; bad values raise FieldError naming the ``sweep`` part's field."""
     scales = [float(s) for s in guidance_scales or ()]
     if not scales:
-        raise ConfigError(f"{prefix}guidance_scales", "is empty", f"e.g. {prefix}guidance_scales=[1,2,3,5]")
+        raise FieldError("sweep", "guidance_scales", "is empty", "e.g. {key}=[1,2,3,5]")
     if any(s < 0 or not math.isfinite(s) for s in scales):
-        raise ConfigError(f"{prefix}guidance_scales", f"{scales} has a negative or non-finite scale",
-                          "use scales ≥ 0 (s = 1: no guidance, s = 0: unconditional)")
-    for key, value in ((f"{prefix}num_samples", num_samples), (f"{prefix}batch_size", batch_size)):
+        raise FieldError("sweep", "guidance_scales", f"{scales} has a negative or non-finite scale",
+                         "use scales ≥ 0 (s = 1: no guidance, s = 0: unconditional)")
+    for field, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if not isinstance(value, int) or value <= 0:
-            raise ConfigError(key, f"must be a positive integer, got {value!r}", f"e.g. {key}=100")
+            raise FieldError("sweep", field, f"must be a positive integer, got {value!r}", "e.g. {key}=100")
     return scales
 
 
-def check_seeds(seeds: Sequence[int] | int, prefix: str = "") -> list[int]:
+def check_seeds(seeds: Sequence[int] | int) -> list[int]:
     """Sampling seeds as distinct non-negative ints (a single int is one seed)."""
     seeds = [seeds] if isinstance(seeds, int) else list(seeds or ())
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{prefix}seeds", f"must be distinct non-negative integers, got {seeds!r}",
-                          f"e.g. {prefix}seeds=[0,1,2]")
+        raise FieldError("sweep", "seeds", f"must be distinct non-negative integers, got {seeds!r}",
+                         "e.g. {key}=[0,1,2]")
     return seeds
 
 
@@ -150,19 +151,20 @@ def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Ten
     return {**where, **metrics, **seconds}
 
 
-def check_select_by(select_by: str | None, available: Sequence[str], key: str = "select_by") -> str:
+def check_select_by(select_by: str | None, available: Sequence[str]) -> str:
     """The metric that picks the best row: ``select_by``, by default the first FID key of
     ``available`` (the metrics the sweep computes; checked before it starts, and again on its rows)."""
     metric = select_by or first_key(available, "fid_")
     if metric not in available:
-        raise ConfigError(key, f"{metric!r} is not among the sweep's metrics {list(available)}",
-                          f"{key}={available[0]}" if available else "compute a metric")
+        raise FieldError("sweep", "select_by", f"{metric!r} is not among the sweep's metrics "
+                         f"{list(available)}",
+                         f"{{key}}={available[0]}" if available else "compute a metric")
     return metric
 
 
-def select_best(rows: Sequence[Row], select_by: str | None = None, key: str = "select_by") -> tuple[str, Row]:
+def select_best(rows: Sequence[Row], select_by: str | None = None) -> tuple[str, Row]:
     """(metric, best row) by ``select_by`` (default: the first FID key). ``fid_*``/``kid_*`` are
     lower-is-better, every other metric (IS, accuracy, precision, recall) higher-is-better."""
-    metric = check_select_by(select_by, metric_keys(rows), key)
+    metric = check_select_by(select_by, metric_keys(rows))
     sign = 1 if metric.startswith(LOWER_IS_BETTER) else -1
     return metric, min(rows, key=lambda row: sign * row[metric])
