@@ -17,10 +17,8 @@ from ldmlab.checkpoints import read_checkpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.classifier.plain_config import is_plain, network_config
 from ldmlab.runs.layout import resolve_run_checkpoint
-from ldmlab.utils.errors import ConfigError
+from ldmlab.utils.errors import ConfigError, part_key
 
-KEY = "guidance.classifier_ckpt"
-FIX = "run `make train-noisy-classifier` or give guidance.classifier_ckpt=..."
 TASK = "train_noisy_classifier"
 RECORD = "noisy_classifier"  # NoisyClassifierModule's checkpoint entry (noisy_module.CHECKPOINT_KEY)
 NETWORK_FIELDS = {"in_channels": int, "num_classes": int, "model_channels": int, "channel_mult": list,
@@ -46,32 +44,39 @@ class NoisyClassifierCheckpoint:
     alphas_cumprod: torch.Tensor
 
 
+def _key_and_fix() -> tuple[str, str]:
+    """The key of the checkpoint classifier guidance reads, and the fix naming it."""
+    key = part_key("guidance", "classifier_ckpt")
+    return key, f"run `make train-noisy-classifier` or give {key}=..."
+
+
 def resolve_noisy_classifier(ckpt: str | None, log_dir: str) -> Path:
     """An explicit path (.ckpt file or run dir), or the ``last`` checkpoint of
     ``<log_dir>/train_noisy_classifier/latest``."""
-    return resolve_run_checkpoint(ckpt, log_dir, TASK, KEY, FIX, "trained noisy classifier", FIX)
+    key, fix = _key_and_fix()
+    return resolve_run_checkpoint(ckpt, log_dir, TASK, key, fix, "trained noisy classifier", fix)
 
 
 def load_noisy_classifier(path: str | Path) -> NoisyClassifierCheckpoint:
     """The classifier stored in a ``train_noisy_classifier`` checkpoint; anything missing, of the
-    wrong type or inconsistent raises ``ConfigError`` naming ``guidance.classifier_ckpt``."""
-    path = Path(path).expanduser()
-    checkpoint = read_checkpoint(path, KEY, FIX)
+    wrong type or inconsistent raises ``ConfigError`` naming the guidance's ``classifier_ckpt``."""
+    path, (key, fix) = Path(path).expanduser(), _key_and_fix()
+    checkpoint = read_checkpoint(path, key, fix)
     record, state = checkpoint.get(RECORD), checkpoint.get("state_dict")
     if not isinstance(record, dict) or not isinstance(state, dict):
-        raise ConfigError(KEY, f"{path} is not a {TASK} checkpoint (no '{RECORD}' entry)", FIX)
+        raise ConfigError(key, f"{path} is not a {TASK} checkpoint (no '{RECORD}' entry)", fix)
     try:
         network = NoisyLatentClassifier(**network_config(record.get("network"), NETWORK_FIELDS))
         num_classes, latent_shape, scale, fingerprint, alphas = _record_fields(record, network)
     except (TypeError, ValueError) as err:
-        raise ConfigError(KEY, f"{path} stores an unusable '{RECORD}' entry ({err})", FIX) from None
+        raise ConfigError(key, f"{path} stores an unusable '{RECORD}' entry ({err})", fix) from None
     prefix = "ema.shadow." if any(k.startswith("ema.shadow.") for k in state) else "network."
     weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     try:
         network.load_state_dict(weights)
     except RuntimeError as err:
-        raise ConfigError(KEY, f"{path}: weights do not match the stored network ({str(err)[:300]})",
-                          FIX) from None
+        raise ConfigError(key, f"{path}: weights do not match the stored network ({str(err)[:300]})",
+                          fix) from None
     return NoisyClassifierCheckpoint(
         network=network.eval().requires_grad_(False), num_classes=num_classes, latent_shape=latent_shape,
         scale_factor=scale, first_stage_fingerprint=fingerprint, alphas_cumprod=alphas,
