@@ -7,6 +7,7 @@ from torch import nn
 
 from ldmlab.conditioning.base import Embedder
 from ldmlab.config.types import PositiveInt
+from ldmlab.utils.errors import part_key
 
 
 class ClassEmbedder(Embedder):
@@ -29,7 +30,7 @@ class ClassEmbedder(Embedder):
             )
         super().__init__(input_key, output_type, p_uncond)
         if num_classes < 1:
-            raise ValueError(f"data.num_classes must be ≥ 1, got {num_classes}")
+            raise ValueError(f"{part_key('data', 'num_classes')} must be ≥ 1, got {num_classes}")
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.table = nn.Embedding(num_classes + 1, embed_dim)
@@ -47,7 +48,7 @@ class ClassEmbedder(Embedder):
                 int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(
                 f"class_label out of range [0, {self.num_classes}): got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]; check data.num_classes"
+                f"[{int(labels.min())}, {int(labels.max())}]; check {part_key('data', 'num_classes')}"
             )
         return self._shape(self.table(labels.to(self.table.weight.device)))
 

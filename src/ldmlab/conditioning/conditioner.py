@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ldmlab.conditioning.base import Embedder
-from ldmlab.utils.errors import FieldError
+from ldmlab.utils.errors import FieldError, part_key
 
 if TYPE_CHECKING:
     from ldmlab.backbones.unet import UNet
@@ -50,7 +50,7 @@ class Conditioner(nn.Module):
                 continue
             if not isinstance(embedder, Embedder):
                 raise TypeError(
-                    f"conditioner.embedders.{name} must be an ldmlab Embedder (give it a "
+                    f"{part_key('conditioner', f'embedders.{name}')} must be an ldmlab Embedder (give it a "
                     f"_target_), got {type(embedder).__name__}"
                 )
             if p_uncond is not None:
@@ -92,8 +92,8 @@ class Conditioner(nn.Module):
         if missing and self.training:
             name, embedder = next(iter(missing.items()))
             raise KeyError(
-                f"conditioner.embedders.{name} reads batch['{embedder.input_key}'] but the batch "
-                f"has keys {sorted(batch)}; set its input_key or provide the key in the data"
+                f"{part_key('conditioner', f'embedders.{name}')} reads batch['{embedder.input_key}'] but "
+                f"the batch has keys {sorted(batch)}; set its input_key or provide the key in the data"
             )
         for name, embedder in present.items():
             inputs = found[name]
@@ -168,9 +168,9 @@ class Conditioner(nn.Module):
     def check_compatible(self, unet: UNet) -> None:
         """Raise one error listing every ``unet.*`` key that disagrees with this conditioner."""
         pairs = (
-            ("unet.context_dim", unet.context_dim, self.context_dim),
-            ("unet.vector_dim", unet.vector_dim, self.vector_dim),
-            ("unet.concat_channels", unet.concat_channels, self.concat_channels),
+            (part_key("unet", "context_dim"), unet.context_dim, self.context_dim),
+            (part_key("unet", "vector_dim"), unet.vector_dim, self.vector_dim),
+            (part_key("unet", "concat_channels"), unet.concat_channels, self.concat_channels),
         )
         problems = [
             f"{key}={built} but the conditioner gives {needed}; set {key}: {needed}"

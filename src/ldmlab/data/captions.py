@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 
 from ldmlab.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
+from ldmlab.utils.errors import part_key
 
 # ``{a}`` is the indefinite article matching the name, ``{name}`` the lower-cased class name.
 CAPTION_TEMPLATES = (
@@ -29,7 +30,7 @@ def caption_for(
     if not 0 <= label < len(class_names):
         raise ValueError(
             f"class_label {label} out of range for {len(class_names)} class_names; "
-            "check data.num_classes"
+            f"check {part_key('data', 'num_classes')}"
         )
     name = class_names[label].lower()
     article = "an" if name[0] in "aeiou" else "a"

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ldmlab.utils.atomic_output import write_file
+from ldmlab.utils.errors import part_key
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -73,7 +74,7 @@ def fetch(dest: str | Path) -> Path:
         return dest
     raise SystemExit(
         f"could not obtain Fashion-MNIST into {dest}: put the four idx .gz files ({', '.join(FILES)}) "
-        "there by hand, or set data.data_dir to a folder holding them"
+        f"there by hand, or set {part_key('data', 'data_dir')} to a folder holding them"
     )
 
 

@@ -93,7 +93,7 @@ class FidelityNetwork:
         """How to make FID well-posed with ``count`` images."""
         more = f"evaluate more than {self.feature_dim} images"
         if self.tag == "classifier":
-            return f"{more}, or use a classifier with a smaller classifier.feature_dim"
+            return f"{more}, or use a classifier with a smaller {part_key('classifier', 'feature_dim')}"
         smaller = [layer for layer, dim in INCEPTION_LAYER_DIMS.items() if dim < count]
         return f"{more}, or set {part_key('metrics', 'fid_feature_layer')}={smaller[-1]}" if smaller else more
 
