@@ -149,3 +149,18 @@ def test_a_run_stored_with_the_parameterization_on_the_module_resumes():
     assert "parameterization" not in stored["module"]
     stored["module"]["parameterization"] = stored["diffusion"]["parameterization"]
     assert check_config(ResumePoint("old.ckpt", stored, {}, 1), cfg) == []
+
+
+def test_groups_fill_the_same_keys_under_their_package_names():
+    """Stage 1's loss (group autoencoder/loss) stays at ``loss``; an optimizer is picked per slot;
+    evaluate and the in-run sweep read one sweep group; train/base gives every train config its seed."""
+    ae = compose_config("train_ae", ["autoencoder/loss=lpips_disc", "optimizer@module.disc_optimizer=adamw"])
+    assert ae.loss._target_ == "ldmlab.autoencoder.loss.AutoencoderLoss" and ae.loss.reconstruction == "l2"
+    assert ae.module.disc_optimizer._target_ == "torch.optim.AdamW" and ae.module.disc_optimizer.lr == 4.0e-4
+    assert ae.module.optimizer._target_ == "torch.optim.Adam"
+    evaluate, ldm = compose_config("evaluate"), compose_config("train_ldm", ["callbacks=ldm_sweep"])
+    shared = ("guidance_scales", "num_samples", "num_reference", "reference_split", "grid", "seeds",
+              "batch_size", "select_by")
+    assert all(evaluate[key] == ldm.callbacks.guidance_sweep[key] for key in shared)
+    assert {compose_config(name).seed for name in ("train_ae", "train_ldm", "train_classifier",
+                                                   "train_noisy_classifier")} == {42}
