@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
     from ldmlab.guidance.cfg import ClassifierFreeGuidance
     from ldmlab.guidance.classifier import ClassifierGuidance
     from ldmlab.guidance.composite import CompositeGuidance
     from ldmlab.guidance.image import ImageGuidance
+    from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint
     from ldmlab.sampling.samplers.ddim import DDIMSampler
 
     path = resolve_ldm_checkpoint(args.ckpt, "logs")

@@ -36,12 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from ldmlab.commands.evaluate import stored_datamodule
     from ldmlab.conditioning.condition_builder import build_condition
-    from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
     from ldmlab.evaluation.grid import sampler_grid
     from ldmlab.evaluation.reference import load_reference
     from ldmlab.evaluation.sweep import grid_sweep
     from ldmlab.guidance.cfg import ClassifierFreeGuidance
     from ldmlab.metrics.fidelity import FidelityEvaluator
+    from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint
     from ldmlab.sampling.samplers.dpmpp_2m import DPMPP2MSampler
 
     scales = [float(s) for s in args.scales.split(",")]

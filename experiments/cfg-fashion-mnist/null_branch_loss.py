@@ -17,8 +17,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ldmlab.commands.evaluate import stored_datamodule
-from ldmlab.diffusion.restore import load_ldm
 from ldmlab.evaluation.reference import load_reference
+from ldmlab.models.restore import load_ldm
 
 
 @torch.no_grad()

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from ldmlab.config.conf_dir import CONF_DIR
-from ldmlab.diffusion.restore import load_ldm
 from ldmlab.evaluation.reference import load_reference
+from ldmlab.models.restore import load_ldm
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 
 

@@ -41,10 +41,10 @@ from torchvision.utils import save_image
 
 from ldmlab.commands.evaluate import stored_datamodule
 from ldmlab.conditioning.condition_builder import chunk_of
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.evaluation.table import format_value, write_csv
 from ldmlab.guidance.image import ImageGuidance, box_mask, downsample
 from ldmlab.guidance.inputs import guided_condition
+from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.nn.lpips import LPIPS
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.images import to_unit

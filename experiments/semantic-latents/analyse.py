@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ldmlab.classifier.module import load_classifier
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint, stored_datamodule
+from ldmlab.classifier.loading import load_classifier
 from ldmlab.evaluation.probe import active_units, linear_probe
+from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint, stored_datamodule
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.semantic.autoencoding import DiffusionAutoencoder
 from ldmlab.semantic.info_regularizer import gaussian_kl

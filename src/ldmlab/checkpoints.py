@@ -51,7 +51,7 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.conditioning.generator_embedder.GeneratorSampleEmbedder",
     "ldmlab.semantic.encoder.SemanticEncoderEmbedder",
     "ldmlab.autoencoder.prior.VAEPrior",
-    "ldmlab.diffusion.module.LatentDiffusionModule",
+    "ldmlab.models.ldm.LatentDiffusionModule",
     "ldmlab.first_stage.autoencoder.FirstStage",
     "ldmlab.first_stage.identity.IdentityFirstStage",
     "ldmlab.semantic.first_stage.SemanticFirstStage",
@@ -83,7 +83,7 @@ ARCHITECTURE_TARGETS = frozenset({
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 READ_ONLY_ARGUMENTS = {  # forced onto a stored config: it never downloads, writes or compiles
     "ldmlab.data.torchvision_sets.TorchvisionDataModule": {"download": False},
-    "ldmlab.diffusion.module.LatentDiffusionModule": {"latent_cache": None, "compile": False},
+    "ldmlab.models.ldm.LatentDiffusionModule": {"latent_cache": None, "compile": False},
 }
 MAX_NESTING = 8  # checkpoints built from checkpoints (a latent DDIM over a DiffAE over an autoencoder: 3)
 MAX_CONFIG_DEPTH = 64  # nested containers in one stored config (real ones: about 8)

@@ -8,6 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 MOVED_MODULES = {  # old module (or package) → new one
+    "ldmlab.classifier.noisy_module": "ldmlab.models.noisy_classifier",
+    "ldmlab.autoencoder.module": "ldmlab.models.autoencoder",
+    "ldmlab.classifier.module": "ldmlab.models.classifier",
+    "ldmlab.diffusion.module": "ldmlab.models.ldm",
+    "ldmlab.diffusion.restore": "ldmlab.models.restore",
     "ldmlab.diffusion.representation_objective": "ldmlab.semantic.objective",
     "ldmlab.diffusion.samplers.ddim_inversion": "ldmlab.sampling.inversion",
     "ldmlab.diffusion.diffusers_first_stage": "ldmlab.first_stage.diffusers",

@@ -30,9 +30,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ldmlab.checkpoints import read_checkpoint
+from ldmlab.config import settings
 from ldmlab.config.trainer_knobs import check_trainer
 from ldmlab.config.types import check_config
-from ldmlab.config import settings
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import ENTRY_CONFIG, TINY_AE, TINY_LDM, compose_config, run_forked
 from tests.integration.test_bad_inputs import suggested_override, with_fix

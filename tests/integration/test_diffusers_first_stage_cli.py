@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import torch
 
-from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
+from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from tests.conftest import TINY_LDM, run_forked
 from tests.unit.test_diffusers_first_stage import save_tiny_vae
 

@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file
 
-from ldmlab.diffusion.restore import load_ldm
+from ldmlab.models.restore import load_ldm
 from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
 
 # diffusers has one GroupNorm group count: widths that are multiples of 32 (the fixtures' 16 are not)

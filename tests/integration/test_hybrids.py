@@ -16,8 +16,8 @@ from ldmlab.checkpoints import CONFIG_KEY
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.conditioning.generator_embedder import GeneratorSampleEmbedder
-from ldmlab.diffusion.restore import load_ldm
 from ldmlab.first_stage.identity import IdentityFirstStage
+from ldmlab.models.restore import load_ldm
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import TINY_AE, run_forked
 

@@ -14,8 +14,8 @@ from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import CONFIG_KEY, read_checkpoint
 from ldmlab.classifier.noisy_loading import load_noisy_classifier
 from ldmlab.conditioning.condition_builder import chunk_of
-from ldmlab.diffusion.restore import build_sampler, load_ldm
 from ldmlab.guidance.inputs import guided_condition
+from ldmlab.models.restore import build_sampler, load_ldm
 from ldmlab.target_aliases import MOVED_MODULES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pre_move"

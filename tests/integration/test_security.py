@@ -23,13 +23,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ldmlab.autoencoder.loading import load_autoencoder
-from ldmlab.checkpoints import CONFIG_KEY, check_targets
+from ldmlab.checkpoints import CONFIG_KEY, FIRST_STAGE_CONFIG, check_targets
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.commands.evaluate import stored_datamodule
-from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
-from ldmlab.diffusion.restore import load_ldm
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import ReferenceSet
+from ldmlab.models.restore import load_ldm
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import CONF_DIR, REPO, TINY_AE, TINY_LDM, run_cli
 

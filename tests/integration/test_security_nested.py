@@ -20,9 +20,8 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from ldmlab.checkpoints import CONFIG_KEY, MAX_CONFIG_DEPTH, MAX_NESTING, check_targets
-from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
-from ldmlab.diffusion.restore import load_ldm, stored_datamodule
+from ldmlab.checkpoints import CONFIG_KEY, FIRST_STAGE_CONFIG, MAX_CONFIG_DEPTH, MAX_NESTING, check_targets
+from ldmlab.models.restore import load_ldm, stored_datamodule
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import run_forked
 from tests.integration.test_security import LDM, TINY_EVAL, legit  # noqa: F401 - the fixture

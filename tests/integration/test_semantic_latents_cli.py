@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldmlab.diffusion.restore import load_ldm
+from ldmlab.models.restore import load_ldm
 from ldmlab.semantic.encoder import SemanticEncoderEmbedder
 from ldmlab.semantic.first_stage import SemanticFirstStage
 from tests.conftest import REPO, run_forked

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from ldmlab.classifier.module import load_classifier
+from ldmlab.classifier.loading import load_classifier
 from ldmlab.metrics.classifier_features import ClassifierFeatureExtractor
 from tests.conftest import run_cli
 

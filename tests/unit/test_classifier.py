@@ -9,9 +9,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ldmlab.classifier.module import ClassifierModule, ckpt_key, load_classifier, random_shift_flip
+from ldmlab.classifier.loading import ckpt_key, load_classifier
 from ldmlab.classifier.network import ClassifierNetwork
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
+from ldmlab.models.classifier import ClassifierModule, random_shift_flip
 from ldmlab.utils.errors import ConfigError
 
 TINY_NETWORK = {"widths": (8, 16, 16), "groups": 4}

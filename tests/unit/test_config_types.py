@@ -14,6 +14,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ldmlab.config import settings
 from ldmlab.config.types import (
     NOT_GIVEN,
     NonNegativeInt,
@@ -24,7 +25,6 @@ from ldmlab.config.types import (
     describe,
     target_params,
 )
-from ldmlab.config import settings
 from ldmlab.utils.device import resolve_device
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import CONF_DIR, compose_config

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from ldmlab.classifier.module import ckpt_key
+from ldmlab.classifier.loading import ckpt_key
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.metrics.classifier_features import ClassifierFeatureExtractor
 from ldmlab.metrics.fidelity import FidelityEvaluator, FidelityNetwork

@@ -22,7 +22,6 @@ from torch.utils.data import Subset
 from ldmlab.callbacks.guidance_sweep import GuidanceSweep
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
-from ldmlab.diffusion.restore import load_ldm
 from ldmlab.evaluation.columns import is_timing
 from ldmlab.evaluation.distributed import on_rank_zero
 from ldmlab.evaluation.grid import sampler_grid
@@ -31,6 +30,7 @@ from ldmlab.evaluation.sweep import check_settings, draw_samples, grid_sweep, se
 from ldmlab.evaluation.table import read_csv
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
+from ldmlab.models.restore import load_ldm
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.wandb_logger import make_wandb_logger

@@ -11,13 +11,13 @@ import torch
 from ldmlab.classifier.noisy_loading import NoisyClassifierCheckpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.diffusion.schedules.linear import LinearSchedule
 from ldmlab.guidance.base import GradientGuidance, GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.guidance.classifier import ClassifierGuidance
 from ldmlab.guidance.composite import CompositeGuidance
 from ldmlab.guidance.none import NoGuidance
+from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.base import ScoreForm
 from ldmlab.sampling.samplers.ddim import DDIMSampler

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from ldmlab.data.fashion_mnist import FashionMNIST
-from ldmlab.diffusion.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.guidance.base import GuidanceContext
 from ldmlab.guidance.image import (
     MASK_KEY,
@@ -22,6 +21,7 @@ from ldmlab.guidance.image import (
     load_images,
 )
 from ldmlab.guidance.inputs import guided_condition
+from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.base import ScoreForm
 from ldmlab.sampling.samplers.ddim import DDIMSampler

@@ -1,8 +1,15 @@
 """The package import graph of src/ldmlab, read with ``ast`` (nothing is imported).
 
-Nodes are ``ldmlab.<subpackage>`` and top-level modules (``ldmlab.commands.cli``, ``ldmlab.checkpoints``,
-the entry points). Dependencies point down (DESIGN.md): entry points → cli → callbacks → the
-rest; no package cycle.
+Nodes are ``ldmlab.<subpackage>`` and top-level modules (``ldmlab.checkpoints``,
+``ldmlab.target_aliases``). The layers (docs/architecture.md), top to bottom:
+
+0. ``commands``: the entry points and their shared helpers;
+1. ``callbacks``: Lightning callbacks the commands attach;
+2. the library: one package per concept (first stages, sampling, guidance, diffusion, ...);
+3. the foundation: ``config`` (composed configs, part keys), ``runs`` (run dirs), checkpoints,
+   ``target_aliases`` and ``utils``.
+
+A node imports only nodes of its own layer or below; no package cycle.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ldmlab"
-ENTRY_POINTS = frozenset({"ldmlab.commands.train", "ldmlab.commands.sample", "ldmlab.commands.evaluate", "ldmlab.commands.report",
-                          "ldmlab.commands.invert", "ldmlab.commands.interpolate", "ldmlab.commands.export"})
-# Rank of the top layers; every other node sits below them. A node of rank r may import a
-# top-layer node only if that node's rank is larger (further down): entry points import cli and
-# callbacks, cli imports callbacks, nobody imports an entry point.
-TOP_LAYERS = {**dict.fromkeys(ENTRY_POINTS, 0), "ldmlab.commands.cli": 1, "ldmlab.callbacks": 2}
-BELOW = 3
+FOUNDATION = frozenset({"ldmlab.config", "ldmlab.runs", "ldmlab.checkpoints", "ldmlab.target_aliases",
+                        "ldmlab.utils"})
+LAYERS = {"ldmlab.commands": 0, "ldmlab.callbacks": 1, **dict.fromkeys(FOUNDATION, 3)}
+LIBRARY = 2
+
+
+def layer_of(node: str) -> int:
+    return LAYERS.get(node, LIBRARY)
 
 
 def node_of(module: str) -> str:
@@ -85,9 +93,11 @@ def find_cycle(graph: dict[str, dict[str, list[str]]]) -> list[str] | None:
 
 def test_the_graph_is_read_from_the_source() -> None:
     graph = package_graph()
-    assert {"ldmlab.commands.cli", "ldmlab.checkpoints", "ldmlab.diffusion", "ldmlab.nn", "ldmlab.utils"} <= set(graph)
-    assert "ldmlab.checkpoints" in graph["ldmlab.diffusion"]
-    assert "ldmlab.commands.cli" in graph["ldmlab.commands.train"]
+    assert {"ldmlab.commands", "ldmlab.checkpoints", "ldmlab.diffusion", "ldmlab.sampling", "ldmlab.guidance",
+            "ldmlab.first_stage", "ldmlab.models", "ldmlab.nn", "ldmlab.utils", "ldmlab.config"} <= set(graph)
+    assert "ldmlab.checkpoints" in graph["ldmlab.models"]
+    assert "ldmlab.diffusion" in graph["ldmlab.sampling"]
+    assert "ldmlab.callbacks" in graph["ldmlab.commands"]
 
 
 def test_no_package_cycle() -> None:
@@ -98,20 +108,24 @@ def test_no_package_cycle() -> None:
         raise AssertionError("import cycle:\n  " + "\n  ".join(edges))
 
 
-def test_nothing_imports_up_into_callbacks_cli_or_entry_points() -> None:
+def test_nothing_imports_up_a_layer() -> None:
     graph = package_graph()
     up = [
-        f"{source} → {target} ({', '.join(files)})"
-        for source, targets in graph.items()
+        f"{source} (layer {layer_of(source)}) → {target} (layer {layer_of(target)}) ({', '.join(files)})"
+        for source, targets in graph.items() if source != "ldmlab"
         for target, files in targets.items()
-        if target in TOP_LAYERS and TOP_LAYERS.get(source, BELOW) >= TOP_LAYERS[target]
+        if layer_of(target) < layer_of(source)
     ]
     assert not up, "imports up the layers:\n  " + "\n  ".join(up)
+
+
+def test_the_package_root_only_registers_the_run_stamp() -> None:
+    assert set(package_graph()["ldmlab"]) <= {"ldmlab.runs"}
 
 
 def test_the_checker_sees_cycles_and_up_imports() -> None:
     assert find_cycle({"a": {"b": ["x"]}, "b": {"c": ["y"]}, "c": {"a": ["z"]}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": ["x"]}, "b": {}}) is None
-    assert node_of("ldmlab.sampling.samplers.ddim") == "ldmlab.diffusion"
-    assert TOP_LAYERS.get("ldmlab.diffusion", BELOW) >= TOP_LAYERS["ldmlab.callbacks"]
-    assert TOP_LAYERS["ldmlab.commands.sample"] >= TOP_LAYERS["ldmlab.commands.train"]  # entry points never import each other
+    assert node_of("ldmlab.sampling.samplers.ddim") == "ldmlab.sampling"
+    assert layer_of("ldmlab.guidance") > layer_of("ldmlab.callbacks") > layer_of("ldmlab.commands")
+    assert layer_of("ldmlab.config") > layer_of("ldmlab.guidance")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ldmlab.autoencoder.module import AutoencoderModule
+from ldmlab.models.autoencoder import AutoencoderModule
 from ldmlab.optim.lr_schedules import linear_warmup, warmup_cosine
 from ldmlab.utils.errors import ConfigError
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from ldmlab.classifier.noisy_loading import load_noisy_classifier, resolve_noisy_classifier
-from ldmlab.classifier.noisy_module import CHECKPOINT_KEY, NoisyClassifierModule, t_buckets
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
-from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
 from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.models.noisy_classifier import CHECKPOINT_KEY, NoisyClassifierModule, t_buckets
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from ldmlab.diffusion.module import LatentDiffusionModule
-from ldmlab.diffusion.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.evaluation.inversion import check_split, stored_split
+from ldmlab.models.ldm import LatentDiffusionModule
+from ldmlab.models.restore import build_sampler, load_ldm, resolve_ldm_checkpoint
 from ldmlab.semantic.autoencoding import DiffusionAutoencoder
 from ldmlab.utils.device import resolve_device
 

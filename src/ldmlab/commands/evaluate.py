@@ -23,12 +23,12 @@ from ldmlab.commands.checkpoint import open_ldm
 from ldmlab.commands.cli import command
 from ldmlab.commands.finish import finish, run_dir
 from ldmlab.config.settings import EvaluateSettings
-from ldmlab.diffusion.restore import build_sampler, stored_datamodule
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.sweep import check_seeds, check_select_by, check_settings, grid_sweep, select_best
 from ldmlab.evaluation.sweep_files import write_sweep
 from ldmlab.guidance.inputs import guided_condition
+from ldmlab.models.restore import build_sampler, stored_datamodule
 
 
 def evaluate(cfg: DictConfig) -> Path:

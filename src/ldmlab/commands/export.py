@@ -24,13 +24,12 @@ import torch
 from omegaconf import DictConfig
 
 from ldmlab.autoencoder.loading import load_autoencoder
-from ldmlab.checkpoints import read_checkpoint
+from ldmlab.checkpoints import FIRST_STAGE_CONFIG, read_checkpoint
 from ldmlab.commands.checkpoint import checkpoint_path
 from ldmlab.commands.cli import command
 from ldmlab.config.settings import ExportSettings
-from ldmlab.diffusion.module import FIRST_STAGE_CONFIG
-from ldmlab.diffusion.restore import FIX, KEY, ldm_architecture, load_ldm
 from ldmlab.interop.diffusers_folder import export_ldm, export_vae
+from ldmlab.models.restore import FIX, KEY, ldm_architecture, load_ldm
 from ldmlab.utils.atomic_output import write_json
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.output_dir import atomic_dir, check_replaceable, checked_output_dir

@@ -20,8 +20,8 @@ from ldmlab.commands.cli import command
 from ldmlab.commands.finish import finish, run_dir
 from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.config.settings import SampleSettings
-from ldmlab.diffusion.restore import build_sampler
 from ldmlab.guidance.inputs import guided_condition
+from ldmlab.models.restore import build_sampler
 from ldmlab.utils.atomic_output import write_file
 from ldmlab.utils.images import to_unit
 from ldmlab.utils.progress import Progress

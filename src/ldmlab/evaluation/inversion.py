@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from ldmlab.diffusion.restore import stored_datamodule
 from ldmlab.metrics.reconstruction import ReconstructionMetrics
+from ldmlab.models.restore import stored_datamodule
 from ldmlab.semantic.autoencoding import DiffusionAutoencoder, mix, slerp
 from ldmlab.utils.errors import FieldError
 

@@ -27,7 +27,6 @@ from functools import partial
 import torch
 
 from ldmlab.conditioning.condition_builder import chunk_of
-from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.evaluation.columns import LOWER_IS_BETTER, first_key, metric_keys
 from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.evaluation.grid import Point, sampler_grid
@@ -37,6 +36,7 @@ from ldmlab.guidance.base import BoundGuidance, Guidance
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
+from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import FieldError
 from ldmlab.utils.progress import Progress

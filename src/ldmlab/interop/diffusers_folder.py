@@ -14,13 +14,13 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ldmlab.autoencoder.model import Autoencoder
-from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.first_stage.autoencoder import FirstStage
 from ldmlab.first_stage.identity import IdentityFirstStage
 from ldmlab.interop.autoencoder_kl import to_diffusers_vae
 from ldmlab.interop.conditioner import save_conditioner
 from ldmlab.interop.scheduler import to_diffusers_scheduler
 from ldmlab.interop.unet2d import assert_same_outputs, to_diffusers_unet
+from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
 Export = tuple[list, dict, dict]  # (the part folders, max |diff| per check, export.json extras)

@@ -7,8 +7,8 @@ import inspect
 import torch
 from diffusers import DDIMScheduler
 
-from ldmlab.diffusion.module import LatentDiffusionModule
 from ldmlab.interop.keys import group_key
+from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.utils.errors import ConfigError, part_key
 
 BETA_SCHEDULES = {"LinearSchedule": "linear", "ScaledLinearSchedule": "scaled_linear",

@@ -14,7 +14,7 @@ from torch_fidelity import register_feature_extractor
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ldmlab.classifier.module import ckpt_key, load_classifier
+from ldmlab.classifier.loading import ckpt_key, load_classifier
 from ldmlab.utils.errors import ConfigError
 
 CLASSIFIER_EXTRACTOR = "ldmlab-classifier"

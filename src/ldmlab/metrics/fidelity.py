@@ -32,7 +32,7 @@ from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL
 
-from ldmlab.classifier.module import ckpt_key
+from ldmlab.classifier.loading import ckpt_key
 from ldmlab.config.types import PositiveInt
 from ldmlab.metrics.classifier_features import (
     CLASSIFIER_EXTRACTOR,

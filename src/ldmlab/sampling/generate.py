@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.schedules.base import NoiseSchedule
-from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.first_stage.base import FirstStageBase
 from ldmlab.guidance.base import BoundGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.base import Sampler
@@ -107,6 +107,6 @@ def conditioned_model(
 
 
 @torch.no_grad()
-def generate_images(first_stage: FirstStage, **kwargs) -> Tensor:
+def generate_images(first_stage: FirstStageBase, **kwargs) -> Tensor:
     """``generate_latents`` then decode: (N, C, H, W) in [-1, 1]."""
     return first_stage.decode(generate_latents(**kwargs))

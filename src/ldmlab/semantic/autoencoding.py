@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ldmlab.diffusion.module import LatentDiffusionModule
+from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.generate import CondAt, condition_at
 from ldmlab.sampling.inversion import ddim_invert

@@ -11,8 +11,8 @@ from torch import nn
 
 from ldmlab.checkpoints import read_checkpoint
 from ldmlab.config.types import PositiveInt
-from ldmlab.diffusion.restore import build_ldm, ldm_architecture
 from ldmlab.first_stage.base import FirstStageBase, check_expected, summed_over_ranks, weights_fingerprint
+from ldmlab.models.restore import build_ldm, ldm_architecture
 from ldmlab.sampling.generate import generate_images
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError, FieldError, part_key

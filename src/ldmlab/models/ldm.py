@@ -13,13 +13,14 @@ from torch import nn
 
 from ldmlab.autoencoder.prior import VAEPrior
 from ldmlab.backbones.unet import UNet
+from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.schedules.base import NoiseSchedule
-from ldmlab.first_stage.autoencoder import FirstStage
+from ldmlab.first_stage.base import FirstStageBase
 from ldmlab.first_stage.latent_cache import LatentCache, open_latent_cache
 from ldmlab.guidance.base import BoundGuidance, Guidance, GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
@@ -32,8 +33,6 @@ from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.latent_scale import fit_latent_scale
 from ldmlab.utils.seeded import seeded_validation
-
-FIRST_STAGE_CONFIG = "first_stage_autoencoder_config"
 
 
 class LatentDiffusionModule(EMAStep, pl.LightningModule):
@@ -62,7 +61,7 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
 
     def __init__(
         self,
-        first_stage: FirstStage,
+        first_stage: FirstStageBase,
         unet: UNet,
         conditioner: Conditioner,
         schedule: NoiseSchedule,

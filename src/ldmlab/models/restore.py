@@ -7,8 +7,14 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ldmlab.checkpoints import check_targets, instantiate_stored, read_checkpoint, stored_config
-from ldmlab.diffusion.module import FIRST_STAGE_CONFIG, LatentDiffusionModule
+from ldmlab.checkpoints import (
+    FIRST_STAGE_CONFIG,
+    check_targets,
+    instantiate_stored,
+    read_checkpoint,
+    stored_config,
+)
+from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.runs.layout import resolve_run_checkpoint
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError
