@@ -15,7 +15,7 @@ import pytest
 
 from ldmlab.evaluation.table import read_csv
 from tests.conftest import REPO, TINY_LDM, run_cli, run_forked
-from tests.unit.test_classifier import tiny_classifier_ckpt
+from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 SAMPLE = ["sampler=ddim", "sampler.steps=3", "num_samples=6", "batch_size=4"]
 

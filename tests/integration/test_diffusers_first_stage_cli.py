@@ -10,7 +10,7 @@ import torch
 
 from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from tests.conftest import TINY_LDM, run_forked
-from tests.unit.test_diffusers_first_stage import save_tiny_vae
+from tests.unit.first_stage.test_diffusers_first_stage import save_tiny_vae
 
 
 def test_train_on_a_diffusers_vae_then_sample_without_it(tmp_path, fmnist_dir):

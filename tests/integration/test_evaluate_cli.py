@@ -12,7 +12,7 @@ from ldmlab.commands.evaluate import evaluate
 from ldmlab.evaluation.table import read_csv
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import compose_config, run_cli, run_forked
-from tests.unit.test_classifier import tiny_classifier_ckpt
+from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 TINY = ["sampler=ddim", "sampler.steps=3", "num_samples=20", "num_reference=40", "batch_size=8",
         "metrics.inception=false", "metrics.kid_subset_size=16", "metrics.kid_subsets=10"]

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.conftest import TINY_LDM, run_forked
-from tests.unit.test_content_fingerprint import overwrite_pixels, write_images
+from tests.unit.data.test_content_fingerprint import overwrite_pixels, write_images
 
 
 def test_second_run_reuses_the_cache_and_all_runs_agree(tiny_ae_ckpt, tmp_path):

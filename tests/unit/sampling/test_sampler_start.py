@@ -12,7 +12,7 @@ from ldmlab.sampling.generate import generate_latents
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.sampling.samplers.ddpm import DDPMSampler
 from ldmlab.utils.errors import ConfigError
-from tests.unit.test_samplers import MEAN_TOL, MU, SCHEDULE, SHAPE, SIGMA, VAR_SE, gaussian_denoiser
+from tests.unit.sampling.test_samplers import MEAN_TOL, MU, SCHEDULE, SHAPE, SIGMA, VAR_SE, gaussian_denoiser
 
 
 def test_the_grid_is_laid_over_the_first_t_prime_levels():

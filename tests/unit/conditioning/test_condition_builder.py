@@ -9,7 +9,7 @@ from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.utils.errors import ConfigError
-from tests.unit.test_conditioning import full_batch, full_conditioner
+from tests.unit.conditioning.test_conditioning import full_batch, full_conditioner
 
 
 class _Items(torch.utils.data.Dataset):

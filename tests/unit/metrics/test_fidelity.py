@@ -23,8 +23,8 @@ from ldmlab.metrics.fidelity import FidelityEvaluator, FidelityNetwork
 from ldmlab.metrics.inception import inception_weights_path
 from ldmlab.metrics.reference_stats import ReferenceSet, to_uint8
 from ldmlab.utils.errors import ConfigError
-from tests.unit.test_classifier import tiny_classifier_ckpt
-from tests.unit.test_content_fingerprint import image_folder, overwrite_pixels, write_images
+from tests.unit.data.test_content_fingerprint import image_folder, overwrite_pixels, write_images
+from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 INCEPTION_LAYER, INCEPTION_COUNT = "64", 65  # FID needs more images than feature dimensions
 KID = {"kid_subset_size": 30, "kid_subsets": 10}
