@@ -27,8 +27,7 @@ def shipped_value(key: str) -> Any:
         return NOT_GIVEN
     hydra = HydraConfig.get()
     groups = set(hydra.runtime.choices)
-    kept = tuple(o for o in hydra.overrides.task
-                 if o.lstrip("+~").split("=", 1)[0].split("@", 1)[0] in groups)
+    kept = tuple(o for o in hydra.overrides.task if _group_of(o) in groups)
     shipped = _composed(hydra.job.config_name, kept)
     try:
         value = OmegaConf.select(shipped, key, default=NOT_GIVEN) if shipped is not None else NOT_GIVEN
@@ -37,6 +36,12 @@ def shipped_value(key: str) -> Any:
     if isinstance(value, DictConfig | ListConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def _group_of(override: str) -> str:
+    """The group an override chooses, as ``hydra.runtime.choices`` names it: ``data=x`` → ``data``,
+    ``optimizer@module.optimizer=adam`` → ``optimizer@module.optimizer``."""
+    return override.lstrip("+~").split("=", 1)[0]
 
 
 def shipped_source(key: str) -> str:
