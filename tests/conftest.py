@@ -64,8 +64,9 @@ def run_cli(
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-ENTRY_CONFIG = {"ldmlab.commands.train": "train_ae", "ldmlab.commands.sample": "sample", "ldmlab.commands.evaluate": "evaluate",
-                "ldmlab.commands.invert": "invert", "ldmlab.commands.interpolate": "interpolate", "ldmlab.commands.export": "export",
+ENTRY_CONFIG = {"ldmlab.commands.train": "train_ae", "ldmlab.commands.sample": "sample",
+                "ldmlab.commands.evaluate": "evaluate", "ldmlab.commands.invert": "invert",
+                "ldmlab.commands.interpolate": "interpolate", "ldmlab.commands.export": "export",
                 "ldmlab.commands.report": "report"}
 
 

@@ -44,8 +44,9 @@ TABLES = {"train_ae": settings.TrainSettings, "train_ldm": settings.TrainSetting
           "invert": settings.InvertSettings, "interpolate": settings.InterpolateSettings,
           "export": settings.ExportSettings, "report": settings.ReportSettings}
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-ENTRIES = ("ldmlab.commands.train", "ldmlab.commands.sample", "ldmlab.commands.evaluate", "ldmlab.commands.invert", "ldmlab.commands.interpolate",
-           "ldmlab.commands.export", "ldmlab.commands.report")
+ENTRIES = ("ldmlab.commands.train", "ldmlab.commands.sample", "ldmlab.commands.evaluate",
+           "ldmlab.commands.invert", "ldmlab.commands.interpolate", "ldmlab.commands.export",
+           "ldmlab.commands.report")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class Case:
 CASES = [
     # wrong type (listed, then unlisted)
     Case("batch_size_abc", "ldmlab.commands.train", (*AE, "data.batch_size=abc"), "data.batch_size", "type"),
-    Case("max_epochs_abc", "ldmlab.commands.train", (*AE, "trainer.max_epochs=abc"), "trainer.max_epochs", "type"),
+    Case("max_epochs_abc", "ldmlab.commands.train", (*AE, "trainer.max_epochs=abc"), "trainer.max_epochs",
+         "type"),
     Case("seed_abc", "ldmlab.commands.train", (*AE, "seed=abc"), "seed", "type", slow=True),
     Case("num_samples_abc", "ldmlab.commands.sample", ("num_samples=abc",), "num_samples", "type"),
     Case("frames_abc", "ldmlab.commands.interpolate", ("frames=abc",), "frames", "type"),
@@ -78,14 +80,18 @@ CASES = [
     Case("kid_subset_size_abc", "ldmlab.commands.evaluate", ("metrics.kid_subset_size=abc",),
          "metrics.kid_subset_size", "type", slow=True),
     Case("use_ema_abc", "ldmlab.commands.export", ("use_ema=maybe",), "use_ema", "type"),
-    Case("guidance_scales_abc", "ldmlab.commands.evaluate", ("guidance_scales=[1,abc]",), "guidance_scales", "type"),
-    Case("lr_scaling_unknown", "ldmlab.commands.train", (*AE, "lr_scaling=cubic"), "lr_scaling", "type", slow=True),
-    Case("deterministic_foo", "ldmlab.commands.train", (*AE, "trainer.deterministic=foo"), "trainer.deterministic",
+    Case("guidance_scales_abc", "ldmlab.commands.evaluate", ("guidance_scales=[1,abc]",), "guidance_scales",
          "type"),
+    Case("lr_scaling_unknown", "ldmlab.commands.train", (*AE, "lr_scaling=cubic"), "lr_scaling", "type",
+         slow=True),
+    Case("deterministic_foo", "ldmlab.commands.train", (*AE, "trainer.deterministic=foo"),
+         "trainer.deterministic", "type"),
     # Lightning Trainer knobs (listed, then unlisted)
     Case("devices_0", "ldmlab.commands.train", (*AE, "trainer.devices=0"), "trainer.devices", "trainer"),
-    Case("precision_17", "ldmlab.commands.train", (*AE, "trainer.precision=17"), "trainer.precision", "trainer"),
-    Case("strategy_foo", "ldmlab.commands.train", (*AE, "trainer.strategy=foo"), "trainer.strategy", "trainer"),
+    Case("precision_17", "ldmlab.commands.train", (*AE, "trainer.precision=17"), "trainer.precision",
+         "trainer"),
+    Case("strategy_foo", "ldmlab.commands.train", (*AE, "trainer.strategy=foo"), "trainer.strategy",
+         "trainer"),
     pytest.param(Case("accelerator_gpu", "ldmlab.commands.train", (*AE, "trainer.accelerator=gpu"),
                       "trainer.accelerator", "trainer"), marks=NO_GPU),
     Case("accumulate_0", "ldmlab.commands.train", (*AE, "trainer.accumulate_grad_batches=0"),
@@ -100,8 +106,8 @@ CASES = [
          "trainer.limit_train_batches", "trainer", slow=True),
     Case("check_val_every_0", "ldmlab.commands.train", (*AE, "trainer.check_val_every_n_epoch=0"),
          "trainer.check_val_every_n_epoch", "type", slow=True),
-    Case("max_steps_minus_5", "ldmlab.commands.train", (*AE, "trainer.max_steps=-5"), "trainer.max_steps", "trainer",
-         slow=True),
+    Case("max_steps_minus_5", "ldmlab.commands.train", (*AE, "trainer.max_steps=-5"), "trainer.max_steps",
+         "trainer", slow=True),
     Case("val_check_interval_0", "ldmlab.commands.train", (*AE, "trainer.val_check_interval=0"),
          "trainer.val_check_interval", "type"),
     Case("val_check_interval_above_batches", "ldmlab.commands.train", (*AE, "trainer.val_check_interval=100"),
@@ -112,7 +118,8 @@ CASES = [
     Case("every_n_epochs_added_minus_1", "ldmlab.commands.train",
          (*AE, "+callbacks.model_checkpoint.every_n_epochs=-1"),
          "callbacks.model_checkpoint.every_n_epochs", "node"),
-    Case("lr_monitor_interval_foo", "ldmlab.commands.train", (*AE, "callbacks.lr_monitor.logging_interval=foo"),
+    Case("lr_monitor_interval_foo", "ldmlab.commands.train",
+         (*AE, "callbacks.lr_monitor.logging_interval=foo"),
          "callbacks.lr_monitor.logging_interval", "type", slow=True),
     Case("ema_decay_1_5", "ldmlab.commands.train", (*LDM, "module.ema_decay=1.5"), "module.ema_decay", "node",
          config="train_ldm"),
@@ -122,7 +129,8 @@ CASES = [
          "module.gradient_clip_val", "count"),  # was accepted: a negative max norm flips every gradient
     # not finite where a number is meant
     Case("lr_inf", "ldmlab.commands.train", (*AE, "module.optimizer.lr=inf"), "module.optimizer.lr", "type"),
-    Case("guidance_scale_nan", "ldmlab.commands.sample", ("guidance.scale=nan",), "guidance.scale", "type", slow=True),
+    Case("guidance_scale_nan", "ldmlab.commands.sample", ("guidance.scale=nan",), "guidance.scale", "type",
+         slow=True),
     # counts ≤ 0 or non-integers (listed, then unlisted)
     Case("batch_size_0", "ldmlab.commands.train", (*AE, "data.batch_size=0"), "data.batch_size", "count"),
     Case("nrow_0", "ldmlab.commands.sample", ("nrow=0",), "nrow", "count"),
@@ -139,17 +147,19 @@ CASES = [
     Case("warmup_negative", "ldmlab.commands.train", (*AE, "module.warmup_steps=-10"),
          "module.warmup_steps", "count", slow=True),
     Case("sampler_steps_0", "ldmlab.commands.sample", ("sampler.steps=0",), "sampler.steps", "count"),
-    Case("num_reference_0", "ldmlab.commands.evaluate", ("num_reference=0",), "num_reference", "count", slow=True),
-    Case("model_channels_0", "ldmlab.commands.train", (*LDM, "unet.model_channels=0"), "unet.model_channels", "count",
-         config="train_ldm", slow=True),
+    Case("num_reference_0", "ldmlab.commands.evaluate", ("num_reference=0",), "num_reference", "count",
+         slow=True),
+    Case("model_channels_0", "ldmlab.commands.train", (*LDM, "unet.model_channels=0"), "unet.model_channels",
+         "count", config="train_ldm", slow=True),
     Case("num_pairs_0", "ldmlab.commands.interpolate", ("num_pairs=0",), "num_pairs", "count", slow=True),
     # device
     Case("device_foo", "ldmlab.commands.sample", ("ckpt={ldm}", "device=foo"), "device", "device"),
-    pytest.param(Case("device_cuda", "ldmlab.commands.sample", ("ckpt={ldm}", "device=cuda"), "device", "device"),
+    pytest.param(Case("device_cuda", "ldmlab.commands.sample", ("ckpt={ldm}", "device=cuda"), "device",
+                      "device"),
                  marks=NO_GPU),
     Case("device_foo_invert", "ldmlab.commands.invert", ("ckpt={ldm}", "device=gpu0"), "device", "device"),
-    pytest.param(Case("device_cuda_1_evaluate", "ldmlab.commands.evaluate", ("ckpt={ldm}", "device=cuda:1"), "device",
-                      "device", slow=True), marks=NO_GPU),
+    pytest.param(Case("device_cuda_1_evaluate", "ldmlab.commands.evaluate", ("ckpt={ldm}", "device=cuda:1"),
+                      "device", "device", slow=True), marks=NO_GPU),
     # once checked only after the work
     Case("select_by_unknown", "ldmlab.commands.evaluate", ("ckpt={ldm}", "sampler=ddim", "num_samples=80",
          "num_reference=80", "batch_size=40", "guidance_scales=[1]", "sampler.steps=2",
@@ -216,8 +226,9 @@ def test_one_image_folder_names_the_folder_not_val_size(tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(folder / "only.png")
-    out = run_forked("ldmlab.commands.train", [*AE, "data=image_folder", f"data.root={folder}", "data.resolution=32",
-                                      "data.num_workers=0"], tmp_path / "logs")
+    out = run_forked("ldmlab.commands.train",
+                     [*AE, "data=image_folder", f"data.root={folder}", "data.resolution=32",
+                      "data.num_workers=0"], tmp_path / "logs")
     line = refused(out, "data.root")
     assert "at least 2" in line and suggested_override(line) is None
 
@@ -242,7 +253,8 @@ def test_num_pairs_fix_counts_pairs_and_runs(inputs, tmp_path):
     line = refused(run_forked("ldmlab.commands.interpolate", args, tmp_path / "logs"), "num_pairs")
     override = suggested_override(line)
     assert override == "num_pairs=16", line
-    again = run_forked("ldmlab.commands.interpolate", with_fix(args, "num_pairs", override), tmp_path / "fixed")
+    again = run_forked("ldmlab.commands.interpolate", with_fix(args, "num_pairs", override),
+                       tmp_path / "fixed")
     assert again.returncode == 0, again.stderr[-3000:]
 
 
@@ -257,7 +269,8 @@ class Payload:
 
 
 @pytest.mark.parametrize(("entry", "flag"), [(e, "--experimental-rerun") for e in ENTRIES]
-                         + [("ldmlab.commands.sample", "--experimental-rerun="), ("ldmlab.commands.sample", "--experimental")])
+                         + [("ldmlab.commands.sample", "--experimental-rerun="),
+                            ("ldmlab.commands.sample", "--experimental")])
 def test_experimental_rerun_is_refused_before_the_pickle_is_read(entry, flag, tmp_path):
     marker = tmp_path / "payload-ran"
     payload = tmp_path / "config.pickle"

@@ -53,7 +53,8 @@ def _srun(cmd: list[str]) -> None:
 
 
 def test_srun_tasks_share_one_run_dir_and_a_requeue_resumes_it(tmp_path, tiny_ae_ckpt):
-    cmd = [sys.executable, "-m", "ldmlab.commands.train", *_train_args(tmp_path, tiny_ae_ckpt), "ckpt_path=auto"]
+    cmd = [sys.executable, "-m", "ldmlab.commands.train", *_train_args(tmp_path, tiny_ae_ckpt),
+           "ckpt_path=auto"]
     _srun(cmd)  # first start: nothing to resume, a fresh run
     assert _one_run(tmp_path, "slurm-4242.0")["resumed_from"] is None
     _srun([*cmd, "trainer.max_epochs=2"])  # the requeued job: same job id, same run dir, resumed

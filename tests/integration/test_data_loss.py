@@ -70,7 +70,8 @@ def test_a_copied_run_dir_resumes_and_samples_without_the_original(tmp_path, fmn
     gone = tmp_path / "deleted" / "runs" / "A"
     old_style |= {"run_dir": str(gone), "checkpoints": {"last": str(gone / "checkpoints" / "last.ckpt")}}
     (ldm / "summary.json").write_text(json.dumps(old_style))
-    sampled = run_forked("ldmlab.commands.sample", [f"ckpt={ldm}", "num_samples=2", "sampler.steps=2"], tmp_path / "s")
+    sampled = run_forked("ldmlab.commands.sample", [f"ckpt={ldm}", "num_samples=2", "sampler.steps=2"],
+                         tmp_path / "s")
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     sample_run = (tmp_path / "s" / "sample" / "latest").resolve()
     files = json.loads((sample_run / "summary.json").read_text())["files"]
@@ -85,7 +86,8 @@ def test_latest_that_is_a_folder_is_one_line_for_readers(tmp_path, tiny_ldm_run)
     out = run_forked("ldmlab.commands.sample", ["num_samples=2", "sampler.steps=2"], logs)
     line = one_error_line(out, "ckpt")
     assert f"{latest} is a folder" in line
-    fixed = run_forked("ldmlab.commands.sample", ["num_samples=2", "sampler.steps=2", line.split("Fix: ")[1]], logs)
+    fixed = run_forked("ldmlab.commands.sample", ["num_samples=2", "sampler.steps=2", line.split("Fix: ")[1]],
+                       logs)
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert latest.is_dir() and not latest.is_symlink()
 

@@ -95,8 +95,8 @@ def test_steps_eta_grid_over_seeds_writes_one_row_per_grid_point(tiny_ldm_run, f
     ("seeds=[]", "seeds: must be distinct non-negative integers"),
 ])
 def test_bad_grids_exit_2_on_one_line(override, problem, tiny_ldm_run, tmp_path):
-    out = run_forked("ldmlab.commands.evaluate", [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", *TINY, override],
-                     tmp_path)
+    out = run_forked("ldmlab.commands.evaluate",
+                     [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", *TINY, override], tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
     assert out.stderr.startswith("error: ") and problem in out.stderr
 

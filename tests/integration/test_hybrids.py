@@ -135,8 +135,8 @@ def test_es_ddpm_trains_below_t_prime_and_starts_from_the_vae(tiny_ae_ckpt, tmp_
     images = module.generate({}, 3, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 1, 32, 32) and int(torch.cat(seen).max()) == 299
     assert sample(tmp_path).shape == (4, 32, 32, 1)
-    refused = run_forked("ldmlab.commands.sample", [f"ckpt={tmp_path / 'train_ldm' / 'latest'}", "sampler.steps=500"],
-                         tmp_path)
+    refused = run_forked("ldmlab.commands.sample",
+                         [f"ckpt={tmp_path / 'train_ldm' / 'latest'}", "sampler.steps=500"], tmp_path)
     assert refused.returncode == 2 and "T'=300" in refused.stderr.strip().splitlines()[-1]
 
 

@@ -115,7 +115,8 @@ def test_stage1_checkpoint_whose_vae_prior_is_itself_is_refused(legit, tmp_path)
     prior = {"_target_": "ldmlab.autoencoder.prior.VAEPrior", "ckpt": str(path), "resolution": 32}
     checkpoint[CONFIG_KEY]["autoencoder"] = prior | {"channels": 1}
     torch.save(checkpoint, path)
-    out = bounded_run("ldmlab.commands.train", [*LDM, f"first_stage.ckpt={path}"], tmp_path, config_name="train_ldm")
+    out = bounded_run("ldmlab.commands.train", [*LDM, f"first_stage.ckpt={path}"], tmp_path,
+                      config_name="train_ldm")
     assert_one_line(out, "error: first_stage.ckpt:", "builds from itself", f"{path} → {path}")
 
 
@@ -169,7 +170,8 @@ def test_stored_download_is_never_done(legit, tmp_path):  # noqa: F811
     path = tmp_path / "download.ckpt"
     torch.save(checkpoint, path)
     assert stored_datamodule(path).download is False
-    out = run_forked("ldmlab.commands.evaluate", [f"ckpt={path}", *TINY_EVAL, "metrics.inception=false"], tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", [f"ckpt={path}", *TINY_EVAL, "metrics.inception=false"],
+                     tmp_path)
     assert_one_line(out, "error: data.root:", "MNIST not found")
     assert not root.exists(), "a stored config wrote (or downloaded) data"
 

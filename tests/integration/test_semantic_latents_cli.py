@@ -74,8 +74,8 @@ def test_invert_round_trips_a_trained_model_and_refinement_tightens_it(diffae_ru
 
 
 def test_invert_reports_lpips_with_the_offline_weights(diffae_run, tmp_path):
-    summary = run_ok("ldmlab.commands.invert", tmp_path, f"ckpt={ckpt_of(diffae_run)}", *INVERT[:-2], "lpips=true",
-                     "num_images=2", "batch_size=2")
+    summary = run_ok("ldmlab.commands.invert", tmp_path, f"ckpt={ckpt_of(diffae_run)}", *INVERT[:-2],
+                     "lpips=true", "num_images=2", "batch_size=2")
     assert 0.0 <= summary["inverted"]["lpips"] < summary["random_noise"]["lpips"]
 
 
@@ -85,8 +85,8 @@ def test_interpolate_writes_strips_and_their_smoothness(diffae_run, tmp_path):
     scores = summary["smoothness_lpips"]
     assert scores["neighbour_mean"] > 0 and scores["max_over_mean"] >= 1.0
     assert Image.open(summary["files"]["strips"]).size == (6 * 33 + 1, 2 * 33 + 1)
-    semantic = run_ok("ldmlab.commands.interpolate", tmp_path / "z", f"ckpt={ckpt_of(diffae_run)}", "num_pairs=2",
-                      "frames=3", "sampler.steps=5", "semantic_only=true")
+    semantic = run_ok("ldmlab.commands.interpolate", tmp_path / "z", f"ckpt={ckpt_of(diffae_run)}",
+                      "num_pairs=2", "frames=3", "sampler.steps=5", "semantic_only=true")
     assert semantic["semantic_only"] is True and np.isfinite(semantic["smoothness_lpips"]["neighbour_mean"])
 
 
@@ -116,7 +116,8 @@ def test_regularised_presets_train_sample_the_prior_and_invert(experiment, tmp_p
     sampled = run_ok("ldmlab.commands.sample", tmp_path, f"ckpt={ckpt_of(tmp_path)}", "num_samples=2",
                      "sampler.steps=4", "guidance=none")
     assert np.load(Path(sampled["files"]["npz"]))["images"].shape == (2, 32, 32, 1)
-    inverted = run_ok("ldmlab.commands.invert", tmp_path, f"ckpt={ckpt_of(tmp_path)}", *INVERT, "fixed_point_iters=8")
+    inverted = run_ok("ldmlab.commands.invert", tmp_path, f"ckpt={ckpt_of(tmp_path)}", *INVERT,
+                      "fixed_point_iters=8")
     assert inverted["inverted"]["psnr"] > 35.0, inverted
 
 

@@ -137,8 +137,8 @@ def test_an_interrupted_multirun_records_its_jobs_and_keeps_its_exit_status(tmp_
         raise SystemExit(143)
 
     monkeypatch.setattr(ldmlab.commands.report, "write_report", terminated)
-    out = run_forked("ldmlab.commands.report", ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'good'},{tmp_path}"],
-                     tmp_path / "logs")
+    out = run_forked("ldmlab.commands.report",
+                     ["hydra.mode=MULTIRUN", f"sweep_dir={tmp_path / 'good'},{tmp_path}"], tmp_path / "logs")
     (sweep_dir,) = (tmp_path / "logs" / "report" / "multiruns").iterdir()
     assert out.returncode == 143, out.stderr[-3000:]
     line = out.stderr.strip().splitlines()[-1]

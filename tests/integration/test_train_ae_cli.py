@@ -23,7 +23,8 @@ SMALL_RFID = ["data.val_subset=100", "callbacks.reconstruction_fid.num_images=10
 
 @pytest.mark.parametrize("experiment", ["fmnist_kl_f4", "fmnist_vq_f4"])
 def test_fast_dev_run(experiment, tmp_path, fmnist_dir):
-    out = run_cli("ldmlab.commands.train", [f"experiment={experiment}", "debug=fast_dev_run", *TINY], tmp_path)
+    out = run_cli("ldmlab.commands.train", [f"experiment={experiment}", "debug=fast_dev_run", *TINY],
+                  tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "train_ae" / "latest" / "summary.json").read_text())
     assert {"val/psnr", "val/ssim", "val/lpips"} <= set(summary["metrics"])

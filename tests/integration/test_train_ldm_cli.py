@@ -57,7 +57,8 @@ def test_text_conditioned_model_samples_from_a_prompt(tiny_ae_ckpt, tmp_path):
             f"ckpt={tmp_path / 'train_ldm' / 'latest'}"]
     out = run_cli("ldmlab.commands.sample", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    refused = run_cli("ldmlab.commands.sample", [*args[:-1], "class_label=3", "prompt=null", args[-1]], tmp_path)
+    refused = run_cli("ldmlab.commands.sample", [*args[:-1], "class_label=3", "prompt=null", args[-1]],
+                      tmp_path)
     assert refused.returncode == 2 and "class_label" in refused.stderr
 
 

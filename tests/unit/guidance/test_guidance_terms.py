@@ -52,8 +52,8 @@ def gaussian_data_model(x_t, t, cond):
 
 def guided(scale: float, form) -> GuidedDenoiser:
     return GuidedDenoiser(
-        gaussian_data_model, EpsParameterization(), SCHEDULE, {}, None, GaussianLikelihood(scale).prepare(None),
-        {}, form
+        gaussian_data_model, EpsParameterization(), SCHEDULE, {}, None,
+        GaussianLikelihood(scale).prepare(None), {}, form
     )
 
 
