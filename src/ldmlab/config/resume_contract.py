@@ -156,7 +156,7 @@ def check_world_size(point: ResumePoint, world_size: int, opted: list[str]) -> N
                       f"has {world_size} (trainer.devices × trainer.num_nodes)",
                       f"resume on {point.world_size} rank(s); or start fresh with ckpt_path=null; or "
                       f"continue on {world_size} rank(s), the data order re-derived (not bit-exact; see "
-                      f"README), with {OPT_IN}={_override([*opted, WORLD_SIZE])}")
+                      f"docs/scaling.md), with {OPT_IN}={_override([*opted, WORLD_SIZE])}")
 
 
 def _compared(point: ResumePoint, cfg: DictConfig) -> tuple[dict, dict, set[str], Any]:
