@@ -154,14 +154,16 @@ def test_f_sweep_presets_train_on_their_autoencoder(f, tmp_path):
 
 
 def test_a_checkpoint_from_before_the_objective_restores_to_the_same_loss(tiny_ldm_run, tmp_path):
-    """Stage-2 checkpoints written before ``diffusion.objective`` stored ``loss`` and
-    ``loss_weighting`` on the module; they restore into the equivalent uniform-t objective."""
+    """Stage-2 checkpoints written before ``diffusion.objective`` stored ``loss``,
+    ``loss_weighting`` and ``parameterization`` on the module; they restore into the equivalent
+    uniform-t objective."""
     path = tiny_ldm_run / "train_ldm" / "latest" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
     module_config = checkpoint[CONFIG_KEY]["module"]
     objective = module_config.pop("objective")
     assert objective["timestep_sampler"]["_target_"].endswith("UniformTimesteps")
-    module_config |= {"loss": objective["loss"], "loss_weighting": objective["loss_weighting"]}
+    module_config |= {"loss": objective["loss"], "loss_weighting": objective["loss_weighting"],
+                      "parameterization": objective["parameterization"]}  # then on the module only
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
     batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1, "label": torch.arange(4)}
