@@ -74,10 +74,8 @@ def run_forked(
     module: str, args: list[str], log_dir: Path, config_name: str | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
     """``run_cli`` without the interpreter start and imports (~6 s each): a fork of this process
-    runs ``<module>.main`` through ``ldmlab.commands.cli.run`` with the same argv and environment, its
-    own fds 1/2 and Python's default warning display; returns its exit status, stdout, stderr."""
-    from ldmlab.commands.cli import run
-
+    runs ``<module>.main`` (Hydra under the error contract) with the same argv and environment,
+    its own fds 1/2 and Python's default warning display; returns its exit status, stdout, stderr."""
     main = importlib.import_module(module).main
     flags = ["--config-name", config_name] if config_name else []
     argv = [module, *flags, f"paths.log_dir={log_dir}", f"paths.data_dir={REPO / 'data'}", *args]
@@ -99,7 +97,7 @@ def run_forked(
                     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
                 sys.argv = argv
                 try:
-                    run(main, ENTRY_CONFIG[module])
+                    main()
                     code = 0
                 except SystemExit as stop:
                     code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)

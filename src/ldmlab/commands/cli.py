@@ -150,8 +150,8 @@ def command(body: Callable[[DictConfig], object], config_name: str,
     """A command's console entry point (``main``): Hydra composes ``config_name`` with the command
     line (``--config-name`` picks another), and ``body(cfg)`` runs under the error contract
     (``exit_on_user_error`` with ``settings``, inside ``run``). The Hydra job is named after
-    ``body``'s module, as when that module is run with ``python -m``. ``main.hydra_main``: the
-    ``@hydra.main`` function itself (its return value is ``body``'s, which a sweeper optimises)."""
+    ``body``'s module, as when that module is run with ``python -m``; the ``@hydra.main`` function
+    returns ``body``'s value, which a sweeper optimises."""
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     @functools.wraps(body)
     def hydra_main(cfg: DictConfig) -> object:
@@ -160,15 +160,13 @@ def command(body: Callable[[DictConfig], object], config_name: str,
     def main() -> None:
         run(hydra_main, config_name)
 
-    main.hydra_main = hydra_main
     return main
 
 
 def run(main: Callable[[], object], config_name: str) -> None:
-    """Call a ``@hydra.main`` function (or a ``command``'s); Hydra's own command-line errors
+    """Call a ``@hydra.main`` function; Hydra's own command-line errors
     (multi-line reports, exit 1) become one line with a runnable fix and exit 2. ``config_name``
     is the decorator's default, used to suggest keys when an override names one that does not exist."""
-    main = getattr(main, "hydra_main", main)
     refuse_pickle_flags(sys.argv[1:])
     part_keys.install()  # errors of reusable parts name ldmlab's config keys
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us unformatted
