@@ -20,7 +20,7 @@ from hydra.utils import get_class
 from ldmlab.config.conf_dir import load_option, option_of
 from ldmlab.evaluation.columns import SAMPLER_PREFIX as PREFIX
 from ldmlab.sampling.samplers.base import Sampler
-from ldmlab.utils.errors import FieldError, part_key, part_keys
+from ldmlab.utils.errors import FieldError, part_key
 
 SAMPLER_AXIS = "sampler"
 
@@ -79,9 +79,7 @@ def _build(
     except FieldError as err:
         if err.part != "sampler" or err.field not in chosen:
             raise
-        with part_keys(sampler=part_key("sweep", "grid")):  # a swept value: named where the grid sets it
-            _checked(target, settings, levels)
-        raise
+        raise err.rehomed(part_key("sweep", "grid")) from None  # a swept value: named where the grid sets it
     labels = {PREFIX + k: settings[k] for k in ("steps", *chosen) if k in settings}
     return {SAMPLER_AXIS: str(name), **labels}, sampler
 

@@ -76,8 +76,13 @@ class FieldError(ConfigError):
 
     def __init__(self, part: str, field: str, problem: str, fix: str) -> None:
         key, at = part_key(part, field), part_key(part)
-        self.part, self.field = part, field
+        self.part, self.field, self._texts = part, field, (problem, fix)
         super().__init__(key, _fill(problem, key, at), _fill(fix, key, at))
+
+    def rehomed(self, at: str) -> FieldError:
+        """The same error for the part living at ``at`` (e.g. a sampler built from a sweep's grid)."""
+        with part_keys(**{self.part: at}):
+            return FieldError(self.part, self.field, *self._texts)
 
 
 def _fill(text: str, key: str, at: str) -> str:
