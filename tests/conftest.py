@@ -124,7 +124,8 @@ TINY_AE = [
 ]
 TINY_LDM = [
     "data.train_subset=64", "data.val_subset=32", "data.batch_size=16",
-    "unet.model_channels=16", "unet.num_res_blocks=1", "unet.num_heads=2", "conditioner_context_dim=32",
+    "backbone.model_channels=16", "backbone.num_res_blocks=1", "backbone.num_heads=2",
+    "conditioner_context_dim=32",
     "trainer.max_epochs=1", "module.warmup_steps=0", "callbacks.image_logger.num_images=10",
 ]
 

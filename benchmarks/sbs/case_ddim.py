@@ -1,7 +1,7 @@
 """Case 3: DDIM-50 + CFG sampling of N images including the decode, the SAME non-zero weights in both.
 
 ours: ``GuidedDenoiser`` + ``ClassifierFreeGuidance`` + ``DDIMSampler`` (conf/sampler/ddim.yaml) on the
-default ``unet=small`` class-conditional UNet, then ``FirstStage.decode``. theirs: a diffusers
+default ``backbone=small`` class-conditional UNet, then ``FirstStage.decode``. theirs: a diffusers
 pipeline-style loop (``DDIMScheduler`` with the same schedule and trailing spacing, ``UNet2DConditionModel``
 on [uncond; cond] encoder states, ``AutoencoderKL.decode``) on weights exported by ``ldmlab.interop``.
 Zero-initialised weights (the UNet's output conv, transformer projections) are re-drawn so ε ≠ 0,
@@ -44,7 +44,7 @@ def build(s: Settings):
     _, ae_cfg = our_autoencoder()
     first_stage = FirstStage(None, "", 4, 4, 1, autoencoder_config=ae_cfg)
     first_stage.fit_scale(torch.rand(16, 1, 32, 32) * 2 - 1)
-    unet, conditioner = instantiate(cfg.unet).eval(), instantiate(cfg.conditioner).eval()
+    unet, conditioner = instantiate(cfg.backbone).eval(), instantiate(cfg.conditioner).eval()
     redraw_zero_weights(unet)
     with torch.no_grad():
         conditioner.embedders["label"].table.weight.normal_()

@@ -63,7 +63,7 @@ def theirs_forward(net, x, t, ctx):
 def run(s: Settings, sizes: tuple[str, ...] = ("small", "base")) -> list[Row]:
     rows = []
     for size in sizes:
-        cfg = compose_config("train_ldm", [f"unet={size}"])
+        cfg = compose_config("train_ldm", [f"backbone={size}"])
         kw = unet_kwargs(cfg)
         # ours: the configured optimiser as the modules build it (fused AdamW; foreach under mixed
         # precision); theirs: AdamW as diffusers' examples build it
@@ -83,13 +83,13 @@ def run(s: Settings, sizes: tuple[str, ...] = ("small", "base")) -> list[Row]:
         counts = (params(ours), params(theirs))
         x, t, ctx, null, noise = _inputs(batch, kw, s.device)
         rows.append(compare(
-            f"unet_{size}_train", f"UNet unet={size} training step (fwd+MSE+bwd+AdamW)", batch,
+            f"unet_{size}_train", f"UNet backbone={size} training step (fwd+MSE+bwd+AdamW)", batch,
             train_step(ours, ours_forward, x, t, ctx, noise, sized, ours_optimizer),
             train_step(theirs, theirs_forward, x, t, ctx, noise, sized, theirs_optimizer), counts,
             TRAIN_TARGET, sized))
         ours.eval(), theirs.eval()
         rows.append(compare(
-            f"unet_{size}_cfg", f"UNet unet={size} CFG forward (2B={2 * batch}, no grad)", batch,
+            f"unet_{size}_cfg", f"UNet backbone={size} CFG forward (2B={2 * batch}, no grad)", batch,
             cfg_forward(ours, ours_forward, x, t, ctx, null, sized),
             cfg_forward(theirs, theirs_forward, x, t, ctx, null, sized), counts, CFG_TARGET, sized))
     return rows

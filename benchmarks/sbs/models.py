@@ -24,7 +24,7 @@ def params(module: nn.Module) -> int:
 
 def unet_kwargs(cfg: DictConfig) -> dict:
     """Our UNet's constructor arguments, resolved (no ``_target_``)."""
-    kwargs = OmegaConf.to_container(cfg.unet, resolve=True)
+    kwargs = OmegaConf.to_container(cfg.backbone, resolve=True)
     kwargs.pop("_target_")
     return kwargs
 

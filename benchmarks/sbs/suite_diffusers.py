@@ -3,7 +3,8 @@ interleaved repeats).
 
 Cases (``--cases``, comma-separated; default all):
   stage2     stage-2 training step from images (first stage encode, loss, backward, AdamW, EMA)
-  unet       UNet-only training step and CFG forward for unet=small and unet=base (or unet_small, unet_base)
+  unet       UNet-only training step and CFG forward for backbone=small and backbone=base
+             (or unet_small, unet_base)
   ddim       DDIM-50 + CFG sampling with decode, the SAME weights in both; agreement check
   ddim_loop  the DDIM sampler loop alone: ldmlab's sampler vs ``DDIMScheduler`` driving the SAME network;
              agreement check on the final latents

@@ -1,4 +1,5 @@
-"""Suite ``levers``: speed levers on ldmlab's own UNet (unet=small, the default) vs its fp32 eager baseline.
+"""Suite ``levers``: speed levers on ldmlab's own UNet (backbone=small, the default) vs its fp32
+eager baseline.
 
 Each variant against the plain float32 eager baseline, interleaved in one process (median of
 repeats), for a training step and a CFG forward.
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     s = Settings("cpu", "fp32", args.threads, args.repeats, 2, False)
     cfg = compose_config("train_ldm")
     kw, optimizer_config = unet_kwargs(cfg), instantiate(cfg.module.optimizer)
-    print(f"ldmlab UNet unet=small, B={args.batch}, {torch.get_num_threads()} threads, "
+    print(f"ldmlab UNet backbone=small, B={args.batch}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}")
     base = variant("baseline", kw, args.batch, s, optimizer_config)
     for name in args.variants.split(","):

@@ -41,7 +41,7 @@ def branch_losses(ckpt: Path, num_images: int) -> dict[str, float]:
         contexts = {"true class": model["conditioner"](batch), "wrong class": model["conditioner"](wrong),
                     "null": model["conditioner"].unconditional(batch, batch_size=len(z))}
         for name, context in contexts.items():
-            sums[name] += float(((model["unet"](z_t, t, context) - noise) ** 2).mean()) * len(z)
+            sums[name] += float(((model["backbone"](z_t, t, context) - noise) ** 2).mean()) * len(z)
         count += len(z)
     table = next(m for m in model["conditioner"].modules() if isinstance(m, torch.nn.Embedding)).weight
     ratio = float(table[-1].norm() / table[:-1].norm(dim=1).mean())

@@ -62,7 +62,7 @@ def main() -> None:
             module = instantiate(compose("train_ldm", overrides=overrides).module)
             if f in ckpts:
                 module.first_stage.fit_scale(batch["image"])
-            params = sum(p.numel() for p in module.model["unet"].parameters())
+            params = sum(p.numel() for p in module.model["backbone"].parameters())
             step = timed(train_step(module, batch), args.repeats)
             draw = timed(lambda m=module: m.generate({"label": batch["label"]}, 64, sampler=DDIMSampler(50),
                                                      use_ema=False), max(1, args.repeats // 2))

@@ -149,8 +149,8 @@ CASES = [
     Case("sampler_steps_0", "ldmlab.commands.sample", ("sampler.steps=0",), "sampler.steps", "count"),
     Case("num_reference_0", "ldmlab.commands.evaluate", ("num_reference=0",), "num_reference", "count",
          slow=True),
-    Case("model_channels_0", "ldmlab.commands.train", (*LDM, "unet.model_channels=0"), "unet.model_channels",
-         "count", config="train_ldm", slow=True),
+    Case("model_channels_0", "ldmlab.commands.train", (*LDM, "backbone.model_channels=0"),
+         "backbone.model_channels", "count", config="train_ldm", slow=True),
     Case("num_pairs_0", "ldmlab.commands.interpolate", ("num_pairs=0",), "num_pairs", "count", slow=True),
     # device
     Case("device_foo", "ldmlab.commands.sample", ("ckpt={ldm}", "device=foo"), "device", "device"),

@@ -25,7 +25,7 @@ SAMPLE = ["ckpt={ldm}", "num_samples=2", "sampler.steps=2"]
 HYBRID = [a for a in LDM if not a.startswith("conditioner_context_dim")] + ["generator_ckpt={ae}"]
 ES = (*HYBRID, "experiment=es_ddpm")
 SEMANTIC = ("logger=none", "data.train_subset=32", "data.val_subset=16", "data.batch_size=16",
-            "unet.model_channels=16", "unet.num_heads=2", "semantic_dim=8",
+            "backbone.model_channels=16", "backbone.num_heads=2", "semantic_dim=8",
             "conditioner.embedders.z_sem.ch=8", "trainer.max_epochs=1", "module.warmup_steps=0",
             "callbacks.image_logger=null")
 INVERT = ("ckpt={ldm}", "num_images=2", "batch_size=2", "lpips=false", "sampler.steps=3")
@@ -127,7 +127,7 @@ CASES = [
           "first_stage.ckpt={diffae}", "first_stage_embed_dim=16", "data.train_subset=32",
           "data.val_subset=16", "data.batch_size=16", "module.scale_fit_batches=2",
           "first_stage.decode_steps=2", "callbacks.image_logger=null", "sampler.steps=3",
-          "unet.model_channels=32", "unet.num_layers=2"),
+          "backbone.model_channels=32", "backbone.num_layers=2"),
          "first_stage_embed_dim", config="train_ldm", run_fix=True),
     Case("unknown_posterior", "ldmlab.commands.train", (*SEMANTIC, "experiment=diffae",
          "conditioner.embedders.z_sem.posterior=gauss"), "conditioner.embedders.z_sem.posterior",

@@ -16,7 +16,8 @@ from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
 
 # diffusers has one GroupNorm group count: widths that are multiples of 32 (the fixtures' 16 are not)
 WIDE_AE = [a for a in TINY_AE if not a.startswith("autoencoder.encoder.ch=")] + ["autoencoder.encoder.ch=32"]
-WIDE_LDM = [a for a in TINY_LDM if not a.startswith("unet.model_channels=")] + ["unet.model_channels=32"]
+WIDE_LDM = [a for a in TINY_LDM if not a.startswith("backbone.model_channels=")]
+WIDE_LDM += ["backbone.model_channels=32"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_stage2_export_reloads_and_matches(exportable, tmp_path) -> None:
     assert summary["stage"] == 2 and summary["max_abs_diff"]["unet"] <= 1e-5
 
     module = load_ldm(exportable["ldm"])
-    unet, conditioner = module.ema.shadow["unet"].eval(), module.ema.shadow["conditioner"].eval()
+    unet, conditioner = module.ema.shadow["backbone"].eval(), module.ema.shadow["conditioner"].eval()
     assert unet.out[2].weight.abs().max() > 0  # trained: the zero-initialised output conv moved
     labels = torch.tensor([0, 3, 9])
     cond = conditioner({"label": labels})
@@ -89,10 +90,10 @@ def test_stage1_export_and_existing_out(exportable, tmp_path) -> None:
 
 def test_inexpressible_unet_is_one_error_line(tiny_ldm_run, tmp_path) -> None:
     out = tmp_path / "never"
-    result = export([f"out={out}"], tiny_ldm_run)  # its latest run: unet.model_channels=16
+    result = export([f"out={out}"], tiny_ldm_run)  # its latest run: backbone.model_channels=16
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
-    assert lines[0].startswith("error: unet.model_channels: ") and not out.exists()
+    assert lines[0].startswith("error: backbone.model_channels: ") and not out.exists()
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -21,8 +21,8 @@ from ldmlab.models.restore import load_ldm
 from ldmlab.utils.errors import ConfigError
 from tests.conftest import TINY_AE, run_forked
 
-FAST = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "unet.model_channels=16",
-        "unet.num_heads=2", "trainer.max_epochs=1", "module.warmup_steps=0", "module.scale_fit_batches=1",
+FAST = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "backbone.model_channels=16",
+        "backbone.num_heads=2", "trainer.max_epochs=1", "module.warmup_steps=0", "module.scale_fit_batches=1",
         "callbacks.image_logger=null", "logger=none", "sampler.steps=5"]
 
 
@@ -112,7 +112,7 @@ def test_diffusevae_trains_and_refines_the_vae_samples(tiny_ae_ckpt, tmp_path):
                      f"first_stage.ckpt={tiny_ae_ckpt}"], tmp_path)
     assert np.isfinite(summary["metrics"]["val/loss"])
     module = load_ldm(tmp_path / "train_ldm" / "latest" / "checkpoints" / "last.ckpt")
-    assert module.model["unet"].concat_channels == 1
+    assert module.model["backbone"].concat_channels == 1
     assert sample(tmp_path).shape == (4, 32, 32, 1)
 
 
@@ -131,7 +131,7 @@ def test_es_ddpm_trains_below_t_prime_and_starts_from_the_vae(tiny_ae_ckpt, tmp_
     module = load_ldm(tmp_path / "train_ldm" / "latest" / "checkpoints" / "last.ckpt")
     assert module.horizon == 300 and module.start is not None
     seen = []  # the timesteps the (EMA) network is asked about while sampling
-    module.ema.shadow["unet"].register_forward_hook(lambda m, args, out: seen.append(args[1]))
+    module.ema.shadow["backbone"].register_forward_hook(lambda m, args, out: seen.append(args[1]))
     images = module.generate({}, 3, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 1, 32, 32) and int(torch.cat(seen).max()) == 299
     assert sample(tmp_path).shape == (4, 32, 32, 1)

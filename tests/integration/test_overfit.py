@@ -74,7 +74,7 @@ def test_learned_logvar_is_optimised(fmnist_dir):
 
 def test_latent_diffusion_loss_falls_well_below_its_start(tiny_ae_ckpt, fmnist_dir):
     torch.manual_seed(0)
-    cfg = compose_config("train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", "unet.model_channels=16",
+    cfg = compose_config("train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", "backbone.model_channels=16",
                                        "conditioner_context_dim=32"])
     module = instantiate(cfg.module)
     batch = real_batch(fmnist_dir, 16)

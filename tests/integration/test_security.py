@@ -169,7 +169,7 @@ def test_pickle_payload_is_refused_by_the_in_run_guidance_sweep(legit, tmp_path)
 
 PLACES = {  # where a payload is planted: which legit checkpoint, the keys down to the node
     "stage1.autoencoder": ("ae_checkpoint", (CONFIG_KEY, "autoencoder")),
-    "stage2.module.unet": ("ldm_checkpoint", (CONFIG_KEY, "module", "unet")),
+    "stage2.module.backbone": ("ldm_checkpoint", (CONFIG_KEY, "module", "backbone")),
     "stage2.module.first_stage": ("ldm_checkpoint", (CONFIG_KEY, "module", "first_stage")),
     "stage2.first_stage_config": ("ldm_checkpoint", (FIRST_STAGE_CONFIG,)),
     "stage2.data": ("ldm_checkpoint", (CONFIG_KEY, "data")),
@@ -191,7 +191,7 @@ def planted(legit: dict, place: str, kind: str, marker: Path, tmp_path: Path) ->
 
 LOADERS = {  # place → the loader the CLI runs on such a file (and the key it reports)
     "stage1.autoencoder": (load_autoencoder, "first_stage.ckpt"),
-    "stage2.module.unet": (load_ldm, "ckpt"),
+    "stage2.module.backbone": (load_ldm, "ckpt"),
     "stage2.module.first_stage": (load_ldm, "ckpt"),
     "stage2.first_stage_config": (load_ldm, "ckpt"),
     "stage2.data": (stored_datamodule, "ckpt"),
@@ -220,7 +220,7 @@ CLI_CONFIG_CASES = {  # id: (module, config name, key, place, payload kind, extr
                                "torch_load", []),
     "sample.ckpt-write_json": ("ldmlab.commands.sample", None, "ckpt", "stage2.module.first_stage",
                                "write_json", []),
-    "sample.ckpt-open": ("ldmlab.commands.sample", None, "ckpt", "stage2.module.unet", "open", []),
+    "sample.ckpt-open": ("ldmlab.commands.sample", None, "ckpt", "stage2.module.backbone", "open", []),
     "evaluate.ckpt-data-nested": ("ldmlab.commands.evaluate", None, "ckpt", "stage2.data", "nested",
                                   [*TINY_EVAL, "metrics.inception=false"]),
 }

@@ -153,7 +153,7 @@ def test_a_stored_config_that_contains_itself_is_refused(legit, tmp_path):  # no
 @pytest.mark.parametrize("target", [["a", "list"], {"a": "dict"}, 3])
 def test_a_target_that_is_no_name_is_refused(target):
     with pytest.raises(ConfigError, match="^ckpt: f.ckpt stores _target_ .* not an allow-listed"):
-        check_targets({"unet": {"_target_": target}}, "f.ckpt", "ckpt")
+        check_targets({"backbone": {"_target_": target}}, "f.ckpt", "ckpt")
 
 
 def torchvision_data(root: Path) -> dict:
@@ -183,4 +183,4 @@ def test_stored_latent_cache_and_compile_are_dropped(legit, tmp_path):  # noqa: 
     torch.save(checkpoint, tmp_path / "compiled.ckpt")
     module = load_ldm(tmp_path / "compiled.ckpt")
     assert module.latent_cache_dir is None
-    assert module.model["unet"]._compiled_call_impl is None
+    assert module.model["backbone"]._compiled_call_impl is None

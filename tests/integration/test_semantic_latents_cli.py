@@ -19,9 +19,9 @@ from tests.conftest import REPO, run_forked
 
 RUN = ["data.train_subset=32", "data.val_subset=16", "data.batch_size=16", "trainer.max_epochs=1",
        "module.warmup_steps=0", "callbacks.image_logger=null", "logger=none", "sampler.steps=5"]
-SEMANTIC = [*RUN, "unet.model_channels=16", "unet.num_heads=2", "semantic_dim=8",
+SEMANTIC = [*RUN, "backbone.model_channels=16", "backbone.num_heads=2", "semantic_dim=8",
             "conditioner.embedders.z_sem.ch=8"]
-LATENT_DDIM = [*RUN, "first_stage_embed_dim=8", "unet.model_channels=32", "unet.num_layers=2",
+LATENT_DDIM = [*RUN, "first_stage_embed_dim=8", "backbone.model_channels=32", "backbone.num_layers=2",
                "first_stage.decode_steps=3", "module.scale_fit_batches=2"]
 INVERT = ["sampler.steps=8", "num_images=4", "batch_size=4", "lpips=false", "num_show=4"]
 
@@ -56,7 +56,7 @@ def test_diffae_checkpoint_restores_its_semantic_encoder(diffae_run):
     module = load_ldm(ckpt_of(diffae_run))
     encoder = module.ema.shadow["conditioner"].embedders["z_sem"]
     assert isinstance(encoder, SemanticEncoderEmbedder) and encoder.embed_dim == 8
-    assert module.model["unet"].vector_dim == 8
+    assert module.model["backbone"].vector_dim == 8
 
 
 def test_invert_round_trips_a_trained_model_and_refinement_tightens_it(diffae_run, tmp_path):

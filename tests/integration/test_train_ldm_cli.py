@@ -19,7 +19,7 @@ def test_train_ldm_writes_summary_checkpoint_and_sample_grids(tiny_ldm_run, tiny
     assert (run / "images" / "samples_scale1_epoch000.png").is_file()
     assert (run / "images" / "samples_scale3_epoch000.png").is_file()
     state = torch.load(run / summary["checkpoints"]["last"], weights_only=True)["state_dict"]
-    assert any(k.startswith("ema.shadow.unet.") for k in state)
+    assert any(k.startswith("ema.shadow.backbone.") for k in state)
     assert float(state["first_stage.scale_initialized"]) == 1.0
 
 

@@ -19,7 +19,7 @@ CONF = SRC.parents[1] / "conf"
 CONFIG_LAYER = ("commands", "config", "runs")  # they may spell config keys
 KEYED_ERRORS = frozenset({"ConfigError", "DataError", "DivergedError"})
 TOP_LEVEL = frozenset({
-    "sampler", "guidance", "module", "data", "trainer", "diffusion", "unet", "first_stage", "conditioner",
+    "sampler", "guidance", "module", "data", "trainer", "diffusion", "backbone", "first_stage", "conditioner",
     "callbacks", "metrics", "loss", "autoencoder", "paths", "classifier", "noisy_classifier", "grid",
     "optimizer", "logger", "hydra", "sweep",
 })

@@ -51,7 +51,7 @@ class Denoiser(nn.Module):
     ) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"x must be (B, unet.in_channels={self.in_channels}, {self.X_LAYOUT}), got "
+                f"x must be (B, backbone.in_channels={self.in_channels}, {self.X_LAYOUT}), got "
                 f"{tuple(x.shape)}; {self.X_HINT}"
             )
         b, _, h, w = x.shape

@@ -42,7 +42,7 @@ class MLPDenoiser(Denoiser):
     ``concat_channels`` exist for ``Conditioner.check_compatible`` and must stay None / 0.
     """
 
-    X_LAYOUT, X_HINT = "1, 1", "set unet.in_channels to the latent dim D"
+    X_LAYOUT, X_HINT = "1, 1", "set backbone.in_channels to the latent dim D"
 
     def __init__(
         self,
@@ -83,43 +83,43 @@ class MLPDenoiser(Denoiser):
         if (h, w) != (1, 1):
             raise ValueError(
                 f"the mlp denoiser works on vector latents (h = w = 1), got {h}x{w}; use a "
-                "(D, 1, 1) latent shape, or unet=small for spatial latents"
+                "(D, 1, 1) latent shape, or backbone=small for spatial latents"
             )
 
     def _check_cond(self, cond: dict[str, torch.Tensor], b: int, h: int, w: int) -> None:
-        spatial = {"crossattn": "unet.context_dim", "crossattn_mask": "unet.context_dim",
-                   "concat": "unet.concat_channels"}
+        spatial = {"crossattn": "backbone.context_dim", "crossattn_mask": "backbone.context_dim",
+                   "concat": "backbone.concat_channels"}
         for key, config_key in spatial.items():
             if key in cond:
                 raise ValueError(
                     f"cond['{key}'] given, but the mlp denoiser takes vector conditions only "
                     f"({config_key} must stay unset); give the conditioner vector embedders, or "
-                    "use unet=small"
+                    "use backbone=small"
                 )
-        check_cond_entry(cond, "vector", "unet.vector_dim", self.vector_dim, (b, self.vector_dim))
+        check_cond_entry(cond, "vector", "backbone.vector_dim", self.vector_dim, (b, self.vector_dim))
 
     def _check_config(self, dropout: float) -> None:
-        """Fail early with one message naming the offending ``unet.*`` key."""
+        """Fail early with one message naming the offending ``backbone.*`` key."""
         positive = {
-            "unet.in_channels": self.in_channels,
-            "unet.out_channels": self.out_channels,
-            "unet.model_channels": self.model_channels,
-            "unet.num_layers": self.num_layers,
-            "unet.vector_dim": 1 if self.vector_dim is None else self.vector_dim,
+            "backbone.in_channels": self.in_channels,
+            "backbone.out_channels": self.out_channels,
+            "backbone.model_channels": self.model_channels,
+            "backbone.num_layers": self.num_layers,
+            "backbone.vector_dim": 1 if self.vector_dim is None else self.vector_dim,
         }
         for key, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer (null where optional), got {value!r}")
         if self.context_dim is not None:
             raise ValueError(
-                f"unet.context_dim={self.context_dim}, but the mlp denoiser takes vector conditions "
-                "only (no cross-attention); set unet.context_dim: null with a vector conditioner "
-                "(conditioner=class_vector / none), or use unet=small"
+                f"backbone.context_dim={self.context_dim}, but the mlp denoiser takes vector conditions "
+                "only (no cross-attention); set backbone.context_dim: null with a vector conditioner "
+                "(conditioner=class_vector / none), or use backbone=small"
             )
         if self.concat_channels != 0:
             raise ValueError(
-                f"unet.concat_channels={self.concat_channels}, but the mlp denoiser takes vector "
-                "conditions only (no concat inputs); set unet.concat_channels: 0, or use unet=small"
+                f"backbone.concat_channels={self.concat_channels}, but the mlp denoiser takes vector "
+                "conditions only (no concat inputs); set backbone.concat_channels: 0, or use backbone=small"
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"unet.dropout must lie in [0, 1), got {dropout}")
+            raise ValueError(f"backbone.dropout must lie in [0, 1), got {dropout}")

@@ -54,7 +54,7 @@ class UNet(Denoiser):
     h and w must be divisible by 2^(len(channel_mult) - 1).
     """
 
-    X_LAYOUT, X_HINT = "h, w", "set unet.in_channels to the latent channel count"
+    X_LAYOUT, X_HINT = "h, w", "set backbone.in_channels to the latent channel count"
 
     def __init__(
         self,
@@ -149,16 +149,16 @@ class UNet(Denoiser):
         factor = 2 ** (len(self.channel_mult) - 1)
         if h % factor or w % factor:
             raise ValueError(
-                f"spatial size {h}x{w} is not divisible by {factor} = 2^(len(unet.channel_mult)-1);"
-                " use a latent size divisible by it or fewer unet.channel_mult levels"
+                f"spatial size {h}x{w} is not divisible by {factor} = 2^(len(backbone.channel_mult)-1);"
+                " use a latent size divisible by it or fewer backbone.channel_mult levels"
             )
 
     def _check_cond(self, cond: dict[str, torch.Tensor], b: int, h: int, w: int) -> None:
         expected = {
-            "crossattn": ("unet.context_dim", self.context_dim, (b, None, self.context_dim)),
-            "vector": ("unet.vector_dim", self.vector_dim, (b, self.vector_dim)),
+            "crossattn": ("backbone.context_dim", self.context_dim, (b, None, self.context_dim)),
+            "vector": ("backbone.vector_dim", self.vector_dim, (b, self.vector_dim)),
             "concat": (
-                "unet.concat_channels",
+                "backbone.concat_channels",
                 self.concat_channels,
                 (b, self.concat_channels, h, w),
             ),
@@ -176,16 +176,16 @@ class UNet(Denoiser):
         num_heads: int,
         transformer_depth: int,
     ) -> None:
-        """Fail early with one message naming the offending ``unet.*`` key."""
+        """Fail early with one message naming the offending ``backbone.*`` key."""
         positive = {
-            "unet.in_channels": self.in_channels,
-            "unet.out_channels": self.out_channels,
-            "unet.model_channels": model_channels,
-            "unet.num_res_blocks": num_res_blocks,
-            "unet.num_heads": num_heads,
-            "unet.transformer_depth": transformer_depth,
-            "unet.context_dim": 1 if self.context_dim is None else self.context_dim,
-            "unet.vector_dim": 1 if self.vector_dim is None else self.vector_dim,
+            "backbone.in_channels": self.in_channels,
+            "backbone.out_channels": self.out_channels,
+            "backbone.model_channels": model_channels,
+            "backbone.num_res_blocks": num_res_blocks,
+            "backbone.num_heads": num_heads,
+            "backbone.transformer_depth": transformer_depth,
+            "backbone.context_dim": 1 if self.context_dim is None else self.context_dim,
+            "backbone.vector_dim": 1 if self.vector_dim is None else self.vector_dim,
         }
         for key, value in positive.items():
             if value < 1:
@@ -193,25 +193,25 @@ class UNet(Denoiser):
                     f"{key} must be a positive integer (null where optional), got {value}"
                 )
         if self.concat_channels < 0:
-            raise ValueError(f"unet.concat_channels must be ≥ 0, got {self.concat_channels}")
+            raise ValueError(f"backbone.concat_channels must be ≥ 0, got {self.concat_channels}")
         mult = self.channel_mult
         if not mult or min(mult) < 1:
             raise ValueError(
-                f"unet.channel_mult must be a non-empty list of positive ints, got {mult}"
+                f"backbone.channel_mult must be a non-empty list of positive ints, got {mult}"
             )
         factors = [2**level for level in range(len(mult))]
         for factor in attention_resolutions:
             if factor not in factors:
                 raise ValueError(
-                    f"unet.attention_resolutions entry {factor} is not a downsampling factor; with "
-                    f"{len(mult)} unet.channel_mult levels the factors are {factors}"
+                    f"backbone.attention_resolutions entry {factor} is not a downsampling factor; with "
+                    f"{len(mult)} backbone.channel_mult levels the factors are {factors}"
                 )
         attention_levels = {len(mult) - 1} | {factors.index(f) for f in attention_resolutions}
         for ch in sorted(model_channels * mult[level] for level in attention_levels):
             if ch % num_heads:
                 raise ValueError(
-                    f"unet.num_heads={num_heads} must divide the channel count {ch} of every "
-                    "attention level (unet.model_channels × unet.channel_mult)"
+                    f"backbone.num_heads={num_heads} must divide the channel count {ch} of every "
+                    "attention level (backbone.model_channels × backbone.channel_mult)"
                 )
 
 

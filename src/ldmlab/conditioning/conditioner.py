@@ -1,4 +1,4 @@
-"""Combines embedders into the UNet's ``cond`` dict, with classifier-free-guidance dropout."""
+"""Combines embedders into the backbone's ``cond`` dict, with classifier-free-guidance dropout."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ldmlab.conditioning.base import Embedder
 from ldmlab.utils.errors import FieldError, part_key
 
 if TYPE_CHECKING:
-    from ldmlab.backbones.unet import UNet
+    from ldmlab.backbones.base import Denoiser
 
 Encoded = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -59,7 +59,7 @@ class Conditioner(nn.Module):
         dims = {name: e.null(1).shape[-1] for name, e in self._of_type("crossattn")}
         if len(set(dims.values())) > 1:
             raise ValueError(
-                f"crossattn embedders must share one embedding dim (the UNet's context_dim), got "
+                f"crossattn embedders must share one embedding dim (the backbone's context_dim), got "
                 f"{dims}; make their embed_dim equal"
             )
 
@@ -165,12 +165,12 @@ class Conditioner(nn.Module):
         """All-null outputs with the shapes of ``forward(batch)`` (the CFG branch)."""
         return self(batch, force_uncond=True, batch_size=batch_size)
 
-    def check_compatible(self, unet: UNet) -> None:
-        """Raise one error listing every ``unet.*`` key that disagrees with this conditioner."""
+    def check_compatible(self, backbone: Denoiser) -> None:
+        """Raise one error listing every ``backbone.*`` key that disagrees with this conditioner."""
         pairs = (
-            (part_key("unet", "context_dim"), unet.context_dim, self.context_dim),
-            (part_key("unet", "vector_dim"), unet.vector_dim, self.vector_dim),
-            (part_key("unet", "concat_channels"), unet.concat_channels, self.concat_channels),
+            (part_key("backbone", "context_dim"), backbone.context_dim, self.context_dim),
+            (part_key("backbone", "vector_dim"), backbone.vector_dim, self.vector_dim),
+            (part_key("backbone", "concat_channels"), backbone.concat_channels, self.concat_channels),
         )
         problems = [
             f"{key}={built} but the conditioner gives {needed}; set {key}: {needed}"
@@ -178,7 +178,7 @@ class Conditioner(nn.Module):
             if built != needed
         ]
         if problems:
-            raise ValueError("UNet and conditioner disagree: " + "; ".join(problems))
+            raise ValueError("Backbone and conditioner disagree: " + "; ".join(problems))
 
     def _of_type(self, output_type: str) -> list[tuple[str, Embedder]]:
         return [(n, e) for n, e in self.embedders.items() if e.output_type == output_type]

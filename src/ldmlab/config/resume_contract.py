@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ldmlab.config.renamed import rename_state, renamed_slot
 from ldmlab.utils.errors import ConfigError
 
 RESUMABLE_CHANGES = (
@@ -72,6 +73,7 @@ class ResumePoint:
                               "start fresh with ckpt_path=null, or resume a checkpoint of ldmlab's training")
         states = checkpoint.get("state_dict") or {}
         shapes = {k: tuple(v.shape) for k, v in states.items() if isinstance(v, torch.Tensor)}
+        rename_state(shapes)  # the state-dict names of today's module
         world = checkpoint.get(world_size_key)
         if world is None:  # older checkpoints: one RNG state per rank
             rng = [v for k, v in (checkpoint.get("callbacks") or {}).items() if k.startswith("RNGState")]
@@ -168,11 +170,16 @@ def _compared(point: ResumePoint, cfg: DictConfig) -> tuple[dict, dict, set[str]
 
 def _current_layout(config: dict) -> dict:
     """A stored config as today's configs lay it out: stage-2 runs stored before the module took
-    its parameterization from the objective also stored it at ``module.parameterization``."""
+    its parameterization from the objective also stored it at ``module.parameterization``; those
+    stored before the denoiser slot was renamed hold it at ``unet`` and ``module.unet``."""
+    config = renamed_slot(config)
     module = config.get("module")
-    if isinstance(module, dict) and "objective" in module and "parameterization" in module:
-        return config | {"module": {k: v for k, v in module.items() if k != "parameterization"}}
-    return config
+    if not isinstance(module, dict):
+        return config
+    module = renamed_slot(module)
+    if "objective" in module and "parameterization" in module:
+        module = {k: v for k, v in module.items() if k != "parameterization"}
+    return config | {"module": module}
 
 
 class _Absent:

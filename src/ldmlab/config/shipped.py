@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ldmlab.config.types import NOT_GIVEN
 
-_WHOLE_NODE = re.compile(r"^\$\{([\w.]+)\}$")  # module.unet: ${unet}
+_WHOLE_NODE = re.compile(r"^\$\{([\w.]+)\}$")  # module.backbone: ${backbone}
 
 
 def shipped_value(key: str) -> Any:
@@ -46,8 +46,8 @@ def _group_of(override: str) -> str:
 
 def shipped_source(key: str) -> str:
     """``key``, or the key its node is interpolated from in the running command's config as
-    composed (unresolved): ``module.unet.num_heads`` of ``module.unet: ${unet}`` → ``unet.num_heads``
-    (where the user sets it)."""
+    composed (unresolved): ``module.backbone.num_heads`` of ``module.backbone: ${backbone}`` →
+    ``backbone.num_heads`` (where the user sets it)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():

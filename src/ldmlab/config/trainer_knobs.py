@@ -60,7 +60,7 @@ def refused_knob(err: BaseException, cfg: DictConfig, shipped: Shipped,
                  source: Callable[[str], str] = lambda key: key) -> ConfigError | None:
     """The ConfigError naming the knob of ``cfg`` behind ``err`` (Hydra's failure to instantiate
     a node of ``cfg`` because its class refused a value: ``REFUSALS``), or None. ``source``: the
-    key a node is set under (``module.unet`` → ``unet`` where one interpolates the other)."""
+    key a node is set under (``module.backbone`` → ``backbone`` where one interpolates the other)."""
     cause = err
     while isinstance(cause, InstantiationException):
         cause = cause.__cause__

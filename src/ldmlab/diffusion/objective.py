@@ -39,7 +39,7 @@ class DiffusionObjective(nn.Module):
     def forward(
         self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule
     ) -> Tensor:
-        """model: {"unet", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
+        """model: {"backbone", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
         centre = model["conditioner"].forward_centre(batch)
         t = self.timestep_sampler(len(x0), schedule, x0.device)
         return self.denoising_loss(model, x0, batch, schedule, t, centre)
@@ -51,7 +51,7 @@ class DiffusionObjective(nn.Module):
         """The weighted regression at given timesteps t (B,): draws ε, then the conditioner's dropout."""
         noise = torch.randn_like(x0)
         x_t = schedule.q_sample(x0, t, noise, centre)
-        output = model["unet"](x_t, t, model["conditioner"](batch))
+        output = model["backbone"](x_t, t, model["conditioner"](batch))
         if centre is not None:  # the standard process on the residual
             x0, x_t = x0 - centre, x_t - centre
         target = self.parameterization.target(x0, noise, x_t, t, schedule)

@@ -35,7 +35,7 @@ def export_ldm(module: LatentDiffusionModule, stored_schedule: dict, out: Path, 
                          "from another generator's output; diffusers pipelines start from noise",
                          "export a model trained on every timestep")
     model = module.ema.shadow if use_ema else module.model
-    unet, conditioner, first_stage = model["unet"].eval(), model["conditioner"].eval(), module.first_stage
+    unet, conditioner, first_stage = model["backbone"].eval(), model["conditioner"].eval(), module.first_stage
     if not isinstance(first_stage, FirstStage | IdentityFirstStage):
         key = part_key("first_stage")
         raise ConfigError(key, f"{type(first_stage).__name__} has no diffusers equivalent",

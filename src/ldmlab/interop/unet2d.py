@@ -173,29 +173,29 @@ def _group_counts(unet: UNet) -> set[int]:
 
 
 def _check_expressible(unet: UNet) -> None:
-    """A ``ConfigError`` naming the ``unet`` key for what ``UNet2DConditionModel`` cannot express."""
+    """A ``ConfigError`` naming the ``backbone`` key for what ``UNet2DConditionModel`` cannot express."""
     if not isinstance(unet, UNet):
-        raise ConfigError(part_key("unet"), f"{type(unet).__name__} has no diffusers UNet2DConditionModel "
-                          "equivalent", f"export a model trained with {part_key('unet')}=small or "
-                          f"{part_key('unet')}=base")
+        key = part_key("backbone")
+        raise ConfigError(key, f"{type(unet).__name__} has no diffusers UNet2DConditionModel equivalent",
+                          f"export a model trained with {key}=small or {key}=base")
     if unet.context_dim is None:
         raise FieldError(
-            "unet", "context_dim", "is null, so the UNet attends with SelfAttention2d, but diffusers' "
+            "backbone", "context_dim", "is null, so the UNet attends with SelfAttention2d, but diffusers' "
             "UNet2DConditionModel has no self-attention middle block (its UNetMidBlock2D is built "
             "without attention)", "train with a cross-attention conditioner "
             f"(e.g. {part_key('conditioner')}=class, which sets {{key}})")
     if unet.channel_mult[0] != 1:
         mult = ",".join(map(str, [1, *unet.channel_mult[1:]]))
-        raise FieldError("unet", "channel_mult", f"starts with {unet.channel_mult[0]}, but diffusers' "
+        raise FieldError("backbone", "channel_mult", f"starts with {unet.channel_mult[0]}, but diffusers' "
                          "conv_in and time features are block_out_channels[0] = the first level's width",
                          f"retrain with {{key}}=[{mult}]")
     groups = _group_counts(unet)
     if len(groups) > 1:
         raise FieldError(
-            "unet", "model_channels", f"the UNet's GroupNorms use {sorted(groups)} groups (the largest "
+            "backbone", "model_channels", f"the UNet's GroupNorms use {sorted(groups)} groups (the largest "
             "divisor ≤ 32 of each channel count) but diffusers has one norm_num_groups for all",
             "train with {key} a multiple of 32 (e.g. {key}=32)")
     eps = {m.eps for m in unet.modules() if isinstance(m, nn.GroupNorm)}
     if len(eps) > 1:
-        raise ConfigError(part_key("unet"), f"GroupNorm eps differ ({sorted(eps)}); diffusers has one "
+        raise ConfigError(part_key("backbone"), f"GroupNorm eps differ ({sorted(eps)}); diffusers has one "
                           "norm_eps", "use ldmlab.nn.normalization.group_norm throughout")

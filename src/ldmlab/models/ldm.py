@@ -1,4 +1,4 @@
-"""LightningModule for stage 2: wires a frozen first stage, a conditioner, a UNet, a schedule,
+"""LightningModule for stage 2: wires a frozen first stage, a conditioner, a backbone, a schedule,
 an objective, a sampler and an EMA together. The maths lives in those parts.
 """
 
@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ldmlab.autoencoder.prior import VAEPrior
-from ldmlab.backbones.unet import UNet
+from ldmlab.backbones.base import Denoiser
 from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
+from ldmlab.config.renamed import rename_state
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
@@ -36,9 +37,10 @@ from ldmlab.utils.seeded import seeded_validation
 
 
 class LatentDiffusionModule(EMAStep, pl.LightningModule):
-    """Trains ``unet`` (and the conditioner's learnable parts) on z = scale · E(x).
+    """Trains ``backbone`` (the denoiser network) and the conditioner's learnable parts on
+    z = scale · E(x).
 
-    ``model`` = {unet, conditioner} is what the optimiser and the EMA see; validation and
+    ``model`` = {backbone, conditioner} is what the optimiser and the EMA see; validation and
     sampling use the EMA copy. The conditioner drops conditions to its learned nulls with
     probability ``p_uncond`` in training mode only. ``objective`` owns the loss, p(t) and the
     parameterization, which also turns network outputs into (x0, ε) for sampling.
@@ -52,7 +54,7 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
     at fit start and looked up by ``batch["index"]`` (``latent_cache.py``); None: every batch is
     encoded. Off by itself (one log line) where it would not be exact.
 
-    compile: ``torch.compile`` the trained UNet (``nn.Module.compile``: same parameters and
+    compile: ``torch.compile`` the trained backbone (``nn.Module.compile``: same parameters and
     state_dict keys; the EMA copy used for validation and sampling stays eager). It pays for
     long runs only: see benchmarks/README.md for its start-up cost and per-step gain.
     """
@@ -62,7 +64,7 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
     def __init__(
         self,
         first_stage: FirstStageBase,
-        unet: UNet,
+        backbone: Denoiser,
         conditioner: Conditioner,
         schedule: NoiseSchedule,
         objective: DiffusionObjective,
@@ -80,26 +82,27 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.loss_watch = LossWatch("train/loss")
-        if unet.in_channels != first_stage.embed_dim:
+        if backbone.in_channels != first_stage.embed_dim:
             raise FieldError(
-                "unet", "in_channels", f"is {unet.in_channels} but the first stage has embed_dim="
+                "backbone", "in_channels", f"is {backbone.in_channels} but the first stage has embed_dim="
                 f"{first_stage.embed_dim}", f"{{key}}={first_stage.embed_dim} (or leave it at "
                 "${first_stage_embed_dim})",
             )
         try:
-            conditioner.check_compatible(unet)
+            conditioner.check_compatible(backbone)
         except ValueError as err:
-            raise ConfigError("unet", str(err), "match the unet keys to the conditioner") from None
+            raise ConfigError("backbone", str(err), "match the backbone keys to the conditioner") from None
         self.horizon = objective.timestep_sampler.horizon(schedule.num_timesteps)
         if self.horizon < schedule.num_timesteps and start is None:
             raise FieldError("module", "start", f"the objective trains t < {self.horizon} only, so sampling "
                              "cannot start from pure noise at T − 1", "give a generator to start from, "
                              "e.g. experiment=es_ddpm generator_ckpt=/path/to/vae.ckpt")
         self.first_stage, self.start = first_stage, start
-        self.model = nn.ModuleDict({"unet": unet, "conditioner": conditioner})
+        self.model = nn.ModuleDict({"backbone": backbone, "conditioner": conditioner})
         self.ema = EMA(self.model, ema_decay, ema_warmup)
+        self.register_load_state_dict_pre_hook(_renamed_backbone_state)  # pre-rename checkpoints
         if compile:  # after the EMA copy: a deepcopy of a compiled module would call the original
-            unet.compile()
+            backbone.compile()
         self.schedule, self.objective = schedule, objective
         self.parameterization: Parameterization = objective.parameterization
         self.sampler, self.optimizer = sampler, optimizer
@@ -129,7 +132,7 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
                                                   self.trainer.datamodule, self.device)
 
     def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
-        """The objective on this batch's latents, with ``model`` = {unet, conditioner}; training
+        """The objective on this batch's latents, with ``model`` = {backbone, conditioner}; training
         batches (they carry ``index``) take them from the latent cache when there is one."""
         if self.latent_cache is not None and "index" in batch:
             latents = self.latent_cache.lookup(batch["index"]) * self.first_stage.scale_factor
@@ -175,7 +178,7 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
             x_hat = self.start.sample(num_samples, generator) if x_hat is None else x_hat.to(self.device)
             init = self.first_stage.encode(x_hat)
         images = generate_images(
-            self.first_stage, unet=model["unet"], conditioner=model["conditioner"],
+            self.first_stage, backbone=model["backbone"], conditioner=model["conditioner"],
             schedule=self.schedule, parameterization=self.parameterization,
             sampler=sampler or self.sampler, condition=condition, latent_shape=latent_shape,
             num_samples=num_samples, guidance=guidance, generator=generator, init=init, horizon=self.horizon,
@@ -219,3 +222,9 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
         return {"scale_factor": float(self.first_stage.scale_factor),
                 "first_stage_ckpt": self.first_stage.checkpoint_path,
                 "latent_cache": self.latent_cache.summary() if self.latent_cache is not None else None}
+
+
+def _renamed_backbone_state(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load a checkpoint written before the denoiser slot was renamed: ``model.unet.*`` and
+    ``ema.shadow.unet.*`` are read as ``...backbone.*``."""
+    rename_state(state_dict, prefix)

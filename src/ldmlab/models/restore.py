@@ -14,6 +14,7 @@ from ldmlab.checkpoints import (
     read_checkpoint,
     stored_config,
 )
+from ldmlab.config.renamed import renamed_slot
 from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.runs.layout import resolve_run_checkpoint
 from ldmlab.sampling.samplers.base import Sampler
@@ -47,7 +48,8 @@ def ldm_architecture(checkpoint: dict, path: Path) -> dict:
     if not isinstance(module_config, dict) or FIRST_STAGE_CONFIG not in checkpoint \
             or not isinstance(module_config.get("first_stage"), dict):
         raise ConfigError(KEY, f"{path} is not an ldmlab stage-2 checkpoint", FIX)
-    module_config = _with_objective({k: v for k, v in module_config.items() if k != "optimizer"})
+    module_config = renamed_slot({k: v for k, v in module_config.items() if k != "optimizer"})
+    module_config = _with_objective(module_config)
     return {"module": module_config, FIRST_STAGE_CONFIG: checkpoint[FIRST_STAGE_CONFIG]}
 
 
@@ -56,7 +58,7 @@ def build_ldm(architecture: dict, path: Path | str) -> LatentDiffusionModule:
     checked against the allow-list first)."""
     if isinstance(architecture, DictConfig):  # handed over by Hydra (a stored first-stage argument)
         architecture = OmegaConf.to_container(architecture, resolve=False)
-    module_config = dict(architecture["module"])
+    module_config = renamed_slot(dict(architecture["module"]))  # a stored pre-rename architecture
     autoencoder_config = architecture[FIRST_STAGE_CONFIG]  # None: pixel space (first_stage=identity)
     check_targets(autoencoder_config, path, KEY)
     stored = {"autoencoder_config": autoencoder_config} if autoencoder_config is not None else {}

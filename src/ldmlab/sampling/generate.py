@@ -20,7 +20,7 @@ from ldmlab.utils.errors import ConfigError, part_key
 
 @torch.no_grad()
 def generate_latents(
-    unet: nn.Module,
+    backbone: nn.Module,
     conditioner: Conditioner,
     schedule: NoiseSchedule,
     parameterization: Parameterization,
@@ -61,7 +61,7 @@ def generate_latents(
         raise ConfigError(key, "gradient guidance reads images, but this model's forward process is "
                           "centred on x̂ (DiffuseVAE formulation 2)", f"{key}=cfg or {key}=none")
     form = sampler.gradient_form(schedule, horizon) if gradient else None
-    model = conditioned_model(unet, conditioner, condition, guided=uncond is not None or gradient)
+    model = conditioned_model(backbone, conditioner, condition, guided=uncond is not None or gradient)
     denoise = GuidedDenoiser(model, parameterization, schedule, cond, uncond, guidance, dict(condition), form,
                              centre)
     x = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
@@ -74,7 +74,7 @@ def generate_latents(
 
 
 CondAt = Callable[[Tensor], dict[str, Tensor]]
-"""t (B,) long → the UNet's cond dict at that step."""
+"""t (B,) long → the backbone's cond dict at that step."""
 
 
 def condition_at(conditioner: Conditioner, condition: Mapping[str, Any], batch_size: int | None = None
@@ -88,20 +88,20 @@ def condition_at(conditioner: Conditioner, condition: Mapping[str, Any], batch_s
 
 
 def conditioned_model(
-    unet: nn.Module, conditioner: Conditioner, condition: Mapping[str, Any], guided: bool = False
+    backbone: nn.Module, conditioner: Conditioner, condition: Mapping[str, Any], guided: bool = False
 ) -> nn.Module | Callable[[Tensor, Tensor, dict[str, Tensor]], Tensor]:
-    """``unet``; for a time-dependent conditioner, a model that re-encodes ``condition`` at each
+    """``backbone``; for a time-dependent conditioner, a model that re-encodes ``condition`` at each
     step (``condition_at``) and ignores the precomputed cond (guidance, which batches precomputed
     conditions, is refused there)."""
     if not conditioner.time_dependent:
-        return unet
+        return backbone
     if guided:
         raise ConfigError(part_key("guidance"), "this model's condition depends on t (a time-conditioned "
                           "encoder), which guidance does not support", f"{part_key('guidance')}=none")
     cond_at = condition_at(conditioner, condition)
 
     def model(x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        return unet(x_t, t, cond_at(t))
+        return backbone(x_t, t, cond_at(t))
 
     return model
 

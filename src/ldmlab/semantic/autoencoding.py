@@ -46,8 +46,8 @@ class DiffusionAutoencoder:
         return condition_at(self.conditioner, condition)
 
     def denoiser(self, cond_at: CondAt) -> DenoiseFn:
-        unet = self.model["unet"]
-        return GuidedDenoiser(lambda x, t, _: unet(x, t, cond_at(t)), self.module.parameterization,
+        backbone = self.model["backbone"]
+        return GuidedDenoiser(lambda x, t, _: backbone(x, t, cond_at(t)), self.module.parameterization,
                               self.module.schedule, cond={})
 
     @torch.no_grad()

@@ -1,5 +1,5 @@
 """``first_stage=semantic``: the semantic latent space of a trained DiffAE-style model as a first
-stage, so the same engine trains DiffAE's "latent DDIM" over z_sem (with ``unet=mlp``)."""
+stage, so the same engine trains DiffAE's "latent DDIM" over z_sem (with ``backbone=mlp``)."""
 
 from __future__ import annotations
 
@@ -113,8 +113,9 @@ class SemanticFirstStage(FirstStageBase):
         generator = torch.Generator(device=z.device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         model = self.semantic
         side = model.resolution // model.first_stage.downsample_factor
+        shadow = model.ema.shadow
         return generate_images(
-            model.first_stage, unet=model.ema.shadow["unet"], conditioner=model.ema.shadow["conditioner"],
+            model.first_stage, backbone=shadow["backbone"], conditioner=shadow["conditioner"],
             schedule=model.schedule, parameterization=model.parameterization,
             sampler=DDIMSampler(self.decode_steps), condition={self.encoder.input_key: z},
             latent_shape=(model.first_stage.embed_dim, side, side), num_samples=len(z), generator=generator,

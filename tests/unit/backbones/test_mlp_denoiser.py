@@ -84,7 +84,7 @@ def test_vector_conditioner_is_compatible() -> None:
     assert set(cond) == {"vector"}
     x, t = inputs()
     assert net(x, t, cond).shape == (B, D, 1, 1)
-    with pytest.raises(ValueError, match="unet.vector_dim"):
+    with pytest.raises(ValueError, match="backbone.vector_dim"):
         conditioner.check_compatible(small_net())
 
 
@@ -94,13 +94,13 @@ def test_vector_conditioner_is_compatible() -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"context_dim": 8}, r"unet\.context_dim.*vector conditions only"),
-        ({"concat_channels": 2}, r"unet\.concat_channels.*vector conditions only"),
-        ({"model_channels": 0}, r"unet\.model_channels"),
-        ({"num_layers": 0}, r"unet\.num_layers"),
-        ({"in_channels": 0}, r"unet\.in_channels"),
-        ({"vector_dim": 0}, r"unet\.vector_dim"),
-        ({"dropout": 1.0}, r"unet\.dropout"),
+        ({"context_dim": 8}, r"backbone\.context_dim.*vector conditions only"),
+        ({"concat_channels": 2}, r"backbone\.concat_channels.*vector conditions only"),
+        ({"model_channels": 0}, r"backbone\.model_channels"),
+        ({"num_layers": 0}, r"backbone\.num_layers"),
+        ({"in_channels": 0}, r"backbone\.in_channels"),
+        ({"vector_dim": 0}, r"backbone\.vector_dim"),
+        ({"dropout": 1.0}, r"backbone\.dropout"),
     ],
 )
 def test_bad_config_names_the_key(overrides: dict, match: str) -> None:
@@ -112,13 +112,13 @@ def test_bad_config_names_the_key(overrides: dict, match: str) -> None:
     ("x", "t", "cond", "match"),
     [
         (torch.randn(B, D, 2, 2), None, {}, r"h = w = 1"),
-        (torch.randn(B, D + 1, 1, 1), None, {}, r"unet\.in_channels"),
-        (torch.randn(B, D), None, {}, r"unet\.in_channels"),
+        (torch.randn(B, D + 1, 1, 1), None, {}, r"backbone\.in_channels"),
+        (torch.randn(B, D), None, {}, r"backbone\.in_channels"),
         (None, torch.tensor([1]), {}, r"t must have shape"),
         (None, None, {"label": torch.zeros(B)}, "unknown keys"),
-        (None, None, {"crossattn": torch.randn(B, 2, 8)}, r"unet\.context_dim"),
-        (None, None, {"concat": torch.randn(B, 2, 1, 1)}, r"unet\.concat_channels"),
-        (None, None, {"vector": torch.randn(B, V)}, r"unet\.vector_dim"),
+        (None, None, {"crossattn": torch.randn(B, 2, 8)}, r"backbone\.context_dim"),
+        (None, None, {"concat": torch.randn(B, 2, 1, 1)}, r"backbone\.concat_channels"),
+        (None, None, {"vector": torch.randn(B, V)}, r"backbone\.vector_dim"),
     ],
 )
 def test_bad_inputs_are_rejected(x, t, cond: dict, match: str) -> None:
@@ -130,37 +130,37 @@ def test_bad_inputs_are_rejected(x, t, cond: dict, match: str) -> None:
 def test_vector_cond_must_be_present_with_the_right_shape() -> None:
     x, t = inputs()
     net = small_net(vector_dim=V)
-    with pytest.raises(ValueError, match=r"unet\.vector_dim=3 but cond has no 'vector'"):
+    with pytest.raises(ValueError, match=r"backbone\.vector_dim=3 but cond has no 'vector'"):
         net(x, t, {})
-    with pytest.raises(ValueError, match=r"unet\.vector_dim"):
+    with pytest.raises(ValueError, match=r"backbone\.vector_dim"):
         net(x, t, {"vector": torch.randn(B, V + 1)})
 
 
 # --- configs -------------------------------------------------------------------------------
 
 
-def test_unet_mlp_yaml_instantiates() -> None:
-    node = OmegaConf.load(f"{CONF_DIR}/unet/mlp.yaml")
-    cfg = OmegaConf.create({"first_stage_embed_dim": 16, "unet": node})
-    net = instantiate(cfg.unet)
+def test_backbone_mlp_yaml_instantiates() -> None:
+    node = OmegaConf.load(f"{CONF_DIR}/backbone/mlp.yaml")
+    cfg = OmegaConf.create({"first_stage_embed_dim": 16, "backbone": node})
+    net = instantiate(cfg.backbone)
     assert isinstance(net, MLPDenoiser)
     assert (net.in_channels, net.out_channels, net.context_dim, net.vector_dim) == (16, 16, None, None)
     assert (net.model_channels, net.num_layers, net.concat_channels) == (512, 6, 0)
     assert net(torch.randn(2, 16, 1, 1), torch.tensor([3, 900])).shape == (2, 16, 1, 1)
 
 
-def test_train_ldm_composes_with_unet_mlp() -> None:
-    cfg = compose_config("train_ldm", ["unet=mlp", "first_stage=identity", "conditioner=class_vector",
-                                       "unet.model_channels=32", "unet.num_layers=2"])
-    net, conditioner = instantiate(cfg.unet), instantiate(cfg.conditioner)
+def test_train_ldm_composes_with_backbone_mlp() -> None:
+    cfg = compose_config("train_ldm", ["backbone=mlp", "first_stage=identity", "conditioner=class_vector",
+                                       "backbone.model_channels=32", "backbone.num_layers=2"])
+    net, conditioner = instantiate(cfg.backbone), instantiate(cfg.conditioner)
     assert isinstance(net, MLPDenoiser) and net.in_channels == cfg.data.channels
     conditioner.check_compatible(net)
     cond = conditioner.eval()({"label": torch.tensor([1, 7])})
     assert net(torch.randn(2, net.in_channels, 1, 1), torch.tensor([5, 6]), cond).shape == (2, 1, 1, 1)
     # the default conditioner is cross-attention: the mlp denoiser refuses it by name
-    cross = compose_config("train_ldm", ["unet=mlp", "first_stage=identity"])
-    with pytest.raises(Exception, match=r"unet\.context_dim"):
-        instantiate(cross.unet)
+    cross = compose_config("train_ldm", ["backbone=mlp", "first_stage=identity"])
+    with pytest.raises(Exception, match=r"backbone\.context_dim"):
+        instantiate(cross.backbone)
 
 
 # --- learning a toy distribution -------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_learns_a_gaussian_mixture_with_the_real_objective_and_ddim() -> None:
     schedule = LinearSchedule(num_timesteps=1000)
     objective = DiffusionObjective(EpsParameterization(), UniformWeighting(), DiffusionLoss("l2"))
     net = MLPDenoiser(2, 2, model_channels=128, num_layers=3)
-    model = nn.ModuleDict({"unet": net, "conditioner": Conditioner()})
+    model = nn.ModuleDict({"backbone": net, "conditioner": Conditioner()})
     steps = 1000
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)

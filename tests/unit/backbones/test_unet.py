@@ -151,12 +151,12 @@ def test_masked_context_has_no_influence() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"attention_resolutions": [4]}, "unet.attention_resolutions"),
-        ({"num_heads": 3}, "unet.num_heads"),
-        ({"channel_mult": []}, "unet.channel_mult"),
-        ({"num_res_blocks": 0}, "unet.num_res_blocks"),
-        ({"context_dim": 0}, "unet.context_dim"),
-        ({"concat_channels": -1}, "unet.concat_channels"),
+        ({"attention_resolutions": [4]}, "backbone.attention_resolutions"),
+        ({"num_heads": 3}, "backbone.num_heads"),
+        ({"channel_mult": []}, "backbone.channel_mult"),
+        ({"num_res_blocks": 0}, "backbone.num_res_blocks"),
+        ({"context_dim": 0}, "backbone.context_dim"),
+        ({"concat_channels": -1}, "backbone.concat_channels"),
     ],
 )
 def test_bad_config_names_the_key(overrides: dict, key: str) -> None:
@@ -171,9 +171,9 @@ def _without(key: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("config", "cond", "match"),
     [
-        ({}, {"crossattn": torch.randn(B, 6, 12)}, "unet.context_dim"),
-        ({}, {"vector": torch.randn(B, 5)}, "unet.vector_dim"),
-        ({}, {"concat": torch.randn(B, 4, H, H)}, "unet.concat_channels"),
+        ({}, {"crossattn": torch.randn(B, 6, 12)}, "backbone.context_dim"),
+        ({}, {"vector": torch.randn(B, 5)}, "backbone.vector_dim"),
+        ({}, {"concat": torch.randn(B, 4, H, H)}, "backbone.concat_channels"),
         ({}, {"label": torch.zeros(B)}, "unknown keys"),
         (
             FULL_COND,
@@ -181,11 +181,11 @@ def _without(key: str) -> dict[str, torch.Tensor]:
             "context_dim",
         ),
         (FULL_COND, _without("crossattn"), "no 'crossattn'"),
-        (FULL_COND, _without("vector"), "unet.vector_dim"),
-        (FULL_COND, _without("concat"), "unet.concat_channels"),
+        (FULL_COND, _without("vector"), "backbone.vector_dim"),
+        (FULL_COND, _without("concat"), "backbone.concat_channels"),
         (FULL_COND, _without("concat") | {"concat": torch.randn(B, 3, H, H)}, "concat_channels"),
         (FULL_COND, _without("concat") | {"concat": torch.randn(B, 4, 4, 4)}, "concat"),
-        (FULL_COND, _without("vector") | {"vector": torch.randn(B, 6)}, "unet.vector_dim"),
+        (FULL_COND, _without("vector") | {"vector": torch.randn(B, 6)}, "backbone.vector_dim"),
         (
             FULL_COND,
             _without("crossattn_mask") | {"crossattn_mask": torch.zeros(B, 6, dtype=torch.bool)},
@@ -203,9 +203,9 @@ def test_bad_cond_is_rejected(config: dict, cond: dict, match: str) -> None:
 def test_bad_x_and_t_are_rejected() -> None:
     net = tiny_unet()
     x, t = inputs()
-    with pytest.raises(ValueError, match="unet.in_channels"):
+    with pytest.raises(ValueError, match="backbone.in_channels"):
         net(torch.randn(B, C + 1, H, H), t)
-    with pytest.raises(ValueError, match="unet.channel_mult"):
+    with pytest.raises(ValueError, match="backbone.channel_mult"):
         net(torch.randn(B, C, 7, 7), t)
     with pytest.raises(ValueError, match=r"t must have shape"):
         net(x, t[:1])

@@ -15,7 +15,7 @@ from ldmlab.utils.errors import ConfigError
 from tests.conftest import CONF_DIR
 
 # The groups whose nodes end up in the configs that checkpoints are rebuilt from.
-GROUPS = ("autoencoder", "unet", "conditioner", "diffusion", "sampler", "data", "first_stage")
+GROUPS = ("autoencoder", "backbone", "conditioner", "diffusion", "sampler", "data", "first_stage")
 TRAINING_ONLY = ("autoencoder/loss",)  # stage 1's loss: built by train_ae only, never from a checkpoint
 # Stage-2 module targets stored in every train_ldm checkpoint (module node without the optimizer).
 MODULE_TARGETS = {"ldmlab.models.ldm.LatentDiffusionModule", "ldmlab.diffusion.loss.DiffusionLoss"}

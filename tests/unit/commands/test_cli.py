@@ -37,11 +37,11 @@ def test_unknown_option_lists_the_options_and_the_fix_composes():
 
 
 def test_unexpected_keyword_is_a_user_error_naming_the_node():
-    cfg = compose_config("train_ldm", ["+unet.not_an_arg=1"])
+    cfg = compose_config("train_ldm", ["+backbone.not_an_arg=1"])
     with pytest.raises(InstantiationException) as info:
-        instantiate(cfg.unet)
+        instantiate(cfg.backbone)
     err = user_error(info.value)
-    assert isinstance(err, ConfigError) and err.key == "unet" and "not_an_arg" in str(err)
+    assert isinstance(err, ConfigError) and err.key == "backbone" and "not_an_arg" in str(err)
 
 
 class _Broken:

@@ -221,7 +221,7 @@ def test_conditioner_output_drives_a_compatible_unet() -> None:
 
 def test_check_compatible_names_every_mismatched_key() -> None:
     unet = UNet(3, 3, 16, [1, 2], 1, [2], 2, context_dim=32)
-    with pytest.raises(ValueError, match="unet.context_dim=32.*unet.vector_dim.*concat_channels"):
+    with pytest.raises(ValueError, match="backbone.context_dim=32.*backbone.vector_dim.*concat_channels"):
         full_conditioner().check_compatible(unet)
 
 

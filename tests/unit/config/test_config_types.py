@@ -35,7 +35,7 @@ TABLES = {"train_ae": settings.TrainSettings, "train_ldm": settings.TrainSetting
           "invert": settings.InvertSettings, "interpolate": settings.InterpolateSettings,
           "export": settings.ExportSettings, "report": settings.ReportSettings}
 EXPERIMENTS = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
-GROUPS = [(g, p.stem) for g in ("conditioner", "first_stage", "unet", "sampler", "data", "trainer",
+GROUPS = [(g, p.stem) for g in ("conditioner", "first_stage", "backbone", "sampler", "data", "trainer",
                                  "callbacks") for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
 GUIDANCE = sorted(p.stem for p in Path(CONF_DIR, "guidance").glob("*.yaml"))
 SHIPPED = ([(name, ()) for name in TABLES]

@@ -25,7 +25,7 @@ def test_experiment_composes_and_instantiates(experiment):
     assert cfg.trainer.max_epochs > 0
     datamodule = instantiate(cfg.data)
     assert datamodule.resolution > 0
-    network = instantiate(cfg.autoencoder if task_of(experiment) == "train_ae" else cfg.unet)
+    network = instantiate(cfg.autoencoder if task_of(experiment) == "train_ae" else cfg.backbone)
     assert sum(p.numel() for p in network.parameters()) > 0
 
 
@@ -105,12 +105,12 @@ def _blocks(node, path=()):
 # guidance-sweep searches' Hydra settings.
 SHARED_BY_DESIGN = {
     ("autoencoder/f4.yaml:encoder", "conditioner/semantic.yaml:conditioner.embedders.z_sem"),
+    ("backbone/small.yaml:", "noisy_classifier/small.yaml:"),
     ("evaluate.yaml:", "interpolate.yaml:"), ("evaluate.yaml:", "invert.yaml:"),
     ("evaluate.yaml:", "sample.yaml:"),
     ("experiment/cfg_sweep_fmnist.yaml:", "hparams_search/cfg_optuna.yaml:"),
     ("export.yaml:", "invert.yaml:"), ("export.yaml:", "sample.yaml:"), ("interpolate.yaml:", "invert.yaml:"),
     ("interpolate.yaml:", "sample.yaml:"), ("invert.yaml:", "sample.yaml:"),
-    ("noisy_classifier/small.yaml:", "unet/small.yaml:"),
     ("train_ae.yaml:", "train_noisy_classifier.yaml:"), ("train_ldm.yaml:", "train_noisy_classifier.yaml:"),
     ("train_ldm.yaml:module", "train_noisy_classifier.yaml:module"),
 }

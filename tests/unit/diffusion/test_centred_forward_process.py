@@ -54,7 +54,7 @@ def test_centred_q_has_the_closed_form_moments(t):
 
 def test_objective_regresses_the_residual_with_the_centred_input():
     unet = Recorder()
-    model = nn.ModuleDict({"unet": unet, "conditioner": Conditioner({"x_hat": Centre()})})
+    model = nn.ModuleDict({"backbone": unet, "conditioner": Conditioner({"x_hat": Centre()})})
     objective = DiffusionObjective(X0Parameterization(), UniformWeighting(), DiffusionLoss())
     x0, x_hat = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
     torch.manual_seed(0)
@@ -73,7 +73,7 @@ def test_sampling_walks_the_residual_from_x_hat_and_adds_it_back():
     x̂ + r_T/sqrt(ᾱ_{T−1}) with r_T the initial noise; the network first sees r_T + x̂."""
     unet, x_hat = Recorder(), torch.randn(3, 1, 4, 4)
     conditioner = Conditioner({"x_hat": Centre()}).eval()
-    out = generate_latents(unet=unet, conditioner=conditioner, schedule=SCHEDULE,
+    out = generate_latents(backbone=unet, conditioner=conditioner, schedule=SCHEDULE,
                            parameterization=EpsParameterization(), sampler=DDIMSampler(4),
                            condition={"x_hat": x_hat}, latent_shape=(1, 4, 4), num_samples=3,
                            generator=torch.Generator().manual_seed(5))
@@ -100,7 +100,7 @@ class TowardZero(GradientGuidance):
 
 def test_gradient_guidance_is_refused_on_a_centred_process():
     with pytest.raises(ConfigError) as bad:
-        generate_latents(unet=Recorder(), conditioner=Conditioner({"x_hat": Centre()}).eval(),
+        generate_latents(backbone=Recorder(), conditioner=Conditioner({"x_hat": Centre()}).eval(),
                          schedule=SCHEDULE, parameterization=EpsParameterization(), sampler=DDIMSampler(2),
                          condition={"x_hat": torch.zeros(1, 1, 4, 4)}, latent_shape=(1, 4, 4),
                          num_samples=1, guidance=TowardZero(1.0).prepare(None))

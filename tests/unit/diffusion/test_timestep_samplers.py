@@ -91,7 +91,7 @@ def test_objective_is_the_closed_form_loss_with_its_draw_order():
     written out by hand (v target, min-SNR weights), so existing runs reproduce bit for bit."""
     objective = DiffusionObjective(VParameterization(), MinSNRWeighting("v", 5.0), DiffusionLoss("l2"),
                                    TruncatedTimesteps(400))
-    model = nn.ModuleDict({"unet": Affine(), "conditioner": Conditioner()})
+    model = nn.ModuleDict({"backbone": Affine(), "conditioner": Conditioner()})
     x0 = torch.randn(8, 2, 4, 4)
     torch.manual_seed(3)
     loss = objective(model, x0, {"image": x0}, SCHEDULE)
@@ -107,4 +107,4 @@ def test_objective_is_the_closed_form_loss_with_its_draw_order():
     expected = (weights * (output - target).square().flatten(1).mean(1)).mean()
     torch.testing.assert_close(loss, expected)
     loss.backward()
-    assert model["unet"].a.grad is not None and float(model["unet"].a.grad.abs()) > 0
+    assert model["backbone"].a.grad is not None and float(model["backbone"].a.grad.abs()) > 0

@@ -170,7 +170,7 @@ def test_classifier_gradient_raises_log_p_of_the_target_class(ldm):
     x_t = torch.randn(6, ldm.first_stage.embed_dim, latent, latent)
     t, labels = torch.full((6,), 400), torch.arange(6)
     cond = ldm.ema.shadow["conditioner"].eval()({"label": labels})
-    unet = ldm.ema.shadow["unet"].eval()
+    unet = ldm.ema.shadow["backbone"].eval()
     denoisers = [
         GuidedDenoiser(
             unet,

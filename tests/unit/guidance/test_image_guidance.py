@@ -200,7 +200,7 @@ def test_one_guided_denoiser_call_moves_x0_toward_the_target(ldm, truth, transfo
                              box=BOX if transform == "mask" else None, detach_unet=detach_unet)
     bound = guidance.prepare(context_of(ldm))
     (term,) = bound.gradients
-    net, conditioner = ldm.ema.shadow["unet"], ldm.ema.shadow["conditioner"]
+    net, conditioner = ldm.ema.shadow["backbone"], ldm.ema.shadow["conditioner"]
     condition = guided_condition(conditioner, guidance, 4)
     cond = conditioner(condition, batch_size=4)
     x_t, t = torch.randn(4, 4, 8, 8), torch.full((4,), 300)

@@ -69,9 +69,9 @@ def test_wrong_mapping_is_detected() -> None:
         assert_same_outputs(unet, theirs, *inputs(unet))
 
 
-@pytest.mark.parametrize(("change", "key"), [({"context_dim": None}, "unet.context_dim"),
-                                             ({"model_channels": 16}, "unet.model_channels"),
-                                             ({"channel_mult": [2, 2]}, "unet.channel_mult")])
+@pytest.mark.parametrize(("change", "key"), [({"context_dim": None}, "backbone.context_dim"),
+                                             ({"model_channels": 16}, "backbone.model_channels"),
+                                             ({"channel_mult": [2, 2]}, "backbone.channel_mult")])
 def test_inexpressible_unet_is_config_error(change: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         to_diffusers_unet(UNet(4, 4, **(CROSS | change)))

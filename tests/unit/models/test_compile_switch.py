@@ -17,9 +17,9 @@ def _module(ae, compile: bool):
 
 def test_compile_switch_keeps_parameters_and_checkpoint_keys(tiny_ae_ckpt):
     eager, compiled = _module(tiny_ae_ckpt, False), _module(tiny_ae_ckpt, True)
-    assert compiled.model["unet"]._compiled_call_impl is not None
-    assert eager.model["unet"]._compiled_call_impl is None
-    assert compiled.ema.shadow["unet"]._compiled_call_impl is None
+    assert compiled.model["backbone"]._compiled_call_impl is not None
+    assert eager.model["backbone"]._compiled_call_impl is None
+    assert compiled.ema.shadow["backbone"]._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())
 
 
@@ -27,7 +27,7 @@ def test_compile_switch_keeps_parameters_and_checkpoint_keys(tiny_ae_ckpt):
 def test_compiled_unet_computes_the_eager_output(tiny_ae_ckpt):
     torch.manual_seed(0)
     module = _module(tiny_ae_ckpt, True)
-    unet, twin = module.model["unet"], module.ema.shadow["unet"]
+    unet, twin = module.model["backbone"], module.ema.shadow["backbone"]
     for p in unet.parameters():
         p.data.normal_(0, 0.05)
     twin.load_state_dict(unet.state_dict())

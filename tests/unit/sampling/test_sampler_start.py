@@ -81,7 +81,7 @@ class Recorder(nn.Module):
 
 def test_generate_latents_noises_the_init_to_t_prime_minus_one_with_its_generator():
     unet, init = Recorder(), torch.randn(3, 2, 4, 4)
-    kwargs = dict(unet=unet, conditioner=Conditioner(), schedule=SCHEDULE,
+    kwargs = dict(backbone=unet, conditioner=Conditioner(), schedule=SCHEDULE,
                   parameterization=EpsParameterization(), sampler=DDIMSampler(5), condition={},
                   latent_shape=(2, 4, 4), num_samples=3)
     generate_latents(**kwargs, generator=torch.Generator().manual_seed(7), init=init, horizon=250)

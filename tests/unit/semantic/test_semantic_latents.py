@@ -43,14 +43,14 @@ def encoder(posterior: str = "deterministic", time_conditioned: bool = False, in
 
 
 def small_unet(seed: int = 1) -> UNet:
-    """conf/unet/small.yaml, narrowed, for 1-channel inputs and a D-dim vector condition."""
+    """conf/backbone/small.yaml, narrowed, for 1-channel inputs and a D-dim vector condition."""
     torch.manual_seed(seed)
     return UNet(in_channels=1, out_channels=1, model_channels=16, channel_mult=[1, 2], num_res_blocks=1,
                 attention_resolutions=[2], num_heads=2, vector_dim=D, context_dim=None)
 
 
 def model_of(embedder: SemanticEncoderEmbedder) -> nn.ModuleDict:
-    return nn.ModuleDict({"unet": small_unet(), "conditioner": Conditioner({"z_sem": embedder})})
+    return nn.ModuleDict({"backbone": small_unet(), "conditioner": Conditioner({"z_sem": embedder})})
 
 
 def randomise_out_conv(unet: UNet) -> None:
@@ -362,7 +362,7 @@ def grads_after_one_step(model: nn.ModuleDict, objective: nn.Module, x0: torch.T
     torch.manual_seed(0)
     objective(model, x0, {"image": x0}, SCHEDULE).backward()
     optimizer.step()
-    assert model["unet"].out[-1].weight.abs().sum() > 0
+    assert model["backbone"].out[-1].weight.abs().sum() > 0
     optimizer.zero_grad()
     torch.manual_seed(1)
     objective(model, x0, {"image": x0}, SCHEDULE).backward()
@@ -413,7 +413,7 @@ def test_time_conditioned_encoder_needs_the_representation_objective():
 
 def test_weight_zero_deterministic_objective_equals_the_plain_objective():
     model = model_of(encoder("deterministic")).train()
-    randomise_out_conv(model["unet"])
+    randomise_out_conv(model["backbone"])
     x0 = images(b=4)
     plain = DiffusionObjective(**objective_parts())
     representation = RepresentationObjective(**objective_parts(), regularizer=InfoRegularizer(weight=0.0))
@@ -430,7 +430,7 @@ def test_weight_zero_deterministic_objective_equals_the_plain_objective():
 def test_regularised_objective_adds_the_kl_of_the_same_posterior(time_conditioned):
     embedder = encoder("gaussian", time_conditioned=time_conditioned)
     model = model_of(embedder).train()
-    randomise_out_conv(model["unet"])
+    randomise_out_conv(model["backbone"])
     x0 = images(b=4)
     weight = 0.5
     losses = {}
@@ -451,7 +451,7 @@ def test_regularised_objective_adds_the_kl_of_the_same_posterior(time_conditione
 def test_gaussian_objective_draws_t_then_the_posterior_then_the_noise(time_conditioned):
     embedder = encoder("gaussian", time_conditioned=time_conditioned)
     model = model_of(embedder).train()
-    randomise_out_conv(model["unet"])
+    randomise_out_conv(model["backbone"])
     x0 = images(b=4)
     objective = RepresentationObjective(**objective_parts(), regularizer=InfoRegularizer(weight=0.0))
     torch.manual_seed(0)
@@ -462,7 +462,7 @@ def test_gaussian_objective_draws_t_then_the_posterior_then_the_noise(time_condi
     mean, logvar = embedder.posterior(x0, t if time_conditioned else None)
     z = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
     noise = torch.randn_like(x0)
-    output = model["unet"](SCHEDULE.q_sample(x0, t, noise), t, model["conditioner"]({"z_sem": z}))
+    output = model["backbone"](SCHEDULE.q_sample(x0, t, noise), t, model["conditioner"]({"z_sem": z}))
     torch.testing.assert_close(loss, (output - noise).square().mean())
     torch.testing.assert_close(model["conditioner"]({"z_sem": z})["vector"], z)  # p_uncond 0: no drop
     assert not torch.allclose(z, mean)
@@ -483,7 +483,7 @@ def test_deterministic_encoder_with_a_kl_term_is_refused():
 def test_objective_without_its_encoder_names_the_key(embedders):
     built = {name: encoder() if kind == "semantic" else ClassEmbedder(3, D, output_type="vector")
              for name, kind in embedders.items()}
-    model = nn.ModuleDict({"unet": small_unet(), "conditioner": Conditioner(built)}).train()
+    model = nn.ModuleDict({"backbone": small_unet(), "conditioner": Conditioner(built)}).train()
     name = "label" if "label" in built else "semantic"
     objective = RepresentationObjective(**objective_parts(), regularizer=InfoRegularizer(), encoder=name)
     with pytest.raises(ConfigError) as bad:
