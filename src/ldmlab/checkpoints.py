@@ -44,6 +44,8 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.nn.decoder.Decoder",
     "ldmlab.backbones.unet.UNet",
     "ldmlab.backbones.mlp.MLPDenoiser",
+    "ldmlab.backbones.dit.DiT",
+    "ldmlab.backbones.uvit.UViT",
     "ldmlab.conditioning.conditioner.Conditioner",
     "ldmlab.conditioning.class_embedder.ClassEmbedder",
     "ldmlab.conditioning.concat_embedder.ConcatEmbedder",

@@ -107,3 +107,18 @@ def _check_shape(
             f"{name} must have shape {pretty}, got {tuple(tensor.shape)}; check {config_key} "
             "against the conditioner and the batch size against x"
         )
+
+
+def check_context_mask(cond: dict[str, torch.Tensor]) -> None:
+    """Raise unless ``cond["crossattn_mask"]`` is a bool (B, L) mask of ``cond["crossattn"]`` that
+    keeps ≥ 1 position per sample (that last check only on CPU: elsewhere it is a host sync)."""
+    mask = cond["crossattn_mask"]
+    if "crossattn" not in cond:
+        raise ValueError("cond['crossattn_mask'] given without cond['crossattn']")
+    if mask.dtype != torch.bool or mask.shape != cond["crossattn"].shape[:2]:
+        raise ValueError(
+            f"cond['crossattn_mask'] must be bool (B, L)={tuple(cond['crossattn'].shape[:2])}, "
+            f"got {mask.dtype} {tuple(mask.shape)}"
+        )
+    if mask.device.type == "cpu" and not bool(mask.any(dim=1).all()):
+        raise ValueError("cond['crossattn_mask'] masks every position of some sample; keep ≥ 1")

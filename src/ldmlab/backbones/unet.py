@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ldmlab.backbones.base import Denoiser, check_cond_entry
+from ldmlab.backbones.base import Denoiser, check_cond_entry, check_context_mask
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.nn.attention import SelfAttention2d
 from ldmlab.nn.embeddings import TimestepEmbedder
@@ -166,7 +166,7 @@ class UNet(Denoiser):
         for key, (config_key, built, shape) in expected.items():
             check_cond_entry(cond, key, config_key, built, shape)
         if "crossattn_mask" in cond:
-            _check_context_mask(cond, b)
+            check_context_mask(cond)
 
     def _check_config(
         self,
@@ -214,15 +214,3 @@ class UNet(Denoiser):
                     "attention level (backbone.model_channels × backbone.channel_mult)"
                 )
 
-
-def _check_context_mask(cond: dict[str, torch.Tensor], batch_size: int) -> None:
-    mask = cond["crossattn_mask"]
-    if "crossattn" not in cond:
-        raise ValueError("cond['crossattn_mask'] given without cond['crossattn']")
-    if mask.dtype != torch.bool or mask.shape != cond["crossattn"].shape[:2]:
-        raise ValueError(
-            f"cond['crossattn_mask'] must be bool (B, L)={tuple(cond['crossattn'].shape[:2])}, "
-            f"got {mask.dtype} {tuple(mask.shape)}"
-        )
-    if mask.device.type == "cpu" and not bool(mask.any(dim=1).all()):  # no host sync on accelerators
-        raise ValueError("cond['crossattn_mask'] masks every position of some sample; keep ≥ 1")
