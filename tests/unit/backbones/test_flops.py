@@ -9,6 +9,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from ldmlab.backbones.dit import DiT
 from ldmlab.backbones.flops import forward_flops_per_image, train_flops_per_image
 from ldmlab.backbones.mlp import MLPDenoiser
 from tests.unit.backbones.test_unet import FULL_COND, tiny_unet
@@ -68,3 +69,9 @@ def test_a_ldm_sized_unet_counts_on_meta_in_a_second():
     # the conv_in alone: 3×3 kernel, 4 → 320 channels at 32×32
     assert flops > 2 * 9 * 4 * 320 * 32 * 32
     assert forward_flops_per_image(net, 16) < flops / 3  # conv cost ∝ pixels: ¼ at half the side
+
+
+def test_dit_xl2_costs_the_papers_118_6_gmacs_per_256px_image():
+    with torch.device("meta"):  # 675M parameters, never allocated
+        dit = DiT(4, 8, 32, 2, hidden_size=1152, depth=28, num_heads=16, vector_dim=1152)
+    assert forward_flops_per_image(dit, 32) / 2e9 == pytest.approx(118.6, abs=0.05)  # paper: MACs
