@@ -6,18 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from ldmlab.models.restore import load_ldm
+from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.samplers.ddim import DDIMSampler
 from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
 
 # diffusers has one GroupNorm group count: widths that are multiples of 32 (the fixtures' 16 are not)
 WIDE_AE = [a for a in TINY_AE if not a.startswith("autoencoder.encoder.ch=")] + ["autoencoder.encoder.ch=32"]
 WIDE_LDM = [a for a in TINY_LDM if not a.startswith("backbone.model_channels=")]
 WIDE_LDM += ["backbone.model_channels=32"]
+# a transformer backbone, class labels added to the time embedding (DiT's conditioning)
+PATCH_LDM = [a for a in TINY_LDM if not a.startswith(("backbone.", "conditioner_context_dim="))]
+PATCH_LDM += ["conditioner=class_vector", "backbone.hidden_size=32", "backbone.num_heads=2", "logger=none"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +37,20 @@ def exportable(tmp_path_factory, fmnist_dir) -> dict[str, Path]:
                   config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return {"ae": ae, "ldm": next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt")), "logs": log_dir}
+
+
+@pytest.fixture(scope="module")
+def patch_runs(tmp_path_factory, exportable) -> dict[str, Path]:
+    """Tiny DiT and U-ViT stage-2 runs on the exportable autoencoder: their last checkpoints."""
+    ckpts = {}
+    for backbone, depth in (("dit", 2), ("uvit", 3)):
+        log_dir = tmp_path_factory.mktemp(f"{backbone}_logs")
+        args = [f"first_stage.ckpt={exportable['ae']}", f"backbone={backbone}", f"backbone.depth={depth}",
+                *PATCH_LDM]
+        out = run_cli("ldmlab.commands.train", args, log_dir, config_name="train_ldm")
+        assert out.returncode == 0, out.stderr[-3000:]
+        ckpts[backbone] = next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt"))
+    return ckpts
 
 
 def export(args: list[str], log_dir: Path):
@@ -169,3 +189,54 @@ def test_out_that_is_a_link_or_a_file_is_one_line_before_any_work(exportable, tm
     fixed = export([f"ckpt={exportable['ae']}", line.split("Fix: ")[1]], exportable["logs"])
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == []  # nothing through the link
+
+
+@torch.no_grad()
+def test_dit_export_reloads_denoises_like_ldmlab_and_runs_in_dit_pipeline(patch_runs, exportable, tmp_path):
+    out = tmp_path / "exported_dit"
+    result = export([f"ckpt={patch_runs['dit']}", f"out={out}"], exportable["logs"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["conditioner", "export.json", "scheduler", "transformer",
+                                                     "vae"]
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["parts"] == ["transformer", "scheduler", "conditioner", "vae"]
+    assert summary["max_abs_diff"]["transformer"] <= 1e-5
+
+    module = load_ldm(patch_runs["dit"])
+    dit, conditioner = module.ema.shadow["backbone"].eval(), module.ema.shadow["conditioner"].eval()
+    assert dit.final.linear.weight.abs().max() > 0  # trained: the zero-initialised output moved
+    transformer = DiTTransformer2DModel.from_pretrained(out / "transformer", low_cpu_mem_usage=False,
+                                                        local_files_only=True, use_safetensors=True).eval()
+    scheduler = DDIMScheduler.from_pretrained(out / "scheduler", local_files_only=True)
+    # one deterministic DDIM step from pure noise, labels 3, 7 and the CFG null (row num_classes)
+    labels, null = torch.tensor([3, 7]), conditioner.embedders["label"].num_classes
+    uncond = conditioner.unconditional({"label": labels[:1]})["vector"]
+    cond = {"vector": torch.cat([conditioner({"label": labels})["vector"], uncond])}
+    x = torch.randn(3, dit.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    sampler = DDIMSampler(steps=2)
+    first = sampler.transitions(module.schedule)[0]
+    t = torch.full((3,), first.t)
+    x0, eps = GuidedDenoiser(dit, module.parameterization, module.schedule, cond).predict(x, t)
+    ours = sampler.step(x, x0, eps, first, None, None)
+    scheduler.set_timesteps(2)
+    assert int(scheduler.timesteps[0]) == first.t
+    theirs_eps = transformer(x, timestep=t, class_labels=torch.cat([labels, torch.tensor([null])])).sample
+    torch.testing.assert_close(theirs_eps, eps, rtol=1e-5, atol=1e-5 * float(eps.abs().max()))
+    theirs = scheduler.step(theirs_eps, scheduler.timesteps[0], x).prev_sample
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5 * float(ours.abs().max()))
+
+    vae = AutoencoderKL.from_pretrained(out / "vae", low_cpu_mem_usage=False, local_files_only=True)
+    pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
+    images = pipe(class_labels=[3, 7], guidance_scale=1.0, num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (2, module.resolution, module.resolution, 1) and np.isfinite(images).all()
+
+
+def test_uvit_export_is_one_error_line_naming_backbone(patch_runs, exportable, tmp_path) -> None:
+    out = tmp_path / "never"
+    result = export([f"ckpt={patch_runs['uvit']}", f"out={out}"], exportable["logs"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0] == ("error: backbone: UViT has no diffusers equivalent. "
+                        "Fix: export a model trained with backbone=dit or backbone=small")
+    assert not out.exists() and temporaries(out) == []

@@ -1,12 +1,14 @@
 """Export a trained model to diffusers format: ``make export ARGS="ckpt=... out=exported/fmnist"``.
 
-A stage-2 (train_ldm) checkpoint gives ``out/unet`` (``UNet2DConditionModel``, EMA weights by
-default), ``out/scheduler`` (``DDIMScheduler`` with the trained noise schedule), ``out/conditioner``
-(the conditioner's weights + ``conditioner.json``: how to build ``encoder_hidden_states``) and
-``out/vae`` (``AutoencoderKL`` with the fitted latent scale); a stage-1 (train_ae) checkpoint gives
-``out/vae`` only. Every part is reloaded from disk and compared with ldmlab on fixed random inputs
-(``ldmlab.interop.diffusers_folder``); the max |diff| are printed and written to ``out/export.json``.
-A mismatch is a bug (RuntimeError).
+A stage-2 (train_ldm) checkpoint gives its denoiser (EMA weights by default) as ``out/unet``
+(``UNet2DConditionModel``) or, for a DiT, ``out/transformer`` (``DiTTransformer2DModel`` with the
+class table), plus ``out/scheduler`` (``DDIMScheduler`` with the trained noise schedule),
+``out/conditioner`` (the conditioner's weights + ``conditioner.json``: how to build the denoiser's
+inputs) and ``out/vae`` (``AutoencoderKL`` with the fitted latent scale); a stage-1 (train_ae)
+checkpoint gives ``out/vae`` only. A net diffusers cannot express (a U-ViT, a DiT with
+cross-attention, ...) refuses before anything is written. Every part is reloaded from disk and
+compared with ldmlab on fixed random inputs (``ldmlab.interop.diffusers_folder``); the max |diff|
+are printed and written to ``out/export.json``. A mismatch is a bug (RuntimeError).
 
 ``out`` is checked before any work (not a link, a file or under one); everything is built in a
 temporary folder beside it and swapped in only once every part has been checked, so a failed

@@ -1,9 +1,12 @@
 """A trained ldmlab model written as diffusers part folders, each reloaded and checked.
 
-Stage 2: ``unet`` (``UNet2DConditionModel``), ``scheduler`` (``DDIMScheduler``), ``conditioner``
-(weights + ``conditioner.json``) and, on a KL first stage, ``vae`` (``AutoencoderKL`` with the fitted
-latent scale); stage 1: ``vae`` only. Every part is reloaded from disk and compared with ldmlab on
-fixed random inputs; a mismatch is a bug (RuntimeError).
+Stage 2: the denoiser — a ``UNet`` as ``unet`` (``UNet2DConditionModel``), a ``DiT`` as
+``transformer`` (``DiTTransformer2DModel``, carrying the conditioner's class table) —,
+``scheduler`` (``DDIMScheduler``), ``conditioner`` (weights + ``conditioner.json``) and, on a KL
+first stage, ``vae`` (``AutoencoderKL`` with the fitted latent scale); stage 1: ``vae`` only.
+What diffusers has no twin for (a U-ViT, a DiT with cross-attention, ...) is a ``ConfigError``
+naming the key, raised before anything is written. Every part is reloaded from disk and compared
+with ldmlab on fixed random inputs; a mismatch is a bug (RuntimeError).
 """
 
 from __future__ import annotations
@@ -11,13 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiTTransformer2DModel, ModelMixin, UNet2DConditionModel
 
 from ldmlab.autoencoder.model import Autoencoder
+from ldmlab.backbones.base import Denoiser
+from ldmlab.backbones.dit import DiT
+from ldmlab.backbones.unet import UNet
+from ldmlab.conditioning.class_embedder import ClassEmbedder
+from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.first_stage.autoencoder import FirstStage
 from ldmlab.first_stage.identity import IdentityFirstStage
 from ldmlab.interop.autoencoder_kl import to_diffusers_vae
 from ldmlab.interop.conditioner import save_conditioner
+from ldmlab.interop.dit import assert_same_dit_outputs, label_table, to_diffusers_dit
 from ldmlab.interop.scheduler import to_diffusers_scheduler
 from ldmlab.interop.unet2d import assert_same_outputs, to_diffusers_unet
 from ldmlab.models.ldm import LatentDiffusionModule
@@ -35,33 +44,71 @@ def export_ldm(module: LatentDiffusionModule, stored_schedule: dict, out: Path, 
                          "from another generator's output; diffusers pipelines start from noise",
                          "export a model trained on every timestep")
     model = module.ema.shadow if use_ema else module.model
-    unet, conditioner, first_stage = model["backbone"].eval(), model["conditioner"].eval(), module.first_stage
+    backbone, conditioner = model["backbone"].eval(), model["conditioner"].eval()
+    first_stage = module.first_stage
     if not isinstance(first_stage, FirstStage | IdentityFirstStage):
         key = part_key("first_stage")
         raise ConfigError(key, f"{type(first_stage).__name__} has no diffusers equivalent",
                           f"export a model trained on a KL autoencoder ({key}=autoencoder)")
     latent_size = module.resolution // first_stage.downsample_factor
-    their_unet = to_diffusers_unet(unet, sample_size=latent_size)
+    name, theirs = diffusers_denoiser(backbone, conditioner, latent_size)
     scheduler, schedule_diff = to_diffusers_scheduler(module, stored_schedule)
     scaling_factor = float(first_stage.scale_factor) if isinstance(first_stage, FirstStage) else None
     vae = None if scaling_factor is None else to_diffusers_vae(first_stage.autoencoder, scaling_factor)
 
-    their_unet.save_pretrained(out / "unet", safe_serialization=True)
+    theirs.save_pretrained(out / name, safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
-    x = torch.randn(2, unet.in_channels, latent_size, latent_size, generator=generator)
-    t = torch.tensor([0, module.schedule.num_timesteps - 1])
-    reloaded = UNet2DConditionModel.from_pretrained(out / "unet", low_cpu_mem_usage=False,
-                                                    local_files_only=True, use_safetensors=True)
-    cond = _random_cond(unet, latent_size, generator)
-    diffs = {"unet": assert_same_outputs(unet, reloaded, x, t, cond, rtol),
-             "scheduler alphas_cumprod": schedule_diff,
+    num_timesteps = module.schedule.num_timesteps
+    if name == "transformer":
+        diff = _check_dit(backbone, label_table(conditioner), out / name, num_timesteps, rtol, generator)
+    else:
+        diff = _check_unet(backbone, out / name, latent_size, num_timesteps, rtol, generator)
+    diffs = {name: diff, "scheduler alphas_cumprod": schedule_diff,
              "conditioner": save_conditioner(conditioner, out / "conditioner")}
-    parts = ["unet", "scheduler", "conditioner"]
+    parts = [name, "scheduler", "conditioner"]
     if vae is not None:
         diffs["vae"] = save_vae(first_stage.autoencoder, vae, out / "vae", rtol, generator)
         parts.append("vae")
     return parts, diffs, {"stage": 2, "use_ema": use_ema, "scaling_factor": scaling_factor,
                           "latent_size": latent_size}
+
+
+def diffusers_denoiser(
+    backbone: Denoiser, conditioner: Conditioner, latent_size: int
+) -> tuple[str, ModelMixin]:
+    """(part folder name, diffusers twin of ``backbone``); a ``ConfigError`` naming the key when
+    diffusers cannot express it."""
+    if isinstance(backbone, DiT):
+        return "transformer", to_diffusers_dit(backbone, label_table(conditioner))
+    if isinstance(backbone, UNet):
+        return "unet", to_diffusers_unet(backbone, sample_size=latent_size)
+    key = part_key("backbone")
+    raise ConfigError(key, f"{type(backbone).__name__} has no diffusers equivalent",
+                      f"export a model trained with {key}=dit or {key}=small")
+
+
+def _check_unet(unet: UNet, folder: Path, side: int, num_timesteps: int, rtol: float,
+                generator: torch.Generator) -> float:
+    """Reload ``folder`` and compare with ``unet`` on random (2, C, side, side) latents at t = 0, T − 1."""
+    x = torch.randn(2, unet.in_channels, side, side, generator=generator)
+    t = torch.tensor([0, num_timesteps - 1])
+    reloaded = UNet2DConditionModel.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True,
+                                                    use_safetensors=True)
+    return assert_same_outputs(unet, reloaded, x, t, _random_cond(unet, side, generator), rtol)
+
+
+def _check_dit(dit: DiT, labels: ClassEmbedder, folder: Path, num_timesteps: int, rtol: float,
+               generator: torch.Generator) -> float:
+    """Reload ``folder`` and compare with ``dit`` on random latents at t = 0, random, T − 1 with
+    labels random, random and the null row."""
+    side = dit.input_size
+    x = torch.randn(3, dit.in_channels, side, side, generator=generator)
+    t = torch.tensor([0, int(torch.randint(num_timesteps, (), generator=generator)), num_timesteps - 1])
+    classes = torch.cat([torch.randint(labels.num_classes, (2,), generator=generator),
+                         torch.tensor([labels.num_classes])])
+    reloaded = DiTTransformer2DModel.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True,
+                                                     use_safetensors=True)
+    return assert_same_dit_outputs(dit, labels, reloaded.eval(), x, t, classes, rtol)
 
 
 def export_vae(autoencoder: Autoencoder, scaling_factor: float, out: Path, rtol: float,

@@ -5,7 +5,8 @@ diffusers keeps the timestep MLP and the label table inside every block's ``AdaL
 into ``to_q``/``to_k``/``to_v`` and takes class labels where ldmlab takes their embedding
 (``cond["vector"]`` = the conditioner's table row, of width ``hidden_size``). Expressible: fixed
 sin-cos positions, ``mlp_ratio`` 4, no cross-attention or concat inputs, a vector condition that
-is one ``ClassEmbedder``'s table; anything else is a ``FieldError`` naming the key.
+is one ``ClassEmbedder``'s table (``label_table`` finds it in a ``Conditioner``); anything else is
+a ``FieldError`` naming the key.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from diffusers import DiTTransformer2DModel
 
 from ldmlab.backbones.dit import DiT
 from ldmlab.conditioning.class_embedder import ClassEmbedder
+from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.utils.errors import FieldError, part_key
 
 # ldmlab DiT sub-module → diffusers (per block i)
@@ -29,6 +31,13 @@ def diffusers_dit_config(dit: DiT, num_classes: int) -> dict:
             "sample_size": dit.input_size, "patch_size": dit.patch_size, "num_embeds_ada_norm": num_classes,
             "norm_eps": 1e-6, "norm_type": "ada_norm_zero", "norm_elementwise_affine": False,
             "activation_fn": "gelu-approximate", "attention_bias": True}
+
+
+def label_table(conditioner: Conditioner) -> ClassEmbedder | None:
+    """The conditioner's one ``vector`` embedder when it is a ``ClassEmbedder`` (DiT's label
+    embedding), else None (no vector, several, or another kind: ``check_exportable`` refuses)."""
+    vectors = [e for e in conditioner.embedders.values() if e.output_type == "vector"]
+    return vectors[0] if len(vectors) == 1 and isinstance(vectors[0], ClassEmbedder) else None
 
 
 def check_exportable(dit: DiT, labels: ClassEmbedder | None) -> None:
