@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -72,9 +73,20 @@ def test_learned_logvar_is_optimised(fmnist_dir):
     assert any(p is module.loss.logvar for group in optimizer.param_groups for p in group["params"])
 
 
-def test_latent_diffusion_loss_falls_well_below_its_start(tiny_ae_ckpt, fmnist_dir):
+# Tiny denoisers of each family (~0.2-0.3M parameters). 150 Adam steps on one batch of 16 bring
+# the fixed-noise loss to 0.19 (UNet), 0.23 (DiT), 0.25 (U-ViT) of its start; an untrained or
+# input-blind net stays near 1 (the DiT's zero-initialised output gives exactly E[ε²] at start).
+TINY_BACKBONES = {
+    "unet": ["backbone.model_channels=16"],
+    "dit": ["backbone=dit", "backbone.hidden_size=64", "backbone.depth=2", "backbone.num_heads=2"],
+    "uvit": ["backbone=uvit", "backbone.hidden_size=64", "backbone.depth=3", "backbone.num_heads=2"],
+}
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+def test_latent_diffusion_loss_falls_well_below_its_start(backbone, tiny_ae_ckpt, fmnist_dir):
     torch.manual_seed(0)
-    cfg = compose_config("train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", "backbone.model_channels=16",
+    cfg = compose_config("train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", *TINY_BACKBONES[backbone],
                                        "conditioner_context_dim=32"])
     module = instantiate(cfg.module)
     batch = real_batch(fmnist_dir, 16)
@@ -96,4 +108,4 @@ def test_latent_diffusion_loss_falls_well_below_its_start(tiny_ae_ckpt, fmnist_d
         loss.backward()
         optimizer.step()
     end = fixed_loss()
-    assert end < 0.5 * start, (start, end)
+    assert 0.9 < start < 1.3 and end < start / 3, (start, end)

@@ -6,8 +6,10 @@ import itertools
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose_config
 
@@ -164,3 +166,81 @@ def test_groups_fill_the_same_keys_under_their_package_names():
     assert all(evaluate[key] == ldm.callbacks.guidance_sweep[key] for key in shared)
     assert {compose_config(name).seed for name in ("train_ae", "train_ldm", "train_classifier",
                                                    "train_noisy_classifier")} == {42}
+
+
+# Denoiser presets for image latents (backbone=mlp takes vector latents: its own experiments).
+BACKBONES = sorted(p.stem for p in (Path(CONF_DIR) / "backbone").glob("*.yaml") if p.stem != "mlp")
+CONDITIONERS = ["class", "class_vector", "text", "hybrid", "none"]
+TRANSFORMER_SIZES = {"dit": (128, 6, 4), "dit_s": (384, 12, 6), "dit_b": (768, 12, 12),
+                     "dit_l": (1024, 24, 16), "dit_xl": (1152, 28, 16), "uvit": (128, 7, 4)}
+
+
+def _composed_backbone(backbone: str, conditioner: str):
+    cfg = compose_config("train_ldm", [f"backbone={backbone}", f"conditioner={conditioner}", "logger=none"])
+    return cfg, OmegaConf.to_container(cfg.backbone, resolve=True)
+
+
+@pytest.mark.parametrize("conditioner", CONDITIONERS)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_composes_with_every_conditioner(backbone, conditioner):
+    """Compose only (the paper sizes are GPU-sized): the resolved sizes follow the conditioner;
+    a class_vector table is as wide as a transformer's hidden_size (added as is), 128 for a UNet."""
+    cfg, resolved = _composed_backbone(backbone, conditioner)
+    assert resolved["context_dim"] == (128 if conditioner in ("class", "text", "hybrid") else None)
+    assert resolved["concat_channels"] == (4 if conditioner == "hybrid" else 0)
+    if backbone in TRANSFORMER_SIZES:
+        sizes = (resolved["hidden_size"], resolved["depth"], resolved["num_heads"])
+        assert sizes == TRANSFORMER_SIZES[backbone]
+        assert resolved["input_size"] == 32 // 4 == cfg.data.resolution // cfg.first_stage_downsample_factor
+    width = resolved.get("hidden_size", 128)
+    assert resolved["vector_dim"] == (width if conditioner == "class_vector" else None)
+    if conditioner == "class_vector":
+        assert cfg.conditioner.embedders.label.embed_dim == width
+
+
+def test_the_latent_side_follows_the_data_resolution_and_the_first_stage():
+    _, resolved = _composed_backbone("dit", "none")
+    cfg = compose_config("train_ldm", ["backbone=dit", "data.resolution=64",
+                                       "first_stage_downsample_factor=8"])
+    assert resolved["input_size"] == 8 and cfg.backbone.input_size == 64 // 8
+
+
+def _random_weights(net: torch.nn.Module) -> None:
+    """Small random weights everywhere, so that the zero-initialised outputs (adaLN-Zero, DiT's
+    final layer, cross-attention outputs) let every input reach the output."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.05)
+
+
+def _condition(conditioner: str, n: int) -> dict:
+    """The batch entries the conditioner preset reads (labels, captions, the low-res image)."""
+    return {"label": torch.arange(n) % 10, "caption": [f"a photo of item {i}" for i in range(n)],
+            "lowres": torch.randn(n, 1, 8, 8)} if conditioner != "none" else {}
+
+
+@pytest.mark.parametrize("conditioner", CONDITIONERS)
+@pytest.mark.parametrize("backbone", ["dit", "uvit", "small"])
+def test_cpu_backbones_instantiate_and_denoise_with_every_conditioner(backbone, conditioner):
+    """Built from the composed config, the backbone takes the conditioner's output on latents of the
+    composed shape (B, first_stage_embed_dim, s, s), s = resolution / f; the condition reaches it."""
+    cfg, _ = _composed_backbone(backbone, conditioner)
+    net, cond_net = instantiate(cfg.backbone), instantiate(cfg.conditioner).eval()
+    cond_net.check_compatible(net)
+    side, n = cfg.data.resolution // cfg.first_stage_downsample_factor, 3
+    x, t = torch.randn(n, cfg.first_stage_embed_dim, side, side), torch.tensor([0, 500, 999])
+    _random_weights(net)
+    with torch.no_grad():
+        out = net(x, t, cond_net(_condition(conditioner, n), batch_size=n))
+        uncond = net(x, t, cond_net.unconditional(_condition(conditioner, n), batch_size=n))
+    assert out.shape == x.shape and out.isfinite().all()
+    assert (conditioner == "none") == torch.equal(out, uncond)
+    if conditioner == "class_vector":
+        table = cond_net.embedders.label.table
+        assert table.weight.shape == (11, net.vector_dim) and net.vector_dim == 128
+        if backbone == "dit":
+            assert net.hidden_size == net.vector_dim and isinstance(net.vector_embed, torch.nn.Identity)
+        elif backbone == "uvit":
+            assert isinstance(net.vector_token, torch.nn.Identity)
+        else:
+            assert isinstance(net.vector_embed, torch.nn.Linear)  # the UNet projects the 128-wide label
