@@ -119,8 +119,8 @@ def test_nothing_imports_up_a_layer() -> None:
     assert not up, "imports up the layers:\n  " + "\n  ".join(up)
 
 
-def test_the_package_root_only_registers_the_run_stamp() -> None:
-    assert set(package_graph()["ldmlab"]) <= {"ldmlab.runs"}
+def test_the_package_root_only_registers_the_config_resolvers() -> None:
+    assert set(package_graph()["ldmlab"]) <= {"ldmlab.runs", "ldmlab.config"}
 
 
 def test_the_checker_sees_cycles_and_up_imports() -> None:

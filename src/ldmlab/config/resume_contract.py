@@ -32,7 +32,9 @@ RESUMABLE_CHANGES = (
     "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.profiler", "logger", "callbacks.progress_bar", "callbacks.lr_monitor",
-    "callbacks.image_logger", "callbacks.last_checkpoint.every_n_train_steps",
+    "callbacks.image_logger", "callbacks.last_checkpoint.every_n_train_steps", "callbacks.throughput",
+    # how it spends memory for the same maths (activations recomputed in the backward pass)
+    "backbone.gradient_checkpointing",
     # where it reads and writes, and how fast it loads (the order comes from the sampler, not workers)
     "paths", "hydra", "trainer.default_root_dir", "data.num_workers", "data.pin_memory",
     # where its ranks run: their number is compared on its own (WORLD_SIZE)
