@@ -128,6 +128,12 @@ TINY_LDM = [
     "conditioner_context_dim=32",
     "trainer.max_epochs=1", "module.warmup_steps=0", "callbacks.image_logger.num_images=10",
 ]
+TINY_DIT = [  # TINY_LDM's run with a 2-block DiT conditioned DiT's way (a label table added to t's embedding)
+    "data.train_subset=64", "data.val_subset=32", "data.batch_size=16",
+    "backbone=dit", "conditioner=class_vector", "backbone.hidden_size=32", "backbone.depth=2",
+    "backbone.num_heads=2", "trainer.max_epochs=1", "module.warmup_steps=0",
+    "callbacks.image_logger.num_images=10",
+]
 
 
 def shared_dir(tmp_path_factory, name: str, build) -> Path:
