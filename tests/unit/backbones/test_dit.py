@@ -175,3 +175,12 @@ def test_bad_sizes_name_their_key(overrides, key):
 def test_a_latent_of_another_size_names_input_size():
     with pytest.raises(FieldError, match=r"backbone\.input_size=16"):
         tiny_dit()(torch.randn(1, 4, 16, 16), torch.tensor([1]))
+
+
+def test_dit_compiles_as_one_graph_with_masked_cross_attention():  # module.compile: no graph breaks
+    dit = redrawn(tiny_dit(vector_dim=32, context_dim=8))
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([1, 500])
+    cond = {"vector": torch.randn(2, 32), "crossattn": torch.randn(2, 3, 8),
+            "crossattn_mask": torch.tensor([[True, True, False], [True, False, False]])}
+    compiled = torch.compile(dit, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, t, cond), dit(x, t, cond), rtol=0, atol=0)
