@@ -11,15 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.conftest import REPO, TINY_AE, TINY_LDM, run_cli, run_forked
+from tests.conftest import REPO, TINY_AE, TINY_DIT, TINY_LDM, run_cli, run_forked
 
 BATCHES = 5  # per epoch and rank; 3 epochs; last.ckpt every 3 optimiser steps
 COMMON = ["trainer.max_epochs=3", "callbacks.last_checkpoint.every_n_train_steps=3", "logger=none",
           "data.batch_size=16"]
 AE = [*TINY_AE, f"data.train_subset={16 * BATCHES}", "loss.disc_start=2", *COMMON]
 LDM = [*TINY_LDM, f"data.train_subset={16 * BATCHES}", "callbacks.image_logger=null", *COMMON]
+DIT = [*TINY_DIT, f"data.train_subset={16 * BATCHES}", "callbacks.image_logger=null", *COMMON]
 CLASSIFIER = [f"data.train_subset={16 * BATCHES}", "data.val_subset=32", "classifier.widths=[8,16]",
               "classifier.groups=4", *COMMON]
 DATA_KEY = "FashionMNISTDataModule"  # the datamodule's state: {"epoch", "samples" consumed}
@@ -116,8 +118,10 @@ def test_autoencoder_resumes_exactly(tmp_path, fmnist_dir):
     assert diffs == dict.fromkeys(diffs, 0.0), diffs
 
 
-def test_ldm_resumes_exactly(tmp_path, tiny_ae_ckpt):
-    diffs = _resume_matches("train_ldm", "train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", *LDM], tmp_path)
+@pytest.mark.parametrize("args", [LDM, pytest.param(DIT, marks=pytest.mark.slow)], ids=["unet", "dit"])
+def test_ldm_resumes_exactly(args, tmp_path, tiny_ae_ckpt):
+    """The DiT case (~35 s) is slow: the fast DiT stop-and-extend case below covers its resume."""
+    diffs = _resume_matches("train_ldm", "train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", *args], tmp_path)
     assert diffs == dict.fromkeys(diffs, 0.0), diffs
 
 
@@ -133,15 +137,21 @@ def test_classifier_resumes_exactly(tmp_path, fmnist_dir):
     assert diffs == dict.fromkeys(diffs, 0.0), diffs
 
 
-def test_extending_a_run_stopped_mid_epoch_continues_that_epoch_exactly(tmp_path, fmnist_dir):
+@pytest.mark.parametrize("case", ["classifier", "dit"])
+def test_extending_a_run_stopped_mid_epoch_continues_that_epoch_exactly(case, tmp_path, request):
     """max_steps=7 stops after 2 of epoch 1's 5 batches; resumed with max_steps=12 it ends where an
-    uninterrupted 12-step run ends (no LR schedule: OneCycleLR is planned over max_steps)."""
-    args = [*CLASSIFIER, "trainer.max_epochs=10", "module.scheduler=null"]
+    uninterrupted 12-step run ends (no LR schedule over max_steps: the classifier's OneCycleLR is
+    planned over it and switched off; the LDM's is a warmup of fixed length)."""
+    if case == "classifier":
+        task, args = "train_classifier", [*CLASSIFIER, "module.scheduler=null"]
+    else:
+        task, args = "train_ldm", [f"first_stage.ckpt={request.getfixturevalue('tiny_ae_ckpt')}", *DIT]
+    args = [*args, "trainer.max_epochs=10"]
 
     def train(log_dir: Path, *extra: str) -> dict:
-        out = run_forked("ldmlab.commands.train", [*args, *extra], log_dir, config_name="train_classifier")
+        out = run_forked("ldmlab.commands.train", [*args, *extra], log_dir, config_name=task)
         assert out.returncode == 0, out.stderr[-3000:]
-        return _load(log_dir / "train_classifier" / "latest" / "checkpoints" / "last.ckpt")
+        return _load(log_dir / task / "latest" / "checkpoints" / "last.ckpt")
 
     final = train(tmp_path / "straight", "trainer.max_steps=12")
     stopped = train(tmp_path / "extended", "trainer.max_steps=7")
@@ -151,3 +161,5 @@ def test_extending_a_run_stopped_mid_epoch_continues_that_epoch_exactly(tmp_path
     parts = {part: _max_abs_diff(final[part], again[part], part)
              for part in ("state_dict", "optimizer_states", DATA_KEY)}
     assert parts == dict.fromkeys(parts, 0.0), parts
+    changed = _max_abs_diff(stopped["state_dict"], final["state_dict"])
+    assert changed > 0  # the 5 steps after the stop moved the weights: the equality is not vacuous
