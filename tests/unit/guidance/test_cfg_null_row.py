@@ -22,10 +22,10 @@ LABELS = torch.tensor([0, 3, 9])
 SCALE = 3.0
 
 
-def _model(backbone: str):
-    """(config, backbone with small random weights, class_vector conditioner) of the composed config;
+def _model(backbone: str, *overrides: str):
+    """(config, backbone with random weights, class_vector conditioner) of the composed config;
     random weights so that the zero-initialised outputs (adaLN-Zero) let the label reach ε̂."""
-    cfg = compose_config("train_ldm", [*TINY[backbone], "conditioner=class_vector", "logger=none"])
+    cfg = compose_config("train_ldm", [*TINY[backbone], "conditioner=class_vector", *overrides])
     net, conditioner = instantiate(cfg.backbone), instantiate(cfg.conditioner)
     with torch.no_grad():
         for p in net.parameters():
@@ -76,9 +76,7 @@ def test_cfg_mixes_the_label_rows_with_the_null_row(backbone):
 def test_training_drops_labels_to_the_null_row_with_p_uncond():
     """In training each sample's vector is its label's row or, with probability p_uncond, the null
     row; the loss reaches the null row (its gradient is nonzero)."""
-    cfg, net, conditioner = _model("dit")
-    conditioner.p_uncond = None
-    conditioner.embedders.label.p_uncond = 0.5
+    cfg, net, conditioner = _model("dit", "conditioner.p_uncond=0.5")
     model = nn.ModuleDict({"backbone": net, "conditioner": conditioner}).train()
     calls = _record_conds(net)
     labels = torch.arange(64) % 10
