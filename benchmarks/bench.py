@@ -1,6 +1,6 @@
 """The benchmark harness: one entry, one suite per question, shared timing (``sbs/timing.py``).
 
-  diffusers  ldmlab vs diffusers side by side (stage-2 / UNet / DDIM / DDIM loop / stage-1 steps),
+  diffusers  ldmlab vs diffusers side by side (stage-2 / UNet / DiT / DDIM / DDIM loop / stage-1),
              ratios + ``benchmarks/results/<case>.json``              (make bench)
   levers     speed levers on ldmlab's own UNet vs its float32 eager baseline   (make bench-levers)
   ae         stage-1 step: our LPIPS vs the official package, float32 vs bf16  (make bench-ae)

@@ -5,6 +5,8 @@ Cases (``--cases``, comma-separated; default all):
   stage2     stage-2 training step from images (first stage encode, loss, backward, AdamW, EMA)
   unet       UNet-only training step and CFG forward for backbone=small and backbone=base
              (or unet_small, unet_base)
+  dit        DiT-only training step and CFG forward (conf/backbone/dit.yaml, class_vector labels) vs
+             ``DiTTransformer2DModel`` carrying the SAME weights; agreement check on the outputs first
   ddim       DDIM-50 + CFG sampling with decode, the SAME weights in both; agreement check
   ddim_loop  the DDIM sampler loop alone: ldmlab's sampler vs ``DDIMScheduler`` driving the SAME network;
              agreement check on the final latents
@@ -29,8 +31,8 @@ from sbs.report import RESULTS, environment, line, write
 CASES = {"stage2": ("sbs.case_stage2", {}), "unet": ("sbs.case_unet", {}), "ddim": ("sbs.case_ddim", {}),
          "ddim_loop": ("sbs.case_ddim_loop", {}), "stage1": ("sbs.case_stage1", {}),
          "unet_small": ("sbs.case_unet", {"sizes": ("small",)}),
-         "unet_base": ("sbs.case_unet", {"sizes": ("base",)})}
-DEFAULT = "stage2,unet,ddim,ddim_loop,stage1"
+         "unet_base": ("sbs.case_unet", {"sizes": ("base",)}), "dit": ("sbs.case_dit", {})}
+DEFAULT = "stage2,unet,dit,ddim,ddim_loop,stage1"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -94,8 +94,8 @@ def test_the_demo_overrides_compose():
 
 
 def test_side_by_side_bench_quick_writes_results_and_agrees(tmp_path):
-    cmd = [sys.executable, "benchmarks/bench.py", "diffusers", "--quick", "--cases", "ddim,ddim_loop,unet",
-           "--threads", "1", "--out", str(tmp_path)]
+    cmd = [sys.executable, "benchmarks/bench.py", "diffusers", "--quick",
+           "--cases", "ddim,ddim_loop,unet,dit", "--threads", "1", "--out", str(tmp_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -110,3 +110,10 @@ def test_side_by_side_bench_quick_writes_results_and_agrees(tmp_path):
         assert result["ours"]["params"] == result["theirs"]["params"] > 0, result
         assert result["ours"]["ms_per_step"] > 0 and result["theirs"]["ms_per_step"] > 0
         assert result["verdict"] in ("PASS", "MISS") and "ratio = " in out.stdout
+    for case in ("dit_train", "dit_cfg"):
+        result = json.loads((tmp_path / f"{case}.json").read_text())
+        assert result["agreement"] == "PASS" and float(result["max_abs_diff"]) <= 1e-4, result
+        # diffusers holds the time MLP (256→128→128) and the 11-row label table in each of the 6 blocks
+        extra = 5 * (256 * 128 + 128 + 128 * 128 + 128 + 11 * 128)
+        assert result["theirs"]["params"] - result["ours"]["params"] == extra, result
+        assert result["ours"]["ms_per_step"] > 0 and result["theirs"]["ms_per_step"] > 0
