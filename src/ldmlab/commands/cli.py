@@ -57,8 +57,14 @@ def user_error(err: BaseException) -> BaseException | None:
         return cause
     if isinstance(cause, TypeError) and _raised_at_call_site(cause):
         node = re.search(r"full_key: (\S+)", str(err))
-        key = node.group(1) if node else "config"
-        return ConfigError(key, str(cause), f"remove or rename the offending key under {key}")
+        key = shipped_source(node.group(1)) if node else "config"
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if unexpected is None:
+            return ConfigError(key, str(cause), f"remove or rename the offending key under {key}")
+        field = f"{key}.{unexpected.group(1)}"
+        return ConfigError(field, f"{str(cause).split('(')[0].strip()} takes no such argument (an experiment "
+                           f"written for another {key} option may set it)",
+                           f"drop it with ~{field}, or choose a {key} option that takes it")
     return None
 
 
