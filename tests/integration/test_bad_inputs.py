@@ -52,7 +52,7 @@ class Case:
 CASES = [
     Case("experiment_key_of_another_backbone", "ldmlab.commands.train",
          ("logger=none", "experiment=ldm_pixel", "backbone=dit"), "backbone.model_channels",
-         mentions="~backbone.model_channels", has_fix=False),
+         config="train_ldm", mentions="~backbone.model_channels", has_fix=False),
     Case("corrupt_image_in_worker", "ldmlab.commands.train", (*AE, "data=image_folder", "data.root={images}",
          "data.num_workers=2", "data.resolution=32", "data.batch_size=4"), "data.root",
          mentions="bad.png", has_fix=False),
