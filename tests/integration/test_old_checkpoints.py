@@ -1,5 +1,10 @@
 """Checkpoints written before the package reshape (tests/fixtures/pre_move, commit ea533ee) load
-through ``target_aliases`` and draw bit-identical samples, reconstructions and logits."""
+through ``target_aliases`` and draw the samples, reconstructions and logits they drew then.
+
+The fixtures were computed on another CPU: float kernels differ in the last bits between CPU
+models (up to 5e-6 here, AMD EPYC, against the fixtures' machine; 0 on the same machine), so
+outputs are compared to ``ATOL``. A weight loaded into the wrong place moves them by far more.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,11 @@ DDIM = {"_target_": "ldmlab.sampling.samplers.ddim.DDIMSampler", "steps": 5, "sp
 DPMPP = {"_target_": "ldmlab.sampling.samplers.dpmpp_2m.DPMPP2MSampler", "steps": 5, "spacing": "trailing"}
 CFG2 = {"_target_": "ldmlab.guidance.cfg.ClassifierFreeGuidance", "scale": 2.0, "rescale": 0.0}
 NO_GUIDANCE = {"_target_": "ldmlab.guidance.none.NoGuidance"}
+ATOL = 1e-4
+
+
+def same(got: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(got, expected, rtol=0, atol=ATOL)
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +76,17 @@ def test_old_targets_are_read_as_the_moved_classes(old) -> None:
     ("ldm_ddim_classifier2", "ldm", DDIM, "classifier"),
     ("ldm_semantic_ddim", "ldm_semantic", DDIM, NO_GUIDANCE),
 ])
-def test_old_checkpoints_sample_bit_identically(old, expected, key, ckpt, sampler, guidance) -> None:
+def test_old_checkpoints_sample_as_they_did(old, expected, key, ckpt, sampler, guidance) -> None:
     if guidance == "classifier":
         guidance = {"_target_": "ldmlab.guidance.classifier.ClassifierGuidance", "scale": 2.0,
                     "classifier_ckpt": str(old / "noisy_classifier.ckpt"), "log_dir": str(old)}
-    assert torch.equal(draw(old / f"{ckpt}.ckpt", sampler, guidance).cpu(), expected[key])
+    same(draw(old / f"{ckpt}.ckpt", sampler, guidance).cpu(), expected[key])
 
 
 def test_old_autoencoder_and_classifier_compute_identically(expected) -> None:
     autoencoder = load_autoencoder(FIXTURES / "ae.ckpt")[0].eval()
     classifier = load_noisy_classifier(FIXTURES / "noisy_classifier.ckpt").network
     with torch.no_grad():
-        assert torch.equal(autoencoder(expected["ae_input"])[0], expected["ae_reconstruction"])
+        same(autoencoder(expected["ae_input"])[0], expected["ae_reconstruction"])
         logits = classifier(expected["noisy_classifier_latents"], expected["noisy_classifier_t"])
-    assert torch.equal(logits, expected["noisy_classifier_logits"])
+    same(logits, expected["noisy_classifier_logits"])
