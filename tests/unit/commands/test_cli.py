@@ -41,7 +41,8 @@ def test_unexpected_keyword_is_a_user_error_naming_the_node():
     with pytest.raises(InstantiationException) as info:
         instantiate(cfg.backbone)
     err = user_error(info.value)
-    assert isinstance(err, ConfigError) and err.key == "backbone" and "not_an_arg" in str(err)
+    assert isinstance(err, ConfigError) and err.key == "backbone.not_an_arg"
+    assert err.fix.startswith("drop it with ~backbone.not_an_arg")
 
 
 class _Broken:
