@@ -102,10 +102,12 @@ def test_bad_grids_exit_2_on_one_line(override, problem, tiny_ldm_run, tmp_path)
 
 
 def scored_args(tiny_ldm_run, fmnist_dir, tmp_path_factory, tmp_path) -> list[str]:
-    """A tiny one-scale evaluate command line with a domain classifier."""
+    """A tiny one-scale evaluate command line with a domain classifier: 17 samples in one batch
+    (the fewest its 16-d FID takes), so a fix of T = 1000 steps is 1000 network calls."""
     classifier = tiny_classifier_ckpt(fmnist_dir, tmp_path_factory)
     return [f"ckpt={tiny_ldm_run / 'train_ldm' / 'latest'}", f"metrics.classifier_ckpt={classifier}",
-            f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "guidance_scales=[1]"]
+            f"metrics.cache_root={tmp_path / 'cache'}", *TINY, "guidance_scales=[1]",
+            "num_samples=17", "batch_size=17"]
 
 
 @pytest.mark.parametrize(("bad", "error", "suggested", "check"), [
