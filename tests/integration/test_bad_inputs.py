@@ -119,7 +119,7 @@ CASES = [
     Case("invert_with_ddpm", "ldmlab.commands.invert", (*INVERT, "sampler=ddpm"), "sampler", run_fix=True,
          slow=True),
     Case("invert_more_images_than_the_split", "ldmlab.commands.invert", (*INVERT, "num_images=20000"),
-         "num_images", fix_timeout=40),
+         "num_images", fix_timeout=12),  # the error run takes ~2 s: the check is passed well before
     Case("interpolate_one_frame", "ldmlab.commands.interpolate",
          ("ckpt={ldm}", "num_pairs=1", "sampler.steps=3", "frames=1"), "frames", run_fix=True),
     Case("latent_ddim_without_a_diffae", "ldmlab.commands.train",
