@@ -1,6 +1,6 @@
 """Aggregate the UNet-vs-DiT study of run.sh: results.md (tables, mean ± sample std over training
-seeds) and frontier.png (classifier FID, Inception FID and classifier accuracy vs guidance scale,
-one line per model with a ±std band).
+seeds) and frontier.png (classifier FID, Inception FID, classifier accuracy and recall vs guidance
+scale, one line per model with a ±std band).
 
 Reads ``<log>/dvu_<model>_s<seed>/latest/summary.json`` (parameters, forward FLOPs/img, img/s,
 val/loss, steps, wall time) and ``<log>/dvu_eval_<model>_s<seed>/latest/guidance_sweep.csv``.
@@ -22,9 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-MODELS = {"unet": "UNet (small)", "dit_p2": "DiT/2 (T)", "dit_p1": "DiT/1 (T)"}
+MODELS = {"unet": "UNet (small)", "dit_p2": "DiT/2 (T)", "dit_p1": "DiT/1 (T)",
+          "unet_vec": "UNet, labels in t-emb (control)"}
 METRICS = {"fid_classifier": "FID (domain classifier)", "fid_inception": "FID (Inception 64-d)",
-           "accuracy_classifier": "classifier accuracy"}
+           "accuracy_classifier": "classifier accuracy", "recall_classifier": "recall (domain classifier)"}
+SPI = "seconds_per_image"  # sampling, DPM-Solver++ 20 (CFG doubles the batch for s ≠ 1)
+KEYS = (*METRICS, SPI)
 BATCH = 64
 
 
@@ -51,15 +54,17 @@ def load(log: Path) -> dict[str, dict[int, dict]]:
             sweep = log / f"dvu_eval_{model}_s{seed}" / "latest" / "guidance_sweep.csv"
             if sweep.is_file():
                 with sweep.open() as f:
-                    run["eval"] = {float(r["guidance_scale"]): {k: float(r[k]) for k in METRICS if r.get(k)}
-                                   for r in csv.DictReader(f)}
+                    rows = list(csv.DictReader(f))
+                run["eval"] = {float(r["guidance_scale"]): {k: float(r[k]) for k in KEYS if r.get(k)}
+                               for r in rows}
             runs.setdefault(model, {})[seed] = run
     return runs
 
 
 def training_table(runs: dict[str, dict[int, dict]]) -> list[str]:
     lines = ["| model | seeds | params | fwd MFLOPs/img | train steps | train TFLOPs | img/s (train) "
-             "| run wall s | val/loss |", "|---|---|---|---|---|---|---|---|---|"]
+             "| run wall s | val/loss | sampling ms/img (s = 3) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for model, seeds in runs.items():
         s = [r["train"] for r in seeds.values()]
         d = s[0]["denoiser"]
@@ -70,7 +75,8 @@ def training_table(runs: dict[str, dict[int, dict]]) -> list[str]:
             f"| {d['forward_flops_per_image'] / 1e6:.1f} "
             f"| {steps} | {tflops:.2f} | {mean_std([x['denoiser']['img_per_s'] for x in s], 1)} "
             f"| {mean_std([x['wallclock_seconds'] for x in s], 0)} "
-            f"| {mean_std([x['metrics']['val/loss'] for x in s], 4)} |")
+            f"| {mean_std([x['metrics']['val/loss'] for x in s], 4)} "
+            f"| {mean_std([1e3 * v for v in per_scale(runs, model, SPI).get(3.0, [])], 1)} |")
     return lines
 
 
@@ -121,7 +127,7 @@ def best_fid_per_seed(runs: dict[str, dict[int, dict]]) -> list[str]:
 
 
 def plot(runs: dict[str, dict[int, dict]], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4))
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.5 * len(METRICS), 4))
     for ax, (metric, title) in zip(axes, METRICS.items(), strict=True):
         for model in runs:
             values = per_scale(runs, model, metric)

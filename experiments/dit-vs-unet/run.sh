@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # UNet vs DiT on Fashion-MNIST (f = 4 KL latents, 8×8×4) at matched training FLOPs, not steps.
 # Models: unet (backbone=small, conditioner=class), dit_p2 (backbone=dit, DiT's own label-table
-# conditioning conditioner=class_vector), dit_p1 (the same DiT with backbone.patch_size=1).
+# conditioning conditioner=class_vector), dit_p1 (the same DiT with backbone.patch_size=1); the
+# control unet_vec (MODELS=unet_vec): the UNet with the labels added to its time embedding, as
+# the DiT gets them (its attention is then self-attention only: 0.79M parameters).
 # The UNet trains BASE_STEPS steps of 64; each other model round(BASE_STEPS · F_unet / F_model) steps,
 # rounded to even (2 epochs of steps / 2 batches: one epoch holds only 859), F = the denoiser's
 # forward FLOPs per image counted by ldmlab.backbones.flops on the composed config, so every model
@@ -27,6 +29,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=ignore
 model_args() {
   case $1 in
     unet) echo "backbone=small" ;;
+    unet_vec) echo "backbone=small conditioner=class_vector" ;;   # control: labels as DiT gets them
     dit_p2) echo "backbone=dit conditioner=class_vector" ;;
     dit_p1) echo "backbone=dit backbone.patch_size=1 conditioner=class_vector" ;;
     *) echo "unknown model $1" >&2; return 1 ;;
