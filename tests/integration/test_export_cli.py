@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from ldmlab.models.restore import load_ldm
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.ddim import DDIMSampler
-from tests.conftest import TINY_AE, TINY_LDM, run_cli, run_forked
+from tests.conftest import TINY_AE, TINY_LDM, run_forked
 
 # diffusers has one GroupNorm group count: widths that are multiples of 32 (the fixtures' 16 are not)
 WIDE_AE = [a for a in TINY_AE if not a.startswith("autoencoder.encoder.ch=")] + ["autoencoder.encoder.ch=32"]
@@ -30,11 +30,11 @@ PATCH_LDM += ["conditioner=class_vector", "backbone.hidden_size=32", "backbone.n
 def exportable(tmp_path_factory, fmnist_dir) -> dict[str, Path]:
     """A tiny stage-1 and stage-2 run (trained a few steps) whose networks diffusers can express."""
     log_dir = tmp_path_factory.mktemp("export_logs")
-    out = run_cli("ldmlab.commands.train", ["trainer.max_epochs=1", *WIDE_AE], log_dir)
+    out = run_forked("ldmlab.commands.train", ["trainer.max_epochs=1", *WIDE_AE], log_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     ae = next(log_dir.glob("train_ae/runs/*/checkpoints/last.ckpt"))
-    out = run_cli("ldmlab.commands.train", [f"first_stage.ckpt={ae}", "logger=none", *WIDE_LDM], log_dir,
-                  config_name="train_ldm")
+    out = run_forked("ldmlab.commands.train", [f"first_stage.ckpt={ae}", "logger=none", *WIDE_LDM], log_dir,
+                     config_name="train_ldm")
     assert out.returncode == 0, out.stderr[-3000:]
     return {"ae": ae, "ldm": next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt")), "logs": log_dir}
 
@@ -47,7 +47,7 @@ def patch_runs(tmp_path_factory, exportable) -> dict[str, Path]:
         log_dir = tmp_path_factory.mktemp(f"{backbone}_logs")
         args = [f"first_stage.ckpt={exportable['ae']}", f"backbone={backbone}", f"backbone.depth={depth}",
                 *PATCH_LDM]
-        out = run_cli("ldmlab.commands.train", args, log_dir, config_name="train_ldm")
+        out = run_forked("ldmlab.commands.train", args, log_dir, config_name="train_ldm")
         assert out.returncode == 0, out.stderr[-3000:]
         ckpts[backbone] = next(log_dir.glob("train_ldm/runs/*/checkpoints/last.ckpt"))
     return ckpts
