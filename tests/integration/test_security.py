@@ -1,4 +1,6 @@
-"""No code runs from any file a user hands in (issue 10 §1), through the real CLI.
+"""No code runs from any file a user hands in (issue 10 §1), through the real CLI: the pickle cases
+(one per entry point) as real subprocesses, the others in a fork of the test process that runs
+the same entry point's ``main`` with the same argv (``run_forked``: no 6 s interpreter start).
 
 Every entry point that reads a file gets (i) a pickle whose unpickling creates a marker file and
 (ii) checkpoints that pass ``torch.load(weights_only=True)`` but whose stored config names code:
@@ -30,7 +32,7 @@ from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import ReferenceSet
 from ldmlab.models.restore import load_ldm
 from ldmlab.utils.errors import ConfigError
-from tests.conftest import CONF_DIR, REPO, TINY_AE, TINY_LDM, run_cli
+from tests.conftest import CONF_DIR, REPO, TINY_AE, TINY_LDM, run_cli, run_forked
 
 LDM = [*TINY_LDM, "logger=none"]
 TINY_EVAL = ["guidance_scales=[1]", "num_samples=20", "num_reference=20", "batch_size=10",
@@ -151,7 +153,7 @@ def test_pickle_payload_is_refused_as_metric_weights(key, legit, tmp_path):
     network = ["metrics.inception=false"] if key == "metrics.classifier_ckpt" else []
     args = [f"ckpt={legit['ldm']}", *TINY_EVAL, *network, f"metrics.cache_root={tmp_path}",
             f"{key}={payload}"]
-    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", args, tmp_path)
     assert_refused(out, marker, f"error: {key}:", str(payload), "pathlib")
 
 
@@ -161,7 +163,7 @@ def test_pickle_payload_is_refused_by_the_in_run_guidance_sweep(legit, tmp_path)
     sweep = [f"callbacks.guidance_sweep.{k}" for k in ("num_samples=20", "num_reference=20", "batch_size=10")]
     args = [*LDM, f"first_stage.ckpt={legit['ae']}", "callbacks=ldm_sweep", *sweep,
             "metrics.inception=false", f"metrics.classifier_ckpt={payload}"]
-    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
+    out = run_forked("ldmlab.commands.train", args, tmp_path, config_name="train_ldm")
     assert_refused(out, marker, "error: metrics.classifier_ckpt:", str(payload), "pathlib")
 
 
@@ -231,7 +233,7 @@ def test_config_payload_is_refused_by_the_cli(case, legit, tmp_path):
     module, config_name, key, place, kind, extra = CLI_CONFIG_CASES[case]
     marker = tmp_path / "marker"
     path, target = planted(legit, place, kind, marker, tmp_path)
-    out = run_cli(module, [*extra, f"{key}={path}"], tmp_path, config_name=config_name)
+    out = run_forked(module, [*extra, f"{key}={path}"], tmp_path, config_name=config_name)
     assert_refused(out, marker, f"error: {key}:", str(path), target)
 
 
@@ -241,7 +243,7 @@ def test_classifier_network_payload_is_refused(legit, tmp_path):
     path = tmp_path / "classifier.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"network": open_node(marker)}}, path)
     args = [f"ckpt={legit['ldm']}", *TINY_EVAL, "metrics.inception=false", f"metrics.classifier_ckpt={path}"]
-    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", args, tmp_path)
     assert_refused(out, marker, "error: metrics.classifier_ckpt:", str(path), "builtins.open")
 
 
@@ -253,7 +255,7 @@ def test_config_payload_in_a_resume_file_is_refused(legit, tmp_path):
     checkpoint[CONFIG_KEY]["autoencoder"] = open_node(marker)
     path = tmp_path / "resume.ckpt"
     torch.save(checkpoint, path)
-    out = run_cli("ldmlab.commands.train", [*TINY_AE, f"ckpt_path={path}"], tmp_path)
+    out = run_forked("ldmlab.commands.train", [*TINY_AE, f"ckpt_path={path}"], tmp_path)
     assert_refused(out, marker, "error: ckpt_path:", str(path))
 
 
