@@ -41,7 +41,7 @@ def test_evaluate_sweeps_the_scales_of_a_checkpoint(tiny_ldm_run, fmnist_dir, tm
 
 
 def test_missing_checkpoint_exits_2_naming_the_key(tmp_path):
-    out = run_cli("ldmlab.commands.evaluate", [f"ckpt={tmp_path / 'nope.ckpt'}", *TINY], tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", [f"ckpt={tmp_path / 'nope.ckpt'}", *TINY], tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: ckpt:") and "nope.ckpt" in out.stderr
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ldmlab.classifier.loading import load_classifier
 from ldmlab.metrics.classifier_features import ClassifierFeatureExtractor
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_forked
 
 TINY = ["data.train_subset=128", "data.val_subset=64", "data.batch_size=32", "classifier.widths=[8,16]",
         "classifier.groups=4"]
@@ -23,7 +23,7 @@ def test_fast_dev_run(tmp_path, fmnist_dir):
 
 def test_short_run_checkpoint_feeds_the_metrics(tmp_path, fmnist_dir):
     args = ["trainer.max_epochs=1", "logger=csv", *TINY]
-    out = run_cli("ldmlab.commands.train", args, tmp_path, config_name="train_classifier")
+    out = run_forked("ldmlab.commands.train", args, tmp_path, config_name="train_classifier")
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "train_classifier" / "latest" / "summary.json").read_text())
     assert summary["checkpoints"]["monitor"] == "val/acc"
