@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ldmlab.evaluation.table import read_csv
-from tests.conftest import REPO, TINY_LDM, run_cli, run_forked
+from tests.conftest import REPO, TINY_LDM, run_forked
 from tests.unit.models.test_classifier import tiny_classifier_ckpt
 
 SAMPLE = ["sampler=ddim", "sampler.steps=3", "num_samples=6", "batch_size=4"]
@@ -96,7 +96,7 @@ def test_evaluate_sweeps_the_classifier_scale(
         "metrics.kid_subset_size=16",
         "metrics.kid_subsets=10",
     ]
-    out = run_cli("ldmlab.commands.evaluate", args, tmp_path)
+    out = run_forked("ldmlab.commands.evaluate", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_csv(next(tmp_path.glob("evaluate/runs/*/guidance_sweep.csv")))
     assert [(r["guidance"], r["guidance_scale"]) for r in rows] == [("classifier", 0), ("classifier", 4)]
