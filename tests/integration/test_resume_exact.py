@@ -101,7 +101,8 @@ def _resume_matches(config: str, task: str, args: list[str], tmp_path: Path, ran
     assert 0 < killed["global_step"] < final["global_step"]
     assert position["epoch"] >= 1 and 0 < position["samples"] < BATCHES * 16 * ranks, position
 
-    resumed = run_cli("ldmlab.commands.train", ["ckpt_path=last", *args], broken, config_name=config)
+    resume = run_cli if ranks > 1 else run_forked  # a fork of this 1-thread process: no interpreter start
+    resumed = resume("ldmlab.commands.train", ["ckpt_path=last", *args], broken, config_name=config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = _load(broken / task / "latest" / "checkpoints" / "last.ckpt")
     assert again["global_step"] == final["global_step"]
