@@ -126,6 +126,22 @@ def best_fid_per_seed(runs: dict[str, dict[int, dict]]) -> list[str]:
     return lines
 
 
+def paired_table(runs: dict[str, dict[int, dict]], reference: str = "unet") -> list[str]:
+    """Per seed, model − ``reference`` at each s (same training seed, same sampling seed)."""
+    scales = sorted({s for r in runs.get(reference, {}).values() for s in r["eval"]})
+    lines = ["| model − UNet | metric | " + " | ".join(f"s = {s:g}" for s in scales) + " |",
+             "|---|---|" + "---|" * len(scales)]
+    for model in (m for m in runs if m != reference):
+        seeds = [s for s in runs[model] if runs[model][s]["eval"] and runs[reference].get(s, {}).get("eval")]
+        for metric in ("fid_classifier", "fid_inception", "accuracy_classifier"):
+            digits = 2 if metric == "fid_classifier" else 3
+            ev, ref = ({k: r[k]["eval"] for k in seeds} for r in (runs[model], runs[reference]))
+            cells = [" / ".join(f"{ev[k][s][metric] - ref[k][s][metric]:+.{digits}f}" for k in seeds)
+                     for s in scales]
+            lines.append(f"| {MODELS[model]} | {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(runs: dict[str, dict[int, dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.5 * len(METRICS), 4))
     for ax, (metric, title) in zip(axes, METRICS.items(), strict=True):
@@ -159,7 +175,8 @@ def main() -> None:
             "## Training", "", *training_table(runs), "",
             "## Guidance sweep (300 DPM-Solver++ 20 samples per scale, 1000 test references)", "",
             *sweep_table(runs),
-            "## Best classifier FID over s, per training seed", "", *best_fid_per_seed(runs), ""]
+            "## Best classifier FID over s, per training seed", "", *best_fid_per_seed(runs), "",
+            "## Paired by training seed: model − UNet (seeds in order)", "", *paired_table(runs), ""]
     (args.out / "results.md").write_text("\n".join(text))
     plot(runs, args.out / "frontier.png")
     print("\n".join(text))
