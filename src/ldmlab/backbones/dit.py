@@ -21,13 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldmlab.backbones.patch_base import PatchDenoiser
+from ldmlab.backbones.patch_base import TIME_FREQUENCIES, PatchDenoiser
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.transformer import CrossAttention
 from ldmlab.nn.vit import Attention, Mlp
-
-TIME_FREQUENCIES = 256
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -148,9 +146,11 @@ class DiT(PatchDenoiser):
     def _init_weights(self) -> None:
         """DiT's initialisation: Xavier-uniform Linears and patch projection with zero biases, time
         MLP N(0, 0.02²), then the zero-initialised adaLN / cross-attention outputs / final layer."""
-        zeroed = {id(m) for block in self.blocks for m in (block.modulation, block.cross_attn
-                  and block.cross_attn.to_out[0]) if m is not None}
-        zeroed |= {id(self.final.modulation), id(self.final.linear)}
+        zeroed = {id(self.final.modulation), id(self.final.linear)}
+        for block in self.blocks:
+            zeroed.add(id(block.modulation))
+            if block.cross_attn is not None:
+                zeroed.add(id(block.cross_attn.to_out[0]))
         for module in self.modules():
             if isinstance(module, nn.Linear) and id(module) not in zeroed:
                 nn.init.xavier_uniform_(module.weight)

@@ -20,6 +20,7 @@ from ldmlab.nn.patches import PatchEmbed, sincos_2d, unpatchify
 from ldmlab.utils.errors import FieldError
 
 POS_EMBEDS = ("sincos", "learned")
+TIME_FREQUENCIES = 256  # sinusoidal timestep features before the time MLP (DiT's)
 
 
 class PatchDenoiser(Denoiser):

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldmlab.backbones.dit import TIME_FREQUENCIES
-from ldmlab.backbones.patch_base import PatchDenoiser
+from ldmlab.backbones.patch_base import TIME_FREQUENCIES, PatchDenoiser
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.nn.embeddings import TimestepEmbedder
 from ldmlab.nn.vit import Attention, Mlp

@@ -49,7 +49,7 @@ def check_exportable(dit: DiT, labels: ClassEmbedder | None) -> None:
     if dit.concat_channels:
         raise FieldError("backbone", "concat_channels", "is not 0; DiTTransformer2DModel takes no concat "
                          "inputs", "export a DiT trained with {key}=0")
-    if not isinstance(dit.pos_embed, torch.Tensor) or isinstance(dit.pos_embed, torch.nn.Parameter):
+    if isinstance(dit.pos_embed, torch.nn.Parameter):
         raise FieldError("backbone", "pos_embed", "is learned; DiTTransformer2DModel has fixed sin-cos "
                          "positions", "export a DiT trained with {key}=sincos")
     if dit.mlp_ratio != 4:
