@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ldmlab.diffusion.loss import DiffusionLoss
 from ldmlab.diffusion.loss_weighting.base import LossWeighting
 from ldmlab.diffusion.parameterizations.base import Parameterization
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
 from ldmlab.diffusion.timestep_samplers.uniform import UniformTimesteps
 
@@ -36,8 +36,14 @@ class DiffusionObjective(nn.Module):
         self.parameterization, self.loss_weighting, self.loss = parameterization, loss_weighting, loss
         self.timestep_sampler = timestep_sampler or UniformTimesteps()
 
+    def check(self, schedule: NoiseProcess) -> int | None:
+        """Refuse parts not defined on ``schedule``; the horizon T' of the trained steps (None:
+        a continuous process)."""
+        self.parameterization.check(schedule)
+        return self.timestep_sampler.horizon(schedule.num_timesteps)
+
     def forward(
-        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseProcess
     ) -> Tensor:
         """model: {"backbone", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
         centre = model["conditioner"].forward_centre(batch)
@@ -45,13 +51,14 @@ class DiffusionObjective(nn.Module):
         return self.denoising_loss(model, x0, batch, schedule, t, centre)
 
     def denoising_loss(
-        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule, t: Tensor,
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseProcess, t: Tensor,
         centre: Tensor | None = None,
     ) -> Tensor:
         """The weighted regression at given timesteps t (B,): draws ε, then the conditioner's dropout."""
         noise = torch.randn_like(x0)
         x_t = schedule.q_sample(x0, t, noise, centre)
-        output = model["backbone"](x_t, t, model["conditioner"](batch))
+        inputs, time = self.parameterization.network_inputs(x_t, t, schedule)
+        output = model["backbone"](inputs, time, model["conditioner"](batch))
         if centre is not None:  # the standard process on the residual
             x0, x_t = x0 - centre, x_t - centre
         target = self.parameterization.target(x0, noise, x_t, t, schedule)

@@ -87,5 +87,5 @@ def _build(
 def _checked(target: type[Sampler], settings: dict, levels: tuple[int, int | None]) -> Sampler:
     """The sampler of ``settings``, its steps checked against the schedule and the model's horizon."""
     sampler = target(**settings)
-    sampler.timesteps(*levels)
+    sampler.check(*levels)
     return sampler

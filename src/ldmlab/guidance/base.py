@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ldmlab.utils.errors import FieldError
@@ -118,7 +119,12 @@ class Guidance:
 
 
 class OutputGuidance(Guidance, ABC):
-    """Mixes the conditional and unconditional model outputs (classifier-free guidance)."""
+    """Mixes the conditional output with a second network output (classifier-free guidance: the
+    unconditional one of the same network; autoguidance: a weaker network's conditional one).
+
+    The guided denoiser asks ``active_at(level)`` each step (host-side, no device sync); where it
+    is active it calls ``guided_output``, elsewhere it makes one plain conditional pass.
+    """
 
     @property
     def output_terms(self) -> tuple[OutputGuidance, ...]:
@@ -127,11 +133,11 @@ class OutputGuidance(Guidance, ABC):
     @property
     @abstractmethod
     def needs_unconditional(self) -> bool:
-        """False when ``combine`` would return the conditional output unchanged."""
+        """False when ``combine`` would return the conditional output unchanged (no second pass)."""
 
     @abstractmethod
     def combine(self, cond_output: Tensor, uncond_output: Tensor) -> Tensor:
-        """cond_output, uncond_output (B, ...) in model-output space → guided output (B, ...)."""
+        """cond_output, second output (B, ...) in model-output space → guided output (B, ...)."""
 
     def check(self, context: GuidanceContext) -> None:
         """Refuse a model this term cannot guide (a ``ConfigError``)."""
@@ -139,6 +145,36 @@ class OutputGuidance(Guidance, ABC):
     def prepare(self, context: GuidanceContext) -> BoundGuidance:
         self.check(context)
         return BoundGuidance(mixing=self if self.needs_unconditional else None)
+
+    def active_at(self, level: float) -> bool:
+        """Whether to guide at this noise level (the host copy of the step's t): always, here."""
+        return True
+
+    def second_condition(self, conditioner: nn.Module, condition: dict[str, Any], num_samples: int
+                         ) -> dict[str, Tensor]:
+        """The cond of the second output: the conditioner's learned nulls (``unconditional``)."""
+        return conditioner.unconditional(condition, batch_size=num_samples)
+
+    def pair(self, cond: dict[str, Tensor], second: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What ``guided_output`` reads, built once per draw: [cond; second] batched tensor by tensor."""
+        check_pair(cond, second)
+        return {key: torch.cat([cond[key], second[key]]) for key in cond}
+
+    def guided_output(self, model: Callable, x: Tensor, time: Tensor, cond: dict[str, Tensor],
+                      paired: dict[str, Tensor]) -> Tensor:
+        """One pass of batch 2B on [x; x] with ``paired`` (``pair``), split and ``combine``d."""
+        output = model(torch.cat([x, x]), torch.cat([time, time]), paired)
+        return self.combine(*output.chunk(2))
+
+
+def check_pair(cond: dict[str, Tensor], second: dict[str, Tensor]) -> None:
+    """Raise unless ``second`` has ``cond``'s keys and shapes (the batched pass needs both)."""
+    if set(second) != set(cond):
+        raise ValueError(f"uncond keys {sorted(second)} must equal cond keys {sorted(cond)}")
+    for key, value in cond.items():
+        if second[key].shape != value.shape:
+            raise ValueError(f"uncond[{key!r}] has shape {tuple(second[key].shape)}, "
+                             f"cond[{key!r}] has {tuple(value.shape)}; they must match")
 
 
 class GradientGuidance(Guidance, ABC):

@@ -20,7 +20,7 @@ from ldmlab.config.renamed import rename_state
 from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.first_stage.base import FirstStageBase
 from ldmlab.first_stage.latent_cache import LatentCache, open_latent_cache
 from ldmlab.guidance.base import BoundGuidance, Guidance, GuidanceContext
@@ -66,7 +66,7 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
         first_stage: FirstStageBase,
         backbone: Denoiser,
         conditioner: Conditioner,
-        schedule: NoiseSchedule,
+        schedule: NoiseProcess,
         objective: DiffusionObjective,
         sampler: Sampler,
         optimizer: partial,
@@ -92,8 +92,8 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
             conditioner.check_compatible(backbone)
         except ValueError as err:
             raise ConfigError("backbone", str(err), "match the backbone keys to the conditioner") from None
-        self.horizon = objective.timestep_sampler.horizon(schedule.num_timesteps)
-        if self.horizon < schedule.num_timesteps and start is None:
+        self.horizon = objective.check(schedule)
+        if self.horizon is not None and self.horizon < schedule.num_timesteps and start is None:
             raise FieldError("module", "start", f"the objective trains t < {self.horizon} only, so sampling "
                              "cannot start from pure noise at T − 1", "give a generator to start from, "
                              "e.g. experiment=es_ddpm generator_ckpt=/path/to/vae.ckpt")

@@ -93,5 +93,5 @@ def build_sampler(config: DictConfig | None, module: LatentDiffusionModule) -> S
     """The sampler of the command's ``sampler`` group (None: the checkpoint's own), checked
     against the model's schedule now, not after minutes of work (``sampler.steps`` ≤ T')."""
     sampler = instantiate(config) if config else module.sampler
-    sampler.timesteps(module.schedule.num_timesteps, module.horizon)
+    sampler.check(module.schedule.num_timesteps, module.horizon)
     return sampler

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ldmlab.conditioning.conditioner import Conditioner
 from ldmlab.diffusion.parameterizations.base import Parameterization
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.first_stage.base import FirstStageBase
 from ldmlab.guidance.base import BoundGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
@@ -22,7 +22,7 @@ from ldmlab.utils.errors import ConfigError, part_key
 def generate_latents(
     backbone: nn.Module,
     conditioner: Conditioner,
-    schedule: NoiseSchedule,
+    schedule: NoiseProcess,
     parameterization: Parameterization,
     sampler: Sampler,
     condition: Mapping[str, Any],
@@ -41,25 +41,31 @@ def generate_latents(
     the sampler's steps as it declares (``Sampler.gradient_form``).
 
     CFG convention: ε̃ = ε_u + s·(ε_c − ε_u), s = ``guidance.scale`` (1: no guidance).
+    The walk runs on ``schedule``'s levels: a discrete schedule's steps, or a continuous process's
+    grid (``Sampler.transitions``).
     horizon: T' ≤ T, the model's trained timesteps; the walk starts at t = T' − 1 (default T − 1).
     init: clean latents (num_samples, *latent_shape) of another generator; the walk then starts
     from q(x_{T'−1} | init) (ES-DDPM / SDEdit) instead of pure noise.
     A conditioner that centres the forward process on x̂ (``Conditioner.forward_centre``) makes
     the walk run on the residual x − x̂ (x_T ~ N(x̂, I)); x̂ is added back at the end.
     """
-    device = schedule.betas.device
+    device = schedule.device
     guidance = guidance or BoundGuidance()
     # a time-dependent condition is encoded per step (conditioned_model), not once here
     cond = {} if conditioner.time_dependent else conditioner(condition, batch_size=num_samples)
     uncond = None
     if guidance.mixing is not None:
-        uncond = conditioner.unconditional(condition, batch_size=num_samples)
+        uncond = guidance.mixing.second_condition(conditioner, condition, num_samples)
     gradient = bool(guidance.gradients)
     centre = conditioner.forward_centre(condition)
+    key = part_key("guidance")
     if gradient and centre is not None:
-        key = part_key("guidance")
         raise ConfigError(key, "gradient guidance reads images, but this model's forward process is "
                           "centred on x̂ (DiffuseVAE formulation 2)", f"{key}=cfg or {key}=none")
+    if gradient and schedule.continuous:
+        raise ConfigError(key, "gradient guidance (classifier, image) is defined here on the discrete VP "
+                          "schedules only, but this model's process is continuous", f"{key}=cfg, "
+                          f"{key}=interval or {key}=autoguidance")
     form = sampler.gradient_form(schedule, horizon) if gradient else None
     model = conditioned_model(backbone, conditioner, condition, guided=uncond is not None or gradient)
     denoise = GuidedDenoiser(model, parameterization, schedule, cond, uncond, guidance, dict(condition), form,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.sampling.samplers.base import DenoiseFn, StepCallback
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
@@ -22,7 +22,7 @@ def ddim_invert(
     sampler: DDIMSampler,
     denoise: DenoiseFn,
     x0: Tensor,
-    schedule: NoiseSchedule,
+    schedule: NoiseProcess,
     *,
     horizon: int | None = None,
     fixed_point_iters: int = 0,
@@ -48,7 +48,7 @@ def ddim_invert(
     each costs one more network evaluation.
 
     callback: called after each step with (step index in inversion order, 0 for the cleanest
-    level, t (B,) long, x_t, the x0̂ of the step's last update).
+    level, t (B,), x_t, the x0̂ of the step's last update).
 
     Raises ConfigError (``FieldError`` for a field) unless ``sampler`` is a ``DDIMSampler`` with eta = 0 and
     ``fixed_point_iters`` is an int ≥ 0.
@@ -65,16 +65,17 @@ def ddim_invert(
                          "e.g. {key}=0 (plain inversion) or 10")
 
     x = x0
+    dtype = x0.dtype if schedule.continuous else torch.long
     for index, transition in enumerate(reversed(sampler.transitions(schedule, horizon))):
         alpha_bar, alpha_bar_prev = transition.alpha_bar, transition.alpha_bar_prev
-        t = torch.full((x0.shape[0],), transition.t, dtype=torch.long, device=x0.device)
-        x_prev = x
-        eps_hat = denoise(x_prev, t)[1]
+        t = torch.full((x0.shape[0],), transition.t, dtype=dtype, device=x0.device)
+        x_prev, scale = x, transition.scale  # x is the walked y = x/scale (``Sampler.sample``)
+        eps_hat = denoise(x_prev * scale, t, transition.t)[1]
         x0_hat = (x_prev - (1.0 - alpha_bar_prev) ** 0.5 * eps_hat) / alpha_bar_prev**0.5
         x = alpha_bar**0.5 * x0_hat + (1.0 - alpha_bar) ** 0.5 * eps_hat
         gain = (alpha_bar / alpha_bar_prev) ** 0.5
         for _ in range(fixed_point_iters):
-            x0_hat, eps_hat = denoise(x, t)
+            x0_hat, eps_hat = denoise(x * scale, t, transition.t)
             x = x + gain * (x_prev - sampler.step(x, x0_hat, eps_hat, transition, None, None))
         if callback is not None:
             callback(index, t, x, x0_hat)

@@ -28,7 +28,7 @@ EXACT_ITERS = 20
 def gaussian_denoiser(schedule: NoiseSchedule) -> DenoiseFn:
     table = schedule.alphas_cumprod.double()
 
-    def denoise(x_t: torch.Tensor, t: torch.Tensor):
+    def denoise(x_t: torch.Tensor, t: torch.Tensor, level=None):
         ab = table[t].view(-1, *[1] * (x_t.ndim - 1)).to(x_t)
         signal, noise = ab.sqrt(), (1 - ab).sqrt()
         eps = noise * (x_t - signal * MU) / (ab * S**2 + 1 - ab)
@@ -119,7 +119,7 @@ def test_inverted_gaussian_data_matches_the_closed_form_and_the_forward_marginal
 def test_horizon_only_visits_levels_below_it_and_round_trips():
     seen: list[int] = []
 
-    def recording(x_t: torch.Tensor, t: torch.Tensor):
+    def recording(x_t: torch.Tensor, t: torch.Tensor, level=None):
         seen.extend(t.unique().tolist())
         return DENOISE(x_t, t)
 

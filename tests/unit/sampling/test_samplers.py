@@ -38,7 +38,7 @@ def signal_and_noise(schedule: NoiseSchedule, t: torch.Tensor, ndim: int):
 
 
 def gaussian_denoiser(schedule: NoiseSchedule) -> DenoiseFn:
-    def denoise(x_t: torch.Tensor, t: torch.Tensor):
+    def denoise(x_t: torch.Tensor, t: torch.Tensor, level=None):
         alpha, s = signal_and_noise(schedule, t, x_t.ndim)
         v = alpha**2 * SIGMA**2 + s**2
         centred = x_t - alpha * MU

@@ -6,12 +6,12 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor
 
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 
 
 class LossWeighting(ABC):
     """Weight of each sample's loss on the parameterisation's target."""
 
     @abstractmethod
-    def weight(self, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    def weight(self, t: Tensor, schedule: NoiseProcess) -> Tensor:
         """t (B,) long → weights (B,) on the schedule's device."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ldmlab.diffusion.loss_weighting.base import LossWeighting
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 
 PARAMETERIZATIONS = ("eps", "v", "x0")
 
@@ -30,7 +30,7 @@ class MinSNRWeighting(LossWeighting):
         self.parameterization = parameterization
         self.gamma = gamma
 
-    def weight(self, t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    def weight(self, t: Tensor, schedule: NoiseProcess) -> Tensor:
         snr = schedule.snr(t)
         if self.parameterization == "eps":
             return (self.gamma / snr).clamp(max=1.0)

@@ -6,11 +6,11 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.loss_weighting.base import LossWeighting
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 
 
 class UniformWeighting(LossWeighting):
     """w(t) = 1."""
 
-    def weight(self, t: Tensor, schedule: NoiseSchedule) -> Tensor:
-        return torch.ones(t.shape, device=schedule.alphas_cumprod.device)
+    def weight(self, t: Tensor, schedule: NoiseProcess) -> Tensor:
+        return torch.ones(t.shape, device=t.device)

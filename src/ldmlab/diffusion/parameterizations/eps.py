@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ldmlab.diffusion.parameterizations.base import Parameterization, signal_and_noise
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 
 MIN_SIGNAL_SCALE = 1e-4
 """Floor on sqrt(ᾱ) when dividing by it; only reached near ᾱ = 0."""
@@ -23,12 +23,12 @@ class EpsParameterization(Parameterization):
     name = "eps"
 
     def target(
-        self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+        self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseProcess
     ) -> Tensor:
         return noise
 
     def to_x0_eps(
-        self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseSchedule
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, schedule: NoiseProcess
     ) -> tuple[Tensor, Tensor]:
         signal, noise_scale = signal_and_noise(schedule, t, x_t.ndim)
         return (x_t - noise_scale * model_output) / signal.clamp(min=MIN_SIGNAL_SCALE), model_output

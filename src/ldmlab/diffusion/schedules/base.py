@@ -8,10 +8,11 @@ they move with ``.to(device)`` and are saved in checkpoints.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ldmlab.diffusion.gather import gather
 from ldmlab.diffusion.posterior import posterior_coefficients
+from ldmlab.diffusion.process import NoiseProcess
 
 
 def check_num_timesteps(num_timesteps: int) -> None:
@@ -40,8 +41,8 @@ def rescale_zero_terminal_snr(alphas_cumprod: Tensor) -> Tensor:
     return ((sqrt_ab - last) * first / (first - last)) ** 2
 
 
-class NoiseSchedule(nn.Module):
-    """Holds the (T,) tables of one schedule; subclasses only supply the betas.
+class NoiseSchedule(NoiseProcess):
+    """A discrete VP process: the (T,) tables of one schedule; subclasses only supply the betas.
 
     Buffers (T,): ``betas``, ``alphas_cumprod`` (ᾱ_t), ``alphas_cumprod_prev`` (ᾱ_{t−1},
     with ᾱ_{−1} = 1), ``sqrt_alphas_cumprod``, ``sqrt_one_minus_alphas_cumprod``,
@@ -82,23 +83,17 @@ class NoiseSchedule(nn.Module):
         for name, table in tables.items():
             self.register_buffer(name, table.to(torch.float32))
 
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(sqrt(ᾱ_t), sqrt(1 − ᾱ_t)) for t (B,) long."""
+        return self.sqrt_alphas_cumprod[t], self.sqrt_one_minus_alphas_cumprod[t]
+
+    def host_alpha_sigma(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        alpha_bar = self.alphas_cumprod.detach().double().cpu()[levels]
+        return alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+
     def snr(self, t: Tensor) -> Tensor:
         """SNR(t) = ᾱ_t / (1 − ᾱ_t); t (B,) long → (B,)."""
         return self.signal_to_noise_ratio[t]
-
-    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor, centre: Tensor | None = None) -> Tensor:
-        """Draw x_t ~ q(x_t | x_0): sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·noise; x0, noise (B, ...).
-
-        centre: x̂ (B, ...) of the conditional forward process (DiffuseVAE's formulation 2),
-        q(x_t | x0, x̂) = N(sqrt(ᾱ_t)·x0 + (1 − sqrt(ᾱ_t))·x̂, (1 − ᾱ_t)·I): the standard process on
-        the residual x0 − x̂, shifted back by x̂, so x_T is centred on x̂.
-        """
-        if centre is not None:
-            return self.q_sample(x0 - centre, t, noise) + centre
-        return (
-            gather(self.sqrt_alphas_cumprod, t, x0.ndim) * x0
-            + gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise
-        )
 
     def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q(x_{t−1} | x_t, x_0) for x0, x_t (B, ...), t (B,) long.

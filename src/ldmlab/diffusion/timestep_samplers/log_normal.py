@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
 from ldmlab.utils.errors import FieldError
 
@@ -14,7 +14,8 @@ class LogNormalTimesteps(TimestepSampler):
     """ln σ ~ N(p_mean, p_std²) with σ = sqrt((1 − ᾱ)/ᾱ); t is the step whose ln σ_t is nearest.
 
     σ_t increases with t, so t = #{s : ln σ_s < ln σ} clamped to [0, T − 1] up to the nearer
-    neighbour. EDM's defaults (p_mean = −1.2, p_std = 1.2) favour mid noise levels.
+    neighbour. EDM's defaults (p_mean = −1.2, p_std = 1.2) favour mid noise levels. On a
+    continuous process σ is k-diffusion's σ̃ = σ/α and t its level (EDM: t = σ), not rounded.
     """
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2) -> None:
@@ -22,7 +23,10 @@ class LogNormalTimesteps(TimestepSampler):
             raise FieldError("timestep_sampler", "p_std", f"must be > 0, got {p_std}", "e.g. {key}=1.2")
         self.p_mean, self.p_std = p_mean, p_std
 
-    def __call__(self, batch_size: int, schedule: NoiseSchedule, device: torch.device) -> Tensor:
+    def __call__(self, batch_size: int, schedule: NoiseProcess, device: torch.device) -> Tensor:
+        if schedule.continuous:
+            log_sigma = self.p_mean + self.p_std * torch.randn(batch_size, device=device)
+            return schedule.level_of_sigma_tilde(log_sigma.exp())
         alpha_bar = schedule.alphas_cumprod.to(device).double().clamp(1e-20, 1.0 - 1e-12)
         log_sigmas = 0.5 * ((1.0 - alpha_bar).log() - alpha_bar.log())  # (T,) ascending
         log_sigma = self.p_mean + self.p_std * torch.randn(batch_size, device=device, dtype=torch.float64)

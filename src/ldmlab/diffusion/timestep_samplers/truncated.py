@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
-from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.diffusion.timestep_samplers.base import TimestepSampler
 from ldmlab.utils.errors import FieldError
 
@@ -24,12 +24,16 @@ class TruncatedTimesteps(TimestepSampler):
                              "e.g. {key}=500")
         self.t_max = t_max
 
-    def horizon(self, num_timesteps: int) -> int:
+    def horizon(self, num_timesteps: int | None) -> int:
+        if num_timesteps is None:
+            raise FieldError("timestep_sampler", "t_max", "truncates a discrete schedule's steps, but "
+                             "diffusion.schedule is a continuous process", "diffusion/schedule=scaled_linear "
+                             "(or another discrete schedule)")
         if self.t_max > num_timesteps:
             raise FieldError("timestep_sampler", "t_max",
                              f"{self.t_max} exceeds the schedule's T={num_timesteps}",
                              f"use at most {num_timesteps}, e.g. {{key}}={num_timesteps // 2}")
         return self.t_max
 
-    def __call__(self, batch_size: int, schedule: NoiseSchedule, device: torch.device) -> Tensor:
+    def __call__(self, batch_size: int, schedule: NoiseProcess, device: torch.device) -> Tensor:
         return torch.randint(0, self.horizon(schedule.num_timesteps), (batch_size,), device=device)

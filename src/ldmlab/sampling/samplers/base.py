@@ -1,9 +1,14 @@
-"""Base class of the samplers: a walk down a subsequence of the training timesteps.
+"""Base class of the samplers: a walk down a grid of noise levels, noisy to clean.
 
 Samplers know nothing about networks, conditioning or guidance: they see a ``DenoiseFn``
-that maps (x_t, t) to the predicted (x0, ε), and a ``NoiseSchedule`` for ᾱ. A sampler declares
-how a guidance gradient g = ∇ log p(y | x_t) enters its step (``Sampler.gradient_form``); the
-caller's guided denoiser applies that form, so the step itself never sees g.
+that maps (x_t, t, level) to the predicted (x0, ε), and a ``NoiseProcess`` for α and σ. On a
+discrete schedule the grid is a subsequence of the training timesteps; on a continuous process
+it is the process's own ``grid``. The steps here (DDIM, DDPM, DPM-Solver++) are written for the
+VP process in ᾱ: on a process that is not variance preserving they walk y = x/sqrt(α² + σ²),
+the VP process with ᾱ = α²/(α² + σ²), and the denoiser sees x (``Transition.scale``).
+A sampler declares how a guidance gradient g = ∇ log p(y | x_t) enters its step
+(``Sampler.gradient_form``); the caller's guided denoiser applies that form, so the step itself
+never sees g.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ldmlab.diffusion.process import NoiseProcess, vp_alpha_bar
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.utils.errors import FieldError
 
-DenoiseFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""(x_t (B, C, H, W), t (B,) long) → (x0_hat, eps_hat), both shaped like x_t."""
+DenoiseFn = Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor]]
+"""(x_t (B, C, H, W), t (B,) levels, the same level as a host number) → (x0_hat, eps_hat), both
+shaped like x_t. Every sample of a call is at the one level; the host copy lets guidance decide
+per step without reading t back from the device."""
 
 StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]
 """Called after each step with (step index, t (B,), x after the step, x0_hat of the step)."""
@@ -37,14 +45,16 @@ class Transition:
 
     alpha_bar: ᾱ_t. alpha_bar_prev: ᾱ of the next cleaner level, 1.0 after the last step
     (clean data). last_alpha_bar: ᾱ of the preceding, noisier level (None at the first step),
-    for multistep solvers.
+    for multistep solvers. On a process that is not variance preserving ᾱ is the VP-equivalent
+    α²/(α² + σ²) and scale = sqrt(α² + σ²) at t (the walked y is x/scale); 1.0 on VP schedules.
     """
 
     index: int
-    t: int
+    t: int | float
     alpha_bar: float
     alpha_bar_prev: float
     last_alpha_bar: float | None
+    scale: float = 1.0
 
     @property
     def is_final(self) -> bool:
@@ -56,7 +66,8 @@ class Sampler(ABC):
 
     spacing: "trailing" (default; t = round(T − i·T/steps) − 1, always starts at T − 1, which
     zero-terminal-SNR schedules need, Lin et al. 2024) or "leading" (t = i·⌊T/steps⌋, always
-    ends at 0, as in the DDIM and LDM code bases).
+    ends at 0, as in the DDIM and LDM code bases). A continuous process has its own grid
+    (``ContinuousProcess.grid``), which "trailing" stands for; "leading" is refused there.
     """
 
     def __init__(self, steps: int, spacing: str = "trailing") -> None:
@@ -90,9 +101,27 @@ class Sampler(ABC):
             return (levels - index * stride).round().long() - 1
         return (index * (levels // self.steps)).long().flip(0)
 
-    def transitions(self, schedule: NoiseSchedule, horizon: int | None = None) -> list[Transition]:
+    def check(self, num_train_timesteps: int | None, horizon: int | None = None) -> None:
+        """Refuse settings the model cannot walk: ``timesteps``' checks on a discrete schedule
+        (T = ``num_train_timesteps``), the spacing on a continuous process (T = None)."""
+        if num_train_timesteps is not None:
+            self.timesteps(num_train_timesteps, horizon)
+        elif self.spacing != "trailing":
+            raise FieldError("sampler", "spacing", f"{self.spacing!r} picks discrete timesteps, but the model's "
+                             "process is continuous and walks its own grid", "{key}=trailing")
+
+    def transitions(self, schedule: NoiseProcess, horizon: int | None = None) -> list[Transition]:
         """The steps of one trajectory (below ``horizon``, see ``timesteps``), with ᾱ as float64
         Python floats."""
+        self.check(schedule.num_timesteps, horizon)
+        if schedule.continuous:
+            grid = schedule.grid(self.steps)
+            alpha, sigma = schedule.host_alpha_sigma(grid)
+            alpha_bars, scales = vp_alpha_bar(alpha, sigma).tolist(), (alpha.square() + sigma.square()).sqrt()
+            return [
+                Transition(i, t, alpha_bars[i], alpha_bars[i + 1], alpha_bars[i - 1] if i else None, scales[i].item())
+                for i, t in enumerate(grid[:-1].tolist())
+            ]
         timesteps = self.timesteps(schedule.num_timesteps, horizon)
         alpha_bars = schedule.alphas_cumprod.detach().double().cpu()[timesteps].tolist()
         levels = [*alpha_bars, 1.0]
@@ -111,21 +140,24 @@ class Sampler(ABC):
         self,
         denoise: DenoiseFn,
         noise: Tensor,
-        schedule: NoiseSchedule,
+        schedule: NoiseProcess,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         horizon: int | None = None,
     ) -> Tensor:
         """Integrate from ``noise`` (x at the first visited level, (B, C, H, W)) to a sample x0.
 
-        generator: drives the in-loop noise; it must live on ``noise``'s device.
-        horizon: T' (default T): the walk starts at t = T' − 1 (trailing spacing), so ``noise``
-        is then x_{T'−1}, e.g. another generator's sample noised by q(x_{T'−1} | x̂).
+        ``noise`` is standard normal on a continuous process (the VP convention for y; the
+        first level's x is scale·noise). generator: drives the in-loop noise; it must live on
+        ``noise``'s device. horizon: T' (default T): the walk starts at t = T' − 1 (trailing
+        spacing), so ``noise`` is then x_{T'−1}, e.g. another generator's sample noised by
+        q(x_{T'−1} | x̂).
         """
         x, last_x0 = noise, None
+        dtype = noise.dtype if schedule.continuous else torch.long
         for transition in self.transitions(schedule, horizon):
-            t = torch.full((noise.shape[0],), transition.t, dtype=torch.long, device=noise.device)
-            x0, eps = denoise(x, t)
+            t = torch.full((noise.shape[0],), transition.t, dtype=dtype, device=noise.device)
+            x0, eps = denoise(x if transition.scale == 1.0 else x * transition.scale, t, transition.t)
             x = self.step(x, x0, eps, transition, last_x0, generator)
             last_x0 = x0
             if callback is not None:
