@@ -2,7 +2,8 @@
 
 A stage-2 (train_ldm) checkpoint gives its denoiser (EMA weights by default) as ``out/unet``
 (``UNet2DConditionModel``) or, for a DiT, ``out/transformer`` (``DiTTransformer2DModel`` with the
-class table), plus ``out/scheduler`` (``DDIMScheduler`` with the trained noise schedule),
+class table), plus ``out/scheduler`` (``DDIMScheduler`` with the trained noise schedule; flow
+matching's and EDM's twins for those objectives, ``ldmlab.interop.scheduler``),
 ``out/conditioner`` (the conditioner's weights + ``conditioner.json``: how to build the denoiser's
 inputs) and ``out/vae`` (``AutoencoderKL`` with the fitted latent scale); a stage-1 (train_ae)
 checkpoint gives ``out/vae`` only. A net diffusers cannot express (a U-ViT, a DiT with

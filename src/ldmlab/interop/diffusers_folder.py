@@ -2,11 +2,13 @@
 
 Stage 2: the denoiser — a ``UNet`` as ``unet`` (``UNet2DConditionModel``), a ``DiT`` as
 ``transformer`` (``DiTTransformer2DModel``, carrying the conditioner's class table) —,
-``scheduler`` (``DDIMScheduler``), ``conditioner`` (weights + ``conditioner.json``) and, on a KL
-first stage, ``vae`` (``AutoencoderKL`` with the fitted latent scale); stage 1: ``vae`` only.
-What diffusers has no twin for (a U-ViT, a DiT with cross-attention, ...) is a ``ConfigError``
-naming the key, raised before anything is written. Every part is reloaded from disk and compared
-with ldmlab on fixed random inputs; a mismatch is a bug (RuntimeError).
+``scheduler`` (``DDIMScheduler``; ``FlowMatchEulerDiscreteScheduler`` for flow matching,
+``EDMEulerScheduler`` for EDM: ``interop.scheduler``), ``conditioner`` (weights +
+``conditioner.json``) and, on a KL first stage, ``vae`` (``AutoencoderKL`` with the fitted latent
+scale); stage 1: ``vae`` only. What diffusers has no twin for (a U-ViT, a DiT with cross-attention,
+an objective without a scheduler twin, ...) is a ``ConfigError`` naming the key, raised before
+anything is written. Every part is reloaded from disk and compared with ldmlab on fixed random
+inputs; a mismatch is a bug (RuntimeError).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ldmlab.backbones.dit import DiT
 from ldmlab.backbones.unet import UNet
 from ldmlab.conditioning.class_embedder import ClassEmbedder
 from ldmlab.conditioning.conditioner import Conditioner
+from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.first_stage.autoencoder import FirstStage
 from ldmlab.first_stage.identity import IdentityFirstStage
 from ldmlab.interop.autoencoder_kl import to_diffusers_vae
@@ -39,10 +42,11 @@ def export_ldm(module: LatentDiffusionModule, stored_schedule: dict, out: Path, 
                generator: torch.Generator) -> Export:
     """Convert everything, then write the stage-2 parts into ``out`` and check them.
     ``stored_schedule``: the schedule's config node as the checkpoint keeps it."""
-    if module.horizon < module.schedule.num_timesteps:
+    if module.horizon is not None and module.horizon < module.schedule.num_timesteps:
         raise FieldError("module", "start", f"the model is trained on t < {module.horizon} only and samples "
                          "from another generator's output; diffusers pipelines start from noise",
                          "export a model trained on every timestep")
+    scheduler, diffs = to_diffusers_scheduler(module, stored_schedule)
     model = module.ema.shadow if use_ema else module.model
     backbone, conditioner = model["backbone"].eval(), model["conditioner"].eval()
     first_stage = module.first_stage
@@ -52,19 +56,17 @@ def export_ldm(module: LatentDiffusionModule, stored_schedule: dict, out: Path, 
                           f"export a model trained on a KL autoencoder ({key}=autoencoder)")
     latent_size = module.resolution // first_stage.downsample_factor
     name, theirs = diffusers_denoiser(backbone, conditioner, latent_size)
-    scheduler, schedule_diff = to_diffusers_scheduler(module, stored_schedule)
     scaling_factor = float(first_stage.scale_factor) if isinstance(first_stage, FirstStage) else None
     vae = None if scaling_factor is None else to_diffusers_vae(first_stage.autoencoder, scaling_factor)
 
     theirs.save_pretrained(out / name, safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
-    num_timesteps = module.schedule.num_timesteps
+    times = check_times(module.schedule, generator)
     if name == "transformer":
-        diff = _check_dit(backbone, label_table(conditioner), out / name, num_timesteps, rtol, generator)
+        diffs[name] = _check_dit(backbone, label_table(conditioner), out / name, times, rtol, generator)
     else:
-        diff = _check_unet(backbone, out / name, latent_size, num_timesteps, rtol, generator)
-    diffs = {name: diff, "scheduler alphas_cumprod": schedule_diff,
-             "conditioner": save_conditioner(conditioner, out / "conditioner")}
+        diffs[name] = _check_unet(backbone, out / name, latent_size, times[[0, -1]], rtol, generator)
+    diffs["conditioner"] = save_conditioner(conditioner, out / "conditioner")
     parts = [name, "scheduler", "conditioner"]
     if vae is not None:
         diffs["vae"] = save_vae(first_stage.autoencoder, vae, out / "vae", rtol, generator)
@@ -87,23 +89,33 @@ def diffusers_denoiser(
                       f"export a model trained with {key}=dit or {key}=small")
 
 
-def _check_unet(unet: UNet, folder: Path, side: int, num_timesteps: int, rtol: float,
+def check_times(schedule: NoiseProcess, generator: torch.Generator) -> torch.Tensor:
+    """The backbone's time inputs (3,) at the cleanest, a random and the noisiest trained level
+    (t = 0, random, T − 1 on a discrete schedule)."""
+    if schedule.continuous:
+        units = torch.cat([torch.zeros(1), torch.rand(1, generator=generator), torch.ones(1)])
+        levels = schedule.from_unit(units)
+    else:
+        levels = torch.tensor([0, int(torch.randint(schedule.num_timesteps, (), generator=generator)),
+                               schedule.num_timesteps - 1])
+    return schedule.network_time(levels)
+
+
+def _check_unet(unet: UNet, folder: Path, side: int, t: torch.Tensor, rtol: float,
                 generator: torch.Generator) -> float:
-    """Reload ``folder`` and compare with ``unet`` on random (2, C, side, side) latents at t = 0, T − 1."""
+    """Reload ``folder`` and compare with ``unet`` on random (2, C, side, side) latents at times t (2,)."""
     x = torch.randn(2, unet.in_channels, side, side, generator=generator)
-    t = torch.tensor([0, num_timesteps - 1])
     reloaded = UNet2DConditionModel.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True,
                                                     use_safetensors=True)
     return assert_same_outputs(unet, reloaded, x, t, _random_cond(unet, side, generator), rtol)
 
 
-def _check_dit(dit: DiT, labels: ClassEmbedder, folder: Path, num_timesteps: int, rtol: float,
+def _check_dit(dit: DiT, labels: ClassEmbedder, folder: Path, t: torch.Tensor, rtol: float,
                generator: torch.Generator) -> float:
-    """Reload ``folder`` and compare with ``dit`` on random latents at t = 0, random, T − 1 with
+    """Reload ``folder`` and compare with ``dit`` on random latents at time inputs t (3,) with
     labels random, random and the null row."""
     side = dit.input_size
     x = torch.randn(3, dit.in_channels, side, side, generator=generator)
-    t = torch.tensor([0, int(torch.randint(num_timesteps, (), generator=generator)), num_timesteps - 1])
     classes = torch.cat([torch.randint(labels.num_classes, (2,), generator=generator),
                          torch.tensor([labels.num_classes])])
     reloaded = DiTTransformer2DModel.from_pretrained(folder, low_cpu_mem_usage=False, local_files_only=True,
