@@ -26,13 +26,15 @@ class GuidanceContext:
 
     first_stage: the frozen autoencoder (``decode`` maps scaled latents to images in [-1, 1]);
     schedule: the model's ``NoiseSchedule``; latent_shape: (C, h, w) of the sampled latents;
-    conditioner: the model's ``Conditioner`` (no embedders: an unconditional model).
+    conditioner: the model's ``Conditioner`` (no embedders: an unconditional model);
+    parameterization: the model's ``Parameterization`` (what its network outputs; None: not given).
     """
 
     first_stage: nn.Module
     schedule: nn.Module
     latent_shape: tuple[int, int, int]
     conditioner: nn.Module
+    parameterization: object = None
 
 
 LogProb = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Tensor]

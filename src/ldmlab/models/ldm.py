@@ -191,7 +191,8 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
         latent = self.resolution // self.first_stage.downsample_factor
         conditioner = (self.ema.shadow if use_ema else self.model)["conditioner"]
         latent_shape = (self.first_stage.embed_dim, latent, latent)
-        context = GuidanceContext(self.first_stage, self.schedule, latent_shape, conditioner)
+        context = GuidanceContext(self.first_stage, self.schedule, latent_shape, conditioner,
+                                  self.parameterization)
         return guidance.prepare(context)
 
     def log_images(self, batch: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
