@@ -1,6 +1,6 @@
 """Draw samples from a trained LDM: ``make sample ARGS="sampler=ddim guidance.scale=3 class_label=7"``.
 
-``guidance`` is a config group (cfg, classifier, image, cfg_classifier, none). Writes
+``guidance`` is a config group (cfg, interval, autoguidance, classifier, image, cfg_classifier, none). Writes
 ``samples.png`` (a grid) and ``samples.npz`` (uint8 images (N, H, W, C), labels, prompt,
 guidance name, its (swept) scale and config, sampler) into ``logs/sample/runs/<timestamp>/``.
 """

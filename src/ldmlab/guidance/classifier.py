@@ -50,6 +50,10 @@ class ClassifierGuidance(GradientGuidance):
     def bind(self, context: GuidanceContext) -> LogProb:
         """Refuse a classifier trained for another model; its log p_φ(y | z_t) on the model's device."""
         trained = self.classifier
+        if context.schedule.continuous:
+            raise FieldError("guidance", "classifier_ckpt", f"{self.path} classifies a discrete schedule's "
+                             f"z_t, but this LDM's process is continuous ({type(context.schedule).__name__})",
+                             "guide it with {part}=cfg, {part}=interval or {part}=autoguidance")
         if tuple(context.latent_shape) != trained.latent_shape:
             self._refuse(f"classifies latents {trained.latent_shape}, the LDM samples "
                          f"{tuple(context.latent_shape)}")

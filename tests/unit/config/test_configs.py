@@ -65,13 +65,13 @@ GUIDANCE = sorted(p.stem for p in (Path(CONF_DIR) / "guidance").glob("*.yaml"))
 def test_every_guidance_option_composes(task, guidance):
     cfg = compose_config(task, [f"guidance={guidance}"])
     assert cfg.guidance._target_.startswith("ldmlab.guidance.")
-    if guidance in ("cfg", "none"):  # the others load a classifier or a target file when built
+    if guidance in ("cfg", "interval", "none"):  # the others load a classifier or a target file when built
         built = instantiate(cfg.guidance)
         assert built.name == guidance and (guidance == "none") == (built.terms() == [])
 
 
 def test_guidance_options_are_the_documented_ones():
-    assert GUIDANCE == ["cfg", "cfg_classifier", "classifier", "image", "none"]
+    assert GUIDANCE == ["autoguidance", "cfg", "cfg_classifier", "classifier", "image", "interval", "none"]
     cfg = compose_config("sample", ["guidance=cfg_classifier"])
     assert set(cfg.guidance.terms) == {"cfg", "classifier"} and cfg.guidance.sweep == "classifier"
     assert compose_config("train_ldm", ["callbacks=ldm_sweep"]).callbacks.guidance_sweep.guidance.scale == 1.0

@@ -1,5 +1,6 @@
 """Gradient guidance: the DDIM score form and the DDPM mean shift against closed forms,
-classifier guidance (sign, scale 0 bit-exact, compatibility checks) and compositions."""
+classifier guidance (sign, scale 0 bit-exact, compatibility checks, refused on continuous processes)
+and compositions."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import torch
 from ldmlab.classifier.noisy_loading import NoisyClassifierCheckpoint
 from ldmlab.classifier.noisy_network import NoisyLatentClassifier
 from ldmlab.diffusion.parameterizations.eps import EpsParameterization
+from ldmlab.diffusion.parameterizations.velocity import VelocityParameterization
+from ldmlab.diffusion.schedules.flow import FlowSchedule
 from ldmlab.diffusion.schedules.linear import LinearSchedule
-from ldmlab.guidance.base import GradientGuidance, GuidanceContext
+from ldmlab.guidance.base import BoundGuidance, GradientGuidance, GradientTerm, GuidanceContext
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.guidance.classifier import ClassifierGuidance
 from ldmlab.guidance.composite import CompositeGuidance
 from ldmlab.guidance.none import NoGuidance
 from ldmlab.models.restore import load_ldm, resolve_ldm_checkpoint
 from ldmlab.sampling.denoiser import GuidedDenoiser
+from ldmlab.sampling.generate import generate_latents
 from ldmlab.sampling.samplers.base import ScoreForm
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.sampling.samplers.ddpm import DDPMSampler, MeanShiftForm
@@ -245,3 +249,31 @@ def test_cfg_on_an_unconditional_model_is_refused(ldm):
     ClassifierFreeGuidance(1.0).prepare(context)
     with pytest.raises(ConfigError, match=r"guidance\.scale: .*unconditional"):
         ClassifierFreeGuidance(3.0).prepare(context)
+
+
+def test_classifier_guidance_on_a_continuous_process_is_refused_with_one_line(ldm):
+    latent = ldm.resolution // ldm.first_stage.downsample_factor
+    context = GuidanceContext(ldm.first_stage, FlowSchedule(), (ldm.first_stage.embed_dim, latent, latent),
+                              ldm.model["conditioner"])
+    with pytest.raises(ConfigError, match=r"^guidance\.classifier_ckpt: .*process is continuous "
+                       r"\(FlowSchedule\).*Fix: guide it with guidance=cfg, guidance=interval or guidance=autoguidance$"):
+        ClassifierGuidance(classifier=noisy_classifier(ldm)).prepare(context)
+
+
+def test_gradient_guidance_on_a_continuous_process_is_refused_before_sampling():
+    class Conditioner:  # an unconditional model: no cond, no centre
+        time_dependent = False
+
+        def __call__(self, condition, batch_size=None):
+            return {}
+
+        def forward_centre(self, condition):
+            return None
+
+    def never(*args):
+        raise AssertionError("the network must not run")
+
+    bound = BoundGuidance(gradients=(GradientTerm(1.0, False, never),))
+    with pytest.raises(ConfigError, match=r"^guidance: gradient guidance .* process is continuous"):
+        generate_latents(never, Conditioner(), FlowSchedule(), VelocityParameterization(),
+                         DDIMSampler(steps=2), {}, (1, 2, 2), 1, guidance=bound)

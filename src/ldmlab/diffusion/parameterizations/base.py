@@ -27,7 +27,7 @@ class Parameterization(ABC):
 
     name: str
 
-    def check(self, schedule: NoiseProcess) -> None:
+    def check(self, schedule: NoiseProcess) -> None:  # noqa: B027 - defined on every process by default
         """Refuse a process this parameterisation is not defined on (a ``FieldError``)."""
 
     def network_inputs(self, x_t: Tensor, t: Tensor, schedule: NoiseProcess) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,8 @@ class EDMParameterization(Parameterization):
 
     def __init__(self, sigma_data: float = 1.0) -> None:
         if not sigma_data > 0:
-            raise FieldError("parameterization", "sigma_data", f"must be > 0, got {sigma_data}", "e.g. {key}=1")
+            raise FieldError("parameterization", "sigma_data", f"must be > 0, got {sigma_data}",
+                             "e.g. {key}=1")
         self.sigma_data = float(sigma_data)
 
     def check(self, schedule: NoiseProcess) -> None:
@@ -34,7 +35,8 @@ class EDMParameterization(Parameterization):
                              "process, but diffusion.schedule is a discrete one",
                              "diffusion/schedule=edm (or diffusion/objective=edm)")
 
-    def coefficients(self, t: Tensor, schedule: NoiseProcess, ndim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def coefficients(self, t: Tensor, schedule: NoiseProcess, ndim: int
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, α), each (B, 1, …), at levels t (B,)."""
         alpha, sigma = signal_and_noise(schedule, t, ndim)
         sigma_tilde = sigma / alpha

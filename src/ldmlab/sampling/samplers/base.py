@@ -107,8 +107,8 @@ class Sampler(ABC):
         if num_train_timesteps is not None:
             self.timesteps(num_train_timesteps, horizon)
         elif self.spacing != "trailing":
-            raise FieldError("sampler", "spacing", f"{self.spacing!r} picks discrete timesteps, but the model's "
-                             "process is continuous and walks its own grid", "{key}=trailing")
+            raise FieldError("sampler", "spacing", f"{self.spacing!r} picks discrete timesteps, but the "
+                             "model's process is continuous and walks its own grid", "{key}=trailing")
 
     def transitions(self, schedule: NoiseProcess, horizon: int | None = None) -> list[Transition]:
         """The steps of one trajectory (below ``horizon``, see ``timesteps``), with ᾱ as float64
@@ -117,9 +117,10 @@ class Sampler(ABC):
         if schedule.continuous:
             grid = schedule.grid(self.steps)
             alpha, sigma = schedule.host_alpha_sigma(grid)
-            alpha_bars, scales = vp_alpha_bar(alpha, sigma).tolist(), (alpha.square() + sigma.square()).sqrt()
+            alpha_bars = vp_alpha_bar(alpha, sigma).tolist()
+            scales = (alpha.square() + sigma.square()).sqrt().tolist()
             return [
-                Transition(i, t, alpha_bars[i], alpha_bars[i + 1], alpha_bars[i - 1] if i else None, scales[i].item())
+                Transition(i, t, alpha_bars[i], alpha_bars[i + 1], alpha_bars[i - 1] if i else None, scales[i])
                 for i, t in enumerate(grid[:-1].tolist())
             ]
         timesteps = self.timesteps(schedule.num_timesteps, horizon)
