@@ -256,7 +256,8 @@ def test_classifier_guidance_on_a_continuous_process_is_refused_with_one_line(ld
     context = GuidanceContext(ldm.first_stage, FlowSchedule(), (ldm.first_stage.embed_dim, latent, latent),
                               ldm.model["conditioner"])
     with pytest.raises(ConfigError, match=r"^guidance\.classifier_ckpt: .*process is continuous "
-                       r"\(FlowSchedule\).*Fix: guide it with guidance=cfg, guidance=interval or guidance=autoguidance$"):
+                       r"\(FlowSchedule\).*Fix: guide it with guidance=cfg, guidance=interval or "
+                       r"guidance=autoguidance$"):
         ClassifierGuidance(classifier=noisy_classifier(ldm)).prepare(context)
 
 

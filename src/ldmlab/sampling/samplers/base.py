@@ -120,7 +120,8 @@ class Sampler(ABC):
             alpha_bars = vp_alpha_bar(alpha, sigma).tolist()
             scales = (alpha.square() + sigma.square()).sqrt().tolist()
             return [
-                Transition(i, t, alpha_bars[i], alpha_bars[i + 1], alpha_bars[i - 1] if i else None, scales[i])
+                Transition(i, t, alpha_bars[i], alpha_bars[i + 1], alpha_bars[i - 1] if i else None,
+                           scales[i])
                 for i, t in enumerate(grid[:-1].tolist())
             ]
         timesteps = self.timesteps(schedule.num_timesteps, horizon)
