@@ -26,7 +26,8 @@ class GuidedDenoiser:
     of batch 2B on [cond; uncond] (concatenated tensor by tensor along dim 0), split and combined in
     model-output space; autoguidance adds a weaker network's pass. Active gradient terms (scale ≠ 0):
     under ``torch.enable_grad`` only here, x_t is made a leaf, g = ∇_{x_t} Σ_i s_i·log p_i(y | x_t) is
-    taken over the whole batch at once (samples are independent), and ``form`` (the sampler's ``Sampler.gradient_form``) folds g into (x0, ε̂).
+    taken over the whole batch at once (samples are independent), and ``form`` (the sampler's
+    ``Sampler.gradient_form``) folds g into (x0, ε̂).
     The network is differentiated only when a term ``needs_model_grad``; otherwise terms see
     x0 = (x_t − sqrt(1 − ᾱ_t)·ε̂)/sqrt(ᾱ_t) with ε̂ held fixed.
     guidance: a guidance prepared for this model (``Guidance.prepare``); None: no guidance.
