@@ -14,9 +14,13 @@ FIX = "give the weaker model's train_ldm .ckpt or run dir, e.g. {key}=logs/train
 
 
 def load_guide(guide_ckpt: str | None = None, log_dir: str = "logs") -> LatentDiffusionModule:
-    """The guide's module (CPU, eval) from a .ckpt or run dir; None → the newest train_ldm run under
-    ``log_dir``. Errors name ``guidance.guide_ckpt``."""
+    """The guide's module (CPU, eval) from a .ckpt or run dir. None is refused: the newest train_ldm
+    run under ``log_dir`` is usually the guided model itself, and a model guiding itself is no
+    guidance at all. Errors name ``guidance.guide_ckpt``."""
     key = part_key("guidance", "guide_ckpt")
+    if guide_ckpt is None:
+        raise ConfigError(key, "is required: autoguidance needs the weaker model's checkpoint",
+                          FIX.replace("{key}", key))
     try:
         return load_ldm(resolve_ldm_checkpoint(guide_ckpt, log_dir))
     except ConfigError as err:

@@ -100,3 +100,11 @@ def test_the_config_loads_the_guide_and_names_its_key():
     with pytest.raises(Exception, match=r"guidance\.guide_ckpt: /nowhere/guide\.ckpt does not exist") as err:
         instantiate(cfg.guidance)
     assert isinstance(err.value, ConfigError) or isinstance(err.value.__cause__, ConfigError)
+
+
+def test_a_missing_guide_ckpt_is_refused_rather_than_guiding_with_the_newest_run():
+    cfg = compose_config("sample", ["guidance=autoguidance"])
+    with pytest.raises(Exception, match=r"guidance\.guide_ckpt: is required: autoguidance needs the weaker "
+                                        r"model's checkpoint\. Fix: give the weaker model's") as err:
+        instantiate(cfg.guidance)
+    assert isinstance(err.value, ConfigError) or isinstance(err.value.__cause__, ConfigError)
