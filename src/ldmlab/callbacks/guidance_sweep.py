@@ -2,14 +2,16 @@
 
 Every ``every_n_epochs`` validation epochs and after the last one, all ranks draw ``num_samples``
 images per grid point and seed with the EMA weights — the grid is the scales × every combination
-of ``grid`` sampler settings (see ``ldmlab.evaluation.grid``; chunked, rank-independent sampling
-in ``ldmlab.evaluation.sweep``) — and rank 0 scores them against ``num_reference`` real images
+of ``grid`` sampler settings (see ``ldmlab.evaluation.grid``) and of ``grid.guidance`` guidance
+settings (``ldmlab.evaluation.guidance_grid``; chunked, rank-independent sampling in
+``ldmlab.evaluation.sweep``) — and rank 0 scores them against ``num_reference`` real images
 of ``reference_split``. Results go to
 
 - ``<out_dir>/sweep_epochEEE.csv`` (one row per grid point, mean and ``*_seed_std`` over
   ``seeds``), ``sweep_epochEEE_per_seed.csv`` (several seeds), ``sweep_epochEEE.png`` (FID vs s,
   IS vs s, FID–IS frontier; or metric vs the swept sampler setting), ``<out_dir>/best.json``;
-- the loggers: ``sweep/<metric>@s=<s>[,<setting>=<v>…]`` per grid point,
+- the loggers: ``sweep/<metric>@s=<s>[,<setting>=<v>…]`` per grid point (varying guidance and
+  sampler settings),
   ``val/sweep/best_guidance_scale`` and
   ``val/sweep/best_score`` (the ``select_by`` metric there, a valid ``optimized_metric``), and on
   wandb a table plus line charts;
@@ -26,8 +28,9 @@ from pytorch_lightning.loggers import WandbLogger
 
 from ldmlab.callbacks.epoch_schedule import is_due
 from ldmlab.config.types import PositiveInt
-from ldmlab.evaluation.columns import SAMPLER_PREFIX, metric_keys, varying_axes
+from ldmlab.evaluation.columns import GUIDANCE_PREFIX, SAMPLER_PREFIX, metric_keys, varying_axes
 from ldmlab.evaluation.grid import sampler_grid
+from ldmlab.evaluation.guidance_grid import guidance_grid
 from ldmlab.evaluation.plots import frontier_keys
 from ldmlab.evaluation.reference import check_counts, load_reference
 from ldmlab.evaluation.seeds import mean_over_seeds
@@ -52,9 +55,10 @@ class GuidanceSweep(pl.Callback):
     """guidance_scales: the s values of ``guidance`` (None: CFG, ε̃ = ε_u + s·(ε_c − ε_u));
     metrics: ``FidelityEvaluator`` without its reference (a Hydra ``_partial_``); sampler: None →
     the module's; grid: sampler settings swept on top (``{"steps": [10, 50], "eta": [0, 1]}``,
-    ``{"sampler": ["ddim", "dpmpp"]}``; None: none); select_by: the metric that picks the best
-    grid point (None → the first FID key; fid/kid lower, others higher is better); seeds: the
-    sampling seeds (chunk i of seed k uses generator seed k·10⁶ + i)."""
+    ``{"sampler": ["ddim", "dpmpp"]}``; None: none) and, under ``guidance``, the guidance's own
+    settings (``{"guidance": {"sigma_high": [2, 5, 10]}}`` with interval guidance); select_by:
+    the metric that picks the best grid point (None → the first FID key; fid/kid lower, others
+    higher is better); seeds: the sampling seeds (chunk i of seed k uses generator seed k·10⁶ + i)."""
 
     def __init__(
         self,
@@ -69,13 +73,15 @@ class GuidanceSweep(pl.Callback):
         batch_size: PositiveInt = 64,
         guidance: Guidance | None = None,
         select_by: str | None = None,
-        grid: Mapping[str, Sequence | str | float | None] | None = None,
+        grid: Mapping[str, Sequence | Mapping | str | float | None] | None = None,
         seeds: Sequence[int] = (0,),
     ) -> None:
         with _own_keys():
             self.guidance_scales = check_settings(guidance_scales, num_samples, batch_size)
             self.seeds = check_seeds(seeds)
         self.guidance = guidance or ClassifierFreeGuidance()
+        with _own_keys(), part_keys(guidance=part_key("guidance_sweep", "guidance")):
+            self.guidances = guidance_grid(self.guidance, (grid or {}).get("guidance"))
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise FieldError("guidance_sweep", "every_n_epochs",
                              f"must be an integer ≥ 1, got {every_n_epochs!r}", "e.g. {key}=5")
@@ -104,7 +110,8 @@ class GuidanceSweep(pl.Callback):
             self.condition = guided_condition(pl_module.model["conditioner"], self.guidance, self.num_samples,
                                               source=dataset)
             check_select_by(self.select_by, self.evaluator.metric_names(labelled="label" in self.condition))
-            self.samplers = sampler_grid(self.sampler or pl_module.sampler, self.grid,
+            sampler_axes = {axis: values for axis, values in self.grid.items() if axis != "guidance"}
+            self.samplers = sampler_grid(self.sampler or pl_module.sampler, sampler_axes,
                                          pl_module.schedule.num_timesteps, pl_module.horizon)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -114,15 +121,16 @@ class GuidanceSweep(pl.Callback):
         self._swept_epoch = epoch
         rows = grid_sweep(pl_module, self.evaluator, self.condition, self.guidance, self.guidance_scales,
                           self.num_samples, samplers=self.samplers, seeds=self.seeds,
-                          batch_size=self.batch_size)
+                          batch_size=self.batch_size, guidances=self.guidances)
         cells = mean_over_seeds(rows)
         with _own_keys():
             metric, best = select_best(cells, self.select_by)
         self.best = {"epoch": epoch, "select_by": metric, **best}
-        settings = [a for a in varying_axes(cells) if a.startswith(SAMPLER_PREFIX) or a == "sampler"]
+        settings = [a for a in varying_axes(cells) if a.startswith((GUIDANCE_PREFIX, SAMPLER_PREFIX))
+                    or a == "sampler"]
         for cell in cells:
             where = ",".join([f"s={cell['guidance_scale']:g}",
-                              *(f"{axis.removeprefix(SAMPLER_PREFIX)}={cell[axis]}" for axis in settings)])
+                              *(f"{axis.rsplit('.', 1)[-1]}={cell[axis]}" for axis in settings)])
             for key in metric_keys(cells):
                 pl_module.log(f"sweep/{key}@{where}", float(cell[key]), sync_dist=True)
         pl_module.log("val/sweep/best_guidance_scale", float(best["guidance_scale"]), sync_dist=True)

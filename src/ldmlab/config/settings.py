@@ -69,12 +69,22 @@ class SampleSettings(CommandSettings, total=False):
     device: str
 
 
+class GuidanceGrid(TypedDict, total=False):
+    """Guidance settings swept by evaluate (interval guidance's bounds; another setting is left to
+    ``guidance_grid``, which names the guidance's own): a list, or one value (a one-value list)."""
+
+    sigma_low: NonNegativeFloat | list[NonNegativeFloat]
+    sigma_high: NonNegativeFloat | list[NonNegativeFloat]
+
+
 class Grid(TypedDict, total=False):
-    """Sampler settings swept by evaluate: a list, or one value (a one-value list)."""
+    """Sampler settings swept by evaluate, and under ``guidance`` the guidance's own settings:
+    a list, or one value (a one-value list)."""
 
     sampler: list[str] | str | None
     steps: list[PositiveInt] | PositiveInt | None
     eta: list[NonNegativeFloat] | NonNegativeFloat | None
+    guidance: GuidanceGrid
 
 
 class EvaluateSettings(CommandSettings, total=False):

@@ -1,7 +1,8 @@
 """The column vocabulary of sweep tables: which columns locate a row (axes) and which measure it.
 
-Axes: ``guidance``, ``guidance_scale``, ``w`` (CFG's s − 1), ``sampler`` and every
-``sampler.<setting>`` column, the sampling ``seed``, plus any grouping key a report adds.
+Axes: ``guidance``, ``guidance_scale``, ``w`` (CFG's s − 1), every ``guidance.<setting>`` column
+(e.g. interval guidance's ``guidance.sigma_high``), ``sampler`` and every ``sampler.<setting>``
+column, the sampling ``seed``, plus any grouping key a report adds.
 Counts: ``seeds`` (rows averaged into a cell). Timings (``*_seconds``, ``seconds_per_image``) are
 measured and averaged like metrics but never pick a best row. Everything else is a metric; a
 column's spread over seeds is ``<column>_seed_std``.
@@ -15,13 +16,14 @@ from ldmlab.evaluation.table import Row
 
 AXES = ("guidance", "guidance_scale", "w", "sampler", "seed")
 SAMPLER_PREFIX = "sampler."
+GUIDANCE_PREFIX = "guidance."
 COUNT = "seeds"
 SPREAD = "_seed_std"
 LOWER_IS_BETTER = ("fid_", "kid_")
 
 
 def is_axis(key: str) -> bool:
-    return key in AXES or key.startswith(SAMPLER_PREFIX)
+    return key in AXES or key.startswith((SAMPLER_PREFIX, GUIDANCE_PREFIX))
 
 
 def is_timing(key: str) -> bool:

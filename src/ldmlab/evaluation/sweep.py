@@ -1,10 +1,13 @@
-"""Fidelity metrics of one model over a grid: guidance scales × sampler settings × sampling seeds.
+"""Fidelity metrics of one model over a grid: guidance settings × sampler settings × guidance scales
+× sampling seeds.
 
 The swept scale is the guidance's own (``Guidance.with_scale``): CFG's s with
 ε̃ = ε_u + s·(ε_c − ε_u) (s = 1: no guidance; those rows also carry Ho & Salimans' w = s − 1),
 classifier guidance's s in ε̂ − s·sqrt(1 − ᾱ_t)·∇ log p(y | x_t) (s = 0: none), …; every row
 names the guidance (``guidance``) so CFG and classifier sweeps can share one table and frontier.
-Sampler settings come as (point, sampler) pairs from ``ldmlab.evaluation.grid.sampler_grid``.
+Sampler settings come as (point, sampler) pairs from ``ldmlab.evaluation.grid.sampler_grid``,
+guidance settings (e.g. interval bounds) as (point, guidance) pairs from
+``ldmlab.evaluation.guidance_grid.guidance_grid``.
 
 Reproducible under any process count: the samples of a cell are drawn in chunks of
 ``batch_size``, chunk i of sampling seed k from a generator seeded ``chunk_seed(k, i)`` (the same
@@ -18,6 +21,7 @@ Errors about the sweep's settings name the fields of the ``sweep`` part (top-lev
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -94,17 +98,20 @@ def grid_sweep(
     module: LatentDiffusionModule, evaluator: FidelityEvaluator, condition: dict, guidance: Guidance,
     guidance_scales: Sequence[float], num_samples: int, *,
     samplers: Sequence[tuple[Point, Sampler]] | None = None, seeds: Sequence[int] = (0,),
-    batch_size: int = 64, use_ema: bool = True,
+    batch_size: int = 64, use_ema: bool = True, guidances: Sequence[tuple[Point, Guidance]] | None = None,
 ) -> list[Row]:
-    """One row per (sampler point, scale, seed), in that nesting: ``{guidance, guidance_scale,
-    [w,] sampler, sampler.<setting>…, seed, <evaluator metrics>, sampling_seconds,
-    seconds_per_image, metric_seconds}``, sampled with ``guidance.with_scale(s)``.
+    """One row per (guidance point, sampler point, scale, seed), in that nesting: ``{guidance,
+    guidance_scale, [w,] guidance.<setting>…, sampler, sampler.<setting>…, seed, <evaluator
+    metrics>, sampling_seconds, seconds_per_image, metric_seconds}``, sampled with
+    ``<point's guidance>.with_scale(s)``.
 
     condition: the inputs for all ``num_samples`` samples (``guided_condition``); its ``label``
     entry, when present, scores ``accuracy_classifier``. samplers: ``sampler_grid`` pairs (None:
-    the module's sampler). Average over seeds with ``mean_over_seeds``. Every rank returns the
-    same rows; call it on every rank.
+    the module's sampler). guidances: ``guidance_grid`` pairs (None: ``guidance`` as it is).
+    Average over seeds with ``mean_over_seeds``. Every rank returns the same rows; call it on
+    every rank.
     """
+    guidances = guidances or [({}, guidance)]
     samplers = samplers or sampler_grid(module.sampler, None, module.schedule.num_timesteps,
                                               horizon=module.horizon)
     labels = condition.get("label")
@@ -112,15 +119,15 @@ def grid_sweep(
     mine = sum(min(batch_size, num_samples - i * batch_size)
                for i in range(rank, math.ceil(num_samples / batch_size), world))
     rows = []
-    cells = len(samplers) * len(guidance_scales) * len(seeds)
+    cells = len(guidances) * len(samplers) * len(guidance_scales) * len(seeds)
     with Progress(cells * mine, "sweep (images)", enabled=rank == 0) as progress:
-        for point, sampler in samplers:
+        for (settings, configured), (point, sampler) in itertools.product(guidances, samplers):
             for scale in guidance_scales:
-                guided = guidance.with_scale(scale)
+                guided = configured.with_scale(scale)
                 bound = module.prepare_guidance(guided, use_ema)  # checked once for every chunk
                 for seed in seeds:
-                    where = {**_scale_columns(guided), **point, "seed": seed}
-                    note = ", ".join(f"{k.removeprefix('sampler.')}={v}" for k, v in where.items()
+                    where = {**_scale_columns(guided), **settings, **point, "seed": seed}
+                    note = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in where.items()
                                      if k not in ("w", "guidance"))
                     started = time.perf_counter()
                     images = draw_samples(module, condition, num_samples, bound, seed=seed,

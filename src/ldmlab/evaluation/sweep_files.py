@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldmlab.evaluation.columns import SAMPLER_PREFIX, varying_axes
+from ldmlab.evaluation.columns import GUIDANCE_PREFIX, SAMPLER_PREFIX, varying_axes
 from ldmlab.evaluation.plots import plot_grid, plot_sweep
 from ldmlab.evaluation.seeds import mean_over_seeds
 from ldmlab.evaluation.table import Row, write_csv
@@ -13,10 +13,14 @@ from ldmlab.evaluation.table import Row, write_csv
 
 def plot_axis(cells: Sequence[Row]) -> str:
     """The x axis of a sweep's plot: the first varying numeric sampler setting (steps before the
-    others), else the guidance scale."""
-    settings = [a for a in varying_axes(cells) if a.startswith(SAMPLER_PREFIX)
-                and all(isinstance(c.get(a), int | float) for c in cells)]
-    settings.sort(key=lambda a: a != f"{SAMPLER_PREFIX}steps")
+    others), else the guidance scale if it varies, else the first varying numeric guidance
+    setting (e.g. ``guidance.sigma_high``), else the guidance scale."""
+    varying = varying_axes(cells)
+    numeric = [a for a in varying if all(isinstance(c.get(a), int | float) for c in cells)]
+    settings = sorted((a for a in numeric if a.startswith(SAMPLER_PREFIX)),
+                      key=lambda a: a != f"{SAMPLER_PREFIX}steps")
+    if not settings and "guidance_scale" not in varying:
+        settings = [a for a in numeric if a.startswith(GUIDANCE_PREFIX)]
     return settings[0] if settings else "guidance_scale"
 
 
@@ -24,8 +28,8 @@ def write_sweep(rows: Sequence[Row], stem: Path, title: str) -> tuple[list[Row],
     """(cells, files): ``<stem>.csv`` with one row per grid point (``seeds`` = rows averaged, and
     ``<metric>_seed_std`` over ≥ 2 seeds), ``<stem>_per_seed.csv`` with every row when there are
     several seeds, and ``<stem>.png``: metric vs s and the FID–IS frontier when only the scale
-    varies, else metric vs the swept sampler setting (``plot_axis``) with a curve per value of
-    the other axes."""
+    varies, else metric vs the swept sampler or guidance setting (``plot_axis``) with a curve per
+    value of the other axes."""
     cells = mean_over_seeds(rows)
     files = {"csv": write_csv(cells, stem.with_suffix(".csv"))}
     if len(cells) < len(rows):
