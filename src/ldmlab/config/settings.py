@@ -74,7 +74,7 @@ class GuidanceGrid(TypedDict, total=False):
     ``guidance_grid``, which names the guidance's own): a list, or one value (a one-value list)."""
 
     sigma_low: NonNegativeFloat | list[NonNegativeFloat]
-    sigma_high: NonNegativeFloat | list[NonNegativeFloat]
+    sigma_high: NonNegativeFloat | None | list[NonNegativeFloat | None]
 
 
 class Grid(TypedDict, total=False):

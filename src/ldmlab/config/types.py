@@ -245,7 +245,7 @@ def _opaque(hint: Any) -> bool:
 
 
 def _plural(words: str) -> str:
-    return re.sub(r"\ban? (\w+)", r"\1s", words)
+    return re.sub(r"\ban? (finite )?(\w+)", r"\1\2s", words)  # a finite number → finite numbers
 
 
 def _example(hint: Any) -> Any:

@@ -25,7 +25,8 @@ class IntervalGuidance(OutputGuidance):
     noise level σ̃ = σ/α (k-diffusion / EDM's σ; sqrt((1 − ᾱ_t)/ᾱ_t) on a discrete VP schedule,
     +∞ where α = 0) lies in (sigma_low, sigma_high]; every other step is one plain conditional pass.
 
-    The paper's EDM2 values are the defaults: (0.28, 5.42]. low = 0, high = inf guides every step
+    The paper's EDM2 values are the defaults: (0.28, 5.42]. sigma_high None is +∞ (a config cannot
+    write inf). low = 0, high = None guides every step
     (the inner term as is); low = high guides none (the unguided model). ``scale`` / ``with_scale``
     / ``swept`` are the inner term's, so a sweep turns the inner scale; ``with_settings`` sets the
     bounds. ``prepare`` returns a bound copy that maps a step's host level to σ̃ without device syncs.
@@ -34,7 +35,7 @@ class IntervalGuidance(OutputGuidance):
     name = "interval"
 
     def __init__(self, inner: OutputGuidance | None = None, sigma_low: float = 0.28,
-                 sigma_high: float = 5.42) -> None:
+                 sigma_high: float | None = 5.42) -> None:
         self.inner = ClassifierFreeGuidance() if inner is None else inner
         if not isinstance(self.inner, OutputGuidance):
             raise FieldError("guidance", "inner", f"must be an output guidance (cfg, autoguidance), got "
@@ -102,14 +103,16 @@ class IntervalGuidance(OutputGuidance):
         return self.inner.condition_inputs(num_samples)
 
 
-def check_bounds(sigma_low: float, sigma_high: float) -> tuple[float, float]:
-    """The bounds as floats if 0 ≤ low ≤ high (low finite, high may be inf); else a ``FieldError``."""
+def check_bounds(sigma_low: float, sigma_high: float | None) -> tuple[float, float]:
+    """The bounds as floats if 0 ≤ low ≤ high (low finite, high may be inf; None is inf); else a
+    ``FieldError``."""
+    sigma_high = math.inf if sigma_high is None else sigma_high
     if isinstance(sigma_low, bool) or not isinstance(sigma_low, int | float) or not 0 <= sigma_low < math.inf:
         raise FieldError("guidance", "sigma_low", f"must be a finite number ≥ 0, got {sigma_low!r}",
                          "e.g. {key}=0.28 (0: from the cleanest step)")
     if isinstance(sigma_high, bool) or not isinstance(sigma_high, int | float) or not sigma_high >= sigma_low:
         raise FieldError("guidance", "sigma_high", f"must be a number ≥ sigma_low = {sigma_low:g}, got "
-                         f"{sigma_high!r}", "e.g. {key}=5.42 ({key}=inf: up to the noisiest step)")
+                         f"{sigma_high!r}", "e.g. {key}=5.42 ({key}=null: up to the noisiest step)")
     return float(sigma_low), float(sigma_high)
 
 

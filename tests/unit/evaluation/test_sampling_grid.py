@@ -48,7 +48,7 @@ def test_sampler_axis_takes_each_options_defaults_and_the_swept_steps():
     ({"steps": []}, "grid.steps", "grid.steps=[10,50]"),
     ({"foo": [1]}, "grid.foo", "drop grid.foo"),
     ({"sampler": ["dpmpp"], "eta": [0]}, "grid.eta", "sweep one of ['spacing', 'steps']"),
-    ({"sampler": ["plms"]}, "grid.sampler", "['ddim', 'ddpm', 'dpmpp']"),
+    ({"sampler": ["plms"]}, "grid.sampler", "['ddim', 'ddpm', 'dpmpp', 'edm', 'euler', 'heun', 'sde']"),
     ({"eta": [-1]}, "grid.eta", "grid.eta=0"),
 ])
 def test_bad_grids_name_the_swept_key_and_a_fix(grid, key, fix):
@@ -110,11 +110,20 @@ def test_sweep_files_have_one_row_per_grid_point_and_a_grid_plot(tmp_path):
     assert "per_seed_csv" not in files and files["plot"].stat().st_size > 10_000
 
 
+CONTINUOUS_ONLY = ("edm", "euler", "heun", "sde")  # samplers of the continuous processes (flow, EDM)
+
+
 @pytest.mark.parametrize("sampler", group_options("sampler"))
 def test_every_sampler_option_is_a_grid_value(sampler):
-    (point, built), = sampler_grid(DDIMSampler(), {"sampler": [sampler], "steps": [10]}, 1000)
-    assert point == {"sampler": sampler, "sampler.steps": 10} and built.steps == 10
-    assert option_of("sampler", built) == sampler
+    """On a discrete schedule (T = 1000) and, for every sampler, on a continuous process (T = None);
+    a continuous process's sampler on a discrete schedule is refused naming the swept key."""
+    for num_timesteps in (1000, None) if sampler not in CONTINUOUS_ONLY else (None,):
+        (point, built), = sampler_grid(DDIMSampler(), {"sampler": [sampler], "steps": [10]}, num_timesteps)
+        assert point == {"sampler": sampler, "sampler.steps": 10} and built.steps == 10
+        assert option_of("sampler", built) == sampler
+    if sampler in CONTINUOUS_ONLY:
+        with pytest.raises(ConfigError, match=r"integrates a continuous-time process.*Fix: use sampler=ddim"):
+            sampler_grid(DDIMSampler(), {"sampler": [sampler]}, 1000)
 
 
 def test_grids_and_seeds_compose_for_evaluate_and_the_in_run_sweep():

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from ldmlab.guidance.autoguidance import Autoguidance
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
@@ -14,6 +15,7 @@ from ldmlab.guidance.interval import IntervalGuidance
 from ldmlab.guidance.none import NoGuidance
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.utils.errors import FieldError
+from tests.conftest import compose_config
 from tests.unit.guidance.tiny_ldm import FLOW, LABELS, batch_sizes, draw, tiny_ldm
 
 SCALE, STEPS, INF = 3.0, 8, math.inf
@@ -43,6 +45,12 @@ def test_the_whole_range_is_plain_cfg_bit_for_bit(module):
     cfg = draw(module, module.prepare_guidance(ClassifierFreeGuidance(SCALE)), STEPS)
     assert (cfg - draw(module, None, STEPS)).abs().max() > 0.1  # guidance changes the sample: a real check
     assert torch.equal(draw(module, module.prepare_guidance(interval(0.0, INF)), STEPS), cfg)
+    assert torch.equal(draw(module, module.prepare_guidance(interval(0.0, None)), STEPS), cfg)  # None: +∞
+
+
+def test_the_config_writes_an_unbounded_interval_as_null():
+    cfg = compose_config("sample", ["guidance=interval", "guidance.sigma_low=0", "guidance.sigma_high=null"])
+    assert instantiate(cfg.guidance).sigma_high == INF
 
 
 @pytest.mark.parametrize(("low", "high"), [(1.0, 1.0), (0.0, 0.0)])
