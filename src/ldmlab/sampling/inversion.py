@@ -44,7 +44,8 @@ def ddim_invert(
 
     fixed_point_iters: k ≥ 0 refinements per step, each
     x_t ← x_t + sqrt(ᾱ_t/ᾱ_p)·(x_p − sampler.step(x_t, *denoise(x_t, t))), which drives the
-    sampling step's image of x_t to x_p (sqrt(ᾱ_t/ᾱ_p) inverts the step's identity part);
+    sampling step's image of x_t to x_p (sqrt(ᾱ_t/ᾱ_p) inverts the step's identity part; at ᾱ_t = 0,
+    where that part vanishes, 1/sqrt(1 − ᾱ_p) inverts the step's ε̂ part);
     each costs one more network evaluation.
 
     callback: called after each step with (step index in inversion order, 0 for the cleanest
@@ -73,7 +74,9 @@ def ddim_invert(
         eps_hat = denoise(x_prev * scale, t, transition.t)[1]
         x0_hat = (x_prev - (1.0 - alpha_bar_prev) ** 0.5 * eps_hat) / alpha_bar_prev**0.5
         x = alpha_bar**0.5 * x0_hat + (1.0 - alpha_bar) ** 0.5 * eps_hat
-        gain = (alpha_bar / alpha_bar_prev) ** 0.5
+        # the step's slope in x_t: sqrt(ᾱ_p/ᾱ_t) through x0̂; at ᾱ_t = 0 (pure noise: flow's t = 1, zero
+        # terminal SNR) x0̂ no longer depends on x_t and the slope is sqrt(1 − ᾱ_p), through ε̂
+        gain = (alpha_bar / alpha_bar_prev) ** 0.5 if alpha_bar > 0 else (1.0 - alpha_bar_prev) ** -0.5
         for _ in range(fixed_point_iters):
             x0_hat, eps_hat = denoise(x * scale, t, transition.t)
             x = x + gain * (x_prev - sampler.step(x, x0_hat, eps_hat, transition, None, None))

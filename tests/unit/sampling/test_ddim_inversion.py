@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from ldmlab.diffusion.schedules.base import NoiseSchedule
+from ldmlab.diffusion.schedules.edm import EDMSchedule
+from ldmlab.diffusion.schedules.flow import FlowSchedule
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
 from ldmlab.sampling.inversion import ddim_invert
 from ldmlab.sampling.samplers.base import DenoiseFn
@@ -168,3 +170,21 @@ def test_inversion_is_deterministic_and_the_callback_climbs_in_t():
         assert t.shape == (SHAPE[0],) and t.dtype == torch.long
         assert x.shape == x0_hat.shape == SHAPE
     assert torch.equal(calls[-1][2], first)
+
+
+@pytest.mark.parametrize("process", [FlowSchedule(), FlowSchedule(shift=3.0), EDMSchedule()],
+                         ids=["flow", "flow_shift3", "edm"])
+def test_inversion_round_trips_on_continuous_processes(process):
+    """The walk runs on the process's VP equivalent y = x/sqrt(α² + σ²) on both ways, the denoiser
+    sees x: the exact Gaussian denoiser of x_t = α·x0 + σ·ε round-trips to float precision (measured
+    ≤ 3e-15 with 100 refinements; flow's first level, ᾱ = 0, needs the ε̂-slope gain: 0.025 without)."""
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor, level=None):
+        alpha, sigma = (v.view(-1, *[1] * (x_t.ndim - 1)).to(x_t) for v in process.alpha_sigma(t.double()))
+        x0 = MU + alpha * S**2 / (alpha**2 * S**2 + sigma**2) * (x_t - alpha * MU)
+        return x0, (x_t - alpha * x0) / sigma
+
+    sampler, x0 = DDIMSampler(10), gaussian_data()
+    noise = ddim_invert(sampler, denoise, x0, process, fixed_point_iters=100)
+    assert (sampler.sample(denoise, noise, process) - x0).abs().max().item() < 1e-10
+    assert 0.5 < noise.std().item() < 1.5  # standard-normal-like: the sampler's noise convention
