@@ -1,5 +1,5 @@
 """Flow matching and EDM through the CLI: a tiny run of each objective trains, samples with each of
-its samplers (and guidance interval), is evaluated over steps, inverted, and refuses classifier
+its samplers (and guidance interval), is evaluated over steps, inverted, interpolated, and refuses classifier
 guidance with one line."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_interval_guidance_samples_and_the_evaluation_sweeps_steps(run, fmnist_d
     assert all(np.isfinite(r["fid_classifier"]) for r in rows)
 
 
-def test_inversion_round_trips_and_classifier_guidance_is_refused(run, tmp_path):
+def test_inversion_and_interpolation_run_and_classifier_guidance_is_refused(run, tmp_path):
     objective, folder = run
     out = run_forked("ldmlab.commands.invert", [f"ckpt={folder}", "num_images=4", "lpips=false",
                                                 "sampler.steps=10"], tmp_path)
@@ -88,6 +88,9 @@ def test_inversion_round_trips_and_classifier_guidance_is_refused(run, tmp_path)
     # (the round trip's exactness on continuous processes: tests/unit/sampling/test_ddim_inversion.py;
     # the tiny autoencoder decodes anything to about the same image, so image PSNR says nothing here)
     assert all(np.isfinite(summary["x_T"][k]) for k in ("mean", "std")), summary
+    out = run_forked("ldmlab.commands.interpolate", [f"ckpt={folder}", "sampler.steps=4"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ((tmp_path / "interpolate" / "latest").resolve() / "interpolate.png").is_file()
     out = run_forked("ldmlab.commands.sample", [f"ckpt={folder}", "guidance=classifier",
                                                 "guidance.classifier_ckpt=/nowhere.ckpt"], tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
