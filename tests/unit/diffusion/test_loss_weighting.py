@@ -10,6 +10,7 @@ from ldmlab.diffusion.parameterizations.eps import EpsParameterization
 from ldmlab.diffusion.parameterizations.v import VParameterization
 from ldmlab.diffusion.parameterizations.x0 import X0Parameterization
 from ldmlab.diffusion.schedules.linear import LinearSchedule
+from ldmlab.utils.errors import ConfigError
 
 SCHEDULE = LinearSchedule()
 T_SPREAD = torch.tensor([0, 50, 200, 500, 999])  # SNR from ~1e4 down to ~4e-5: both sides of γ
@@ -63,9 +64,10 @@ def test_min_snr_eps_weight_at_zero_snr_is_its_limit():
 
 
 def test_min_snr_bad_arguments():
-    with pytest.raises(ValueError, match="parameterization"):
+    with pytest.raises(ConfigError, match=r"^diffusion\.loss_weighting\.parameterization: min-SNR "
+                                          r".*'epsilon'.*Fix: diffusion/loss_weighting=uniform"):
         MinSNRWeighting("epsilon")
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ConfigError, match=r"^diffusion\.loss_weighting\.gamma: must be > 0"):
         MinSNRWeighting("v", gamma=0.0)
 
 

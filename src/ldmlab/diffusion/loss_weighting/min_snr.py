@@ -6,6 +6,7 @@ from torch import Tensor
 
 from ldmlab.diffusion.loss_weighting.base import LossWeighting
 from ldmlab.diffusion.process import NoiseProcess
+from ldmlab.utils.errors import FieldError
 
 PARAMETERIZATIONS = ("eps", "v", "x0")
 
@@ -22,11 +23,12 @@ class MinSNRWeighting(LossWeighting):
 
     def __init__(self, parameterization: str = "eps", gamma: float = 5.0) -> None:
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(
-                f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
-            )
+            raise FieldError("loss_weighting", "parameterization", f"min-SNR weighting is defined for "
+                             f"{PARAMETERIZATIONS}, got {parameterization!r}",
+                             "diffusion/loss_weighting=uniform (EDM's λ(σ) is built into its "
+                             "preconditioning)")
         if not gamma > 0.0:
-            raise ValueError(f"gamma must be > 0, got gamma={gamma}")
+            raise FieldError("loss_weighting", "gamma", f"must be > 0, got gamma={gamma}", "e.g. {key}=5")
         self.parameterization = parameterization
         self.gamma = gamma
 
