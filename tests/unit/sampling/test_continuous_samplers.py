@@ -17,7 +17,7 @@ from ldmlab.diffusion.schedules.continuous import ContinuousProcess
 from ldmlab.diffusion.schedules.edm import EDMSchedule
 from ldmlab.diffusion.schedules.flow import FlowSchedule
 from ldmlab.diffusion.schedules.scaled_linear import ScaledLinearSchedule
-from ldmlab.sampling.samplers.continuous import ContinuousSampler, ContinuousScoreForm, Plan
+from ldmlab.sampling.samplers.continuous import ContinuousSampler, Plan
 from ldmlab.sampling.samplers.ddim import DDIMSampler
 from ldmlab.sampling.samplers.edm import EDMSampler
 from ldmlab.sampling.samplers.euler import EulerSampler
@@ -207,16 +207,3 @@ def test_discrete_schedules_are_refused(sampler):
 def test_bad_settings_are_refused(make, match):
     with pytest.raises(FieldError, match=match):
         make()
-
-
-def test_score_form_shifts_the_score_and_keeps_x_t():
-    """ε̂ ← ε̂ − σ·g, x̂0 ← x̂0 + σ²/α·g: x_t = α·x̂0 + σ·ε̂ still holds; x̂0 is kept at α = 0."""
-    t = torch.tensor([1.0, 0.6, 0.2], dtype=torch.float64)
-    x0, eps, grad = (torch.randn(3, 1, 2, 2, dtype=torch.float64) for _ in range(3))
-    x_t = FLOW.q_sample(x0, t, eps)
-    new_x0, new_eps = EulerSampler().gradient_form(FLOW)(x_t, t, x0, eps, grad)
-    sigma = t.view(-1, 1, 1, 1)
-    torch.testing.assert_close(new_eps, eps - sigma * grad)
-    torch.testing.assert_close(FLOW.q_sample(new_x0[1:], t[1:], new_eps[1:]), x_t[1:])
-    assert torch.equal(new_x0[0], x0[0])
-    assert isinstance(HeunSampler().gradient_form(EDM), ContinuousScoreForm)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ldmlab.diffusion.process import NoiseProcess
-from ldmlab.sampling.samplers.base import DenoiseFn, GradientForm, Sampler, StepCallback, Transition
+from ldmlab.sampling.samplers.base import DenoiseFn, Sampler, StepCallback, Transition
 from ldmlab.utils.errors import FieldError
 
 LevelDenoise = Callable[[Tensor, float], tuple[Tensor, Tensor]]
@@ -62,9 +62,6 @@ class ContinuousSampler(Sampler):
                              "process, but the model's diffusion.schedule is discrete",
                              "use sampler=ddim|dpmpp|ddpm, or train with diffusion/objective=flow|edm")
         super().check(num_train_timesteps, horizon)
-
-    def gradient_form(self, schedule: NoiseProcess, horizon: int | None = None) -> GradientForm:
-        return ContinuousScoreForm(schedule)
 
     @torch.no_grad()
     def sample(
@@ -110,19 +107,3 @@ class ContinuousSampler(Sampler):
              generator: torch.Generator | None) -> Tensor:
         """Not a VP step: these samplers walk x through ``advance``."""
         raise TypeError(f"{type(self).__name__} walks the process itself (advance), not VP transitions")
-
-
-class ContinuousScoreForm:
-    """g enters the score ∇ log p(x_t) = −ε̂/σ: ε̂ ← ε̂ − σ·g and x̂0 ← x̂0 + σ²/α·g, so that
-    x_t = α·x̂0 + σ·ε̂ still holds (x̂0 is kept where α = 0)."""
-
-    def __init__(self, schedule: NoiseProcess) -> None:
-        self.schedule = schedule
-
-    def __call__(self, x_t: Tensor, t: Tensor, x0: Tensor, eps: Tensor, grad: Tensor
-                 ) -> tuple[Tensor, Tensor]:
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        shape = (-1, *[1] * (x_t.ndim - 1))
-        alpha, sigma = alpha.to(x_t.dtype).view(shape), sigma.to(x_t.dtype).view(shape)
-        gain = torch.where(alpha > 0, sigma.square() / alpha.clamp_min(torch.finfo(alpha.dtype).tiny), 0.0)
-        return x0 + gain * grad, eps - sigma * grad
