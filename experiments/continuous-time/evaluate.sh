@@ -25,7 +25,7 @@ run_eval() {  # task ckpt-run args...
   if ls "$LOG/$task"/runs/*/summary.json > /dev/null 2>&1; then return; fi
   echo "== $task"
   $PY -m ldmlab.commands.evaluate ckpt="$run" metrics.classifier_ckpt="$CLS" num_samples="$N" \
-    num_reference=1000 logger=csv paths.log_dir="$LOG" task_name="$task" "$@" > "$LOG/$task.log" 2>&1 \
+    num_reference=1000 paths.log_dir="$LOG" task_name="$task" "$@" > "$LOG/$task.log" 2>&1 \
     || { echo "failed: $task (see $LOG/$task.log)"; exit 1; }
 }
 
