@@ -156,6 +156,28 @@ def table2(data: dict) -> list[str]:
     return lines
 
 
+def paired2(log: Path) -> list[str]:
+    """Each method's FID (classifier) minus CFG's at the same s, paired by training seed."""
+    per_seed: dict = {}
+    for method in METHODS:
+        for task in sorted(p for p in log.glob(f"ctg_{method}_s*") if p.is_dir()):
+            seed = int(task.name.rsplit("_s", 1)[1])
+            for row in rows_of(task):
+                per_seed.setdefault(method, {}).setdefault(row["guidance_scale"], {})[seed] = row[
+                    "fid_classifier"
+                ]
+    lines = ["| method − CFG (same s, same seed) | s | Δ FID (classifier) | seeds |", "|---|---|---|---|"]
+    for method, cells in per_seed.items():
+        if method == "cfg":
+            continue
+        for scale, by_seed in sorted(cells.items()):
+            base = per_seed.get("cfg", {}).get(scale, {})
+            diffs = [value - base[seed] for seed, value in sorted(by_seed.items()) if seed in base]
+            if diffs:
+                lines.append(f"| {METHODS[method]} | {scale:g} | {mean_std(diffs)} | {len(diffs)} |")
+    return lines
+
+
 def plot1(data: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, FIDS, strict=True):
@@ -219,6 +241,7 @@ def main() -> None:
             "",
         ]
     lines += ["## Study 2: guidance frontier (ε model, DPM-Solver++ 20 steps)", "", *table2(two), ""]
+    lines += ["Paired by training seed:", "", *paired2(args.log), ""]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     if one:
         plot1(one, args.out / "nfe.png")
