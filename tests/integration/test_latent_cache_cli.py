@@ -22,7 +22,7 @@ def test_second_run_reuses_the_cache_and_all_runs_agree(tiny_ae_ckpt, tmp_path):
         outputs[name] = out.stdout
     built, reused = summaries["built"]["latent_cache"], summaries["reused"]["latent_cache"]
     assert isinstance(built["build_seconds"], float) and reused["build_seconds"] == "reused"
-    expected = tmp_path / "cache" / "latents" / f"latents-{built['key'][:16]}.safetensors"
+    expected = tmp_path / "cache" / "latents" / f"latents-{built['key'][:16]}"
     assert built["path"] == reused["path"] == str(expected)
     assert summaries["off"]["latent_cache"] is None
     assert "latent cache: built" in outputs["built"] and "latent cache: reused" in outputs["reused"]

@@ -121,11 +121,12 @@ def test_autoencoder_resumes_exactly(tmp_path, fmnist_dir):
 
 @pytest.mark.parametrize("args", [
     LDM, pytest.param(DIT, marks=pytest.mark.slow), [*LDM, "diffusion/objective=flow"],
-    pytest.param([*LDM, "diffusion/objective=edm"], marks=pytest.mark.slow),
-], ids=["unet", "dit", "flow", "edm"])
+    pytest.param([*LDM, "diffusion/objective=edm"], marks=pytest.mark.slow), [*LDM, "data.random_flip=true"],
+], ids=["unet", "dit", "flow", "edm", "flip"])
 def test_ldm_resumes_exactly(args, tmp_path, tiny_ae_ckpt):
     """The DiT case (~35 s) is slow: the fast DiT stop-and-extend case below covers its resume. Flow
-    matching draws continuous levels (logit-normal); EDM (slow) shares that path."""
+    matching draws continuous levels (logit-normal); EDM (slow) shares that path. ``flip``: the
+    latent cache serves each sample the view its seed draws."""
     diffs = _resume_matches("train_ldm", "train_ldm", [f"first_stage.ckpt={tiny_ae_ckpt}", *args], tmp_path)
     assert diffs == dict.fromkeys(diffs, 0.0), diffs
 

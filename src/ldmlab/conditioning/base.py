@@ -51,6 +51,10 @@ class Embedder(nn.Module, ABC):
         conditioner then uses the null at sampling and refuses the batch in training)."""
         return batch.get(self.input_key)
 
+    def reads(self) -> set[str]:
+        """The batch keys ``inputs`` may read."""
+        return {self.input_key}
+
     def encode(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embedding and key mask (None: every position is kept)."""
         return self(inputs), None

@@ -63,6 +63,10 @@ class Conditioner(nn.Module):
                 f"{dims}; make their embed_dim equal"
             )
 
+    def reads(self) -> set[str]:
+        """The batch keys the embedders may read (``Embedder.reads``)."""
+        return set().union(*(embedder.reads() for embedder in self.embedders.values()))
+
     @property
     def context_dim(self) -> int | None:
         """Width D of the crossattn output, or None without crossattn embedders."""

@@ -37,6 +37,9 @@ class GeneratorSampleEmbedder(Embedder):
         self.channels = prior.autoencoder.in_channels
         self.null_embedding = nn.Parameter(torch.zeros(self.channels))
 
+    def reads(self) -> set[str]:
+        return {self.input_key, self.source_key}
+
     def inputs(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         if self.input_key in batch:
             return batch[self.input_key]

@@ -23,6 +23,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ldmlab.config.types import NonNegativeInt, PositiveInt
+from ldmlab.data.latent_items import LatentItems
+from ldmlab.data.random_flip import flips
 from ldmlab.data.resumable_sampler import ResumableSampler
 from ldmlab.utils.errors import ConfigError, FieldError
 
@@ -35,7 +37,10 @@ class ImageDataModule(pl.LightningDataModule):
     The validation split is the last ``val_size`` items of a seeded permutation of the
     training set, so it never changes between runs or ranks. ``train_subset`` /
     ``val_subset`` cap the split sizes (tests and quick runs). ``shuffle_seed`` seeds the
-    training order (null: the run's ``seed`` as set by ``pl.seed_everything``).
+    training order (null: the run's ``seed`` as set by ``pl.seed_everything``). ``random_flip``
+    mirrors each training image with probability 1/2, decided by its per-sample seed
+    (``random_flip.py``); validation and test images are never flipped. ``pin_memory`` null: pin
+    when the trainer runs on CUDA (so host→device copies are asynchronous).
     """
 
     def __init__(
@@ -49,8 +54,9 @@ class ImageDataModule(pl.LightningDataModule):
         train_subset: PositiveInt | None = None,
         val_subset: PositiveInt | None = None,
         sample_transforms: list[SampleTransform] | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         shuffle_seed: NonNegativeInt | None = None,
+        random_flip: bool = False,
     ) -> None:
         super().__init__()
         if resolution <= 0:
@@ -70,6 +76,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.sample_transforms = list(sample_transforms or [])
         self.pin_memory = pin_memory
         self.shuffle_seed = shuffle_seed
+        self.random_flip = random_flip
         self._resume_at: dict[str, int] = {}
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -101,7 +108,7 @@ class ImageDataModule(pl.LightningDataModule):
             train_idx = train_idx[: self.train_subset]
         if self.val_subset:
             val_idx = val_idx[: self.val_subset]
-        self.train_set = _Transformed(Subset(full, train_idx), self.sample_transforms)
+        self.train_set = _Transformed(Subset(full, train_idx), self.sample_transforms, self.random_flip)
         self.val_set = _Transformed(Subset(full, val_idx), self.sample_transforms)
         self.test_set = _Transformed(test, self.sample_transforms)
 
@@ -116,11 +123,24 @@ class ImageDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pinned(),
             drop_last=drop_last,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self._seed()),  # worker seeds; never the global RNG
         )
+
+    def _pinned(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def serve_latents(self, store: Any, keep_image: bool) -> None:
+        """From now on the training set yields cached latents (``LatentItems``: ``"latent"``, the
+        labels and what label-only sample transforms add) instead of decoding images; with
+        ``keep_image`` the images are still read (a conditioner or transform needs the pixels)."""
+        items = self.train_set.items if isinstance(self.train_set, LatentItems) else self.train_set
+        self.train_set = LatentItems(items, store, keep_image)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         """In order; sharded over ranks (padded, as Lightning's own sampler) under DDP."""
@@ -201,22 +221,32 @@ class ImageDataModule(pl.LightningDataModule):
 
 
 class _Transformed(Dataset):
-    """Applies per-sample transforms ``f(sample, seed) -> sample`` (e.g. add a caption).
+    """Applies the random flip (training items only) and per-sample transforms
+    ``f(sample, seed) -> sample`` (e.g. add a caption).
 
     Items are looked up by ``index`` or by ``(index, seed)`` (what ``ResumableSampler`` yields);
     a bare index is its own seed, so validation/test output is fixed. Training items (the pairs)
     also carry ``"index"``: the key of stage 2's latent cache.
     """
 
-    def __init__(self, base: Dataset, transforms: list[SampleTransform]) -> None:
-        self.base, self.transforms = base, transforms
+    def __init__(self, base: Subset, transforms: list[SampleTransform], random_flip: bool = False) -> None:
+        self.base, self.transforms, self.random_flip = base, transforms, random_flip
 
     def __len__(self) -> int:
         return len(self.base)
 
+    def flipped(self, item: int | tuple[int, int]) -> bool:
+        return self.random_flip and isinstance(item, tuple) and flips(item[1])
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         index, seed = item if isinstance(item, tuple) else (item, item)
         sample = self.base[index]
+        if self.flipped(item):
+            sample = sample | {"image": sample["image"].flip(-1)}
+        return self.transformed(sample, item)
+
+    def transformed(self, sample: dict, item: int | tuple[int, int]) -> dict:
+        index, seed = item if isinstance(item, tuple) else (item, item)
         for transform in self.transforms:
             sample = transform(sample, seed)
         return sample | {"index": index} if isinstance(item, tuple) else sample

@@ -49,6 +49,9 @@ class FashionMNIST(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def label_of(self, index: int) -> int:
+        return int(self.labels[index])
+
     def __getitem__(self, index: int) -> dict:
         image = to_model_range(self.images[index][None])
         image = fit_resolution(image, self.resolution, self.resize_mode)

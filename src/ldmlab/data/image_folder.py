@@ -29,6 +29,9 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def label_of(self, index: int) -> int:
+        return self.labels[index]
+
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
         try:

@@ -12,7 +12,9 @@ from ldmlab.data.captions import FASHION_MNIST_CLASSES, caption_for
 
 class AddCaption:
     """``sample["caption"]``: the class name in a randomly chosen template (fixed per index at
-    validation, fresh each time in training)."""
+    validation, fresh each time in training). Reads only the label (``reads_image``)."""
+
+    reads_image = False  # latent-cached training items skip the pixels (``latent_items.py``)
 
     def __init__(self, class_names: list[str] | None = None) -> None:
         self.class_names = tuple(class_names or FASHION_MNIST_CLASSES)

@@ -1,15 +1,20 @@
-"""On-disk cache of the frozen first stage's latents of the training images (``module.latent_cache``).
+"""The cache of the frozen first stage's latents of the training images (``module.latent_cache``).
 
 Stage 2 trains on z = scale · E(x) with E frozen and deterministic (KL posterior mode, VQ code), so
 E(x) of every training image is computed once, stored unscaled (``scale_by_std`` works as without
-the cache) and looked up by training-set index (``batch["index"]``). The file
-``<dir>/latents-<key>.safetensors`` holds ``latents`` (N, embed_dim, H/f, W/f) float32 and, as
-metadata, the full key and the sha256 of the tensor's bytes; the key is a sha256 over the first
-stage's weights fingerprint, the data's content (``content_fingerprint()`` of the data module: for
-files, their names, sizes and bytes), the data module's class and settings, the exact training
-indices and the sample transforms, so new pixels under the same file names rebuild it. A file that
-is unreadable or disagrees with either is rebuilt, never trusted. Data whose module cannot tell its
-content is not cached.
+the cache) and read by training-set index: the training loader then yields latent rows instead of
+images (``ldmlab.data.latent_items``). When the data flips (``data.random_flip``) both views, E(x)
+and E(mirrored x), are stored and each sample reads the one its seed draws, as the pixel path would.
+
+The cache is a folder of memory-mapped shards (``latent_store.py``) under
+``<dir>/latents-<key[:16]>/``; the key is a sha256 over the first stage's weights fingerprint, the
+data's content (``content_fingerprint()`` of the data module: for files, their names, sizes and
+bytes), the data module's class and settings (``random_flip`` among them), the exact training
+indices and the sample transforms, so new pixels under the same file names build another one.
+Every rank builds and checks its own shards (shard s on rank s mod world), in parallel; rank 0
+writes the manifest once all are whole. A shard that is missing, unreadable or disagrees with its
+checksum is rebuilt, never trusted; whole shards of an interrupted build are kept. Data whose
+module cannot tell its content is not cached.
 """
 
 from __future__ import annotations
@@ -24,36 +29,40 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ldmlab.data.base import ImageDataModule
 from ldmlab.data.sample_transforms import AddCaption, AddLowRes
 from ldmlab.first_stage.autoencoder import FirstStage
-from ldmlab.utils.atomic_output import write_file
+from ldmlab.first_stage.latent_store import (
+    LatentStore,
+    num_shards,
+    read_manifest,
+    shard_rows,
+    valid_shard,
+    write_manifest,
+    write_shard,
+)
 
 log = logging.getLogger(__name__)
 PIXEL_PRESERVING = (AddCaption, AddLowRes)  # sample transforms that add keys and leave "image" as is
 LOADER_ONLY = frozenset({"batch_size", "num_workers", "pin_memory", "shuffle_seed", "val_subset"})
+SHARD_SIZE = 8192  # latents per shard file (ImageNet at 32×32×4, both views: 256 MiB a shard)
 
 
 class LatentCache:
-    """Unscaled latents E(x) (N, embed_dim, h, w) of the N training images, on the training device.
+    """A complete cache: ``store`` reads its rows; ``summary`` is {"path", "key", "views",
+    "bytes", "build_seconds": seconds, or "reused"} for the run's summary."""
 
-    ``summary``: {"path", "key", "build_seconds": seconds, or "reused"} for the run's summary.
-    """
-
-    def __init__(self, latents: torch.Tensor, path: Path, key: str, build_seconds: float | None) -> None:
-        self.latents, self.path, self.key, self.build_seconds = latents, path, key, build_seconds
-
-    def lookup(self, index: torch.Tensor) -> torch.Tensor:
-        """Training-set indices (B,) (on the latents' device) → unscaled latents (B, embed_dim, h, w)."""
-        return self.latents[index]
+    def __init__(self, store: LatentStore, key: str, build_seconds: float | None) -> None:
+        self.store, self.key, self.build_seconds = store, key, build_seconds
+        self.path = store.folder
 
     def summary(self) -> dict[str, Any]:
         seconds = "reused" if self.build_seconds is None else round(self.build_seconds, 2)
-        return {"path": str(self.path), "key": self.key, "build_seconds": seconds}
+        size = sum(p.stat().st_size for p in self.path.glob("shard-*.npy"))
+        return {"path": str(self.path), "key": self.key, "views": self.store.views, "bytes": size,
+                "build_seconds": seconds}
 
 
 def unsupported_reason(first_stage: Any, datamodule: Any) -> str | None:
@@ -95,12 +104,12 @@ def cache_key(first_stage: FirstStage, datamodule: ImageDataModule, content: str
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any,
-                      device: torch.device) -> LatentCache | None:
-    """The cache of ``datamodule``'s training images under ``directory``, read or built (rank 0
-    builds and writes it while the other DDP ranks wait, then they read it); None, with one log
-    line saying why, where caching would not be exact."""
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any, device: torch.device,
+                      shard_size: int = SHARD_SIZE) -> LatentCache | None:
+    """The cache of ``datamodule``'s training images under ``directory``, checked and completed by
+    every rank (each its shards), then read-only; None, with one log line saying why, where
+    caching would not be exact."""
+    rank, world = _rank_world()
     reason = unsupported_reason(first_stage, datamodule)
     content = datamodule.content_fingerprint() if reason is None else None
     if reason is None and content is None:
@@ -110,72 +119,69 @@ def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any,
             log.info(f"latent cache off: {reason}")
         return None
     key = cache_key(first_stage, datamodule, content)
-    path = Path(directory) / f"latents-{key[:16]}.safetensors"
+    folder = Path(directory) / f"latents-{key[:16]}"
     side = datamodule.resolution // first_stage.downsample_factor
-    shape = (len(datamodule.train_set), first_stage.embed_dim, side, side)
-    latents, seconds, error = None, None, None
-    if rank == 0:
-        try:
-            latents = read_latents(path, key, shape)
-            if latents is None:
-                started = time.perf_counter()
-                latents = encode_training_images(first_stage, datamodule, device)
-                write_latents(path, key, latents)
-                seconds = time.perf_counter() - started
-        except Exception as err:  # re-raised below, once the other ranks know
-            error = err
-    if dist.is_available() and dist.is_initialized():  # the barrier: the file is complete (or failed)
-        status = [None if error is None else f"{type(error).__name__}: {error}"]
-        dist.broadcast_object_list(status, src=0)
-        if rank != 0:
-            if status[0] is not None:
-                raise RuntimeError(f"rank 0 failed to build the latent cache: {status[0]}")
-            latents = read_latents(path, key, shape)
-            if latents is None:
-                raise RuntimeError(f"the latent cache {path} that rank 0 wrote cannot be read")
+    views = 2 if datamodule.random_flip else 1
+    shape = (len(datamodule.train_set), views, first_stage.embed_dim, side, side)
+    started = time.perf_counter()
+    mine: dict[int, str] = {}
+    built, error = 0, None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for shard in range(rank, num_shards(shard_size, shape[0]), world):
+            rows = shard_rows(shard, shard_size, shape[0])
+            digest = valid_shard(folder, shard, key, rows, shape[1:])
+            if digest is None:
+                latents = encode_views(first_stage, datamodule, rows, views, device)
+                digest, built = write_shard(folder, shard, key, rows, latents), built + 1
+            mine[shard] = digest
+    except Exception as err:  # re-raised below, once every rank knows
+        error = err
+    reports = _gathered((mine, built, None if error is None else f"{type(error).__name__}: {error}"))
+    failures = [f"rank {r}: {failure}" for r, (_, _, failure) in enumerate(reports) if failure]
     if error is not None:
         raise error
-    cache = LatentCache(latents.to(device), path, key, seconds)
+    if failures:
+        raise RuntimeError(f"building the latent cache {folder} failed on {'; '.join(failures)}")
+    every = {shard: digest for shards, _, _ in reports for shard, digest in shards.items()}
+    digests = [every[shard] for shard in sorted(every)]
+    seconds = time.perf_counter() - started if sum(b for _, b, _ in reports) else None
+    if rank == 0 and (read_manifest(folder, key, shape, shard_size) or {}).get("shards") != digests:
+        write_manifest(folder, key, shape, shard_size, digests)
+    _gathered(None)  # the barrier: the manifest is written
+    cache = LatentCache(LatentStore(folder, shape, shard_size), key, seconds)
     if rank == 0:
         how = "reused" if seconds is None else f"built in {seconds:.1f} s"
-        log.info(f"latent cache: {how}, {shape[0]} latents {tuple(shape[1:])} at {path}")
+        log.info(f"latent cache: {how}, {shape[0]} latents × {views} views {tuple(shape[2:])} at {folder}")
     return cache
 
 
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gathered(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (a barrier under torch.distributed); [obj] on one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 @torch.no_grad()
-def encode_training_images(first_stage: FirstStage, datamodule: ImageDataModule,
-                           device: torch.device) -> torch.Tensor:
-    """Unscaled E(x) (N, embed_dim, h, w) float32 on the CPU of the N training images in index
-    order (the images before sample transforms, which keep the pixels)."""
-    loader = DataLoader(datamodule.train_set.base, batch_size=datamodule.batch_size,
+def encode_views(first_stage: FirstStage, datamodule: ImageDataModule, rows: range, views: int,
+                 device: torch.device) -> torch.Tensor:
+    """Unscaled E(x) (len(rows), views, embed_dim, h, w) float32 on the CPU of the training images
+    ``rows`` in index order (before sample transforms, which keep the pixels); view 1 encodes the
+    mirrored image."""
+    loader = DataLoader(Subset(datamodule.train_set.base, rows), batch_size=datamodule.batch_size,
                         num_workers=datamodule.num_workers, generator=torch.Generator())  # not the global RNG
-    return torch.cat([first_stage.unscaled(batch["image"].to(device)).float().cpu() for batch in loader])
-
-
-def _digest(latents: torch.Tensor) -> str:
-    return hashlib.sha256(memoryview(latents.contiguous().numpy()).cast("B")).hexdigest()
-
-
-def read_latents(path: Path, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """The latents stored at ``path`` if the file is complete and belongs to ``key`` (its key,
-    shape, dtype and checksum agree); otherwise None (logged when a file was there)."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata, latents = file.metadata() or {}, file.get_tensor("latents")
-    except Exception as err:  # noqa: BLE001 - whatever is wrong with the file, it is rebuilt
-        log.info(f"latent cache: {path} is unreadable ({type(err).__name__}); rebuilding it")
-        return None
-    if (metadata.get("key") != key or tuple(latents.shape) != shape or latents.dtype != torch.float32
-            or metadata.get("sha256") != _digest(latents)):
-        log.info(f"latent cache: {path} does not match this run (key, shape or checksum); rebuilding it")
-        return None
-    return latents
-
-
-def write_latents(path: Path, key: str, latents: torch.Tensor) -> None:
-    """Write atomically (``ldmlab.utils.atomic_output``: temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"key": key, "sha256": _digest(latents)}
-    write_file(path, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp), metadata=metadata))
+    out = []
+    for batch in loader:
+        images = batch["image"].to(device)
+        encoded = [first_stage.unscaled(images.flip(-1) if view else images) for view in range(views)]
+        out.append(torch.stack(encoded, dim=1).float().cpu())
+    return torch.cat(out)

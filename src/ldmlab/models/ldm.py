@@ -125,17 +125,19 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         """Fit the latent scale from real data once (all ranks pooled; resumed runs keep theirs),
-        then read or build the latent cache."""
+        then read or build the latent cache, which the training loader then serves."""
         fit_latent_scale(self)
         if self.latent_cache_dir is not None:
-            self.latent_cache = open_latent_cache(self.latent_cache_dir, self.first_stage,
-                                                  self.trainer.datamodule, self.device)
+            data = self.trainer.datamodule
+            self.latent_cache = open_latent_cache(self.latent_cache_dir, self.first_stage, data, self.device)
+            if self.latent_cache is not None:
+                data.serve_latents(self.latent_cache.store, "image" in self.model["conditioner"].reads())
 
     def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
-        """The objective on this batch's latents, with ``model`` = {backbone, conditioner}; training
-        batches (they carry ``index``) take them from the latent cache when there is one."""
-        if self.latent_cache is not None and "index" in batch:
-            latents = self.latent_cache.lookup(batch["index"]) * self.first_stage.scale_factor
+        """The objective on this batch's latents, with ``model`` = {backbone, conditioner}: the
+        cached unscaled latents the training loader serves (``batch["latent"]``), else E(image)."""
+        if "latent" in batch:
+            latents = batch["latent"] * self.first_stage.scale_factor
         else:
             latents = self.first_stage.encode(batch["image"])
         return self.objective(model, latents, batch, self.schedule)

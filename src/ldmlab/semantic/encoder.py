@@ -103,6 +103,9 @@ class SemanticEncoderEmbedder(Embedder):
             return mean
         return mean + (0.5 * logvar).exp() * torch.randn_like(mean)
 
+    def reads(self) -> set[str]:
+        return {self.input_key, self.source_key}
+
     def inputs(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         if self.input_key in batch:
             return batch[self.input_key]
