@@ -9,7 +9,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from hydra.utils import instantiate
 
+from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.data.resumable_sampler import ResumableSampler
+from ldmlab.first_stage import latent_cache
 from ldmlab.first_stage.autoencoder import FirstStage
 from tests.conftest import REPO, TINY_AE, TINY_LDM, compose_config, run_cli
 
@@ -38,6 +40,44 @@ def test_scale_by_std_is_all_reduced_over_ranks(tmp_path, tiny_ae_ckpt):
     assert scales[0] == scales[1]
     assert abs(scales[0] - expected) < 1e-4 * expected
     assert abs(local - expected) > 1e-2 * expected
+
+
+def _flipping_data(data_dir: str) -> FashionMNISTDataModule:
+    dm = FashionMNISTDataModule(data_dir, batch_size=8, train_subset=50, val_subset=8, random_flip=True)
+    dm.setup()
+    return dm
+
+
+def _build_cache_on_rank(rank: int, world: int, tmp: str, ckpt: str, data_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    stage = FirstStage(ckpt, "/nonexistent", 4, 4, 1)
+    dm = _flipping_data(data_dir)
+    written, write = [], latent_cache.write_shard
+    latent_cache.write_shard = lambda where, shard, *rest: written.append(shard) or write(where, shard, *rest)
+    cache = latent_cache.open_latent_cache(f"{tmp}/cache", stage, dm, torch.device("cpu"), shard_size=10)
+    rows = torch.stack([cache.store.row(i, v) for i in range(50) for v in range(2)])
+    torch.save({"rows": rows, "written": written}, f"{tmp}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_build_the_latent_cache_in_parallel(tmp_path, tiny_ae_ckpt, fmnist_dir):
+    """Each rank encodes its shards (s mod 2), both then read all five: the same latents as one
+    process building the whole cache."""
+    mp.start_processes(_build_cache_on_rank, args=(2, str(tmp_path), str(tiny_ae_ckpt), str(fmnist_dir)),
+                       nprocs=2, start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["written"] for r in ranks] == [[0, 2, 4], [1, 3]]
+    folder = next((tmp_path / "cache").iterdir())
+    sidecars = [json.loads(p.read_text()) for p in sorted(folder.glob("shard-*.json"))]
+    assert [(s["start"], s["stop"]) for s in sidecars] == [(k, k + 10) for k in range(0, 50, 10)]
+    assert torch.equal(ranks[0]["rows"], ranks[1]["rows"])
+    stage = FirstStage(str(tiny_ae_ckpt), "/nonexistent", 4, 4, 1)
+    dm = _flipping_data(str(fmnist_dir))
+    alone = latent_cache.open_latent_cache(tmp_path / "alone", stage, dm, torch.device("cpu"), shard_size=10)
+    assert alone.summary()["build_seconds"] != "reused"
+    expected = torch.stack([alone.store.row(i, v) for i in range(50) for v in range(2)])
+    torch.testing.assert_close(ranks[0]["rows"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_two_rank_ddp_trains_both_stages_through_the_cli(tmp_path, tiny_ae_ckpt):
