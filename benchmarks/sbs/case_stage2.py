@@ -1,8 +1,8 @@
 """Case 1: one stage-2 training step from a batch of images, end to end.
 
 ours: the composed ``conf/train_ldm.yaml`` module (random f=4 KL autoencoder in place of a trained
-checkpoint): latents from the latent cache (``module.latent_cache``, the default; the cache is read
-once at fit start, so per step it is a lookup by ``batch["index"]``) → ``DiffusionObjective`` loss →
+checkpoint): latents from the latent cache (``module.latent_cache``, the default; the training loader
+then serves ``batch["latent"]``, the unscaled E(x), instead of images) → ``DiffusionObjective`` loss →
 backward → clip → AdamW + warm-up LR → EMA, as Lightning runs it per step (Lightning's own loop
 overhead not included). ``stage2_step_nocache``: the same with the first stage encoding every batch.
 theirs: diffusers' training-example recipe with architecture-matched VAE and UNet:
@@ -14,7 +14,6 @@ theirs: diffusers' training-example recipe with architecture-matched VAE and UNe
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -23,7 +22,6 @@ from hydra.utils import instantiate
 from torch import nn
 
 from ldmlab.first_stage.autoencoder import FirstStage
-from ldmlab.first_stage.latent_cache import LatentCache
 from sbs.common import Row, Settings
 from sbs.models import compose_config, diffusers_unet, diffusers_vae, our_autoencoder, params, unet_kwargs
 from sbs.timing import autocast, interleaved, peak_memory_mb
@@ -47,9 +45,9 @@ def ours_step(batch: dict, s: Settings, overrides: list[str]):
     first_stage = FirstStage(None, "", 4, 4, 1, autoencoder_config=ae_cfg)
     module = instantiate(cfg.module, first_stage=first_stage).to(s.device).train()
     module.first_stage.fit_scale(batch["image"])
-    with torch.no_grad():  # the cache of the "training set" (here: this batch's images, by index)
-        latents = module.first_stage.autoencoder.encode(batch["image"])[0]
-    cache = LatentCache(latents, path=Path("in-memory"), key="bench", build_seconds=None)
+    with torch.no_grad():  # what the cached loader serves for this batch: unscaled E(x), no pixels
+        latents = module.first_stage.unscaled(batch["image"])
+    served = {"latent": latents, "label": batch["label"], "index": batch["index"]}
     precision = "bf16-mixed" if s.dtype == "bf16" else "32-true"  # Lightning's, for the optimiser's choice
     module.trainer = pl.Trainer(accelerator=s.device, devices=1, precision=precision, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=False,
@@ -59,9 +57,8 @@ def ours_step(batch: dict, s: Settings, overrides: list[str]):
     clip = cfg.trainer.gradient_clip_val
 
     def step(cached: bool) -> float:
-        module.latent_cache = cache if cached else None
         with autocast(s.device, s.dtype):
-            loss = module.diffusion_loss(batch, module.model)
+            loss = module.diffusion_loss(served if cached else batch, module.model)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.model.parameters(), clip)
         optimizer.step()
