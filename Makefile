@@ -9,7 +9,7 @@ DATA := data/fashion-mnist/.complete
 ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install data train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
+.PHONY: help install data shards train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
         demo test test-all lint bench bench-levers bench-ae bench-sweep bench-guidance clean
 
 help:  ## list the targets
@@ -29,6 +29,9 @@ $(DATA): | $(INSTALLED)
 	touch $@
 
 data: $(DATA)  ## Fashion-MNIST into data/fashion-mnist (offline Debian package, else download)
+
+shards: $(INSTALLED)  ## an image folder → litdata shards for data=streaming: ARGS="input=... out=... [resolution=256 class_folders=true]"
+	$(PY) -m ldmlab.commands.shards $(ARGS)
 
 train-ae: $(INSTALLED) $(DATA)  ## stage 1: train the autoencoder (default KL f=4, ~20 min CPU)
 	$(PY) -m ldmlab.commands.train --config-name train_ae $(ARGS)

@@ -87,6 +87,7 @@ ARCHITECTURE_TARGETS = frozenset({
     "ldmlab.sampling.samplers.sde.EulerMaruyamaSampler",
     "ldmlab.data.fashion_mnist.FashionMNISTDataModule",
     "ldmlab.data.image_folder.ImageFolderDataModule",
+    "ldmlab.data.streaming.StreamingDataModule",
     "ldmlab.data.torchvision_sets.TorchvisionDataModule",
     "ldmlab.data.sample_transforms.AddCaption",
     "ldmlab.data.sample_transforms.AddLowRes",
