@@ -25,18 +25,21 @@ META = torch.device("meta")
 
 
 def forward_flops_per_image(
-    net: Denoiser, latent_size: int, context_length: int = 1, with_mask: bool = False
+    net: Denoiser, latent_size: int, context_length: int = 1, with_mask: bool = False,
+    training: bool = False,
 ) -> int:
     """FLOPs of ``net``'s forward for one image: x (1, in_channels, latent_size, latent_size),
     t (1,), and the cond entries the net was built for: crossattn (1, context_length,
     context_dim) [+ crossattn_mask (1, context_length) where ``with_mask``], vector (1, vector_dim),
-    concat (1, concat_channels, latent_size, latent_size)."""
+    concat (1, concat_channels, latent_size, latent_size). ``training``: the path a training
+    forward takes (grad enabled; a one-token cross-attention then computes q and k, which
+    inference skips), else the inference path."""
     state = {name: torch.empty_like(t, device=META) for name, t in (*net.named_parameters(),
                                                                     *net.named_buffers())}
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     x, t, cond = example_inputs(net, latent_size, context_length, with_mask, dtype)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():  # eager forward, also where the net was compiled in place
+    with counter, torch.set_grad_enabled(training):  # eager, also where the net was compiled in place
         functional_call(_Eager(net), {f"net.{k}": v for k, v in state.items()}, (x, t, cond))
     return counter.get_total_flops()
 

@@ -1,7 +1,7 @@
 """Training throughput of the denoiser: images/s, achieved TFLOP/s, MFU, and the data-wait share.
 
-At fit start the denoiser's forward FLOPs per image are counted on the meta device
-(``ldmlab.backbones.flops``; FLOPs = 2 × multiply-adds) and one line is logged. Training then
+At fit start the denoiser's forward FLOPs per image (the training path) are counted on the meta
+device (``ldmlab.backbones.flops``; FLOPs = 2 × multiply-adds) and one line is logged. Training then
 costs ≈ 3 × forward per image, so achieved FLOP/s = 3 × forward FLOPs × img/s; MFU divides that by
 the devices' peak for the trainer's compute dtype (``ldmlab.utils.device_peak``: ldmlab's dense
 datasheet table for GPUs, else Lightning's ``get_available_flops``; on CPUs a matmul rate measured
@@ -81,7 +81,7 @@ class DenoiserThroughput(pl.Callback):
         net = pl_module.model["backbone"]
         side = pl_module.resolution // pl_module.first_stage.downsample_factor
         self.num_parameters = sum(p.numel() for p in net.parameters())
-        self.forward_flops = forward_flops_per_image(net, side, self.context_length)
+        self.forward_flops = forward_flops_per_image(net, side, self.context_length, training=True)
         dtype = _plugin_to_compute_dtype(trainer.precision_plugin)
         self.peak = device_peak(trainer.strategy.root_device, dtype)
         self.world_size = trainer.world_size

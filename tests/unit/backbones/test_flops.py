@@ -48,6 +48,21 @@ def test_meta_count_equals_a_real_forward_per_image(with_mask):
     assert forward_flops_per_image(net, side) < counted  # 1 context token attends less
 
 
+def test_training_count_is_a_grad_enabled_forward_where_one_token_attends():
+    """With one context token inference skips q and k (softmax over one key is 1); training does not."""
+    net = tiny_unet(**FULL_COND)
+    b, side = 2, 8
+    x, t = torch.randn(b, 3, side, side), torch.tensor([3, 700])
+    cond = {"crossattn": torch.randn(b, 1, 12), "vector": torch.randn(b, 5),
+            "concat": torch.randn(b, 4, side, side)}
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):  # grad enabled, as in a training step
+        net(x, t, cond)
+    training = forward_flops_per_image(net, side, training=True)
+    assert training * b == counter.get_total_flops()
+    assert forward_flops_per_image(net, side) < training
+
+
 def test_count_leaves_the_weights_alone_and_ignores_an_in_place_compile():
     net = tiny_unet()
     before = {k: v.clone() for k, v in net.state_dict().items()}

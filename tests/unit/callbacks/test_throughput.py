@@ -58,7 +58,7 @@ def test_fit_logs_one_line_windows_and_summary(tmp_path, caplog, monkeypatch):
                     DataLoader(images[:BATCH], batch_size=BATCH))
 
     net = module.model["backbone"]
-    flops = forward_flops_per_image(net, 8)
+    flops = forward_flops_per_image(net, 8, training=True)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("denoiser:")]
     assert lines == [f"denoiser: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, "
                      f"{flops / 1e9:.3g} GFLOP per image (forward; FLOPs = 2 × MACs)"]
