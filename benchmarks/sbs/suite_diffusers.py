@@ -11,6 +11,8 @@ Cases (``--cases``, comma-separated; default all):
   ddim_loop  the DDIM sampler loop alone: ldmlab's sampler vs ``DDIMScheduler`` driving the SAME network;
              agreement check on the final latents
   stage1     stage-1 training step (AE + LPIPS + patch discriminator)
+  loop       the framework's per-step overhead: the real ``ldmlab.train`` loop (Lightning, latent
+             cache, logging) vs a bare PyTorch loop doing the same maths (the peer here is not diffusers)
 One line per case (ours, theirs, ratio = theirs_time / ours_time, PASS/MISS against its target)
 and ``benchmarks/results/<case>.json``. Exit 1 only when an agreement check fails.
 """
@@ -31,8 +33,9 @@ from sbs.report import RESULTS, environment, line, write
 CASES = {"stage2": ("sbs.case_stage2", {}), "unet": ("sbs.case_unet", {}), "ddim": ("sbs.case_ddim", {}),
          "ddim_loop": ("sbs.case_ddim_loop", {}), "stage1": ("sbs.case_stage1", {}),
          "unet_small": ("sbs.case_unet", {"sizes": ("small",)}),
-         "unet_base": ("sbs.case_unet", {"sizes": ("base",)}), "dit": ("sbs.case_dit", {})}
-DEFAULT = "stage2,unet,dit,ddim,ddim_loop,stage1"
+         "unet_base": ("sbs.case_unet", {"sizes": ("base",)}), "dit": ("sbs.case_dit", {}),
+         "loop": ("sbs.case_train_loop", {})}
+DEFAULT = "stage2,unet,dit,ddim,ddim_loop,stage1,loop"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

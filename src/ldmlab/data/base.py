@@ -125,6 +125,7 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self._pinned(),
             drop_last=drop_last,
+            collate_fn=getattr(dataset, "collate", None),
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self._seed()),  # worker seeds; never the global RNG
         )

@@ -5,7 +5,9 @@ Wraps the training set (``_Transformed`` in ``base.py``) and a ``LatentStore``
 unscaled E(x) of the view the random flip draws for ``seed``, "index": int, "label": int}`` plus
 what the sample transforms that read only the label add (``reads_image = False``, e.g.
 ``"caption"``): the image is neither decoded nor transformed, so a DataLoader worker only copies
-latent rows from the memory-mapped shards.
+latent rows from the memory-mapped shards. A batch is fetched whole (``__getitems__``, which
+PyTorch's DataLoader calls with the batch's items): one gather per shard for the latents, so the
+per-sample work is only the flip's draw and the label lookup.
 With ``keep_image`` (a conditioner reads the pixels, or a sample transform such as ``AddLowRes``
 derives an input from them) the full item is built as before and ``"latent"`` added to it.
 """
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import Dataset, Subset
+import torch
+from torch.utils.data import Dataset, Subset, default_collate
 
 
 class LatentItems(Dataset):
@@ -36,6 +39,21 @@ class LatentItems(Dataset):
         sample = self.items[item] if self.keep_image else self.items.transformed(
             {"label": label_of(self.items.base, index)}, item)
         return sample | {"latent": self.store.row(index, view), "index": index}
+
+    def __getitems__(self, items: list[tuple[int, int]]) -> dict:
+        """The collated batch of ``items`` (use ``collate`` as the loader's ``collate_fn``)."""
+        if self.keep_image:
+            return default_collate([self[item] for item in items])
+        index = torch.tensor([i for i, _ in items])
+        views = [int(self.items.flipped(item)) for item in items] if self.store.views == 2 else None
+        samples = [self.items.transformed({"label": label_of(self.items.base, i)}, item)
+                   for i, item in zip(index.tolist(), items, strict=True)]
+        return default_collate(samples) | {"latent": self.store.rows(index, views), "index": index}
+
+    @staticmethod
+    def collate(batch: dict) -> dict:
+        """``__getitems__`` already collated the batch."""
+        return batch
 
 
 def label_of(subset: Subset, index: int) -> int:

@@ -112,3 +112,15 @@ class LatentStore:
         """Latent of training item ``index`` in view ``view`` (1: mirrored), (C, h, w)."""
         shard, offset = divmod(int(index), self.shard_size)
         return torch.from_numpy(np.array(self._map(shard)[offset, view]))
+
+    def rows(self, index: torch.Tensor, views: list[int] | None = None) -> torch.Tensor:
+        """Latents (B, C, h, w) of the items ``index`` (B,) in ``views`` (None: view 0), gathered
+        with one fancy-indexed read per shard."""
+        out = torch.empty(len(index), *self.shape[2:])
+        shard, offset = index // self.shard_size, index % self.shard_size
+        view = torch.zeros_like(index) if views is None else torch.tensor(views)
+        for s in shard.unique().tolist():
+            where = (shard == s).nonzero().squeeze(1)
+            rows = self._map(s)[offset[where].numpy(), view[where].numpy()]
+            out[where] = torch.from_numpy(rows)
+        return out

@@ -12,6 +12,7 @@ import logging
 import pytest
 import torch
 from hydra.utils import instantiate
+from torch.utils.data import default_collate
 
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.data.random_flip import flips
@@ -63,6 +64,8 @@ def test_the_loader_serves_cached_latents_giving_the_encoded_loss(module, fmnist
     dm.serve_latents(cache.store, keep_image=False)
     batch = next(iter(dm.train_dataloader()))
     assert "image" not in batch and set(batch) == {"latent", "label", "index"}
+    one_by_one = default_collate([dm.train_set[pair] for pair in pairs])  # the batch is fetched whole
+    assert all(torch.equal(batch[k], one_by_one[k]) for k in batch)
     assert torch.equal(batch["label"], pixels["label"]) and torch.equal(batch["index"], pixels["index"])
     index, seeds = zip(*pairs, strict=True)
     if random_flip:  # the seeds flip about half of them; the pixel path mirrors the same ones
