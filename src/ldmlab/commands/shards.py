@@ -1,7 +1,7 @@
 """An image folder → shards for ``data=streaming``:
 ``make shards ARGS="input=/path/to/images out=data/shards/mine resolution=256 [class_folders=true]"``.
 
-Every image is read as RGB, centre-cropped as ADM does (``ldmlab.data.shards.center_crop``) and
+Every image is read as RGB, centre-cropped as ADM does (``ldmlab.data.image_files.center_crop``) and
 encoded once (PNG: lossless; or JPEG); ``val_size`` of them (seeded) go to ``out/val``, the rest
 to ``out/train`` (``ldmlab.data.shard_format``). ``out`` is written whole or not at all: built in
 a temporary folder beside it and renamed into place. A non-empty ``out`` is left alone: the same
@@ -25,8 +25,9 @@ from omegaconf import DictConfig
 from ldmlab.commands.cli import command
 from ldmlab.config.settings import CommandSettings
 from ldmlab.config.types import NonNegativeInt, PositiveInt
+from ldmlab.data.image_files import list_images
 from ldmlab.data.shard_format import MANIFEST, chunk_bytes
-from ldmlab.data.shards import encode_image, list_images, split_order, write_split
+from ldmlab.data.shards import encode_image, split_order, write_split
 from ldmlab.utils.atomic_output import write_json
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.file_fingerprint import files_fingerprint
