@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
 .PHONY: help install data shards train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
-        demo test test-all lint bench bench-levers bench-ae bench-sweep bench-guidance clean
+        demo test test-all lint bench bench-levers bench-ae bench-sweep bench-guidance gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -102,6 +102,10 @@ bench-sweep: $(INSTALLED) $(DATA)  ## sweep cost breakdown (sampling vs metrics)
 
 bench-guidance: $(INSTALLED) $(DATA)  ## sampling cost of each guidance type vs unguided (ARGS="--ckpt ... --classifier-ckpt ...")
 	$(PY) benchmarks/bench.py guidance $(ARGS)
+
+# Installs only for the venv's python: on a bare GPU machine run it with PY=python3 (see experiments/gpu-demo)
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),$(INSTALLED))  ## GPU check, <= 8 min on one H100/H200: stage-2 UNet/DiT-B/XL eager+compiled vs diffusers, stage 1, DDIM; MFU -> benchmarks/results/gpu/
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks
