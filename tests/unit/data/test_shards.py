@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ldmlab.data.image_files import center_crop
 from ldmlab.data.shard_format import MANIFEST, StreamingDataset
-from ldmlab.data.shards import center_crop
 from tests.conftest import run_forked
 
 RNG = np.random.default_rng(0)
