@@ -35,15 +35,18 @@ def redraw_zero_weights(module: torch.nn.Module, std: float = 0.05) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
-def build(s: Settings):
+def build(s: Settings, overrides: tuple[str, ...] = ()):
+    """The composed train_ldm config (+ ``overrides``), a first stage with a fitted scale, our UNet
+    and conditioner, and diffusers' VAE and UNet carrying the same weights."""
     from ldmlab.interop.autoencoder_kl import to_diffusers_vae
     from ldmlab.interop.unet2d import to_diffusers_unet
 
-    cfg = compose_config("train_ldm", [f"sampler.steps={2 if s.quick else 50}"])
+    cfg = compose_config("train_ldm", [f"sampler.steps={2 if s.quick else 50}", *overrides])
     torch.manual_seed(0)
     _, ae_cfg = our_autoencoder()
     first_stage = FirstStage(None, "", 4, 4, 1, autoencoder_config=ae_cfg)
-    first_stage.fit_scale(torch.rand(16, 1, 32, 32) * 2 - 1)
+    side = cfg.data.resolution
+    first_stage.fit_scale(torch.rand(16, 1, side, side) * 2 - 1)
     unet, conditioner = instantiate(cfg.backbone).eval(), instantiate(cfg.conditioner).eval()
     redraw_zero_weights(unet)
     with torch.no_grad():
@@ -53,15 +56,19 @@ def build(s: Settings):
     return cfg, first_stage, unet, conditioner, vae, their_unet
 
 
-def run(s: Settings) -> list[Row]:
+def run(s: Settings, overrides: tuple[str, ...] = (), num_images: int = NUM_IMAGES) -> list[Row]:
+    """``overrides``: of train_ldm (e.g. ``backbone=base``, ``data.resolution=128``); ``num_images``:
+    N unless ``s.quick`` (2)."""
     from diffusers import DDIMScheduler
 
-    cfg, first_stage, unet, conditioner, vae, their_unet = build(s)
+    cfg, first_stage, unet, conditioner, vae, their_unet = build(s, overrides)
     first_stage, unet, vae, their_unet = (m.to(s.device) for m in (first_stage, unet, vae, their_unet))
     conditioner = conditioner.to(s.device)
-    n = 2 if s.quick else NUM_IMAGES
+    n = 2 if s.quick else num_images
     labels = (torch.arange(n) % 10).to(s.device)
-    noise = torch.randn(n, 4, 8, 8, generator=torch.Generator().manual_seed(2)).to(s.device)
+    latent = cfg.data.resolution // cfg.first_stage_downsample_factor
+    noise = torch.randn(n, cfg.first_stage_embed_dim, latent, latent,
+                        generator=torch.Generator().manual_seed(2)).to(s.device)
     schedule = instantiate(cfg.diffusion.schedule).to(s.device)
     parameterization = instantiate(cfg.diffusion.parameterization)
     sampler = instantiate(cfg.sampler)

@@ -55,11 +55,13 @@ def _training_step(autoencode, loss_fn, last_layer, ae_params, x, s: Settings, c
     return step
 
 
-def run(s: Settings) -> list[Row]:
-    batch = 2 if s.quick else BATCH
-    cfg = compose_config("train_ae", OVERRIDES)
+def run(s: Settings, side: int = 32, overrides: tuple[str, ...] = (), batch: int = BATCH) -> list[Row]:
+    """Images of ``side``² (channels: ``data.channels`` of train_ae + ``overrides``), ``batch`` of them
+    unless ``s.quick`` (2)."""
+    batch = 2 if s.quick else batch
+    cfg = compose_config("train_ae", [*OVERRIDES, *overrides])
     torch.manual_seed(0)
-    x = (torch.rand(batch, cfg.data.channels, 32, 32) * 2 - 1).to(s.device)
+    x = (torch.rand(batch, cfg.data.channels, side, side) * 2 - 1).to(s.device)
     ours = instantiate(cfg.autoencoder).to(s.device).train()
     vae = diffusers_vae(OmegaConf.to_container(cfg.autoencoder, resolve=True)).to(s.device).train()
     loss_ours, loss_theirs = instantiate(cfg.loss).to(s.device), instantiate(cfg.loss).to(s.device)
