@@ -7,14 +7,18 @@ is ``{"image": bytes, "label": int, "index": int}``: the encoded image (PNG or J
 
 litdata asks a package registry for a newer version of itself whenever a dataset is built, unless
 ``LITDATA_DISABLE_VERSION_CHECK`` is set; a training run never phones out, so it is set here,
-before litdata is imported.
+before litdata is imported. Its INFO notes (one per dataset built, every epoch) are kept out of the
+run's log unless a level was chosen for the ``litdata`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+if logging.getLogger("litdata").level == logging.NOTSET:
+    logging.getLogger("litdata").setLevel(logging.WARNING)
 
 from litdata.streaming.dataloader import StreamingDataLoader  # noqa: E402
 from litdata.streaming.dataset import StreamingDataset  # noqa: E402

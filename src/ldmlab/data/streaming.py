@@ -10,12 +10,12 @@ run's) and deals them to ranks × workers in whole batches: every training batch
 rank has as many. The order is thus a function of (seed, epoch, ranks, workers, batch size); the
 random flip of an item is one of (seed, epoch, its index) (``ShardImages``).
 
-Resume. The module's ``state_dict`` (in every checkpoint) holds the epoch and the samples all ranks
-consumed, counted from Lightning's processed batches (the loader's own count runs ahead by what was
-prefetched), with what the order is a function of. A run resumed mid-epoch rebuilds litdata's
-loader state from it and continues at the next batch of the same order, exactly; with other ranks,
-workers, batch size, seed or shards it refuses (one line): that order cannot be continued. A
-checkpoint written at an epoch's end resumes under any of them.
+Resume. The module's ``state_dict`` (in every checkpoint) holds the epoch, the samples all ranks
+consumed (from Lightning's processed batches) and what the order is a function of. A run resumed
+mid-epoch rebuilds litdata's loader state from it and continues at the next batch of the same
+order, exactly; with other ranks, workers, batch size, seed, subset or shards it refuses (one line)
+where litdata would switch to an "elastic" order. A checkpoint written at an epoch's end resumes
+under any of them.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ from ldmlab.data.shard_format import StreamingDataLoader
 from ldmlab.data.shard_images import ShardImages
 from ldmlab.utils.errors import FieldError, part_key
 
-ORDER_KEYS = ("root", "seed", "world_size", "num_workers", "batch_size")  # the training order's inputs
+ORDER_KEYS = ("root", "train_subset", "seed", "world_size", "num_workers", "batch_size")  # the order's inputs
 
 
 class StreamingDataModule(pl.LightningDataModule):
     """Training and validation batches from the shards under ``root`` (module docstring);
-    ``random_flip`` mirrors training images left-right at random (ADM's ``random_flip``)."""
+    ``random_flip`` mirrors training images left-right at random (ADM's ``random_flip``);
+    ``train_subset`` / ``val_subset`` keep the first images of a split (tests and quick runs: the
+    images were shuffled when they were written)."""
 
     def __init__(
         self,
@@ -50,6 +52,8 @@ class StreamingDataModule(pl.LightningDataModule):
         shuffle_seed: NonNegativeInt | None = None,
         cache_dir: str | None = None,
         pin_memory: bool = False,
+        train_subset: PositiveInt | None = None,
+        val_subset: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -57,6 +61,7 @@ class StreamingDataModule(pl.LightningDataModule):
         self.root, self.resolution, self.channels = str(root), resolution, channels
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.random_flip, self.shuffle_seed, self.cache_dir = random_flip, shuffle_seed, cache_dir
+        self.train_subset, self.val_subset = train_subset, val_subset
         self.train_set: ShardImages | None = None
         self.val_set: ShardImages | None = None
         self.test_set: ShardImages | None = None  # the validation split
@@ -68,10 +73,11 @@ class StreamingDataModule(pl.LightningDataModule):
         seed, key = self._seed(), part_key("data", "resolution")
         common = {"resolution": self.resolution, "channels": self.channels, "key": key}
         flip_seed = seed if self.random_flip else None
-        self.train_set = ShardImages(self._split("train"), **common, flip_seed=flip_seed, shuffle=True,
-                                     seed=seed, drop_last=True, cache_dir=self._cache("train"))
-        self.val_set = self.test_set = ShardImages(self._split("val"), **common, shuffle=False,
-                                                   cache_dir=self._cache("val"))
+        self.train_set = _first(ShardImages(self._split("train"), **common, flip_seed=flip_seed, shuffle=True,
+                                            seed=seed, drop_last=True, cache_dir=self._cache("train")),
+                                self.train_subset)
+        self.val_set = self.test_set = _first(ShardImages(self._split("val"), **common, shuffle=False,
+                                                          cache_dir=self._cache("val")), self.val_subset)
 
     def train_dataloader(self) -> StreamingDataLoader:
         def epoch() -> int:
@@ -113,7 +119,8 @@ class StreamingDataModule(pl.LightningDataModule):
             self._check_same_order(self.trainer.world_size)
 
     def _order(self, world_size: int) -> dict[str, Any]:
-        return {"root": self.root, "seed": self._seed(), "world_size": int(world_size),
+        return {"root": self.root, "train_subset": self.train_subset, "seed": self._seed(),
+                "world_size": int(world_size),
                 "num_workers": self.num_workers, "batch_size": self.batch_size}
 
     def _check_same_order(self, world_size: int) -> None:
@@ -150,13 +157,21 @@ class StreamingDataModule(pl.LightningDataModule):
         return None if self.cache_dir is None else str(Path(self.cache_dir).expanduser() / split)
 
 
+def _first(dataset: ShardImages, count: int | None) -> ShardImages:
+    """The first ``count`` items of ``dataset`` (all when None or more than it has)."""
+    total = sum(end - start for start, end in dataset.region_of_interest)
+    return dataset if count is None or count >= total else dataset.subset(slice(0, count))
+
+
 class _EpochLoader(StreamingDataLoader):
     """litdata's loader over the trainer's current epoch (``epoch()``; litdata counts from 1), the
     first time at the position ``resume_at`` stores when it is that epoch's.
 
-    Lightning saves and restores a loader with ``state_dict`` / ``load_state_dict`` itself, with
-    litdata's count of the batches handed out (ahead of those trained by what Lightning
-    prefetched): switched off here, the data module keeps the position."""
+    Its own ``state_dict`` / ``load_state_dict``, which Lightning would save and restore, are
+    switched off: the position lives in the data module's state alone, checked against the run's
+    order first, and each epoch is the trainer's. (litdata's loader counts its own epochs; after a
+    resumed epoch cut short, by ``limit_train_batches`` say, it starts the next one at the resumed
+    position again.)"""
 
     state_dict = None
     load_state_dict = None

@@ -1,6 +1,7 @@
 """``data=streaming``: batches of the stored pixels and labels, flips that are a function of (seed,
 epoch, item), disjoint equal shards per rank, and a resumed epoch that continues exactly where the
-uninterrupted one goes (ranks simulated by litdata's distributed environment)."""
+uninterrupted one goes, also when it is cut short (ranks simulated by litdata's distributed
+environment)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,9 @@ def test_batches_are_the_stored_pixels_and_labels(shards):
     assert torch.equal(torch.cat([b["label"] for b in batches]), labels[order])
     val = _epoch(dm.val_dataloader())
     assert [b["label"].tolist() for b in val] == [[i % 3 for i in range(N_TRAIN, N_TRAIN + 4)]]
+    subset = _module(root, train_subset=8, val_subset=1)
+    assert sorted(_indices(_epoch(subset.train_dataloader()), images)) == list(range(8))
+    assert len(subset.val_set) == 1
     gray = _module(root, channels=1).val_set[0]["image"]
     assert gray.shape == (1, 16, 16) and gray.min() >= -1 and gray.max() <= 1
 
@@ -140,6 +144,11 @@ def test_a_resumed_epoch_continues_the_uninterrupted_one_exactly(shards, ranks, 
         loader._epoch = lambda: 2
         nxt = _epoch(loader)
         assert all(torch.equal(a["image"], b["image"]) for a, b in zip(after, nxt, strict=True))
+        resumed.load_state_dict({"epoch": 1, "samples": BATCH * world, **order})
+        cut = resumed.train_dataloader()
+        assert torch.equal(next(iter(cut))["image"], whole[1]["image"])  # cut short: limit_train_batches
+        cut._epoch = lambda: 2  # the next epoch is epoch 2, not the resumed one again
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(after, _epoch(cut), strict=True))
 
 
 @pytest.mark.parametrize(("change", "message"), [
