@@ -116,11 +116,14 @@ class LatentStore:
     def rows(self, index: torch.Tensor, views: list[int] | None = None) -> torch.Tensor:
         """Latents (B, C, h, w) of the items ``index`` (B,) in ``views`` (None: view 0), gathered
         with one fancy-indexed read per shard."""
-        out = torch.empty(len(index), *self.shape[2:])
-        shard, offset = index // self.shard_size, index % self.shard_size
-        view = torch.zeros_like(index) if views is None else torch.tensor(views)
-        for s in shard.unique().tolist():
-            where = (shard == s).nonzero().squeeze(1)
-            rows = self._map(s)[offset[where].numpy(), view[where].numpy()]
-            out[where] = torch.from_numpy(rows)
-        return out
+        index = index.numpy()
+        view = np.zeros_like(index) if views is None else np.asarray(views)
+        shard, offset = np.divmod(index, self.shard_size)
+        first = int(shard[0])
+        if (shard == first).all():  # the common case: shards hold many batches
+            return torch.from_numpy(self._map(first)[offset, view])
+        out = np.empty((len(index), *self.shape[2:]), dtype=np.float32)
+        for s in np.unique(shard).tolist():
+            where = shard == s
+            out[where] = self._map(s)[offset[where], view[where]]
+        return torch.from_numpy(out)
