@@ -145,7 +145,8 @@ class LatentDiffusionModule(EMAStep, pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.model)
         self.loss_watch.observe(loss, self)
-        self.log("train/loss", loss, prog_bar=True)
+        # batch_size given: Lightning would otherwise walk the batch to find it, every step
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
