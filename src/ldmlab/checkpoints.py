@@ -95,6 +95,7 @@ ARCHITECTURE_TARGETS = frozenset({
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 READ_ONLY_ARGUMENTS = {  # forced onto a stored config: it never downloads, writes or compiles
     "ldmlab.data.torchvision_sets.TorchvisionDataModule": {"download": False},
+    "ldmlab.data.streaming.StreamingDataModule": {"download": False, "cache_dir": None},
     "ldmlab.models.ldm.LatentDiffusionModule": {"latent_cache": None, "compile": False},
 }
 MAX_NESTING = 8  # checkpoints built from checkpoints (a latent DDIM over a DiffAE over an autoencoder: 3)

@@ -1,7 +1,8 @@
 """Shards streamed from a local disk, shared storage or object storage (``data=streaming``).
 
 ``root`` is what ``make shards`` wrote (a folder, or a URL such as ``s3://bucket/shards``, whose
-chunks litdata downloads into ``cache_dir`` as they are needed): ``train/`` and ``val/``, the
+chunks litdata downloads into ``cache_dir`` as they are needed; with ``download=false``, as in a
+config read from a checkpoint, a URL is refused): ``train/`` and ``val/``, the
 validation images held out when the folder was converted. Batches are
 ``{"image": (C, R, R) float in [-1, 1], "label": int}``, as every ldmlab data module yields.
 
@@ -54,6 +55,7 @@ class StreamingDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         train_subset: PositiveInt | None = None,
         val_subset: PositiveInt | None = None,
+        download: bool = True,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -61,7 +63,7 @@ class StreamingDataModule(pl.LightningDataModule):
         self.root, self.resolution, self.channels = str(root), resolution, channels
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.random_flip, self.shuffle_seed, self.cache_dir = random_flip, shuffle_seed, cache_dir
-        self.train_subset, self.val_subset = train_subset, val_subset
+        self.train_subset, self.val_subset, self.download = train_subset, val_subset, download
         self.train_set: ShardImages | None = None
         self.val_set: ShardImages | None = None
         self.test_set: ShardImages | None = None  # the validation split
@@ -146,6 +148,10 @@ class StreamingDataModule(pl.LightningDataModule):
     def _split(self, split: str) -> str:
         """The split's folder or URL; a local one must hold litdata's ``index.json``."""
         if "://" in self.root:
+            if not self.download:
+                raise FieldError("data", "root", f"{self.root} is a URL, and this data module does not "
+                                 "download (a config read from a checkpoint never does)",
+                                 "point {key} at a local copy")
             return f"{self.root.rstrip('/')}/{split}"
         folder = Path(self.root).expanduser() / split
         if not (folder / "index.json").is_file():

@@ -174,6 +174,9 @@ def test_a_mid_epoch_resume_under_another_order_refuses(shards, change, message)
 def test_bad_roots_and_resolutions_name_their_key(shards, tmp_path):
     with pytest.raises(ConfigError, match=r"^data.root: .* holds no train shards .* Fix: convert images"):
         _module(tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.root: s3://bucket/shards is a URL, and this data module "
+                                          r"does not download .* Fix: point data.root at a local copy$"):
+        _module("s3://bucket/shards", download=False)
     dm = _module(shards[0], resolution=8, num_workers=0)
     with pytest.raises(DataError, match=r"^data.resolution: the shards hold 16x16 images, not 8x8. "
                                         r"Fix: data.resolution=16 if they are square"):
