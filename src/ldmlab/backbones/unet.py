@@ -6,6 +6,7 @@ then Downsample → middle (ResBlock, attention, ResBlock) → per level, deepes
 zero-initialised conv. Attention sits at the downsampling factors in ``attention_resolutions``
 (and always in the middle): a ``SpatialTransformer`` when ``context_dim`` is set, else
 ``SelfAttention2d``. ResBlocks are FiLM-conditioned on time embedding (+ projected vector).
+``gradient_checkpointing`` recomputes each ResBlock and attention layer in the backward pass.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ldmlab.backbones.base import Denoiser, check_cond_entry, check_context_mask
 from ldmlab.config.types import NonNegativeInt, PositiveInt
@@ -26,7 +28,9 @@ from ldmlab.nn.transformer import SpatialTransformer
 
 
 class UNetStage(nn.ModuleList):
-    """Layers run in order; ResBlocks get the embedding, SpatialTransformers the context."""
+    """Layers run in order; ResBlocks get the embedding, SpatialTransformers the context. With
+    ``checkpointing`` (and grad enabled) each ResBlock and attention layer keeps only its inputs
+    and is recomputed in the backward pass (same RNG state, so dropout draws the same mask)."""
 
     def forward(
         self,
@@ -34,14 +38,20 @@ class UNetStage(nn.ModuleList):
         emb: torch.Tensor,
         context: torch.Tensor | None,
         context_mask: torch.Tensor | None,
+        checkpointing: bool = False,
     ) -> torch.Tensor:
+        recompute = checkpointing and torch.is_grad_enabled()
         for layer in self:
             if isinstance(layer, ResnetBlock):
-                x = layer(x, emb)
+                args = (x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context, context_mask)
+                args = (x, context, context_mask)
+            elif isinstance(layer, SelfAttention2d):
+                args = (x,)
             else:
-                x = layer(x)
+                x = layer(x)  # Downsample / Upsample: cheap, never recomputed
+                continue
+            x = checkpoint(layer, *args, use_reentrant=False) if recompute else layer(*args)
         return x
 
 
@@ -71,8 +81,10 @@ class UNet(Denoiser):
         concat_channels: NonNegativeInt = 0,
         dropout: float = 0.0,
         use_scale_shift_norm: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, context_dim, vector_dim, concat_channels)
+        self.gradient_checkpointing = gradient_checkpointing
         channel_mult, attention_resolutions = list(channel_mult), list(attention_resolutions)
         self.channel_mult = channel_mult
         self._check_config(
@@ -135,14 +147,15 @@ class UNet(Denoiser):
             x = torch.cat([x, cond["concat"]], dim=1)
         context, context_mask = cond.get("crossattn"), cond.get("crossattn_mask")
 
+        ckpt = self.gradient_checkpointing
         h = self.input_conv(x)
         skips = [h]
         for stage in self.down_stages:
-            h = stage(h, emb, context, context_mask)
+            h = stage(h, emb, context, context_mask, ckpt)
             skips.append(h)
-        h = self.middle(h, emb, context, context_mask)
+        h = self.middle(h, emb, context, context_mask, ckpt)
         for stage in self.up_stages:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, ckpt)
         return self.out(h)
 
     def _check_size(self, h: int, w: int) -> None:

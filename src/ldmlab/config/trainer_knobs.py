@@ -49,7 +49,9 @@ def check_trainer(node: DictConfig, key: str = "trainer", shipped: Shipped = lam
 
     def build(values: dict) -> None:
         precision = resolve_precision(values.get("precision"), values.get("accelerator", "auto"))
-        target(**{**values, "precision": precision}, logger=False)
+        built = {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v  # a strategy node
+                 for k, v in values.items()}
+        target(**{**built, "precision": precision}, logger=False)
 
     refusal = _refusal(build, knobs)
     if refusal is not None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ldmlab.autoencoder.prior import VAEPrior
 from ldmlab.backbones.base import Denoiser
+from ldmlab.backbones.sharding import ShardedClipping
 from ldmlab.checkpoints import FIRST_STAGE_CONFIG
 from ldmlab.conditioning.condition_builder import build_condition, chunk_of
 from ldmlab.conditioning.conditioner import Conditioner
@@ -36,7 +37,7 @@ from ldmlab.utils.latent_scale import fit_latent_scale
 from ldmlab.utils.seeded import seeded_validation
 
 
-class LatentDiffusionModule(EMAStep, pl.LightningModule):
+class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
     """Trains ``backbone`` (the denoiser network) and the conditioner's learnable parts on
     z = scale · E(x).
 

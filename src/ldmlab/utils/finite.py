@@ -14,10 +14,12 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from ldmlab.utils.errors import DivergedError, part_key
 
 OPTIMIZER_FIELDS = ("optimizer",)
+FSDP_PREFIX = "_fsdp_wrapped_module"  # inserted into the names of FSDP-wrapped submodules
 
 
 def nonfinite(tensors: Sequence[Tensor]) -> list[bool]:
@@ -48,12 +50,23 @@ def _owner_by_path(name: str, by_path: dict[str, set[int]]) -> int:
     return 0
 
 
+def _state(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """``module.state_dict(keep_vars=True)``'s items; under FSDP this rank's own tensors (its
+    shards and the replicated ones: a state_dict would all-gather every shard onto every rank,
+    a collective), the wrapper's ``_fsdp_wrapped_module.`` left out of their names."""
+    if not any(isinstance(m, FullyShardedDataParallel) for m in module.modules()):
+        return list(module.state_dict(keep_vars=True).items())
+    local = [*module.named_parameters(), *module.named_buffers()]
+    return [(name.replace(f"{FSDP_PREFIX}.", ""), tensor) for name, tensor in local]
+
+
 def nonfinite_state(
     module: nn.Module, optimizers: Sequence, metrics: Mapping[str, Tensor | float] | None = None
 ) -> tuple[int, list[str]] | None:
-    """None if every floating tensor of ``module.state_dict()`` (parameters, buffers, EMA), of the
-    optimisers' states and ``metrics`` is finite; else (index of the optimiser to blame, names
-    of the non-finite tensors). The first non-finite tensor in that order decides the blame."""
+    """None if every floating tensor of ``module.state_dict()`` (parameters, buffers, EMA; under
+    FSDP this rank's shards: the caller reduces over ranks), of the optimisers' states and
+    ``metrics`` is finite; else (index of the optimiser to blame, names of the non-finite
+    tensors). The first non-finite tensor in that order decides the blame."""
     by_param, by_path = _owners(module, optimizers)
     names, tensors, owners = [], [], []
 
@@ -61,7 +74,7 @@ def nonfinite_state(
         if torch.is_tensor(tensor) and tensor.is_floating_point() and tensor.numel():
             names.append(name), tensors.append(tensor), owners.append(owner)
 
-    for name, tensor in module.state_dict(keep_vars=True).items():
+    for name, tensor in _state(module):
         add(name, tensor, by_param.get(id(tensor), _owner_by_path(name, by_path)))
     param_names = {id(p): n for n, p in module.named_parameters()}
     for index, optimizer in enumerate(optimizers):
