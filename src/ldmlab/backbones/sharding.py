@@ -25,21 +25,19 @@ from torch.distributed.fsdp.wrap import CustomPolicy
 
 from ldmlab.utils.errors import FieldError
 
-POLICY_KEY = "trainer.strategy.auto_wrap_policy"
-
 
 def shard_blocks(blocks: Sequence[str], sharding_strategy: str = "FULL_SHARD") -> CustomPolicy:
     """An FSDP auto-wrap policy: every module whose class is one of ``blocks`` (dotted class
     paths) becomes its own unit, sharded with ``sharding_strategy`` (a ``ShardingStrategy`` name)."""
     if sharding_strategy not in ShardingStrategy.__members__:
-        raise FieldError(POLICY_KEY, "sharding_strategy", f"is {sharding_strategy!r}, not one of "
+        raise FieldError("auto_wrap_policy", "sharding_strategy", f"is {sharding_strategy!r}, not one of "
                          f"{list(ShardingStrategy.__members__)}", "{key}=FULL_SHARD")
     classes = []
     for path in blocks:
         try:
             classes.append(get_class(path))
         except (ImportError, ValueError):
-            raise FieldError(POLICY_KEY, "blocks", f"names {path!r}, which is not a class",
+            raise FieldError("auto_wrap_policy", "blocks", f"names {path!r}, which is not a class",
                              "list block classes, e.g. ldmlab.backbones.dit.DiTBlock") from None
     unit = {"sharding_strategy": ShardingStrategy[sharding_strategy]}
     return CustomPolicy(lambda module: unit if isinstance(module, tuple(classes)) else False)
