@@ -63,8 +63,9 @@ class Tally:
 
 
 class DenoiserThroughput(pl.Callback):
-    """Counts the denoiser's FLOPs at fit start and times training in windows of ``window`` batches;
-    ``context_length``: the cross-attention tokens the FLOP count assumes."""
+    """Counts the denoiser's FLOPs at setup (before a strategy shards or wraps it) and times training
+    in windows of ``window`` batches; ``context_length``: the cross-attention tokens the FLOP count
+    assumes."""
 
     def __init__(self, window: PositiveInt | None = None, context_length: PositiveInt = 1) -> None:
         self.window, self.context_length = window, context_length
@@ -77,11 +78,16 @@ class DenoiserThroughput(pl.Callback):
         self._open = Tally()  # the open window, this rank's images
         self.total = Tally()  # closed windows, all ranks' images
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """The FLOP count, on the module as built (FSDP's flat shards have other shapes)."""
+        if stage != "fit":
+            return
         net = pl_module.model["backbone"]
         side = pl_module.resolution // pl_module.first_stage.downsample_factor
         self.num_parameters = sum(p.numel() for p in net.parameters())
         self.forward_flops = forward_flops_per_image(net, side, self.context_length, training=True)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dtype = _plugin_to_compute_dtype(trainer.precision_plugin)
         self.peak = device_peak(trainer.strategy.root_device, dtype)
         self.world_size = trainer.world_size
