@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ldmlab.config.types import NonNegativeInt, PositiveInt
+from ldmlab.data.fit_position import fit_position
 from ldmlab.data.latent_items import LatentItems
 from ldmlab.data.random_flip import flips
 from ldmlab.data.resumable_sampler import ResumableSampler
@@ -197,17 +198,16 @@ class ImageDataModule(pl.LightningDataModule):
         """Where training is in the data: the epoch, the samples of it all ranks consumed
         (from Lightning's batch progress, counted from the resume point) and, mid-epoch, the
         digest of the order they were taken from (``order``)."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit":
+        position = fit_position(self.trainer)
+        if position is None:
             return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.current.processed >= trainer.num_training_batches or progress.is_last_batch:
-            return {"epoch": int(trainer.current_epoch) + 1, "samples": 0}  # the next one starts afresh
-        per_batch = self.batch_size * trainer.world_size
+        if not position.batches:
+            return {"epoch": position.epoch, "samples": 0}  # an epoch starts afresh
+        per_batch = self.batch_size * self.trainer.world_size
         base = self.resumed_batches()
         start = self._resume_at["samples"] - base * per_batch if base is not None else 0
-        samples = start + progress.current.processed * per_batch
-        return {"epoch": int(trainer.current_epoch), "samples": samples, "order": self._order()}
+        samples = start + position.batches * per_batch
+        return {"epoch": position.epoch, "samples": samples, "order": self._order()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Called on resume (after ``setup``) before any train loader exists: the next one starts

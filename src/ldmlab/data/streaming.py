@@ -29,6 +29,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ldmlab.config.types import NonNegativeInt, PositiveInt
+from ldmlab.data.fit_position import fit_position
 from ldmlab.data.shard_format import StreamingDataLoader
 from ldmlab.data.shard_images import ShardImages
 from ldmlab.utils.errors import FieldError, part_key
@@ -105,14 +106,14 @@ class StreamingDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """The epoch, the samples of it all ranks consumed and (mid-epoch) ``ORDER_KEYS``."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit":
+        position = fit_position(self.trainer)
+        if position is None:
             return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.current.processed >= trainer.num_training_batches or progress.is_last_batch:
-            return {"epoch": int(trainer.current_epoch) + 1, "samples": 0}  # the next one starts afresh
-        samples = progress.current.processed * self.batch_size * trainer.world_size
-        return {"epoch": int(trainer.current_epoch), "samples": samples, **self._order(trainer.world_size)}
+        if not position.batches:
+            return {"epoch": position.epoch, "samples": 0}  # an epoch starts afresh
+        world = self.trainer.world_size
+        return {"epoch": position.epoch, "samples": position.batches * self.batch_size * world,
+                **self._order(world)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Called on resume, before any training loader exists: the next one starts there."""
