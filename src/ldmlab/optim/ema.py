@@ -38,7 +38,8 @@ class EMA(nn.Module):
         if len(averages) != len(new):
             raise ValueError(f"EMA holds {len(averages)} parameters, the model has {len(new)}")
         if averages:
-            torch._foreach_lerp_(averages, new, [weight.to(a.dtype) for a in averages])
+            by_dtype = {dtype: weight.to(dtype) for dtype in {a.dtype for a in averages}}  # one cast each
+            torch._foreach_lerp_(averages, new, [by_dtype[a.dtype] for a in averages])
         buffers, model_buffers = list(self.shadow.buffers()), list(model.buffers())
         if buffers:
             torch._foreach_copy_(buffers, model_buffers)
