@@ -98,15 +98,20 @@ def theirs_step(batch: dict, s: Settings, cfg, scale: float):
             drop = torch.rand(len(labels), device=s.device) < P_UNCOND
             hidden = embedding(torch.where(drop, NUM_CLASSES, labels))[:, None]
             pred = unet(noisy, t, hidden).sample
-        loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, clip)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(trained)
-        return float(loss)
+        return diffusers_update(F.mse_loss(pred.float(), noise.float()), trained, clip, optimizer,
+                                lr_scheduler, ema)
     return vae, unet, embedding, step
+
+
+def diffusers_update(loss: torch.Tensor, trained: list, clip: float, optimizer, lr_scheduler, ema) -> float:
+    """The training example's update after the loss: backward → clip → AdamW → LR step → EMA."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained, clip)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema.step(trained)
+    return float(loss)
 
 
 def run(s: Settings) -> list[Row]:

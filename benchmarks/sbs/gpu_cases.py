@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ldmlab.backbones.flops import forward_flops_per_image, train_flops_per_image
 from sbs import case_ddim, case_stage1
-from sbs.case_stage2 import ours_step, theirs_step
+from sbs.case_stage2 import diffusers_update, ours_step, theirs_step
 from sbs.common import Row, Settings
 from sbs.models import compose_config, diffusers_vae, our_autoencoder, params
 from sbs.timing import autocast, interleaved, peak_memory_mb
@@ -161,14 +161,8 @@ def theirs_dit_step(batch: dict, s: Settings, cfg):
             t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), device=s.device)
             pred = net(noise_scheduler.add_noise(latents, noise, t), timestep=t,
                        class_labels=batch["label"]).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, clip)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(trained)
-        return float(loss)
+        return diffusers_update(F.mse_loss(pred.float(), noise.float()), trained, clip, optimizer,
+                                lr_scheduler, ema)
     return net, step
 
 
