@@ -88,7 +88,7 @@ test-all: $(INSTALLED) $(DATA)  ## every test, including `slow`
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # One harness (benchmarks/bench.py <suite>); ARGS pass through, e.g. ARGS="--cases ddim --threads 2"
-bench: $(INSTALLED)  ## ldmlab vs diffusers, one process: stage-2/UNet/DiT/DDIM/DDIM-loop/stage-1 steps, ratios + results/*.json
+bench: $(INSTALLED)  ## ldmlab vs diffusers, one process: stage-2/UNet/DiT/DDIM/DDIM-loop/stage-1 steps; the whole training loop vs a bare loop; ratios + results/*.json
 	$(PY) benchmarks/bench.py diffusers $(ARGS)
 
 bench-levers: $(INSTALLED)  ## speed levers (channels_last, bf16, torch.compile) on ldmlab's UNet vs its fp32 eager baseline
