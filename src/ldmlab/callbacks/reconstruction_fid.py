@@ -20,9 +20,9 @@ import torch
 
 from ldmlab.callbacks.epoch_schedule import is_due
 from ldmlab.config.types import PositiveInt
-from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import SPLITS, ReferenceSet, to_uint8
+from ldmlab.utils.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
 
 PART = "reconstruction_fid"  # errors name this callback's fields

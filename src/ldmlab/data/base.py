@@ -240,8 +240,7 @@ class _Transformed(Dataset):
         return self.random_flip and isinstance(item, tuple) and flips(item[1])
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
-        index, seed = item if isinstance(item, tuple) else (item, item)
-        sample = self.base[index]
+        sample = self.base[item[0] if isinstance(item, tuple) else item]
         if self.flipped(item):
             sample = sample | {"image": sample["image"].flip(-1)}
         return self.transformed(sample, item)

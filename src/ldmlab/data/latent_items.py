@@ -34,21 +34,27 @@ class LatentItems(Dataset):
         return len(self.items)
 
     def __getitem__(self, item: tuple[int, int]) -> dict:
-        index = item[0]
-        view = int(self.items.flipped(item)) if self.store.views == 2 else 0
-        sample = self.items[item] if self.keep_image else self.items.transformed(
-            {"label": label_of(self.items.base, index)}, item)
-        return sample | {"latent": self.store.row(index, view), "index": index}
+        return self._fields(item) | {"latent": self.store.row(item[0], self._view(item))}
 
     def __getitems__(self, items: list[tuple[int, int]]) -> dict:
         """The collated batch of ``items`` (use ``collate`` as the loader's ``collate_fn``)."""
         if self.keep_image:
             return default_collate([self[item] for item in items])
         index = torch.tensor([i for i, _ in items])
-        views = [int(self.items.flipped(item)) for item in items] if self.store.views == 2 else None
-        samples = [self.items.transformed({"label": label_of(self.items.base, i)}, item)
-                   for i, item in zip(index.tolist(), items, strict=True)]
-        return default_collate(samples) | {"latent": self.store.rows(index, views), "index": index}
+        views = [self._view(item) for item in items] if self.store.views == 2 else None
+        return default_collate([self._fields(item) for item in items]) | {
+            "latent": self.store.rows(index, views)}
+
+    def _view(self, item: tuple[int, int]) -> int:
+        """The stored view the item's seed draws (1: mirrored)."""
+        return int(self.items.flipped(item)) if self.store.views == 2 else 0
+
+    def _fields(self, item: tuple[int, int]) -> dict:
+        """The item without its latent: the full sample with ``keep_image``, else the label and
+        what label-only transforms add (``"index"`` included)."""
+        if self.keep_image:
+            return self.items[item]
+        return self.items.transformed({"label": label_of(self.items.base, item[0])}, item)
 
     @staticmethod
     def collate(batch: dict) -> dict:

@@ -32,7 +32,6 @@ import torch
 
 from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.evaluation.columns import LOWER_IS_BETTER, first_key, metric_keys
-from ldmlab.evaluation.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.evaluation.grid import Point, sampler_grid
 from ldmlab.evaluation.seeds import chunk_seed
 from ldmlab.evaluation.table import Row
@@ -42,6 +41,7 @@ from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
 from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.sampling.samplers.base import Sampler
+from ldmlab.utils.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.utils.errors import FieldError
 from ldmlab.utils.progress import Progress
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from ldmlab.data.base import ImageDataModule
@@ -43,6 +42,7 @@ from ldmlab.first_stage.latent_store import (
     write_manifest,
     write_shard,
 )
+from ldmlab.utils.distributed import all_gathered, rank_and_world
 
 log = logging.getLogger(__name__)
 PIXEL_PRESERVING = (AddCaption, AddLowRes)  # sample transforms that add keys and leave "image" as is
@@ -56,7 +56,10 @@ class LatentCache:
 
     def __init__(self, store: LatentStore, key: str, build_seconds: float | None) -> None:
         self.store, self.key, self.build_seconds = store, key, build_seconds
-        self.path = store.folder
+
+    @property
+    def path(self) -> Path:
+        return self.store.folder
 
     def summary(self) -> dict[str, Any]:
         seconds = "reused" if self.build_seconds is None else round(self.build_seconds, 2)
@@ -109,7 +112,7 @@ def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any, 
     """The cache of ``datamodule``'s training images under ``directory``, checked and completed by
     every rank (each its shards), then read-only; None, with one log line saying why, where
     caching would not be exact."""
-    rank, world = _rank_world()
+    rank, world = rank_and_world()
     reason = unsupported_reason(first_stage, datamodule)
     content = datamodule.content_fingerprint() if reason is None else None
     if reason is None and content is None:
@@ -137,7 +140,7 @@ def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any, 
             mine[shard] = digest
     except Exception as err:  # re-raised below, once every rank knows
         error = err
-    reports = _gathered((mine, built, None if error is None else f"{type(error).__name__}: {error}"))
+    reports = all_gathered((mine, built, None if error is None else f"{type(error).__name__}: {error}"))
     failures = [f"rank {r}: {failure}" for r, (_, _, failure) in enumerate(reports) if failure]
     if error is not None:
         raise error
@@ -148,27 +151,12 @@ def open_latent_cache(directory: str | Path, first_stage: Any, datamodule: Any, 
     seconds = time.perf_counter() - started if sum(b for _, b, _ in reports) else None
     if rank == 0 and (read_manifest(folder, key, shape, shard_size) or {}).get("shards") != digests:
         write_manifest(folder, key, shape, shard_size, digests)
-    _gathered(None)  # the barrier: the manifest is written
+    all_gathered(None)  # the barrier: the manifest is written
     cache = LatentCache(LatentStore(folder, shape, shard_size), key, seconds)
     if rank == 0:
         how = "reused" if seconds is None else f"built in {seconds:.1f} s"
         log.info(f"latent cache: {how}, {shape[0]} latents × {views} views {tuple(shape[2:])} at {folder}")
     return cache
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _gathered(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` (a barrier under torch.distributed); [obj] on one process."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 @torch.no_grad()

@@ -4,9 +4,10 @@
 training set, shape (rows, V, C, h, w) float32: V = 2 views, the image and its mirror image,
 when the data flips, else 1), beside each a ``shard-<s>.json`` (the full key, the rows, the
 shape and the sha256 of the ``.npy`` file), and ``manifest.json`` (key, shape (N, V, C, h, w),
-shard size, the shards' sha256), written last. Every file is written atomically, so an
-interrupted build leaves whole shards that the next build keeps after checking them, and a
-folder without a manifest that agrees with its shards is never read.
+shard size, the shards' sha256), written last as the record of a complete cache. Every file is
+written atomically, so an interrupted build leaves whole shards that the next build keeps; each
+opening re-checks every shard against its sidecar (key, rows, shape, sha256 of its bytes) before
+it is read.
 
 Reading maps the shards (``numpy.load(mmap_mode="r")``) on first use in each process (a
 DataLoader worker opens its own maps) and copies the rows of a batch: nothing holds the whole

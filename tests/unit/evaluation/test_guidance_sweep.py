@@ -23,7 +23,6 @@ from ldmlab.callbacks.guidance_sweep import GuidanceSweep
 from ldmlab.conditioning.condition_builder import build_condition
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
 from ldmlab.evaluation.columns import is_timing
-from ldmlab.evaluation.distributed import on_rank_zero
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.reference import load_reference
 from ldmlab.evaluation.sweep import check_settings, draw_samples, grid_sweep, select_best
@@ -32,6 +31,7 @@ from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.models.restore import load_ldm
 from ldmlab.sampling.samplers.ddim import DDIMSampler
+from ldmlab.utils.distributed import on_rank_zero
 from ldmlab.utils.errors import ConfigError
 from ldmlab.utils.wandb_logger import make_wandb_logger
 from tests.conftest import compose_config

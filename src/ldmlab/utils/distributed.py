@@ -1,4 +1,5 @@
-"""The collectives a sweep needs, as no-ops in a single process (no initialised process group)."""
+"""The collectives ldmlab's own code needs (sweeps, the latent cache), as no-ops in a single
+process (no initialised process group)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def all_gathered(obj: T) -> list[T]:
+    """Every rank's picklable ``obj`` in rank order (a barrier); ``[obj]`` in one process."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def gather_chunks(local: dict[int, torch.Tensor]) -> torch.Tensor | None:
