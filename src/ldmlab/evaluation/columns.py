@@ -3,6 +3,10 @@
 Axes: ``guidance``, ``guidance_scale``, ``w`` (CFG's s − 1), every ``guidance.<setting>`` column
 (e.g. interval guidance's ``guidance.sigma_high``), ``sampler`` and every ``sampler.<setting>``
 column, the sampling ``seed``, plus any grouping key a report adds.
+Provenance (``PROVENANCE``): what a score was measured on and with: the generated and reference
+counts, the reference set's identity, the feature networks (layer and weights digest), the
+sampler's network evaluations per image and the ldmlab version; carried with every row and cell,
+never averaged, and compared before scores share a column (``ldmlab.evaluation.provenance``).
 Counts: ``seeds`` (rows averaged into a cell). Timings (``*_seconds``, ``seconds_per_image``) are
 measured and averaged like metrics but never pick a best row. Everything else is a metric; a
 column's spread over seeds is ``<column>_seed_std``.
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from ldmlab.evaluation.table import Row
 
 AXES = ("guidance", "guidance_scale", "w", "sampler", "seed")
+PROVENANCE = ("num_samples", "num_reference", "reference", "feature_networks", "nfe", "ldmlab_version")
 SAMPLER_PREFIX = "sampler."
 GUIDANCE_PREFIX = "guidance."
 COUNT = "seeds"
@@ -26,6 +31,10 @@ def is_axis(key: str) -> bool:
     return key in AXES or key.startswith((SAMPLER_PREFIX, GUIDANCE_PREFIX))
 
 
+def is_provenance(key: str) -> bool:
+    return key in PROVENANCE
+
+
 def is_timing(key: str) -> bool:
     return key.endswith("_seconds") or key == "seconds_per_image"
 
@@ -33,8 +42,8 @@ def is_timing(key: str) -> bool:
 def measure_keys(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[str]:
     """Metric and timing columns (first-seen order), without spreads, counts or axes."""
     keys = dict.fromkeys(key for row in rows for key in row)
-    return [k for k in keys if not (is_axis(k) or k in extra_axes or k == COUNT or k.endswith(SPREAD)
-                                    or k.endswith("_std"))]
+    return [k for k in keys if not (is_axis(k) or is_provenance(k) or k in extra_axes or k == COUNT
+                                    or k.endswith(SPREAD) or k.endswith("_std"))]
 
 
 def metric_keys(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[str]:
@@ -54,7 +63,8 @@ def varying_axes(rows: Sequence[Row], extra_axes: Sequence[str] = ()) -> list[st
 
 def table_problem(rows: object) -> str | None:
     """Why ``rows`` (from a file) are not a sweep table, or None: a non-empty list of mappings,
-    each with a numeric ``guidance_scale``, single values on the axes and numbers elsewhere."""
+    each with a numeric ``guidance_scale``, single values on the axes and provenance columns and
+    numbers elsewhere."""
     if not isinstance(rows, list) or not rows:
         return "has no rows" if isinstance(rows, list) else f"rows are a {type(rows).__name__}, not a list"
     for index, row in enumerate(rows):
@@ -63,9 +73,9 @@ def table_problem(rows: object) -> str | None:
         if not _is_number(row.get("guidance_scale")):
             return f"row {index} has no numeric guidance_scale column"
         for key, value in row.items():
-            if is_axis(key) and not isinstance(value, str | int | float | None):
+            if (is_axis(key) or is_provenance(key)) and not isinstance(value, str | int | float | None):
                 return f"row {index}: {key} is a {type(value).__name__}, not one value"
-            if not is_axis(key) and not _is_number(value):
+            if not (is_axis(key) or is_provenance(key)) and not _is_number(value):
                 return f"row {index}: {key} is {str(value)[:40]!r}, not a number"
     return None
 

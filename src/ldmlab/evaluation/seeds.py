@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from ldmlab.evaluation.columns import COUNT, SPREAD, is_axis, measure_keys
+from ldmlab.evaluation.columns import COUNT, SPREAD, is_axis, is_provenance, measure_keys
 from ldmlab.evaluation.table import Row
 
 SEED_STRIDE = 1_000_000
@@ -19,13 +19,14 @@ def chunk_seed(seed: int, index: int) -> int:
 
 def mean_over_seeds(rows: Sequence[Row], seed_keys: Sequence[str] = ("seed",),
                     extra_axes: Sequence[str] = ()) -> list[Row]:
-    """One row per cell, in first-seen order. A cell is every row sharing all axis columns (and
-    ``extra_axes``) except ``seed_keys``; it holds those axes, ``seeds`` = number of rows averaged,
-    each measure's mean and, over ≥ 2 rows, its sample standard deviation ``<measure>_seed_std``
+    """One row per cell, in first-seen order. A cell is every row sharing all axis and provenance
+    columns (and ``extra_axes``) except ``seed_keys``; it holds those, ``seeds`` = number of rows
+    averaged, each measure's mean and, over ≥ 2 rows, its sample standard deviation ``<measure>_seed_std``
     (n − 1 denominator). Rows missing a measure are left out of that measure's mean."""
     cells: dict[tuple, list[Row]] = {}
     for row in rows:
-        axes = tuple((k, row[k]) for k in row if (is_axis(k) or k in extra_axes) and k not in seed_keys)
+        axes = tuple((k, row[k]) for k in row
+                     if (is_axis(k) or is_provenance(k) or k in extra_axes) and k not in seed_keys)
         cells.setdefault(axes, []).append(row)
     out = []
     for axes, members in cells.items():
