@@ -43,11 +43,13 @@ class DiffusionObjective(nn.Module):
         return self.timestep_sampler.horizon(schedule.num_timesteps)
 
     def forward(
-        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseProcess
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseProcess,
+        t: Tensor | None = None,
     ) -> Tensor:
-        """model: {"backbone", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss."""
+        """model: {"backbone", "conditioner"}; x0 (B, C, h, w) clean (latent) inputs → scalar loss.
+        t: levels (B,) to evaluate at instead of drawing them (validation buckets); then no t is drawn."""
         centre = model["conditioner"].forward_centre(batch)
-        t = self.timestep_sampler(len(x0), schedule, x0.device)
+        t = self.timestep_sampler(len(x0), schedule, x0.device) if t is None else t
         return self.denoising_loss(model, x0, batch, schedule, t, centre)
 
     def denoising_loss(

@@ -22,6 +22,7 @@ from ldmlab.config.types import NonNegativeInt, PositiveInt
 from ldmlab.diffusion.objective import DiffusionObjective
 from ldmlab.diffusion.parameterizations.base import Parameterization
 from ldmlab.diffusion.process import NoiseProcess
+from ldmlab.diffusion.validation_levels import bucket_losses, level_buckets
 from ldmlab.first_stage.base import FirstStageBase
 from ldmlab.first_stage.latent_cache import LatentCache, open_latent_cache
 from ldmlab.guidance.base import BoundGuidance, Guidance, GuidanceContext
@@ -58,6 +59,10 @@ class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
     compile: ``torch.compile`` the trained backbone (``nn.Module.compile``: same parameters and
     state_dict keys; the EMA copy used for validation and sampling stays eager). It pays for
     long runs only: see benchmarks/README.md for its start-up cost and per-step gain.
+
+    val_t_buckets: validation also logs the loss at K fixed levels, one per equal bucket of the
+    level range (``val/loss_t<lo>_<hi>``, ``ldmlab.diffusion.validation_levels``), comparable
+    between runs and checkpoints; K extra forward passes per validation batch. 0: off.
     """
 
     EMA_SOURCE = "model"
@@ -80,6 +85,7 @@ class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
         scale_fit_batches: PositiveInt = 4,
         latent_cache: str | None = None,
         compile: bool = False,
+        val_t_buckets: NonNegativeInt = 4,
     ) -> None:
         super().__init__()
         self.loss_watch = LossWatch("train/loss")
@@ -111,6 +117,7 @@ class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
         self.resolution, self.log_guidance_scales = resolution, tuple(log_guidance_scales)
         self.latent_cache_dir = latent_cache
         self.latent_cache: LatentCache | None = None  # opened at fit start
+        self.val_buckets = level_buckets(schedule, val_t_buckets, self.horizon)
 
     def check_data(self, datamodule) -> None:
         f = self.first_stage.downsample_factor
@@ -134,14 +141,16 @@ class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
             if self.latent_cache is not None:
                 data.serve_latents(self.latent_cache.store, "image" in self.model["conditioner"].reads())
 
-    def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
-        """The objective on this batch's latents, with ``model`` = {backbone, conditioner}: the
-        cached unscaled latents the training loader serves (``batch["latent"]``), else E(image)."""
+    def latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's scaled latents: the cached unscaled latents the training loader serves
+        (``batch["latent"]``), else E(image)."""
         if "latent" in batch:
-            latents = batch["latent"] * self.first_stage.scale_factor
-        else:
-            latents = self.first_stage.encode(batch["image"])
-        return self.objective(model, latents, batch, self.schedule)
+            return batch["latent"] * self.first_stage.scale_factor
+        return self.first_stage.encode(batch["image"])
+
+    def diffusion_loss(self, batch: dict[str, Any], model: nn.ModuleDict) -> torch.Tensor:
+        """The objective on this batch's latents, with ``model`` = {backbone, conditioner}."""
+        return self.objective(model, self.latents(batch), batch, self.schedule)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.model)
@@ -151,9 +160,16 @@ class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        with seeded_validation(self, batch_idx):
-            loss = self.diffusion_loss(batch, self.ema.shadow)
+        """``val/loss`` at drawn levels, then the loss at each bucket's fixed level (same seed)."""
+        seeded = partial(seeded_validation, self, batch_idx)
+        with seeded():
+            latents = self.latents(batch)
+            loss = self.objective(self.ema.shadow, latents, batch, self.schedule)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        buckets = bucket_losses(self.objective, self.ema.shadow, latents, batch, self.schedule,
+                                self.val_buckets, seeded)
+        for name, value in buckets.items():
+            self.log(f"val/{name}", value, sync_dist=True, batch_size=len(latents))
 
     @torch.no_grad()
     def generate(

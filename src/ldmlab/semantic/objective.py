@@ -40,15 +40,17 @@ class RepresentationObjective(DiffusionObjective):
         self.regularizer, self.encoder = regularizer, encoder
 
     def forward(
-        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule
+        self, model: nn.ModuleDict, x0: Tensor, batch: dict[str, Any], schedule: NoiseSchedule,
+        t: Tensor | None = None,
     ) -> Tensor:
+        """As ``DiffusionObjective.forward`` (t: given levels (B,), else drawn), plus the regulariser."""
         embedders = model["conditioner"].embedders
         if self.encoder not in embedders or not hasattr(embedders[self.encoder], "posterior"):
             raise FieldError("objective", "encoder", f"names no semantic encoder among the "
                              f"conditioner's embedders {sorted(embedders)}",
                              "{key}=z_sem with conditioner=semantic")
         embedder = embedders[self.encoder]
-        t = self.timestep_sampler(len(x0), schedule, x0.device)
+        t = self.timestep_sampler(len(x0), schedule, x0.device) if t is None else t
         encoder_t = t if embedder.time_conditioned else None
         mean, logvar = embedder.posterior(batch[embedder.source_key], encoder_t)
         z = mean if logvar is None else mean + (0.5 * logvar).exp() * torch.randn_like(mean)
