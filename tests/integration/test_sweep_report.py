@@ -143,7 +143,9 @@ def test_seeds_multirun_then_report(tiny_ae_ckpt, fmnist_dir, tmp_path_factory, 
     markdown = (sweep_dir / "report.md").read_text()
     columns = ["p_uncond", "s", "w", "seeds", "fid_classifier", "kid_classifier", "is_classifier",
                "accuracy_classifier", "seconds_per_image"]
-    assert markdown.startswith("| " + " | ".join(columns) + " |\n") and markdown.count("\n") == 4
+    provenance, table = markdown.split("\n\n", 1)  # the provenance line, then the table
+    assert provenance.startswith("N = 20 samples vs 40 references (") and "; ldmlab " in provenance
+    assert table.startswith("| " + " | ".join(columns) + " |\n") and table.count("\n") == 4
     assert markdown.count(" ± ") >= 2 * 5
     assert (sweep_dir / "frontier.png").is_file()
 
@@ -171,7 +173,9 @@ def test_report_puts_evaluate_runs_of_different_guidance_on_one_frontier(tmp_pat
     assert [(r["run"], r["guidance_scale"], r["fid_x"]) for r in rows] == [
         ("cfg · cond", 1, 9.0), ("cfg · cond", 3, 6.0), ("classifier · uncond", 0, 12.0),
         ("classifier · uncond", 4, 8.0)]
-    assert paths["markdown"].read_text().startswith("| run | guidance | s | seeds | fid_x | is_x |")
+    assert paths["markdown"].read_text().startswith(  # rows without provenance: stated as unknown
+        "N = unknown samples vs unknown references (unknown), features unknown; NFE unknown; "
+        "ldmlab unknown\n\n| run | guidance | s | seeds | fid_x | is_x |")
     assert paths["frontier"].stat().st_size > 10_000
     assert list(cfg.evaluate_runs) == [str(runs[0]), str(runs[1])]
     with pytest.raises(ConfigError, match="labels"):

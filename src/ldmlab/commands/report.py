@@ -8,6 +8,9 @@ wrote there (listed in ``report_files.json``). With ``evaluate_runs``: ``compare
 ``compare.md`` and ``frontier.png`` (one curve per run, e.g. CFG vs classifier guidance) into the
 report's own run dir ``logs/report/runs/<ts>``. ``AggregateOnMultirunEnd`` does the same as a
 Hydra callback when the multirun finishes (``hydra.callbacks`` of ``experiment=cfg_sweep_fmnist``).
+Each table states the provenance of its scores above it (samples vs references, reference set,
+feature networks, NFE, version); rows of differing provenance are refused together unless
+``allow_mixed_provenance=true`` (``ldmlab.evaluation.provenance``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def newest_multirun(task_dir: Path) -> Path:
 
 def report(cfg: DictConfig) -> dict[str, Path]:
     if cfg.evaluate_runs:
-        paths = write_comparison([Path(run) for run in cfg.evaluate_runs], run_dir(), cfg.labels)
+        paths = write_comparison([Path(run) for run in cfg.evaluate_runs], run_dir(), cfg.labels,
+                                 cfg.allow_mixed_provenance)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
         return paths
     task_dir = Path(cfg.paths.log_dir) / cfg.sweep_task
@@ -48,7 +52,7 @@ def report(cfg: DictConfig) -> dict[str, Path]:
     if not sweep_dir.is_dir():
         raise ConfigError("sweep_dir", f"{sweep_dir} is not a directory", "give a multirun dir")
     out = checked_output_dir(cfg.out, "out") if cfg.out else None
-    paths = write_report(sweep_dir, list(cfg.group_by), cfg.seed_key, out)
+    paths = write_report(sweep_dir, list(cfg.group_by), cfg.seed_key, out, cfg.allow_mixed_provenance)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return paths
 

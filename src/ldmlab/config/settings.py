@@ -154,3 +154,4 @@ class ReportSettings(CommandSettings, total=False):
     out: str | None
     evaluate_runs: list[str] | None
     labels: list[str] | None
+    allow_mixed_provenance: bool

@@ -6,7 +6,9 @@ Jobs are grouped by the values of the ``group_by`` config keys (e.g. ``condition
 jobs in one group must differ only in ``seed_key`` (the training seed, column ``run_seed``).
 Each cell — group × grid point (guidance scale and sampler settings) — reports the mean over its
 rows (jobs × sampling seeds), their number (``seeds``) and, over ≥ 2, their standard deviation
-(column ``<metric>_seed_std``, ``±`` in the Markdown table). A job whose recorded status
+(column ``<metric>_seed_std``, ``±`` in the Markdown table). Every row must share its provenance
+(sample and reference counts, reference, feature networks, version: ``ldmlab.evaluation.provenance``),
+stated above the table, unless ``allow_mixed_provenance``. A job whose recorded status
 (``ldmlab.runs.multirun``) is not ``completed`` is left out and listed under the table with its
 reason. Job dirs are read as data (``job_config``); a malformed file is refused before anything
 is written.
@@ -24,6 +26,7 @@ from pathlib import Path
 from ldmlab.config.job_config import MISSING, config_value, read_job_config
 from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, table_problem, varying_axes
 from ldmlab.evaluation.plots import frontier_keys, plot_frontier, plot_grid
+from ldmlab.evaluation.provenance import differing, provenance_lines, value_text
 from ldmlab.evaluation.seeds import mean_over_seeds
 from ldmlab.evaluation.sweep_files import plot_axis
 from ldmlab.evaluation.table import Row, format_value, read_csv, write_csv, write_markdown
@@ -121,21 +124,24 @@ def aggregate(jobs: Sequence[Job], group_by: Sequence[str]) -> list[Row]:
 
 
 def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed",
-                 out: Path | None = None) -> dict[str, Path]:
+                 out: Path | None = None, allow_mixed_provenance: bool = False) -> dict[str, Path]:
     """``report.csv``, ``report.md``, ``frontier.png`` and, when sampler settings vary,
     ``grid.png`` in ``out`` (default: ``sweep_dir``); returns their paths. A file of one of those
     names that ldmlab did not write there (or that changed since) is never replaced: refused
-    (``out``, fix: a free folder) before anything is written."""
+    (``out``, fix: a free folder) before anything is written, as are jobs of differing provenance
+    unless ``allow_mixed_provenance`` (then its differing columns are shown per row and curve)."""
     out = sweep_dir if out is None else out
     jobs, statuses = load_jobs(sweep_dir, group_by, seed_key)
     rows = aggregate(jobs, group_by)
+    preamble = provenance_lines(rows, allow_mixed_provenance, f"the report of {sweep_dir}")
+    mixed = list(differing(rows))
     names = [short_name(k) for k in group_by]
     settings = [a for a in varying_axes(rows) if a == "sampler" or a.startswith(SAMPLER_PREFIX)]
     measures = measure_keys(rows, names)
     metrics = [k for prefix in TABLE_METRICS for k in measures if k.startswith(prefix)]
-    header = [*names, *(short_name(a) for a in settings), "s", "w", "seeds", *metrics]
-    lines = [[*(format_value(row[n]) for n in [*names, *settings]), f"{row['guidance_scale']:g}",
-              f"{row['w']:g}", str(row["seeds"]),
+    header = [*names, *(short_name(a) for a in settings), *mixed, "s", "w", "seeds", *metrics]
+    lines = [[*(format_value(row[n]) for n in [*names, *settings]), *(value_text(row.get(k)) for k in mixed),
+              f"{row['guidance_scale']:g}", f"{row['w']:g}", str(row["seeds"]),
               *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)] for row in rows]
     failed = failed_jobs_section(statuses)
     fid, quality = frontier_keys(rows)
@@ -146,17 +152,20 @@ def write_report(sweep_dir: Path, group_by: Sequence[str], seed_key: str = "seed
     paths: dict[str, Path] = {}
     try:  # each file written is recorded, even if a later one fails
         paths["csv"] = write_csv(rows, out / "report.csv")
-        paths["markdown"] = write_markdown(header, lines, out / "report.md", footer=failed)
+        paths["markdown"] = write_markdown(header, lines, out / "report.md", footer=failed, preamble=preamble)
         if fid and quality:
             curves = defaultdict(list)
             for row in rows:
-                curves[", ".join(f"{n}={format_value(row[n])}" for n in [*names, *settings])].append(row)
+                label = [*(f"{n}={format_value(row[n])}" for n in [*names, *settings]),
+                         *(f"{k}={value_text(row.get(k))}" for k in mixed)]
+                curves[", ".join(label)].append(row)
             paths["frontier"] = plot_frontier(curves, fid, quality, out / "frontier.png",
                                               title=f"{sweep_dir.name}: {fid} vs {quality} over s")
         else:
             log.warning("report: no FID and IS/accuracy columns, so no frontier plot")
         if settings:
-            paths["grid"] = plot_grid(rows, plot_axis(rows), out / "grid.png", f"{sweep_dir.name}", names)
+            paths["grid"] = plot_grid(rows, plot_axis(rows), out / "grid.png", f"{sweep_dir.name}",
+                                      [*names, *mixed])
     finally:
         record_written(out, paths.values(), RECORD)
     return paths

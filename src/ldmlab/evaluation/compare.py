@@ -2,7 +2,10 @@
 LDM next to classifier guidance on an unconditional one, scored by the same evaluator.
 
 Each run is a ``logs/evaluate/runs/<ts>`` dir (or its ``summary.json``); its curve is labelled
-``<guidance> · <checkpoint's run name>`` unless ``labels`` are given.
+``<guidance> · <checkpoint's run name>`` unless ``labels`` are given. The runs' rows must share
+their provenance (``ldmlab.evaluation.provenance``), stated above the table, unless
+``allow_mixed_provenance``; a row without it takes its run's summary-level ``num_samples``,
+``num_reference`` and ``reference`` where the summary has them.
 """
 
 from __future__ import annotations
@@ -12,8 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldmlab.evaluation.aggregate import TABLE_METRICS
-from ldmlab.evaluation.columns import SAMPLER_PREFIX, SPREAD, measure_keys, table_problem, varying_axes
+from ldmlab.evaluation.columns import (
+    PROVENANCE,
+    SAMPLER_PREFIX,
+    SPREAD,
+    measure_keys,
+    table_problem,
+    varying_axes,
+)
 from ldmlab.evaluation.plots import frontier_keys, plot_frontier
+from ldmlab.evaluation.provenance import differing, provenance_lines, value_text
 from ldmlab.evaluation.table import Row, format_value, write_csv, write_markdown
 from ldmlab.utils.errors import ConfigError
 
@@ -38,7 +49,8 @@ def load_evaluation(run: Path) -> tuple[str, list[Row]]:
     guidance = (summary.get("guidance") or {}).get("name", "cfg")
     checkpoint = Path(summary["checkpoint"])
     model = checkpoint.parents[1].name if len(checkpoint.parents) > 1 else checkpoint.stem
-    return f"{guidance} · {model}", summary["rows"]
+    recorded = {key: summary[key] for key in PROVENANCE if isinstance(summary.get(key), str | int | float)}
+    return f"{guidance} · {model}", [{**recorded, **row} for row in summary["rows"]]
 
 
 def _summary_problem(summary: object) -> str | None:
@@ -56,9 +68,11 @@ def _summary_problem(summary: object) -> str | None:
 
 
 def write_comparison(
-    runs: Sequence[Path], out_dir: Path, labels: Sequence[str] | None = None
+    runs: Sequence[Path], out_dir: Path, labels: Sequence[str] | None = None,
+    allow_mixed_provenance: bool = False,
 ) -> dict[str, Path]:
-    """``compare.csv``, ``compare.md`` and ``frontier.png`` in ``out_dir`` (one curve per run)."""
+    """``compare.csv``, ``compare.md`` and ``frontier.png`` in ``out_dir`` (one curve per run, and
+    per differing provenance when ``allow_mixed_provenance`` lets it differ)."""
     if not runs:
         raise ConfigError(KEY, "is empty", "e.g. evaluate_runs=[logs/evaluate/runs/A,logs/evaluate/runs/B]")
     if labels and len(labels) != len(runs):
@@ -71,16 +85,25 @@ def write_comparison(
     if len(curves) != len(runs):
         raise ConfigError("labels", f"two runs share a label ({sorted(curves)})", "give labels=[...]")
     rows = [{"run": label, **row} for label, curve in curves.items() for row in curve]
+    preamble = provenance_lines(rows, allow_mixed_provenance, "the comparison")
+    mixed = list(differing(rows))
     metrics = [k for prefix in TABLE_METRICS for k in measure_keys(rows, ["run"]) if k.startswith(prefix)]
     settings = [a for a in varying_axes(rows) if a == "sampler" or a.startswith(SAMPLER_PREFIX)]
-    header = ["run", "guidance", *(a.removeprefix(SAMPLER_PREFIX) for a in settings), "s", "seeds", *metrics]
+    header = ["run", "guidance", *(a.removeprefix(SAMPLER_PREFIX) for a in settings), *mixed, "s", "seeds",
+              *metrics]
     lines = [[row["run"], str(row.get("guidance", "cfg")), *(format_value(row.get(a)) for a in settings),
-              f"{row['guidance_scale']:g}", format_value(row.get("seeds", 1)),
+              *(value_text(row.get(k)) for k in mixed), f"{row['guidance_scale']:g}",
+              format_value(row.get("seeds", 1)),
               *(format_value(row.get(m), row.get(m + SPREAD)) for m in metrics)] for row in rows]
     paths = {"csv": write_csv(rows, out_dir / "compare.csv"),
-             "markdown": write_markdown(header, lines, out_dir / "compare.md")}
+             "markdown": write_markdown(header, lines, out_dir / "compare.md", preamble=preamble)}
     fid, quality = frontier_keys(rows)
     if fid and quality:
+        if mixed:  # one curve per run and provenance
+            curves = {}
+            for row in rows:
+                label = ", ".join([row["run"], *(f"{k}={value_text(row.get(k))}" for k in mixed)])
+                curves.setdefault(label, []).append(row)
         paths["frontier"] = plot_frontier(curves, fid, quality, out_dir / "frontier.png",
                                           title=f"{fid} vs {quality} over the guidance scale")
     return paths

@@ -48,9 +48,11 @@ def format_value(value: float | int | str | None, spread: float | None = None) -
 
 
 def write_markdown(header: Sequence[str], lines: Sequence[Sequence[str]], path: Path,
-                   footer: str = "") -> Path:
-    """A GitHub-flavoured Markdown table of preformatted cells, then ``footer`` (Markdown)."""
-    text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                   footer: str = "", preamble: Sequence[str] = ()) -> Path:
+    """The ``preamble`` lines (one paragraph each), a GitHub-flavoured Markdown table of
+    preformatted cells, then ``footer`` (Markdown)."""
+    text = [f"{line}\n" for line in preamble]
+    text += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     text += ["| " + " | ".join(cells) + " |" for cells in lines]
     write_text(path, "\n".join(text) + "\n" + footer)
     return path
