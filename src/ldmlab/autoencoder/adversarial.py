@@ -74,3 +74,12 @@ def adaptive_weight(
 def disc_factor(global_step: int, disc_start: int, factor: float = 1.0) -> float:
     """Weight of the adversarial terms: 0 before step ``disc_start``, ``factor`` from it on."""
     return factor if global_step >= disc_start else 0.0
+
+
+def generator_ramp(global_step: int, disc_start: int, ramp_steps: int) -> float:
+    """Share of the generator's adversarial term: 0 before ``disc_start``, then rising linearly
+    to 1 over ``ramp_steps`` steps ((step − disc_start + 1) / ramp_steps); 1 from the start when
+    ``ramp_steps`` is 0. The discriminator trains at full weight meanwhile."""
+    if global_step < disc_start:
+        return 0.0
+    return 1.0 if ramp_steps == 0 else min(1.0, (global_step - disc_start + 1) / ramp_steps)

@@ -18,8 +18,10 @@ from ldmlab.autoencoder.adversarial import (
     disc_factor,
     discriminator_loss,
     generator_loss,
+    generator_ramp,
 )
 from ldmlab.autoencoder.discriminator import NLayerDiscriminator
+from ldmlab.autoencoder.lecam import LeCam
 from ldmlab.autoencoder.regularizers.base import RegularizerOutput
 from ldmlab.config.types import NonNegativeInt
 from ldmlab.nn.lpips import LPIPS
@@ -34,9 +36,11 @@ class AutoencoderLoss(nn.Module):
     Per pixel, ``nll = (|x − x̂| + perceptual_weight · LPIPS) / exp(logvar) + logvar`` summed
     over C·H·W and averaged over the batch (so ``logvar`` is a real, optimised parameter: its
     optimum is log of the mean reconstruction error). Generator loss:
-    ``nll + reg_weight · reg + λ · d_factor · L_G`` with the adaptive
-    ``λ = ‖∇_last nll‖ / (‖∇_last L_G‖ + 1e-4)`` (clamped); before ``disc_start`` the
-    discriminator is not run at all.
+    ``nll + reg_weight · reg + disc_weight · λ · d_factor · r · L_G`` with, when ``adaptive``,
+    ``λ = ‖∇_last nll‖ / (‖∇_last L_G‖ + 1e-4)`` clamped to ``max_adaptive_weight`` (else λ = 1),
+    and r the generator's ramp (``generator_ramp``: 0 → 1 over ``gen_ramp_steps`` from
+    ``disc_start``). Discriminator loss: ``d_factor · (L_D + lecam_weight · R_LeCam)``. Before
+    ``disc_start`` the discriminator is not run at all.
     """
 
     def __init__(
@@ -53,16 +57,25 @@ class AutoencoderLoss(nn.Module):
         gen_loss: str = "hinge",
         logvar_init: float = 0.0,
         max_adaptive_weight: float = 1e4,
+        adaptive: bool = True,
+        gen_ramp_steps: NonNegativeInt = 0,
+        lecam_weight: float = 0.0,
+        lecam_decay: float = 0.99,
     ) -> None:
         super().__init__()
         if reconstruction not in RECONSTRUCTION:
             raise FieldError("loss", "reconstruction", f"unknown {reconstruction!r}", "use 'l1' or 'l2'")
         if perceptual_weight > 0 and lpips is None:
             raise FieldError("loss", "lpips", "perceptual_weight > 0 needs LPIPS", "configure {key}")
-        if disc_start < 0:
-            raise FieldError("loss", "disc_start", f"must be ≥ 0, got {disc_start}", "e.g. {key}=0")
+        for key, steps in (("disc_start", disc_start), ("gen_ramp_steps", gen_ramp_steps)):
+            if not isinstance(steps, int) or steps < 0:
+                raise FieldError("loss", key, f"must be an integer ≥ 0, got {steps!r}", "e.g. {key}=0")
+        if not 0 <= lecam_decay < 1:
+            raise FieldError("loss", "lecam_decay", f"must be in [0, 1), got {lecam_decay}",
+                             "e.g. {key}=0.99")
         _check_weights(perceptual_weight=perceptual_weight, reg_weight=reg_weight, disc_weight=disc_weight,
-                       disc_factor=disc_factor, max_adaptive_weight=max_adaptive_weight)
+                       disc_factor=disc_factor, max_adaptive_weight=max_adaptive_weight,
+                       lecam_weight=lecam_weight)
         for key, kind, kinds in (("disc_loss", disc_loss, DISCRIMINATOR_KINDS),
                                  ("gen_loss", gen_loss, GENERATOR_KINDS)):
             if kind not in kinds:
@@ -72,8 +85,18 @@ class AutoencoderLoss(nn.Module):
         self.perceptual_weight, self.reg_weight = perceptual_weight, reg_weight
         self.disc_start, self.disc_weight, self.disc_factor = disc_start, disc_weight, disc_factor
         self.disc_loss, self.gen_loss = disc_loss, gen_loss
-        self.max_adaptive_weight = max_adaptive_weight
+        self.max_adaptive_weight, self.adaptive = max_adaptive_weight, adaptive
+        self.gen_ramp_steps, self.lecam_weight = gen_ramp_steps, lecam_weight
+        self.lecam = LeCam(lecam_decay) if lecam_weight > 0 else None
         self.logvar = nn.Parameter(torch.tensor(float(logvar_init)))
+
+    def unstarted_state(self, step: int, prefix: str) -> dict[str, torch.Tensor]:
+        """State that a checkpoint written at ``step`` < ``disc_start`` may lack (the LeCam averages,
+        added to the recipe after it was written): its initial value, which is exact because the
+        discriminator has not run yet. Keys under ``prefix``; empty once the discriminator started."""
+        if self.lecam is None or step >= self.disc_start:
+            return {}
+        return {f"{prefix}lecam.{name}": value.clone() for name, value in self.lecam.state_dict().items()}
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Loss parameters trained with the autoencoder (the log-variance)."""
@@ -102,11 +125,12 @@ class AutoencoderLoss(nn.Module):
         nll, log = self.nll(x, x_rec)
         loss = nll + self.reg_weight * reg.loss
         factor = disc_factor(step, self.disc_start, self.disc_factor)
+        factor *= generator_ramp(step, self.disc_start, self.gen_ramp_steps)
         if factor > 0:
             g_loss = generator_loss(self.discriminator(x_rec), self.gen_loss)
-            if self.training:
+            if self.training and self.adaptive:
                 weight = adaptive_weight(nll, g_loss, last_layer, self.max_adaptive_weight)
-            else:  # no graph at validation: report the un-weighted term
+            else:  # fixed weight, or no graph at validation: report the un-weighted term
                 weight = torch.ones((), device=x.device)
             loss = loss + self.disc_weight * weight * factor * g_loss
             log |= {"g_loss": g_loss.detach(), "adaptive_weight": weight.detach()}
@@ -123,9 +147,14 @@ class AutoencoderLoss(nn.Module):
             return torch.zeros((), device=x.device), {}
         logits_real = self.discriminator(x.detach())
         logits_fake = self.discriminator(x_rec.detach())
-        loss = factor * discriminator_loss(logits_real, logits_fake, self.disc_loss)
-        return loss, {"d_loss": loss.detach(), "logits_real": logits_real.mean().detach(),
-                      "logits_fake": logits_fake.mean().detach()}
+        loss = discriminator_loss(logits_real, logits_fake, self.disc_loss)
+        log = {"logits_real": logits_real.mean().detach(), "logits_fake": logits_fake.mean().detach()}
+        if self.lecam is not None:
+            lecam = self.lecam(logits_real, logits_fake)
+            loss = loss + self.lecam_weight * lecam
+            log["lecam"] = lecam.detach()
+        loss = factor * loss
+        return loss, log | {"d_loss": loss.detach()}
 
 
 def _check_weights(**weights: float) -> None:
