@@ -1,4 +1,4 @@
-"""Seeds as a sweep axis: per-seed noise streams, and mean ± std over seeds per grid cell."""
+"""Seeds as a sweep axis: per-image noise streams, and mean ± std over seeds per grid cell."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ from collections.abc import Sequence
 from ldmlab.evaluation.columns import COUNT, SPREAD, is_axis, is_provenance, measure_keys
 from ldmlab.evaluation.table import Row
 
-SEED_STRIDE = 1_000_000
+IMAGE_STRIDE = 10**6
+"""Images one sampling seed can name: indices lie in [0, 10⁶)."""
+MAX_SEEDS = 2**32 // IMAGE_STRIDE
+"""Sampling seeds lie in [0, 4294), so every image seed fits the 32 bits a CPU generator reads."""
 
 
-def chunk_seed(seed: int, index: int) -> int:
-    """Generator seed of chunk ``index`` under sampling seed ``seed``: ``seed·10⁶ + index``, so
-    seeds never share a chunk's noise (seed 0 keeps the historical ``index``)."""
-    return seed * SEED_STRIDE + index
+def image_seed(seed: int, index: int) -> int:
+    """Generator seed of image ``index`` under sampling seed ``seed``: ``seed·10⁶ + index``, a
+    function of (seed, index) only, so the image is the same whatever the number of ranks, the
+    batch size or the order of the batches. Distinct pairs never share a stream: the value stays
+    below 2³², because a CPU ``torch.Generator`` (Mersenne Twister) reads only the low 32 bits of
+    its seed (EDM takes its seeds mod 2³² for the same reason)."""
+    if not (0 <= seed < MAX_SEEDS and 0 <= index < IMAGE_STRIDE):
+        raise ValueError(f"seed={seed} must lie in [0, {MAX_SEEDS}) and index={index} in [0, {IMAGE_STRIDE})")
+    return seed * IMAGE_STRIDE + index
 
 
 def mean_over_seeds(rows: Sequence[Row], seed_keys: Sequence[str] = ("seed",),

@@ -9,11 +9,15 @@ Sampler settings come as (point, sampler) pairs from ``ldmlab.evaluation.grid.sa
 guidance settings (e.g. interval bounds) as (point, guidance) pairs from
 ``ldmlab.evaluation.guidance_grid.guidance_grid``.
 
-Reproducible under any process count: the samples of a cell are drawn in chunks of
-``batch_size``, chunk i of sampling seed k from a generator seeded ``chunk_seed(k, i)`` (the same
-noise at every scale and sampler setting); rank r of W draws chunks i ≡ r (mod W), rank 0
-gathers them in chunk order and computes the metrics once, and every rank returns rank 0's rows.
-So 1 or N processes give the same numbers.
+Scale-independent: image i of sampling seed k has its own noise stream, a generator seeded
+``image_seed(k, i)`` = k·10⁶ + i (``ldmlab.evaluation.seeds``; the same noise at every scale and
+sampler setting), which alone drives its initial noise, in-loop noise and ES-DDPM prior sample
+(``ldmlab.utils.noise.PerImageGenerator``). The N images of a cell are cut into the batches
+[k·B, (k+1)·B) of ``batch_size`` B; rank r of W draws the batches k ≡ r (mod W), rank 0 gathers
+them in image order and computes the metrics once, and every rank returns rank 0's rows. 1 or W
+processes draw the same batches, so their images and numbers are bitwise equal; another batch
+size or batch order gives every image the same noise, and its images differ at most by the float
+rounding of batched kernels (BLAS picks its kernel by the batch's shape).
 
 Errors about the sweep's settings name the fields of the ``sweep`` part (top-level keys for
 ``evaluate``; the training callback installs ``callbacks.guidance_sweep``).
@@ -30,10 +34,9 @@ from functools import partial
 
 import torch
 
-from ldmlab.conditioning.condition_builder import chunk_of
 from ldmlab.evaluation.columns import LOWER_IS_BETTER, first_key, metric_keys
 from ldmlab.evaluation.grid import Point, sampler_grid
-from ldmlab.evaluation.seeds import chunk_seed
+from ldmlab.evaluation.seeds import IMAGE_STRIDE, MAX_SEEDS, image_seed
 from ldmlab.evaluation.table import Row
 from ldmlab.guidance.base import BoundGuidance, Guidance
 from ldmlab.guidance.cfg import ClassifierFreeGuidance
@@ -43,6 +46,7 @@ from ldmlab.models.ldm import LatentDiffusionModule
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import PerImageGenerator
 from ldmlab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -59,17 +63,48 @@ def check_settings(guidance_scales: Sequence[float], num_samples: int, batch_siz
     for field, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if not isinstance(value, int) or value <= 0:
             raise FieldError("sweep", field, f"must be a positive integer, got {value!r}", "e.g. {key}=100")
+    if num_samples > IMAGE_STRIDE:
+        raise FieldError("sweep", "num_samples", f"{num_samples} is more images than one sampling seed "
+                         f"names ({IMAGE_STRIDE})", f"use {{key}}={IMAGE_STRIDE} and more seeds")
     return scales
 
 
 def check_seeds(seeds: Sequence[int] | int) -> list[int]:
-    """Sampling seeds as distinct non-negative ints (a single int is one seed)."""
+    """Sampling seeds as distinct ints in [0, 4294) (a single int is one seed; ``image_seed``)."""
     seeds = [seeds] if isinstance(seeds, int) else list(seeds or ())
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise FieldError("sweep", "seeds", f"must be distinct non-negative integers, got {seeds!r}",
-                         "e.g. {key}=[0,1,2]")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < MAX_SEEDS
+                        for s in seeds) or len(set(seeds)) != len(seeds):
+        raise FieldError("sweep", "seeds", f"must be distinct non-negative integers below {MAX_SEEDS}, "
+                         f"got {seeds!r}", "e.g. {key}=[0,1,2]")
     return seeds
+
+
+def batches(num_samples: int, batch_size: int) -> list[range]:
+    """This rank's image indices, batch by batch: [k·B, min((k + 1)·B, N)) for k ≡ rank (mod world)."""
+    rank, world = rank_and_world()
+    return [range(start, min(start + batch_size, num_samples))
+            for start in range(rank * batch_size, num_samples, world * batch_size)]
+
+
+def rows_of(condition: dict, indices: Sequence[int], device: torch.device) -> dict:
+    """Entries ``indices`` of every input (N leading), tensors moved to ``device``."""
+    picked = torch.as_tensor(list(indices), dtype=torch.long)
+    return {key: value[picked.to(value.device)].to(device) if torch.is_tensor(value)
+            else [value[i] for i in indices] for key, value in condition.items()}
+
+
+@torch.no_grad()
+def draw_images(
+    module: LatentDiffusionModule, condition: dict, indices: Sequence[int],
+    guidance: Guidance | BoundGuidance, *, seed: int = 0, sampler: Sampler | None = None,
+    use_ema: bool = True,
+) -> torch.Tensor:
+    """uint8 (len(indices), C, H, W) on the CPU: images ``indices`` of ``condition`` under sampling
+    seed ``seed``, drawn as one batch; image i's noise comes from its generator ``image_seed(seed, i)``."""
+    generator = PerImageGenerator([image_seed(seed, i) for i in indices], module.device)
+    images = module.generate(rows_of(condition, indices, module.device), len(indices), guidance=guidance,
+                             sampler=sampler, generator=generator, use_ema=use_ema)
+    return to_uint8(images)
 
 
 @torch.no_grad()
@@ -79,18 +114,14 @@ def draw_samples(
     batch_size: int = 64, sampler: Sampler | None = None, use_ema: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor | None:
-    """uint8 (num_samples, C, H, W) on rank 0 (None elsewhere): this rank's chunks, gathered.
-    on_chunk: called with each drawn chunk's size (progress)."""
-    rank, world = rank_and_world()
+    """uint8 (num_samples, C, H, W) on rank 0 (None elsewhere): this rank's ``batches``, gathered.
+    on_chunk: called with each drawn batch's size (progress)."""
     local = {}
-    for index in range(rank, math.ceil(num_samples / batch_size), world):
-        start, stop = index * batch_size, min((index + 1) * batch_size, num_samples)
-        generator = torch.Generator(device=module.device).manual_seed(chunk_seed(seed, index))
-        images = module.generate(chunk_of(condition, start, stop, module.device), stop - start,
-                                 guidance=guidance, sampler=sampler, generator=generator, use_ema=use_ema)
-        local[index] = to_uint8(images)
+    for batch in batches(num_samples, batch_size):
+        local[batch.start] = draw_images(module, condition, batch, guidance, seed=seed, sampler=sampler,
+                                         use_ema=use_ema)
         if on_chunk is not None:
-            on_chunk(stop - start)
+            on_chunk(len(batch))
     return gather_chunks(local)
 
 
@@ -115,9 +146,8 @@ def grid_sweep(
     samplers = samplers or sampler_grid(module.sampler, None, module.schedule.num_timesteps,
                                               horizon=module.horizon)
     labels = condition.get("label")
-    rank, world = rank_and_world()
-    mine = sum(min(batch_size, num_samples - i * batch_size)
-               for i in range(rank, math.ceil(num_samples / batch_size), world))
+    rank, _ = rank_and_world()
+    mine = sum(map(len, batches(num_samples, batch_size)))
     rows = []
     cells = len(guidances) * len(samplers) * len(guidance_scales) * len(seeds)
     with Progress(cells * mine, "sweep (images)", enabled=rank == 0) as progress:

@@ -35,6 +35,7 @@ from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.finite import LossWatch
 from ldmlab.utils.latent_scale import fit_latent_scale
+from ldmlab.utils.noise import Generator
 from ldmlab.utils.seeded import seeded_validation
 
 
@@ -179,12 +180,13 @@ class LatentDiffusionModule(ShardedClipping, EMAStep, pl.LightningModule):
         *,
         guidance: Guidance | BoundGuidance | None = None,
         sampler: Sampler | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
         use_ema: bool = True,
     ) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1]; a ``Guidance`` is prepared for this model here, a
         ``BoundGuidance`` (``prepare_guidance``, once for many calls) used as is; see
-        ``ldmlab.sampling.generate``."""
+        ``ldmlab.sampling.generate``. generator: every draw's noise (the start's prior sample, the
+        initial noise, the sampler's), one stream or one per image (``ldmlab.utils.noise``)."""
         model = self.ema.shadow if use_ema else self.model
         was_training = model.training
         model.eval()

@@ -16,6 +16,7 @@ from ldmlab.guidance.base import BoundGuidance
 from ldmlab.sampling.denoiser import GuidedDenoiser
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.errors import ConfigError, part_key
+from ldmlab.utils.noise import Generator, gaussian
 
 
 @torch.no_grad()
@@ -30,7 +31,7 @@ def generate_latents(
     num_samples: int,
     *,
     guidance: BoundGuidance | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     init: Tensor | None = None,
     horizon: int | None = None,
 ) -> Tensor:
@@ -70,7 +71,7 @@ def generate_latents(
     model = conditioned_model(backbone, conditioner, condition, guided=uncond is not None or gradient)
     denoise = GuidedDenoiser(model, parameterization, schedule, cond, uncond, guidance, dict(condition), form,
                              centre)
-    x = torch.randn((num_samples, *latent_shape), generator=generator, device=device)
+    x = gaussian((num_samples, *latent_shape), generator, device)
     if init is not None:
         t_start = torch.full((num_samples,), (horizon or schedule.num_timesteps) - 1, device=device)
         start = init.to(device) if centre is None else init.to(device) - centre  # the walk's variable

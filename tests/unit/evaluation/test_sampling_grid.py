@@ -9,8 +9,8 @@ import pytest
 
 from ldmlab.config.conf_dir import group_options, option_of
 from ldmlab.evaluation.grid import sampler_grid, settings_of
-from ldmlab.evaluation.seeds import chunk_seed, mean_over_seeds
-from ldmlab.evaluation.sweep import check_seeds
+from ldmlab.evaluation.seeds import mean_over_seeds
+from ldmlab.evaluation.sweep import check_seeds, check_settings
 from ldmlab.evaluation.sweep_files import plot_axis, write_sweep
 from ldmlab.evaluation.table import read_csv
 from ldmlab.sampling.samplers.ddim import DDIMSampler
@@ -57,15 +57,10 @@ def test_bad_grids_name_the_swept_key_and_a_fix(grid, key, fix):
     assert info.value.key == key and fix in info.value.fix
 
 
-@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [1.5], [True]])
+@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [1.5], [True], [4294]])
 def test_bad_seeds_are_refused(seeds):
     with pytest.raises(ConfigError, match=r"^callbacks\.x\.seeds: "), part_keys(sweep="callbacks.x"):
         check_seeds(seeds)
-
-
-def test_seeds_never_share_a_chunk_and_seed_zero_keeps_the_old_stream():
-    assert [chunk_seed(0, i) for i in range(3)] == [0, 1, 2]
-    assert len({chunk_seed(s, i) for s in range(5) for i in range(1000)}) == 5000
 
 
 TOY = [  # two grid points (steps 10, 50) × three seeds, one with a missing KID
@@ -135,3 +130,10 @@ def test_grids_and_seeds_compose_for_evaluate_and_the_in_run_sweep():
     with part_keys(sweep="callbacks.guidance_sweep"):
         points = sampler_grid(DDIMSampler(), node.grid, 1000)
     assert [p["sampler"] for p, _ in points] == ["ddim", "dpmpp"] and list(node.seeds) == [0, 1]
+
+
+def test_more_images_than_one_seed_names_is_refused_with_a_fix():
+    with pytest.raises(ConfigError) as info, part_keys(sweep=""):
+        check_settings([1.0], 10**6 + 1, 64)
+    assert info.value.key == "num_samples" and "num_samples=1000000 and more seeds" in info.value.fix
+    assert check_settings([1.0], 10**6, 64) == [1.0]

@@ -6,6 +6,7 @@ import torch
 
 from ldmlab.autoencoder.regularizers.base import Regularizer, RegularizerOutput
 from ldmlab.config.types import PositiveInt
+from ldmlab.utils.noise import Generator, gaussian
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
@@ -39,8 +40,8 @@ class KLRegularizer(Regularizer):
     def sample_prior(
         self,
         shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
         device: torch.device | None = None,
     ) -> torch.Tensor:
-        """z ~ N(0, I)."""
-        return torch.randn(shape, generator=generator, device=device)
+        """z ~ N(0, I) (``ldmlab.utils.noise.gaussian``: one stream, or one per image)."""
+        return gaussian(shape, generator, device)

@@ -24,6 +24,7 @@ from torch import Tensor
 from ldmlab.diffusion.process import NoiseProcess, vp_alpha_bar
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import Generator, gaussian
 
 DenoiseFn = Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor]]
 """(x_t (B, C, H, W), t (B,) levels, the same level as a host number) → (x0_hat, eps_hat), both
@@ -143,7 +144,7 @@ class Sampler(ABC):
         denoise: DenoiseFn,
         noise: Tensor,
         schedule: NoiseProcess,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
         callback: StepCallback | None = None,
         horizon: int | None = None,
     ) -> Tensor:
@@ -174,7 +175,7 @@ class Sampler(ABC):
         eps: Tensor,
         transition: Transition,
         last_x0: Tensor | None,
-        generator: torch.Generator | None,
+        generator: Generator | None,
     ) -> Tensor:
         """One update x_t → x_prev given this step's (x0, ε) and the previous step's x0."""
 
@@ -198,9 +199,10 @@ class ScoreForm:
         return x0 + per_sample(self.x0_gain, t, x0) * grad, eps - per_sample(self.sigma, t, eps) * grad
 
 
-def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x``."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def gaussian_like(x: Tensor, generator: Generator | None) -> Tensor:
+    """Standard normal noise shaped like ``x`` (``ldmlab.utils.noise.gaussian``: one stream, or one
+    per image)."""
+    return gaussian(x.shape, generator, x.device, x.dtype)
 
 
 def half_log_snr(alpha_bar: float) -> float:

@@ -20,6 +20,7 @@ from torch import Tensor
 from ldmlab.diffusion.process import NoiseProcess
 from ldmlab.sampling.samplers.base import DenoiseFn, Sampler, StepCallback, Transition
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import Generator
 
 LevelDenoise = Callable[[Tensor, float], tuple[Tensor, Tensor]]
 """(x (B, C, H, W) at a host float level, the level) → (x̂0, ε̂): the model at one level for all samples."""
@@ -69,7 +70,7 @@ class ContinuousSampler(Sampler):
         denoise: DenoiseFn,
         noise: Tensor,
         schedule: NoiseProcess,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
         callback: StepCallback | None = None,
         horizon: int | None = None,
     ) -> Tensor:
@@ -99,11 +100,11 @@ class ContinuousSampler(Sampler):
         return Plan.of(schedule, self.steps)
 
     @abstractmethod
-    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: torch.Generator | None
+    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: Generator | None
                 ) -> tuple[Tensor, Tensor]:
         """x at ``plan.levels[i]`` → (x at ``plan.levels[i + 1]``, the last x̂0)."""
 
     def step(self, x_t: Tensor, x0: Tensor, eps: Tensor, transition: Transition, last_x0: Tensor | None,
-             generator: torch.Generator | None) -> Tensor:
+             generator: Generator | None) -> Tensor:
         """Not a VP step: these samplers walk x through ``advance``."""
         raise TypeError(f"{type(self).__name__} walks the process itself (advance), not VP transitions")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
 from ldmlab.sampling.samplers.base import Sampler, Transition, gaussian_like
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import Generator
 
 
 class DDIMSampler(Sampler):
@@ -39,7 +39,7 @@ class DDIMSampler(Sampler):
         eps: Tensor,
         transition: Transition,
         last_x0: Tensor | None,
-        generator: torch.Generator | None,
+        generator: Generator | None,
     ) -> Tensor:
         alpha_bar_prev = transition.alpha_bar_prev
         variance = self.step_variance(transition.alpha_bar, alpha_bar_prev)

@@ -10,6 +10,7 @@ from ldmlab.diffusion.posterior import posterior_coefficients
 from ldmlab.diffusion.schedules.base import NoiseSchedule
 from ldmlab.sampling.samplers.base import GradientForm, Sampler, Transition, gaussian_like, per_sample
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import Generator
 
 VARIANCES = ("fixed_small", "fixed_large")
 
@@ -50,7 +51,7 @@ class DDPMSampler(Sampler):
         eps: Tensor,
         transition: Transition,
         last_x0: Tensor | None,
-        generator: torch.Generator | None,
+        generator: Generator | None,
     ) -> Tensor:
         coef_x0, coef_xt, _ = posterior_coefficients(
             transition.alpha_bar, transition.alpha_bar_prev

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
 from ldmlab.sampling.samplers.base import Sampler, Transition, half_log_snr
+from ldmlab.utils.noise import Generator
 
 
 class DPMPP2MSampler(Sampler):
@@ -32,7 +32,7 @@ class DPMPP2MSampler(Sampler):
         eps: Tensor,
         transition: Transition,
         last_x0: Tensor | None,
-        generator: torch.Generator | None,
+        generator: Generator | None,
     ) -> Tensor:
         alpha_bar, alpha_bar_prev = transition.alpha_bar, transition.alpha_bar_prev
         lambda_s, lambda_t = half_log_snr(alpha_bar), half_log_snr(alpha_bar_prev)

@@ -13,6 +13,7 @@ from ldmlab.sampling.samplers.base import gaussian_like
 from ldmlab.sampling.samplers.continuous import ContinuousSampler, LevelDenoise, Plan
 from ldmlab.sampling.samplers.heun import heun_update
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import Generator
 
 
 class EDMSampler(ContinuousSampler):
@@ -55,7 +56,7 @@ class EDMSampler(ContinuousSampler):
             return 0.0
         return min(self.s_churn / self.steps, math.sqrt(2.0) - 1.0)
 
-    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: torch.Generator | None
+    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: Generator | None
                 ) -> tuple[Tensor, Tensor]:
         level, alpha = plan.levels[i], plan.alpha[i]
         sigma_tilde, x_tilde = plan.sigma[i] / alpha, x / alpha

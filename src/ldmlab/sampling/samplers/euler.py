@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
 from ldmlab.sampling.samplers.continuous import ContinuousSampler, LevelDenoise, Plan
+from ldmlab.utils.noise import Generator
 
 
 class EulerSampler(ContinuousSampler):
@@ -19,7 +19,7 @@ class EulerSampler(ContinuousSampler):
     def __init__(self, steps: PositiveInt = 50, spacing: str = "trailing") -> None:
         super().__init__(steps, spacing)
 
-    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: torch.Generator | None
+    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: Generator | None
                 ) -> tuple[Tensor, Tensor]:
         x0, eps = denoise(x, plan.levels[i])
         return x + (plan.levels[i + 1] - plan.levels[i]) * plan.velocity(i, x0, eps), x0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
 from ldmlab.sampling.samplers.continuous import ContinuousSampler, LevelDenoise, Plan
+from ldmlab.utils.noise import Generator
 
 
 def heun_update(x: Tensor, h: float, slope: Tensor, slope_next: Tensor | None) -> Tensor:
@@ -28,7 +28,7 @@ class HeunSampler(ContinuousSampler):
     def __init__(self, steps: PositiveInt = 25) -> None:
         super().__init__(steps)
 
-    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: torch.Generator | None
+    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: Generator | None
                 ) -> tuple[Tensor, Tensor]:
         level, level_next = plan.levels[i], plan.levels[i + 1]
         x0, eps = denoise(x, level)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ldmlab.config.types import PositiveInt
 from ldmlab.sampling.samplers.base import gaussian_like
 from ldmlab.sampling.samplers.continuous import ContinuousSampler, LevelDenoise, Plan
 from ldmlab.utils.errors import FieldError
+from ldmlab.utils.noise import Generator
 
 DIFFUSIONS = ("sigma", "sbdm", "constant")
 
@@ -50,7 +50,7 @@ class EulerMaruyamaSampler(ContinuousSampler):
             return 0.0
         return self.diffusion_norm * (sigma * plan.d_sigma[i] - sigma**2 * plan.d_alpha[i] / alpha)
 
-    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: torch.Generator | None
+    def advance(self, denoise: LevelDenoise, x: Tensor, i: int, plan: Plan, generator: Generator | None
                 ) -> tuple[Tensor, Tensor]:
         x0, eps = denoise(x, plan.levels[i])
         h, w = plan.levels[i] - plan.levels[i + 1], self.weight(plan, i)
