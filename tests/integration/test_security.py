@@ -23,6 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import CONFIG_KEY, FIRST_STAGE_CONFIG, check_targets
@@ -287,24 +288,24 @@ def test_real_checkpoints_pass_the_allow_list(tiny_ae_ckpt, tiny_ldm_run):
     load_ldm(ldm_path)
 
 
-def test_torch_fidelity_cache_is_checked_before_it_is_unpickled(tmp_path):
-    """torch-fidelity loads ``metrics.cache_root`` files with weights_only=False: a planted file
-    is refused, while the caches it writes itself (tensors, numpy arrays) pass."""
+def test_reference_feature_cache_is_never_unpickled(tmp_path):
+    """Reference features are cached as safetensors (``metrics.cache_root``): a pickle planted
+    under a cache file's name is not unpickled but recomputed and overwritten, same metrics."""
     network = ClassifierNetwork(widths=[8, 16, 16], groups=4)
     ckpt = tmp_path / "classifier.ckpt"
     torch.save({"hyper_parameters": {"network": network.config},
                 "state_dict": {f"network.{k}": v for k, v in network.state_dict().items()}}, ckpt)
     images = torch.rand(40, 1, 32, 32) * 2 - 1
     reference = ReferenceSet.from_images("noise", "test", images)
-    evaluator = FidelityEvaluator(reference, inception=False, classifier_ckpt=str(ckpt), kid_subset_size=10,
-                                  kid_subsets=5, compute_precision_recall=False,
-                                  cache_root=str(tmp_path / "cache"))
+    settings = {"inception": False, "classifier_ckpt": str(ckpt), "kid_subset_size": 10, "kid_subsets": 5,
+                "compute_precision_recall": False, "cache_root": str(tmp_path / "cache")}
     labels = torch.arange(40) % 10
-    first = evaluator(images.flip(0), labels)
-    cached = sorted((tmp_path / "cache").glob("*.pt"))
-    assert cached and evaluator(images.flip(0), labels) == first  # its own caches are read back
+    first = FidelityEvaluator(reference, **settings)(images.flip(0), labels)
+    cached = sorted((tmp_path / "cache").iterdir())
+    assert cached and all(path.suffix == ".safetensors" for path in cached)
     marker = tmp_path / "marker"
-    pickle_payload(cached[0], marker)
-    with pytest.raises(ConfigError, match=r"^metrics.cache_root: .*pathlib"):
-        evaluator(images.flip(0), labels)
+    for path in cached:
+        pickle_payload(path, marker)
+    assert FidelityEvaluator(reference, **settings)(images.flip(0), labels) == first
     assert not marker.exists()
+    assert all(len(load_file(path)) == 1 for path in cached)  # rewritten as safetensors

@@ -7,7 +7,7 @@ import json
 import torch
 
 from ldmlab.classifier.loading import load_classifier
-from ldmlab.metrics.classifier_features import ClassifierFeatureExtractor
+from ldmlab.metrics.classifier_features import ClassifierFeatures
 from tests.conftest import run_cli, run_forked
 
 TINY = ["data.train_subset=128", "data.val_subset=64", "data.batch_size=32", "classifier.widths=[8,16]",
@@ -31,7 +31,6 @@ def test_short_run_checkpoint_feeds_the_metrics(tmp_path, fmnist_dir):
     best = tmp_path / "train_classifier" / "latest" / summary["checkpoints"]["best"]
     network = load_classifier(best)  # weights_only=True on the full Lightning checkpoint
     assert network.config["widths"] == [8, 16] and network.feature_dim == 16
-    extractor = ClassifierFeatureExtractor("ldmlab-classifier", ["logits", "features"], str(best))
-    logits, features = extractor(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
-    assert logits.shape == (4, 10) and features.shape == (4, 16)
+    features = ClassifierFeatures(best)(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    assert features["logits"].shape == (4, 10) and features["features"].shape == (4, 16)
 

@@ -1,25 +1,21 @@
-"""Real reference images for FID/KID/PR, in torch-fidelity's input format, with a stable cache name.
+"""Real reference images for FID/KID/PR with a stable name, and the hash of a weights file.
 
-torch-fidelity caches the features of an input under ``<input2_cache_name>-<extractor>-...`` in
-``cache_root``; its key ignores the extractor's weights, so ``ReferenceSet.cache_name`` appends a
-hash of the weights file. The reference set's name carries the sha256 of the exact uint8 pixels
-handed to torch-fidelity (the content fingerprint of the reference data: computed from what was
-read, so new pixels under the same file names, or a changed resize, give a new name). Reference
-features are then extracted once per (dataset, split, resolution, channels, count, pixels,
-extractor weights); torch-fidelity adds the feature layer to each file's name.
+The reference set's name carries the sha256 of its exact uint8 pixels (the content fingerprint of
+the reference data: computed from what was read, so new pixels under the same file names, or a
+changed resize, give a new name). The evaluator caches reference features under that name + the
+feature network's identity (which holds ``file_digest`` of its weights) + the feature name, so
+they are extracted once per (dataset, split, resolution, channels, count, pixels, network, weights).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import Dataset
 
 from ldmlab.utils.errors import FieldError
 from ldmlab.utils.file_fingerprint import file_sha256
@@ -33,26 +29,8 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-class FidelityImages(Dataset):
-    """torch-fidelity input: items uint8 (3, H, W); grayscale (N, 1, H, W) is repeated to RGB.
-    ``on_item`` (optional) is called the first time each item is read (progress over metric
-    batches; torch-fidelity also peeks at item 0 before its pass)."""
-
-    def __init__(self, images_uint8: torch.Tensor, on_item: Callable[[], None] | None = None) -> None:
-        self.images, self.on_item, self._seen = images_uint8, on_item, set()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if self.on_item is not None and index not in self._seen:
-            self._seen.add(index)
-            self.on_item()
-        return self.images[index].expand(3, -1, -1)
-
-
 def fidelity_cache_root() -> Path:
-    """Where torch-fidelity keeps reference features and FID statistics: ``$LDMLAB_CACHE/fidelity``."""
+    """Where reference features are cached: ``$LDMLAB_CACHE/fidelity``."""
     return cache_dir() / "fidelity"
 
 
@@ -62,7 +40,7 @@ def _file_digest(path: Path, inode: int, size: int, mtime_ns: int, ctime_ns: int
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a weights file (16 hex digits), memoised in this process per (path, inode, size,
+    """sha256 of a file (16 hex digits), memoised in this process per (path, inode, size,
     mtime, ctime): any write, even one that sets the mtime back, changes the ctime."""
     path = Path(path).resolve()
     stat = path.stat()
@@ -123,9 +101,3 @@ class ReferenceSet:
         """(C, H, W) of every reference image."""
         return tuple(self.images.shape[1:])
 
-    def cache_name(self, extractor_tag: str, weights_path: str | Path) -> str:
-        """torch-fidelity ``input2_cache_name``: this set + the extractor + its weights' hash."""
-        return f"{self.name}-{extractor_tag}-{file_digest(weights_path)}"
-
-    def as_fidelity_input(self) -> FidelityImages:
-        return FidelityImages(self.images)

@@ -42,12 +42,12 @@ ALLOWED = {  # (file under src/ldmlab, enclosing def/class, finding): why it can
         "the weights file is refused unless unsafe_globals() finds nothing but tensors",
     ("metrics/inception.py", "_fidelity_skeleton", "feature_extractor_weights_path"):
         "an in-memory torch.save({}), no file (loading is disabled in the subclass)",
-    ("metrics/fidelity.py", "FidelityEvaluator._torch_fidelity", "torch_fidelity call"):
-        "weights always given: inception_weights_path()'s tensors-only copy, or the classifier "
-        "checkpoint that ldmlab's own extractor reads with read_checkpoint (weights_only=True); "
-        "cached features checked first by _check_cache; no ppl (its LPIPS is unpickled)",
-    ("metrics/classifier_features.py", "<module>", "torch_fidelity call"):
-        "register_feature_extractor registers ldmlab's extractor class; it loads nothing",
+    ("metrics/feature_metrics.py", "kid", "torch_fidelity call"):
+        "kid_features_to_metric: arithmetic on the feature tensors it is given, reads no file",
+    ("metrics/feature_metrics.py", "precision_recall", "torch_fidelity call"):
+        "prc_features_to_metric: distances between the feature tensors it is given, reads no file",
+    ("metrics/feature_metrics.py", "inception_score", "torch_fidelity call"):
+        "isc_features_to_metric: softmax statistics of the logits it is given, reads no file",
 }
 
 PICKLERS = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "joblib", "cloudpickle"}

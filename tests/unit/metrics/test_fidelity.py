@@ -18,8 +18,9 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 
 from ldmlab.classifier.loading import ckpt_key
 from ldmlab.data.fashion_mnist import FashionMNISTDataModule
-from ldmlab.metrics.classifier_features import ClassifierFeatureExtractor
-from ldmlab.metrics.fidelity import FidelityEvaluator, FidelityNetwork
+from ldmlab.metrics.classifier_features import ClassifierFeatures
+from ldmlab.metrics.feature_network import InceptionFeatures
+from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.inception import inception_weights_path
 from ldmlab.metrics.reference_stats import ReferenceSet, to_uint8
 from ldmlab.utils.errors import ConfigError
@@ -61,17 +62,17 @@ def classifier_evaluator(images: torch.Tensor, ckpt: Path, cache: Path) -> Fidel
 
 
 class CountImages:
-    """Counts the images a feature extractor class processes (wraps its real ``forward``)."""
+    """Counts the images a feature network class processes (wraps its real ``method``)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, extractor_class: type) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, network_class: type, method: str = "forward") -> None:
         self.images = 0
-        original = extractor_class.forward
+        original = getattr(network_class, method)
 
-        def counting_forward(extractor, x):
+        def counting(network, x):
             self.images += len(x)
-            return original(extractor, x)
+            return original(network, x)
 
-        monkeypatch.setattr(extractor_class, "forward", counting_forward)
+        monkeypatch.setattr(network_class, method, counting)
 
 
 def test_fid_is_zero_against_itself_and_grows_with_noise(real, classifier_ckpt, tmp_path):
@@ -116,7 +117,7 @@ def test_classifier_accuracy_and_inception_score(real, classifier_ckpt, tmp_path
 
 def test_reference_features_are_cached_per_weights(real, classifier_ckpt, tmp_path, monkeypatch):
     images = real[0]
-    counter = CountImages(monkeypatch, ClassifierFeatureExtractor)
+    counter = CountImages(monkeypatch, ClassifierFeatures, "__call__")
     evaluate = classifier_evaluator(images[:150], classifier_ckpt, tmp_path)
     first = evaluate(images[150:250])
     assert counter.images == 250
@@ -140,7 +141,7 @@ def test_new_pixels_under_the_same_names_recompute_the_reference_statistics(
     unchanged folder reuses them."""
     images, cache = tmp_path / "images", tmp_path / "cache"
     write_images(images, 48, seed=0)
-    counter, generated = CountImages(monkeypatch, ClassifierFeatureExtractor), uniform_noise(40)
+    counter, generated = CountImages(monkeypatch, ClassifierFeatures, "__call__"), uniform_noise(40)
 
     def evaluate() -> tuple[str, dict[str, float]]:
         reference = ReferenceSet.from_datamodule(image_folder(images), "train", num_reference=40)
@@ -155,8 +156,8 @@ def test_new_pixels_under_the_same_names_recompute_the_reference_statistics(
     new_name, changed = evaluate()
     assert counter.images == 200, "the new reference images must go through the classifier"
     assert new_name != name and changed["fid_classifier"] != first["fid_classifier"]
-    stats = sorted(cache.glob("*-stat-fid-*.pt"))
-    assert len(stats) == 2 and stats[0].read_bytes() != stats[1].read_bytes()
+    cached = sorted(cache.glob("*-classifier_*-features.safetensors"))
+    assert len(cached) == 2 and cached[0].read_bytes() != cached[1].read_bytes()
 
 
 def test_bad_inputs_name_the_key(real, classifier_ckpt, tmp_path):
@@ -186,7 +187,7 @@ def test_bad_inputs_name_the_key(real, classifier_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="metrics.inception"):
         FidelityEvaluator(evaluate.reference, inception=False)
     with pytest.raises(ConfigError, match="metrics.fid_feature_layer"):
-        FidelityNetwork.inception(inception_weights_path(), "1000")
+        InceptionFeatures(inception_weights_path(), "1000")
 
 
 def test_reference_set_from_datamodule_has_a_stable_name(fmnist_dir):
@@ -237,21 +238,18 @@ def _save_pngs(images_uint8: torch.Tensor, folder: Path) -> Path:
 
 
 def test_matches_the_torch_fidelity_cli_on_saved_pngs(inception_run, tmp_path):
-    """The CLI reads the generated images back from PNGs; to halve its cost it takes the reference
-    features from the evaluator's cache (same name and cache root), as a later evaluation would."""
+    """The CLI reads both image sets back from PNGs and extracts their features itself."""
     evaluate = inception_run["evaluate"]
     generated = _save_pngs(to_uint8(inception_run["generated"]), tmp_path / "generated")
     reference = _save_pngs(evaluate.reference.images, tmp_path / "reference")
     weights = evaluate.networks[0].weights_path
-    cache_name = evaluate.reference.cache_name("inception", weights)
     command = [
         str(Path(sys.executable).parent / "fidelity"), "--input1", str(generated), "--input2", str(reference),
         "--fid", "--kid", "--prc", "--feature-extractor", "inception-v3-compat",
         "--feature-layer-fid", INCEPTION_LAYER, "--feature-layer-kid", INCEPTION_LAYER,
         "--feature-layer-prc", INCEPTION_LAYER, "--feature-extractor-weights-path", str(weights),
         "--kid-subset-size", str(KID["kid_subset_size"]), "--kid-subsets", str(KID["kid_subsets"]),
-        "--input2-cache-name", cache_name, "--cache-root", str(evaluate.cache_root),
-        "--cpu", "--json", "--save-cpu-ram", "--silent",
+        "--no-cache", "--cpu", "--json", "--save-cpu-ram", "--silent",
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -269,16 +267,6 @@ def test_fid_refuses_fewer_samples_than_feature_dims(inception_run):
     evaluate = inception_run["evaluate"]
     with pytest.raises(ConfigError, match="metrics.num_samples.*64-d inception.*got 64"):
         evaluate(inception_run["generated"][:64])
-    standard = FidelityNetwork.inception(evaluate.networks[0].weights_path, "2048")
-    assert "metrics.fid_feature_layer=768" in standard.fewer_features_fix(1000)
-
-
-def test_inception_score_only_with_a_classifier_head(tmp_path):
-    offline = inception_weights_path()
-    assert FidelityNetwork.inception(offline, "2048").logits_layer is None
-    state = torch.load(offline, weights_only=True)
-    for key in ("fc.weight", "fc.bias"):
-        state[key] = torch.zeros_like(state[key])
-    with_head = tmp_path / "with_head.pt"
-    torch.save(state, with_head)
-    assert FidelityNetwork.inception(with_head, "2048").logits_layer == "logits_unbiased"
+    standard = FidelityEvaluator(evaluate.reference, fid_feature_layer="2048")
+    with pytest.raises(ConfigError, match="num_samples: FID on 2048-d.*metrics.fid_feature_layer=768"):
+        standard.check_counts(1000)
