@@ -22,7 +22,7 @@ from ldmlab.metrics.classifier_features import ClassifierFeatures
 from ldmlab.metrics.feature_network import InceptionFeatures
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.inception import inception_weights_path
-from ldmlab.metrics.reference_stats import ReferenceSet, to_uint8
+from ldmlab.metrics.reference_stats import ReferenceSet, file_digest, to_uint8
 from ldmlab.utils.errors import ConfigError
 from tests.unit.data.test_content_fingerprint import image_folder, overwrite_pixels, write_images
 from tests.unit.models.test_classifier import tiny_classifier_ckpt
@@ -89,6 +89,23 @@ def test_progress_callback_sees_every_generated_image_once_per_network(real, cla
     evaluate, seen = classifier_evaluator(images, classifier_ckpt, tmp_path), []
     evaluate(images[:120], on_image=lambda: seen.append(1))
     assert len(seen) == 120 * len(evaluate.networks)
+
+
+def test_features_gathered_in_chunks_score_as_one_call(real, classifier_ckpt, tmp_path):
+    """score() of features() computed chunk by chunk (as ranks gather them) = evaluator(images)."""
+    images, labels = real[0][150:300], real[1][150:300]
+    evaluate = classifier_evaluator(real[0][:150], classifier_ckpt, tmp_path)
+    chunks = [evaluate.features(to_uint8(images[start : start + 40])) for start in range(0, 150, 40)]
+    features = {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    assert {key: tuple(rows.shape) for key, rows in features.items()} == {
+        "classifier/features": (150, 16), "classifier/logits": (150, 10)}
+    assert evaluate.score(features, labels) == evaluate(images, labels)
+    assert evaluate.provenance() == {
+        "num_reference": 150, "reference": evaluate.reference.name,
+        "feature_networks": f"classifier@{file_digest(classifier_ckpt)}:features+logits",
+    }
+    with pytest.raises(ConfigError, match="^features: .*missing \\['classifier/logits'\\]"):
+        evaluate.score({"classifier/features": features["classifier/features"]})
 
 
 def test_kid_is_unbiased_near_zero_for_the_same_distribution(real, classifier_ckpt, tmp_path):
