@@ -13,7 +13,6 @@ from hydra.utils import instantiate
 from ldmlab.metrics import dinov2
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.frechet import GaussianStats, frechet_distance, gaussian_stats
-from ldmlab.metrics.inception import inception_weights_path
 from ldmlab.metrics.reference_npz import write_reference_npz
 from ldmlab.metrics.reference_stats import ReferenceSet, to_uint8
 from ldmlab.utils.errors import ConfigError
@@ -26,29 +25,17 @@ def reference() -> ReferenceSet:
     return ReferenceSet.from_images("noise", "test", images)
 
 
-@pytest.fixture(scope="module")
-def with_head(tmp_path_factory) -> Path:
-    """The offline Inception weights with a random (finite) 1008-way classifier head."""
-    state = torch.load(inception_weights_path(), weights_only=True)
-    generator = torch.Generator().manual_seed(0)
-    for key in ("fc.weight", "fc.bias"):
-        state[key] = torch.randn(state[key].shape, generator=generator) * 0.05
-    path = tmp_path_factory.mktemp("weights") / "with_head.pt"
-    torch.save(state, path)
-    return path
-
-
 def _preset(name: str, reference: ReferenceSet, *overrides: str) -> FidelityEvaluator:
     metrics = compose_config("evaluate", [f"metrics={name}", *overrides]).metrics
     return instantiate(metrics)(reference=reference)
 
 
-def test_paper_preset_requires_the_inception_score(reference, with_head, tmp_path, monkeypatch):
+def test_paper_preset_requires_the_inception_score(reference, inception_with_head, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="^metrics.inception_weights: .*no classifier head.*"
                                           "metrics.inception_score=null"):
         _preset("paper", reference)
     monkeypatch.setenv("LDMLAB_CACHE", str(tmp_path))  # the content-addressed copy of with_head
-    paper = _preset("paper", reference, f"metrics.inception_weights={with_head}")
+    paper = _preset("paper", reference, f"metrics.inception_weights={inception_with_head}")
     assert paper.metric_names(labelled=False) == [
         "fid_inception", "sfid_inception", "kid_inception", "precision_inception", "recall_inception",
         "is_inception"]
