@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ldmlab.utils.atomic_output import disk_full, fsync, remove, temp_beside
+from ldmlab.utils.errors import FieldError
 from ldmlab.utils.finite import describe, diverged, nonfinite_state
 
 
@@ -60,10 +61,21 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     """Same options as ``ModelCheckpoint``; a crash mid-save leaves the previous file intact, and
     a non-finite state is refused (``DivergedError``) before anything is written.
     ``saved_metrics``: the ``val/*`` metrics at the last save (step ``saved_step``), the last
-    finite ones."""
+    finite ones.
 
-    def __init__(self, *args, **kwargs) -> None:
+    select_best: the run's summary selects the best file by ``monitor`` as the checkpoint a later
+    stage loads from the run (``ldmlab.runs.selection``; stage 1); else ``last.ckpt``. The best
+    file must then be a full checkpoint (it carries the config stage 2 rebuilds the network from).
+    """
+
+    def __init__(self, *args, select_best: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if select_best and self.save_weights_only:
+            raise FieldError("model_checkpoint", "save_weights_only",
+                             "a weights-only best checkpoint lacks the config a later stage rebuilds the "
+                             "network from, yet select_best is on",
+                             "{key}=false (or {part}.select_best=false)")
+        self.select_best = select_best
         self.saved_metrics: dict[str, float] = {}
         self.saved_step = -1
 

@@ -35,6 +35,7 @@ from ldmlab.config.types import NOT_GIVEN
 from ldmlab.optim.lr_scaling import scale_learning_rates
 from ldmlab.runs.ddp_jobs import job_ranks
 from ldmlab.runs.layout import in_run, newest_checkpoint
+from ldmlab.runs.selection import checkpoints_summary
 from ldmlab.utils.errors import ConfigError, DivergedError
 from ldmlab.utils.precision import resolve_precision
 
@@ -152,24 +153,16 @@ def fit(cfg: DictConfig) -> dict:
 def build_summary(cfg, trainer: pl.Trainer, run_dir: Path, seconds: float, resumed: str | None,
                   status: str = "completed"):
     """The run's summary; a diverged run reports the metrics of its last (finite) checkpoint."""
-    ckpt = trainer.checkpoint_callback
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if status == "diverged":
         saves = [c for c in trainer.checkpoint_callbacks if isinstance(c, AtomicModelCheckpoint)]
         metrics = max(saves, key=lambda c: c.saved_step).saved_metrics if saves else {}
-    best = ckpt.best_model_path if ckpt and Path(ckpt.best_model_path or "-").is_file() else None
-    best_score = ckpt.best_model_score if best else None
     return {
         "task": cfg.task_name,
         "status": status,
         "config": ".hydra/config.yaml",  # paths inside the run dir are relative to it (run_layout.in_run)
         "metrics": metrics,
-        "checkpoints": {
-            "last": in_run(run_dir, Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
-            "best": in_run(run_dir, best),
-            "best_score": float(best_score) if best_score is not None else None,
-            "monitor": ckpt.monitor if ckpt else None,
-        },
+        "checkpoints": checkpoints_summary(trainer.checkpoint_callback, run_dir),  # and the one stage 2 loads
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "precision": str(trainer.precision),

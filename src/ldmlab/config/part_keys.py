@@ -21,6 +21,7 @@ PART_KEYS = {
     "regularizer": "diffusion.objective.regularizer",
     "guidance_sweep": "callbacks.guidance_sweep",
     "reconstruction_fid": "callbacks.reconstruction_fid",
+    "model_checkpoint": "callbacks.model_checkpoint",
     "auto_wrap_policy": "trainer.strategy.auto_wrap_policy",
     "sweep": "",  # evaluate keeps its sweep's settings at the top level (training: callbacks.guidance_sweep)
 }

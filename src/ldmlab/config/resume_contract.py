@@ -39,8 +39,8 @@ RESUMABLE_CHANGES = (
     "paths", "hydra", "trainer.default_root_dir", "data.num_workers", "data.pin_memory",
     # where its ranks run: their number is compared on its own (WORLD_SIZE)
     "trainer.devices", "trainer.num_nodes",
-    # the resume itself
-    "ckpt_path", "resume_changes", "optimized_metric",
+    # the resume itself, and which of its checkpoints a later stage loads (ldmlab.runs.selection)
+    "ckpt_path", "resume_changes", "optimized_metric", "callbacks.model_checkpoint.select_best",
 )
 """Keys (``fnmatch`` patterns; a key covers the keys below it) that only change how long or how
 loudly a run goes, where it writes, or how it is resumed: a resume may change them freely."""
