@@ -10,11 +10,12 @@ from torch import nn
 
 from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.config.types import PositiveInt
+from ldmlab.runs.layout import checkpoint_file
 from ldmlab.utils.errors import ConfigError, FieldError, part_key
 from ldmlab.utils.noise import Generator
 
 KEY = "generator_ckpt"
-FIX = "give a KL train_ae checkpoint, e.g. generator_ckpt=logs/train_vae/latest/checkpoints/last.ckpt"
+FIX = "give a KL train_ae run or checkpoint, e.g. generator_ckpt=logs/train_vae/latest"
 
 
 class VAEPrior(nn.Module):
@@ -22,16 +23,16 @@ class VAEPrior(nn.Module):
     posterior mode. Both (N, C, resolution, resolution) in [-1, 1], without gradients.
 
     ckpt: a stage-1 checkpoint whose regulariser has a prior (KL; a real VAE needs a real KL
-    weight, e.g. ``loss.reg_weight=1``, for its prior samples to look like data). It is read
-    again when a stage-2 checkpoint holding this generator is restored. resolution / channels:
-    what the diffusion model works on (checked against the autoencoder now).
+    weight, e.g. ``loss.reg_weight=1``, for its prior samples to look like data), or a stage-1
+    run dir: the checkpoint its summary selects, as for ``first_stage.ckpt``
+    (``ldmlab.runs.selection``). It is read again when a stage-2 checkpoint holding this
+    generator is restored. resolution / channels: what the diffusion model works on (checked
+    against the autoencoder now).
     """
 
     def __init__(self, ckpt: str, resolution: PositiveInt, channels: PositiveInt) -> None:
         super().__init__()
-        path = Path(str(ckpt)).expanduser()
-        if not path.is_file():
-            raise ConfigError(KEY, f"{path} does not exist", FIX)
+        path = checkpoint_file(Path(str(ckpt)).expanduser(), KEY, FIX)
         autoencoder, _ = load_autoencoder(path, KEY, FIX)
         if autoencoder.in_channels != channels:
             channels_key = part_key("data", "channels")

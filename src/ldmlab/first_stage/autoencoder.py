@@ -14,27 +14,19 @@ from ldmlab.autoencoder.loading import load_autoencoder
 from ldmlab.checkpoints import instantiate_stored
 from ldmlab.config.types import PositiveInt
 from ldmlab.first_stage.base import FirstStageBase, weights_fingerprint
-from ldmlab.runs.layout import last_checkpoint_of_run, latest_run
-from ldmlab.utils.errors import FieldError, part_key
+from ldmlab.runs.layout import resolve_run_checkpoint
+from ldmlab.utils.errors import part_key
 
-FIX = "point it at a train_ae checkpoint ({key}=logs/train_ae/latest/checkpoints/last.ckpt)"
+FIX = "point it at a train_ae run or checkpoint ({key}=logs/train_ae/latest, or a .ckpt file)"
+MISSING = "run `make train-ae` first or set {key}=<a train_ae run dir or .ckpt file>"
 
 
 def resolve_first_stage_checkpoint(ckpt: str | None, log_dir: str) -> Path:
-    """An explicit checkpoint path, or ``last`` of ``<log_dir>/train_ae/latest`` (its summary)."""
+    """A checkpoint file, or a train_ae run dir's selected checkpoint (its best by the monitored
+    reconstruction metric, ``ldmlab.runs.selection``); unset: that of ``<log_dir>/train_ae/latest``."""
     key = part_key("first_stage", "ckpt")
-    if ckpt:
-        path = Path(ckpt).expanduser()
-        if not path.is_file():
-            raise FieldError("first_stage", "ckpt", f"{path} does not exist",
-                             "give a stage-1 .ckpt or run `make train-ae`")
-        return path
-    latest = latest_run(Path(log_dir) / "train_ae", key)
-    summary = latest / "summary.json"
-    if not summary.is_file():
-        raise FieldError("first_stage", "ckpt", f"no trained autoencoder found ({summary} is missing)",
-                         "run `make train-ae` first or set {key}=/path/to/last.ckpt")
-    return last_checkpoint_of_run(latest, key, FIX.replace("{key}", key))
+    return resolve_run_checkpoint(ckpt, log_dir, "train_ae", key, FIX.replace("{key}", key),
+                                  "trained autoencoder found", MISSING.replace("{key}", key))
 
 
 class FirstStage(FirstStageBase):

@@ -1,6 +1,7 @@
 """Run directories: ``logs/<task>/runs/<timestamp>/`` with ``checkpoints/`` and ``summary.json``;
 ``logs/<task>/latest`` → newest completed run (a relative symlink). Every write here is atomic
-(``ldmlab.utils.atomic_output``).
+(``ldmlab.utils.atomic_output``). A run given to a later stage (its dir, or ``latest``) gives the
+checkpoint its summary selects (``ldmlab.runs.selection``).
 
 A run dir is self-contained: the paths a summary records into its own run dir are relative to it
 (``checkpoints/last.ckpt``), so a copied or moved run dir works without the original; summaries
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ldmlab.utils.atomic_output import remove, temp_beside, write_json
@@ -111,22 +113,74 @@ def run_status(run_dir: Path) -> str | None:
 def resolve_run_checkpoint(
     ckpt: str | None, log_dir: str, task: str, key: str, fix: str, what: str, missing_fix: str | None = None
 ) -> Path:
-    """An explicit ``.ckpt`` file or run dir (its summary's last checkpoint), or the last checkpoint
-    of ``<log_dir>/<task>/latest``; anything missing is a ``ConfigError`` naming ``key`` with ``fix``
-    (``missing_fix`` when there is no run at all; default: run the task's make target).
-    what: the missing thing in words, e.g. "trained LDM"."""
+    """An explicit ``.ckpt`` file or run dir, or the run ``<log_dir>/<task>/latest`` points at (its
+    real path, so what is recorded stays right when ``latest`` moves); a run gives the checkpoint
+    its summary selects (``selected_checkpoint_of_run``), logged. Anything missing is a
+    ``ConfigError`` naming ``key`` with ``fix`` (``missing_fix`` when there is no run at all;
+    default: run the task's make target). what: the missing thing in words, e.g. "trained LDM"."""
     if ckpt:
-        path = Path(ckpt).expanduser()
-        if path.is_dir():
-            path = last_checkpoint_of_run(path, key, fix)
-        if not path.is_file():
-            raise ConfigError(key, f"{path} does not exist", fix)
-        return path
+        return checkpoint_file(Path(ckpt).expanduser(), key, fix)
     latest = latest_run(Path(log_dir) / task, key)
     if not (latest / SUMMARY).is_file():
         missing_fix = missing_fix or f"run `make {task.replace('_', '-')}`"
         raise ConfigError(key, f"no {what} ({latest}/{SUMMARY} is missing)", missing_fix)
-    return last_checkpoint_of_run(latest, key, fix)
+    return _existing(_selected(latest.resolve(), key, fix, f"{key} unset, {latest}"), key, fix)
+
+
+def checkpoint_file(path: Path, key: str, fix: str) -> Path:
+    """``path`` when it is a file; for a run dir the checkpoint its summary selects (logged);
+    else a ``ConfigError`` naming ``key`` with ``fix``."""
+    if path.is_dir():
+        path = _selected(path, key, fix, f"{key}={path}")
+    return _existing(path, key, fix)
+
+
+def _selected(run_dir: Path, key: str, fix: str, given: str) -> Path:
+    selected = selected_checkpoint_of_run(run_dir, key, fix)
+    log.info("%s: loading %s", given, selected)
+    return selected.path
+
+
+def _existing(path: Path, key: str, fix: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(key, f"{path} does not exist", fix)
+    return path
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The checkpoint a run's summary selects for a later stage: ``path``, chosen ``by`` the run's
+    monitored metric (its ``score`` at optimiser step ``step``) or ``"last"`` (``last.ckpt``)."""
+
+    path: Path
+    by: str = "last"
+    score: float | None = None
+    step: int | None = None
+
+    def __str__(self) -> str:
+        if self.by == "last":
+            return f"{self.path} (its last checkpoint)"
+        return f"{self.path} (its best by {self.by}: {self.score} at step {self.step})"
+
+
+def selected_checkpoint_of_run(run_dir: Path, key: str, fix: str) -> Selected:
+    """``checkpoints.selected`` of ``<run_dir>/summary.json`` (``ldmlab.runs.selection``: stage 1's
+    best by its monitored metric), or ``checkpoints.last`` where the summary selects none (written
+    before selection existed). A selected best file that is gone is a ``ConfigError`` whose fix
+    names the run's last checkpoint: another file than the summary says is never used silently."""
+    last = last_checkpoint_of_run(run_dir, key, fix)
+    summary = read_summary(run_dir)
+    block = summary["checkpoints"]
+    recorded, by = block.get("selected"), block.get("selected_by")
+    if not isinstance(recorded, str) or not isinstance(by, str) or by == "last":
+        return Selected(last)
+    path = path_in_run(run_dir, summary, recorded)
+    if not path.is_file():
+        raise ConfigError(key, f"{run_dir / SUMMARY} selects {path}, its best by {by}, which is missing",
+                          f"{key}={last} loads the run's last checkpoint instead" if last.is_file() else fix)
+    score, step = block.get("selected_score"), block.get("selected_step")
+    return Selected(path, by, float(score) if isinstance(score, (int, float)) else None,
+                    step if isinstance(step, int) else None)
 
 
 def last_checkpoint_of_run(run_dir: Path, key: str, fix: str) -> Path:
