@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+import ldmlab
 from ldmlab.commands.evaluate import evaluate
 from ldmlab.evaluation.table import read_csv
 from ldmlab.utils.errors import ConfigError
@@ -37,6 +38,15 @@ def test_evaluate_sweeps_the_scales_of_a_checkpoint(tiny_ldm_run, fmnist_dir, tm
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best"]["fid_classifier"] == min(row["fid_classifier"] for row in rows)
     assert summary["num_reference"] == 40 and summary["reference"].startswith("fashionmnist-test-32px")
+    assert [row["nfe"] for row in rows] == [3, 6, 6]  # DDIM-3; CFG at s ≠ 1 is a pass of 2B per step
+    assert all(row["num_samples"] == 20 and row["ldmlab_version"] == ldmlab.__version__ for row in rows)
+    provenance, best = summary["provenance"], summary["best"]
+    assert provenance == {"num_samples": 20, "num_reference": 40, "reference": best["reference"],
+                          "feature_networks": best["feature_networks"], "nfe": best["nfe"],
+                          "ldmlab_version": ldmlab.__version__, "seeds": [0],
+                          "sampler": {"sampler": "ddim", "sampler.steps": 3}, "guidance": "cfg",
+                          "guidance_scale": best["guidance_scale"]}
+    assert provenance["feature_networks"].startswith("classifier")
     assert (run / "guidance_sweep.png").stat().st_size > 10_000
 
 

@@ -3,15 +3,17 @@
 Every ``every_n_epochs`` validation epochs and after the last one, all ranks draw ``num_samples``
 images per grid point and seed with the EMA weights — the grid is the scales × every combination
 of ``grid`` sampler settings (see ``ldmlab.evaluation.grid``) and of ``grid.guidance`` guidance
-settings (``ldmlab.evaluation.guidance_grid``; chunked, rank-independent sampling in
-``ldmlab.evaluation.sweep``) — and rank 0 scores them against ``num_reference`` real images
-of ``reference_split``. Results go to
+settings (``ldmlab.evaluation.guidance_grid``; per-image seeds, each rank its share of the images, features
+gathered, in ``ldmlab.evaluation.sweep``) — and rank 0 scores them against ``num_reference`` real
+images of ``reference_split``. Every row and cell carries its provenance (``num_samples``,
+``num_reference``, ``reference``, ``feature_networks``, ``nfe``, ``ldmlab_version``). Results go to
 
 - ``<out_dir>/sweep_epochEEE.csv`` (one row per grid point, mean and ``*_seed_std`` over
   ``seeds``), ``sweep_epochEEE_per_seed.csv`` (several seeds), ``sweep_epochEEE.png`` (FID vs s,
   IS vs s, FID–IS frontier; or metric vs the swept sampler setting), ``<out_dir>/best.json``;
-- the loggers: ``sweep/<metric>@s=<s>[,<setting>=<v>…]`` per grid point (varying guidance and
-  sampler settings),
+- the loggers: ``sweep/<metric>@s=<s>[,<setting>=<v>…],n=<num_samples>`` per grid point
+  (varying guidance and sampler settings; n, the generated images behind the score, so an FID
+  of a few hundred samples is never read as FID-50K),
   ``val/sweep/best_guidance_scale`` and
   ``val/sweep/best_score`` (the ``select_by`` metric there, a valid ``optimized_metric``), and on
   wandb a table plus line charts;
@@ -58,7 +60,7 @@ class GuidanceSweep(pl.Callback):
     ``{"sampler": ["ddim", "dpmpp"]}``; None: none) and, under ``guidance``, the guidance's own
     settings (``{"guidance": {"sigma_high": [2, 5, 10]}}`` with interval guidance); select_by:
     the metric that picks the best grid point (None → the first FID key; fid/kid lower, others
-    higher is better); seeds: the sampling seeds (chunk i of seed k uses generator seed k·10⁶ + i)."""
+    higher is better); seeds: the sampling seeds (image i of seed k uses generator seed k·10⁶ + i)."""
 
     def __init__(
         self,
@@ -130,7 +132,8 @@ class GuidanceSweep(pl.Callback):
                     or a == "sampler"]
         for cell in cells:
             where = ",".join([f"s={cell['guidance_scale']:g}",
-                              *(f"{axis.rsplit('.', 1)[-1]}={cell[axis]}" for axis in settings)])
+                              *(f"{axis.rsplit('.', 1)[-1]}={cell[axis]}" for axis in settings),
+                              f"n={self.num_samples}"])
             for key in metric_keys(cells):
                 pl_module.log(f"sweep/{key}@{where}", float(cell[key]), sync_dist=True)
         pl_module.log("val/sweep/best_guidance_scale", float(best["guidance_scale"]), sync_dist=True)

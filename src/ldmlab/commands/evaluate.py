@@ -11,7 +11,10 @@ Loads the checkpoint (weights only), rebuilds the datamodule from the config sto
 and writes, into ``logs/evaluate/runs/<timestamp>/``,
 ``guidance_sweep.csv`` (one row per grid point: mean, ``*_seed_std`` and ``seeds``),
 ``guidance_sweep_per_seed.csv`` (with several seeds), ``guidance_sweep.png`` (FID/IS vs s and
-the frontier, or metric vs the swept sampler setting) and ``summary.json`` (rows, best point).
+the frontier, or metric vs the swept sampler setting) and ``summary.json`` (rows, best point, and
+``provenance``: what the best point's scores were measured on — samples, references and their
+identity, feature networks, the sampler and its NFE per image, the guidance and scale, the
+seeds, the ldmlab version; every row carries its own provenance columns too).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ldmlab.commands.checkpoint import open_ldm
 from ldmlab.commands.cli import command
 from ldmlab.commands.finish import finish, run_dir
 from ldmlab.config.settings import EvaluateSettings
+from ldmlab.evaluation.columns import PROVENANCE
 from ldmlab.evaluation.grid import sampler_grid
 from ldmlab.evaluation.guidance_grid import guidance_grid
 from ldmlab.evaluation.reference import check_counts, load_reference
@@ -64,6 +68,10 @@ def evaluate(cfg: DictConfig) -> Path:
         "guidance": {"name": guidance.name, **OmegaConf.to_container(cfg.guidance, resolve=True)},
         "sampler": OmegaConf.to_container(cfg.sampler) if cfg.get("sampler") else "checkpoint's",
         "grid": {**grid, "guidance": guidance_axes} if guidance_axes else grid,
+        "provenance": {**{key: best[key] for key in PROVENANCE if key in best}, "seeds": seeds,
+                       "sampler": {key: value for key, value in best.items()
+                                   if key == "sampler" or key.startswith("sampler.")},
+                       "guidance": best["guidance"], "guidance_scale": best["guidance_scale"]},
         "rows": cells, "rows_per_seed": rows, "best": {"select_by": metric, **best},
         "files": {name: file.name for name, file in files.items()},  # in the run dir
     })

@@ -13,11 +13,20 @@ Scale-independent: image i of sampling seed k has its own noise stream, a genera
 ``image_seed(k, i)`` = k·10⁶ + i (``ldmlab.evaluation.seeds``; the same noise at every scale and
 sampler setting), which alone drives its initial noise, in-loop noise and ES-DDPM prior sample
 (``ldmlab.utils.noise.PerImageGenerator``). The N images of a cell are cut into the batches
-[k·B, (k+1)·B) of ``batch_size`` B; rank r of W draws the batches k ≡ r (mod W), rank 0 gathers
-them in image order and computes the metrics once, and every rank returns rank 0's rows. 1 or W
-processes draw the same batches, so their images and numbers are bitwise equal; another batch
-size or batch order gives every image the same noise, and its images differ at most by the float
-rounding of batched kernels (BLAS picks its kernel by the batch's shape).
+[k·B, (k+1)·B) of ``batch_size`` B; rank r of W draws the batches k ≡ r (mod W), turns each into
+the evaluator's features at once (``FidelityEvaluator.features``: features, not images, cross
+ranks), and the feature rows are gathered on rank 0 in image order, where the metrics are computed
+once (``FidelityEvaluator.score``); every rank returns rank 0's rows. 1 or W processes draw the
+same batches, so their images and numbers are bitwise equal; another batch size or batch order
+gives every image the same noise, and its images differ at most by the float rounding of batched
+kernels (BLAS picks its kernel by the batch's shape).
+
+Every row carries its provenance (``ldmlab.evaluation.columns.PROVENANCE``): ``num_samples``,
+the evaluator's ``num_reference`` / ``reference`` / ``feature_networks``, ``nfe`` (denoiser
+evaluations per image, counted on rank 0's batches: ``ldmlab.sampling.nfe``) and
+``ldmlab_version``. Timings (rank 0's): ``sampling_seconds`` in the sampler and decoder,
+``seconds_per_image`` = that per image of rank 0 (one device's cost, whatever W),
+``feature_seconds`` in the feature networks, ``metric_seconds`` in ``score``.
 
 Errors about the sweep's settings name the fields of the ``sweep`` part (top-level keys for
 ``evaluate``; the training callback installs ``callbacks.guidance_sweep``).
@@ -30,10 +39,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 
+import ldmlab
 from ldmlab.evaluation.columns import LOWER_IS_BETTER, first_key, metric_keys
 from ldmlab.evaluation.grid import Point, sampler_grid
 from ldmlab.evaluation.seeds import IMAGE_STRIDE, MAX_SEEDS, image_seed
@@ -43,6 +54,7 @@ from ldmlab.guidance.cfg import ClassifierFreeGuidance
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.reference_stats import to_uint8
 from ldmlab.models.ldm import LatentDiffusionModule
+from ldmlab.sampling.nfe import counted_evaluations
 from ldmlab.sampling.samplers.base import Sampler
 from ldmlab.utils.distributed import gather_chunks, on_rank_zero, rank_and_world
 from ldmlab.utils.errors import FieldError
@@ -125,6 +137,42 @@ def draw_samples(
     return gather_chunks(local)
 
 
+@dataclass
+class Drawn:
+    """One cell's draw as rank 0 sees it: the features of all images (``None`` on other ranks),
+    NFE per image, and rank 0's seconds and image count in sampling and in the feature networks."""
+
+    features: dict[str, torch.Tensor] | None
+    nfe: int | float | None
+    images: int
+    sampling_seconds: float
+    feature_seconds: float
+
+
+@torch.no_grad()
+def draw_features(
+    module: LatentDiffusionModule, evaluator: FidelityEvaluator, condition: dict, num_samples: int,
+    guidance: Guidance | BoundGuidance, *, seed: int = 0, batch_size: int = 64,
+    sampler: Sampler | None = None, use_ema: bool = True, on_chunk: Callable[[int], None] | None = None,
+) -> Drawn:
+    """``evaluator.features`` of images 0 … N − 1, each rank drawing its ``batches``; the rows
+    gathered on rank 0 in image order. on_chunk: called with each batch's size (progress)."""
+    local, sampling, featuring, images = {}, 0.0, 0.0, 0
+    with counted_evaluations() as evaluations:
+        for batch in batches(num_samples, batch_size):
+            started = time.perf_counter()
+            images_of_batch = draw_images(module, condition, batch, guidance, seed=seed, sampler=sampler,
+                                          use_ema=use_ema)
+            sampling += (lap := time.perf_counter()) - started
+            local[batch.start] = evaluator.features(images_of_batch)
+            featuring += time.perf_counter() - lap
+            images += len(batch)
+            if on_chunk is not None:
+                on_chunk(len(batch))
+    nfe = evaluations.per_image(images) if images else None
+    return Drawn(gather_chunks(local), nfe, images, sampling, featuring)
+
+
 def grid_sweep(
     module: LatentDiffusionModule, evaluator: FidelityEvaluator, condition: dict, guidance: Guidance,
     guidance_scales: Sequence[float], num_samples: int, *,
@@ -133,8 +181,7 @@ def grid_sweep(
 ) -> list[Row]:
     """One row per (guidance point, sampler point, scale, seed), in that nesting: ``{guidance,
     guidance_scale, [w,] guidance.<setting>…, sampler, sampler.<setting>…, seed, <evaluator
-    metrics>, sampling_seconds, seconds_per_image, metric_seconds}``, sampled with
-    ``<point's guidance>.with_scale(s)``.
+    metrics>, <provenance>, <timings>}``, sampled with ``<point's guidance>.with_scale(s)``.
 
     condition: the inputs for all ``num_samples`` samples (``guided_condition``); its ``label``
     entry, when present, scores ``accuracy_classifier``. samplers: ``sampler_grid`` pairs (None:
@@ -154,17 +201,15 @@ def grid_sweep(
         for (settings, configured), (point, sampler) in itertools.product(guidances, samplers):
             for scale in guidance_scales:
                 guided = configured.with_scale(scale)
-                bound = module.prepare_guidance(guided, use_ema)  # checked once for every chunk
+                bound = module.prepare_guidance(guided, use_ema)  # checked once for every batch
                 for seed in seeds:
                     where = {**_scale_columns(guided), **settings, **point, "seed": seed}
                     note = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in where.items()
                                      if k not in ("w", "guidance"))
-                    started = time.perf_counter()
-                    images = draw_samples(module, condition, num_samples, bound, seed=seed,
+                    drawn = draw_features(module, evaluator, condition, num_samples, bound, seed=seed,
                                           batch_size=batch_size, sampler=sampler, use_ema=use_ema,
                                           on_chunk=partial(progress.advance, note=note))
-                    seconds = time.perf_counter() - started
-                    rows.append(on_rank_zero(partial(_score, evaluator, images, labels, where, seconds)))
+                    rows.append(on_rank_zero(partial(_score, evaluator, drawn, labels, where, num_samples)))
                     if rank == 0:
                         log.info("sweep: %s", rows[-1])
     return rows
@@ -177,15 +222,17 @@ def _scale_columns(guidance: Guidance) -> Row:
     return columns
 
 
-def _score(evaluator: FidelityEvaluator, images: torch.Tensor, labels: torch.Tensor | None,
-           where: Row, sampling_seconds: float) -> Row:
+def _score(evaluator: FidelityEvaluator, drawn: Drawn, labels: torch.Tensor | None, where: Row,
+           num_samples: int) -> Row:
     started = time.perf_counter()
-    with Progress(len(images) * len(evaluator.networks), "metrics (images)") as progress:
-        metrics = evaluator(images.float() / 127.5 - 1, labels, on_image=partial(progress.advance, 1))
-    seconds = {"sampling_seconds": round(sampling_seconds, 3),
-               "seconds_per_image": sampling_seconds / len(images),
+    metrics = evaluator.score(drawn.features, labels)
+    provenance = {"num_samples": num_samples, **evaluator.provenance(), "nfe": drawn.nfe,
+                  "ldmlab_version": ldmlab.__version__}
+    seconds = {"sampling_seconds": round(drawn.sampling_seconds, 3),
+               "seconds_per_image": drawn.sampling_seconds / drawn.images,
+               "feature_seconds": round(drawn.feature_seconds, 3),
                "metric_seconds": round(time.perf_counter() - started, 2)}
-    return {**where, **metrics, **seconds}
+    return {**where, **metrics, **provenance, **seconds}
 
 
 def check_select_by(select_by: str | None, available: Sequence[str]) -> str:

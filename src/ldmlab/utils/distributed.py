@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+Rows = torch.Tensor | dict[str, torch.Tensor]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -29,9 +30,11 @@ def all_gathered(obj: T) -> list[T]:
     return out
 
 
-def gather_chunks(local: dict[int, torch.Tensor]) -> torch.Tensor | None:
-    """Every rank's ``{chunk index: (n_i, ...) CPU tensor}`` concatenated in chunk order on rank 0
-    (None on the other ranks). Chunk sizes may differ between chunks and ranks."""
+def gather_chunks(local: dict[int, Rows]) -> Rows | None:
+    """Every rank's ``{chunk index: rows}`` concatenated in chunk order on rank 0 (None on the
+    other ranks). Rows: an (n_i, ...) CPU tensor, or a ``{name: (n_i, ...) CPU tensor}`` dict (the
+    same names in every chunk), concatenated name by name. Chunk sizes may differ between chunks
+    and ranks."""
     rank, world = rank_and_world()
     gathered = [local]
     if world > 1:
@@ -40,7 +43,10 @@ def gather_chunks(local: dict[int, torch.Tensor]) -> torch.Tensor | None:
     if rank != 0:
         return None
     merged = {index: chunk for part in gathered for index, chunk in part.items()}
-    return torch.cat([merged[index] for index in sorted(merged)])
+    chunks = [merged[index] for index in sorted(merged)]
+    if chunks and isinstance(chunks[0], dict):
+        return {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
+    return torch.cat(chunks)
 
 
 def on_rank_zero(compute: Callable[[], T]) -> T:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+import ldmlab
 from ldmlab.callbacks.guidance_sweep import GuidanceSweep
 from ldmlab.evaluation.columns import is_axis, varying_axes
 from ldmlab.evaluation.guidance_grid import guidance_grid
@@ -99,12 +100,17 @@ class StubModule:
 
 
 class MeanPixel:
-    """A stand-in evaluator: the mean uint8 pixel value of the drawn images."""
+    """A stand-in evaluator: the mean uint8 pixel value of the drawn images (features: each
+    image's mean pixel)."""
 
-    networks = ("none",)
+    def features(self, images):
+        return {"mean/pixel": images.float().mean(dim=(1, 2, 3))[:, None]}
 
-    def __call__(self, images, labels, on_image=None):
-        return {"fid_mean": round((images.mean().item() + 1) * 127.5, 3)}  # float32 mean of equal values
+    def score(self, features, labels):
+        return {"fid_mean": round(features["mean/pixel"].mean().item(), 3)}
+
+    def provenance(self):
+        return {"num_reference": 7, "reference": "stub", "feature_networks": "mean:pixel"}
 
 
 def test_grid_sweep_rows_carry_the_guidance_point_outermost(tmp_path):
@@ -139,8 +145,10 @@ def test_without_guidances_grid_sweep_keeps_its_columns():
     row, = grid_sweep(StubModule(), MeanPixel(), {}, interval(high=4), [2.0], 4, samplers=samplers,
                       batch_size=4)
     assert row == {"guidance": "interval", "guidance_scale": 2.0, "w": 1.0, "sampler": "ddim", "seed": 0,
-                   "fid_mean": 102.0, **{k: row[k] for k in ("sampling_seconds", "seconds_per_image",
-                                                            "metric_seconds")}}
+                   "fid_mean": 102.0, "num_samples": 4, "num_reference": 7, "reference": "stub",
+                   "feature_networks": "mean:pixel", "nfe": 0, "ldmlab_version": ldmlab.__version__,
+                   **{k: row[k] for k in ("sampling_seconds", "seconds_per_image", "feature_seconds",
+                                          "metric_seconds")}}  # nfe: the stub calls no denoiser
 
 
 def test_the_callback_sweeps_the_guidance_point_and_logs_it(tmp_path):
@@ -153,8 +161,8 @@ def test_the_callback_sweeps_the_guidance_point_and_logs_it(tmp_path):
     trainer = SimpleNamespace(current_epoch=0, sanity_checking=False, max_epochs=1, max_steps=-1,
                               should_stop=False, global_step=0, is_global_zero=True, loggers=[])
     sweep.on_validation_epoch_end(trainer, module)
-    assert logged["sweep/fid_mean@s=3,sigma_high=2"] == 51.0
-    assert logged["sweep/fid_mean@s=3,sigma_high=10"] == 255.0
+    assert logged["sweep/fid_mean@s=3,sigma_high=2,n=4"] == 51.0
+    assert logged["sweep/fid_mean@s=3,sigma_high=10,n=4"] == 255.0
     assert json.loads((tmp_path / "best.json").read_text())["guidance.sigma_high"] == 2
 
 

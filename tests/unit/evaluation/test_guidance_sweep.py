@@ -90,7 +90,10 @@ def test_callback_writes_csv_plots_logs_and_best_scale(ldm_ckpt, classifier_ckpt
     logged = trainer.callback_metrics
     assert float(logged["val/sweep/best_guidance_scale"]) == best["guidance_scale"]
     assert float(logged["val/sweep/best_score"]) == pytest.approx(best["fid_classifier"], rel=1e-6)
-    assert float(logged["sweep/accuracy_classifier@s=3"]) == pytest.approx(rows[1]["accuracy_classifier"])
+    accuracy = rows[1]["accuracy_classifier"]
+    assert float(logged["sweep/accuracy_classifier@s=3,n=24"]) == pytest.approx(accuracy)
+    assert "sweep/accuracy_classifier@s=3" not in logged  # every logged score names its sample count
+    assert all(row["num_samples"] == 24 and row["num_reference"] == 40 for row in rows)
     tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/guidance_sweep/table_*.table.json"))
     columns = json.loads(tables[0].read_text())["columns"]
     assert len(tables) == 1 and columns[:3] == ["guidance", "guidance_scale", "w"]
@@ -116,7 +119,7 @@ def test_callback_sweeps_a_sampler_grid_over_seeds(ldm_ckpt, classifier_ckpt, fm
     assert per_seed[2]["fid_classifier"] != per_seed[3]["fid_classifier"]  # seeds draw different noise
     logged = trainer.callback_metrics
     fid = cells[0]["fid_classifier"]
-    assert float(logged["sweep/fid_classifier@s=3,steps=2"]) == pytest.approx(fid, rel=1e-6)
+    assert float(logged["sweep/fid_classifier@s=3,steps=2,n=20"]) == pytest.approx(fid, rel=1e-6)
     assert sweep.summary_extras()["guidance_sweep"]["sampler.steps"] in (2, 3)
 
 

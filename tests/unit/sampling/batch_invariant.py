@@ -15,7 +15,9 @@ from ldmlab.backbones.base import Denoiser
 from ldmlab.checkpoints import CONFIG_KEY
 from ldmlab.models.ldm import LatentDiffusionModule
 from tests.conftest import compose_config
-from tests.unit.guidance.tiny_ldm import tiny_ldm
+
+TINY_PIXEL = ["first_stage=identity", "backbone=dit", "conditioner=class_vector", "backbone.hidden_size=32",
+              "backbone.depth=2", "backbone.num_heads=2"]
 
 
 class Pointwise(Denoiser):
@@ -31,9 +33,12 @@ class Pointwise(Denoiser):
         return 0.9 * x - 0.05 * x * x * x + 1e-4 * t.to(x.dtype).view(-1, 1, 1, 1) + 0.1 * shift
 
 
-def pointwise_ldm(*overrides: str) -> LatentDiffusionModule:
-    """``tiny_ldm`` (1×8×8 pixels, class_vector) with its EMA backbone replaced by ``Pointwise``."""
-    module = tiny_ldm(*overrides)
+def pointwise_ldm(*overrides: str, resolution: int = 8) -> LatentDiffusionModule:
+    """A class-conditional (class_vector) 1-channel pixel model of ``resolution``² with a
+    ``Pointwise`` EMA denoiser, in eval mode; its other weights (the label table) drawn from seed 0."""
+    cfg = compose_config("train_ldm", [*TINY_PIXEL, f"data.resolution={resolution}", *overrides])
+    torch.manual_seed(0)
+    module = instantiate(cfg.module).eval()
     module.ema.shadow["backbone"] = Pointwise(module.first_stage.embed_dim)
     return module
 
@@ -62,10 +67,9 @@ class Nearest(nn.Module):
 def es_ddpm_ldm(ckpt: Path) -> LatentDiffusionModule:
     """An unconditional ES-DDPM pixel model (t < T' = 300) starting from the VAE prior of ``ckpt``
     (its z drawn by the real prior, decoded by ``Nearest``), with a ``Pointwise`` denoiser."""
-    cfg = compose_config("train_ldm", [
-        "experiment=es_ddpm", f"generator_ckpt={ckpt}", "first_stage=identity", "data.resolution=8",
-        "backbone=dit", "backbone.hidden_size=32", "backbone.depth=2", "backbone.num_heads=2",
-        "diffusion.timestep_sampler.t_max=300"])
+    pixel = [arg for arg in TINY_PIXEL if not arg.startswith("conditioner=")]  # es_ddpm: unconditional
+    cfg = compose_config("train_ldm", ["experiment=es_ddpm", f"generator_ckpt={ckpt}", *pixel,
+                                       "data.resolution=8", "diffusion.timestep_sampler.t_max=300"])
     module = instantiate(cfg.module).eval()
     module.ema.shadow["backbone"] = Pointwise(module.first_stage.embed_dim)
     vae = module.start.autoencoder
