@@ -1,8 +1,8 @@
 """What a torch file would import if unpickled, found without unpickling it.
 
 ``torch.load(weights_only=True)`` refuses any global outside torch's allow-list; libraries that
-load with ``weights_only=False`` (torch-fidelity reads its weights and feature caches that way)
-may only be given files for which ``unsafe_globals`` is empty (numpy arrays allowed for caches).
+load with ``weights_only=False`` (torch-fidelity reads its Inception weights that way) may only be
+given files for which ``unsafe_globals`` is empty.
 """
 
 from __future__ import annotations
@@ -12,20 +12,15 @@ from pathlib import Path
 
 import torch
 
-NUMPY_ARRAYS = frozenset({  # what torch.save of a plain numpy array names
-    "numpy.ndarray", "numpy.dtype",
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-})
 
-
-def unsafe_globals(path: str | Path, allowed: frozenset[str] = frozenset()) -> list[str]:
-    """Globals that unpickling ``path`` would import beyond torch's weights-only allow-list and
-    ``allowed``, sorted; ``["<not a torch zip file>"]`` when it cannot be inspected."""
+def unsafe_globals(path: str | Path) -> list[str]:
+    """Globals that unpickling ``path`` would import beyond torch's weights-only allow-list,
+    sorted; ``["<not a torch zip file>"]`` when it cannot be inspected."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # noqa: BLE001 - a file torch cannot inspect is never safe to hand on
         return ["<not a torch zip file>"]
-    return sorted(set(names) - allowed)
+    return sorted(set(names))
 
 
 def refusal_reason(path: str | Path, err: BaseException) -> str:
