@@ -9,7 +9,7 @@ DATA := data/fashion-mnist/.complete
 ARGS ?=
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install data shards train-ae train-ldm train-classifier train-noisy-classifier sample evaluate invert interpolate sweep report \
+.PHONY: help install data shards train-ae train-ldm train-classifier train-noisy-classifier sample evaluate reference invert interpolate sweep report \
         demo test test-all lint bench bench-levers bench-ae bench-sweep bench-guidance gpu-check clean
 
 help:  ## list the targets
@@ -50,6 +50,9 @@ sample: $(INSTALLED) $(DATA)  ## draw samples from logs/train_ldm/latest (or ckp
 
 evaluate: $(INSTALLED) $(DATA)  ## sweep guidance scales × sampler settings (grid.*) × seeds of logs/train_ldm/latest (or ckpt=...): CSV + plot
 	$(PY) -m ldmlab.commands.evaluate $(ARGS)
+
+reference: $(INSTALLED) $(DATA)  ## a data split's Inception statistics as an ADM .npz for metrics.reference_stats: ARGS="data=... reference_split=train num_reference=50000 out=....npz [include_images=true]"
+	$(PY) -m ldmlab.commands.reference $(ARGS)
 
 invert: $(INSTALLED) $(DATA)  ## DDIM inversion round trip of logs/train_ldm/latest (or ckpt=...): PSNR/LPIPS + PNG strip
 	$(PY) -m ldmlab.commands.invert $(ARGS)
