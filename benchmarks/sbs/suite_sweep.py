@@ -1,13 +1,14 @@
-"""Suite ``sweep``: where a guidance sweep's time goes: sampling vs metrics, with reference stats reused.
+"""Suite ``sweep``: where a guidance sweep's time goes: sampling vs feature networks vs metrics, with
+the reference features reused.
 
 For a trained LDM checkpoint it times, in one process:
 
-1. the reference set's features, cold (empty torch-fidelity cache) and warm (cache hit);
-2. a sweep over K guidance scales (``guidance_sweep``, as the callback and ``make evaluate`` run
-   it), with per-scale sampling and metric seconds;
+1. the reference set's features, cold (empty feature cache) and warm (cache hit);
+2. a sweep over K guidance scales (``grid_sweep``, as the callback and ``make evaluate`` run it),
+   with per-scale sampling, feature-network and metric seconds;
 
-and prints the breakdown and the ratio  total / (K × (mean sampling + mean metrics)), which is
-≈ 1 when the reference features are computed once and reused. Run after ``make train-ldm``:
+and prints the breakdown and the ratio  total / (K × (mean sampling + mean features + mean metrics)),
+which is ≈ 1 when the reference features are computed once and reused. Run after ``make train-ldm``:
 
     .venv/bin/python benchmarks/bench.py sweep [--ckpt ...] [--classifier-ckpt ...]
 """
@@ -70,9 +71,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         total = seconds(sweep)
 
     sampling = [row["sampling_seconds"] for row in rows]
+    features = [row["feature_seconds"] for row in rows]
     metrics = [row["metric_seconds"] for row in rows]
     k = len(rows)
-    predicted = k * (sum(sampling) / k + sum(metrics) / k)
+    predicted = sum(sampling) + sum(features) + sum(metrics)  # K × the three means
     networks = "+".join(n.tag for n in evaluator.networks)
     print(f"checkpoint {Path(path).name}; {args.num_samples} samples/scale, "
           f"DPM-Solver++ {args.sampler_steps} steps, metrics: {networks} "
@@ -81,8 +83,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
           f"reused from cache afterwards")
     for row in rows:
         print(f"  s={row['guidance_scale']:<4g} sampling {row['sampling_seconds']:6.1f} s   "
-              f"metrics {row['metric_seconds']:6.1f} s")
+              f"features {row['feature_seconds']:6.1f} s   metrics {row['metric_seconds']:6.1f} s")
     print(f"sweep of K={k} scales: {total:.1f} s; K × (mean sampling {sum(sampling) / k:.1f} s "
-          f"+ mean metrics {sum(metrics) / k:.1f} s) = {predicted:.1f} s; ratio {total / predicted:.3f}")
-    print(f"per image: sampling {sum(sampling) / (k * args.num_samples) * 1e3:.1f} ms, "
-          f"metrics {sum(metrics) / (k * args.num_samples) * 1e3:.1f} ms")
+          f"+ mean features {sum(features) / k:.1f} s + mean metrics {sum(metrics) / k:.1f} s) "
+          f"= {predicted:.1f} s; ratio {total / predicted:.3f}")
+    per_image = 1e3 / (k * args.num_samples)
+    print(f"per image: sampling {sum(sampling) * per_image:.1f} ms, "
+          f"features {sum(features) * per_image:.1f} ms, metrics {sum(metrics) * per_image:.1f} ms")
