@@ -90,14 +90,6 @@ class AutoencoderLoss(nn.Module):
         self.lecam = LeCam(lecam_decay) if lecam_weight > 0 else None
         self.logvar = nn.Parameter(torch.tensor(float(logvar_init)))
 
-    def unstarted_state(self, step: int, prefix: str) -> dict[str, torch.Tensor]:
-        """State that a checkpoint written at ``step`` < ``disc_start`` may lack (the LeCam averages,
-        added to the recipe after it was written): its initial value, which is exact because the
-        discriminator has not run yet. Keys under ``prefix``; empty once the discriminator started."""
-        if self.lecam is None or step >= self.disc_start:
-            return {}
-        return {f"{prefix}lecam.{name}": value.clone() for name, value in self.lecam.state_dict().items()}
-
     def generator_parameters(self) -> list[nn.Parameter]:
         """Loss parameters trained with the autoencoder (the log-variance)."""
         return [self.logvar]

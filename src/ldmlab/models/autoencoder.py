@@ -151,14 +151,6 @@ class AutoencoderModule(pl.LightningModule):
             images["prior_samples"] = prior
         return images
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A checkpoint from before the discriminator's start resumes under a recipe that adds
-        discriminator state (``AutoencoderLoss.unstarted_state``); anything else must match."""
-        state = checkpoint["state_dict"]
-        step = int(state.get("train_step", self.train_step))
-        for key, value in self.loss.unstarted_state(step, "loss.").items():
-            state.setdefault(key, value)
-
     def configure_optimizers(self):
         params = list(self.autoencoder.parameters()) + self.loss.generator_parameters()
         precision = trainer_precision(self)

@@ -1,5 +1,5 @@
 """Stage-1 GAN controls: LeCam regularisation, the generator's ramp, the fixed (non-adaptive)
-weight, and resuming a pre-GAN checkpoint under a recipe that adds discriminator state."""
+weight."""
 
 import pytest
 import torch
@@ -66,14 +66,6 @@ def test_discriminator_loss_adds_lecam() -> None:
     expected = discriminator_loss(real, fake, "hinge") + 0.5 * reg
     assert d_loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert log["lecam"].item() == pytest.approx(reg.item(), rel=1e-5)
-
-
-def test_pre_gan_checkpoint_gains_the_initial_lecam_state_only_before_the_start() -> None:
-    loss = _loss(lecam_weight=0.1)
-    assert set(loss.unstarted_state(4, "loss.")) == {"loss.lecam.ema_real", "loss.lecam.ema_fake"}
-    assert all(v.item() == 0.0 for v in loss.unstarted_state(4, "loss.").values())
-    assert loss.unstarted_state(5, "loss.") == {}  # the discriminator ran: its state must be there
-    assert _loss().unstarted_state(0, "loss.") == {}  # no LeCam, nothing to add
 
 
 @pytest.mark.parametrize(("key", "value"), [("lecam_weight", -1.0), ("lecam_decay", 1.0),
