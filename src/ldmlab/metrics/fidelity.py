@@ -36,6 +36,7 @@ import torch
 from ldmlab.classifier.loading import ckpt_key
 from ldmlab.config.types import PositiveInt
 from ldmlab.metrics.classifier_features import LOGITS, ClassifierFeatures
+from ldmlab.metrics.dinov2 import DINOv2Features
 from ldmlab.metrics.feature_cache import extract_features, reference_features
 from ldmlab.metrics.feature_metrics import inception_score, kid, precision_recall
 from ldmlab.metrics.feature_network import INCEPTION_LAYER_DIMS, FeatureNetwork, InceptionFeatures
@@ -420,7 +421,7 @@ def _inception(weights: str | None, layer: str, sfid: bool, inception_score: boo
     return InceptionFeatures(path, str(layer), spatial=sfid, logits=logits, device=device)
 
 
-def _dinov2(weights: str | None, device: str) -> FeatureNetwork:
+def _dinov2(weights: str | None, device: str) -> DINOv2Features:
     if not weights or not Path(weights).expanduser().is_file():
         raise FieldError(
             "metrics", "dinov2_weights", f"FD-DINOv2 ({part_key('metrics', 'fd_dinov2')}=true) needs a local "
@@ -428,8 +429,6 @@ def _dinov2(weights: str | None, device: str) -> FeatureNetwork:
             "set {key} to a timm or torch-hub ViT-L/14 state dict, or "
             f"{part_key('metrics', 'fd_dinov2')}=false",
         )
-    from ldmlab.metrics.dinov2 import DINOv2Features  # the ViT code only when it is asked for
-
     return DINOv2Features(Path(weights).expanduser()).to(device)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ldmlab.metrics import dinov2
+from ldmlab.metrics import fidelity
 from ldmlab.metrics.fidelity import FidelityEvaluator
 from ldmlab.metrics.frechet import GaussianStats, frechet_distance, gaussian_stats
 from ldmlab.metrics.reference_npz import write_reference_npz
@@ -104,7 +104,7 @@ class _FakeDINOv2:
 
 
 def test_fd_dinov2_is_the_frechet_distance_of_the_dinov2_features(reference, tmp_path, monkeypatch):
-    monkeypatch.setattr(dinov2, "DINOv2Features", _FakeDINOv2)
+    monkeypatch.setattr(fidelity, "DINOv2Features", _FakeDINOv2)
     weights = tmp_path / "dinov2_vitl14.pth"
     weights.touch()
     evaluator = FidelityEvaluator(reference, inception=False, fd_dinov2=True, dinov2_weights=str(weights),
