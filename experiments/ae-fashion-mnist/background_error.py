@@ -37,7 +37,8 @@ def main(paths: list[str]) -> None:
         module.eval()
         error = module.reconstruct(x) - x
         ssim = structural_similarity_index_measure((error + x + 1) / 2, (x + 1) / 2, data_range=1.0)
-        print(f"{path}: background |err| {error[background].abs().mean():.4f} (std {error[background].std():.4f}), "
+        back = error[background]
+        print(f"{path}: background |err| {back.abs().mean():.4f} (std {back.std():.4f}), "
               f"foreground |err| {error[~background].abs().mean():.4f}, "
               f"PSNR {10 * torch.log10(4 / error.pow(2).mean()):.2f}, SSIM {ssim:.3f}")
 
