@@ -28,14 +28,16 @@ def seed_of(text: str) -> int:
 def runs(pattern: str) -> dict[int, dict]:
     out = {}
     for run in sorted(glob.glob(pattern)):
+        if not (Path(run) / "summary.json").is_file():  # still running
+            continue
         summary = json.loads((Path(run) / "summary.json").read_text())
         out[seed_of(run)] = summary["metrics"] | {"step": summary["global_step"]}
     return out
 
 
-def cell(values: list[float], fmt: str) -> str:
+def cell(values: list[float], fmt: str, signed: bool = False) -> str:
     spread = f" ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else ""
-    return fmt.format(statistics.fmean(values)) + spread
+    return (fmt.replace("{:", "{:+") if signed else fmt).format(statistics.fmean(values)) + spread
 
 
 def main(before_file: str, *named: str) -> None:
@@ -52,7 +54,7 @@ def main(before_file: str, *named: str) -> None:
         paired = [s for s in seeds if s in after]
         cells = []
         for key, _, fmt in METRICS:
-            change = cell([after[s][key] - before[s][key] for s in paired], "{:+" + fmt[2:])
+            change = cell([after[s][key] - before[s][key] for s in paired], fmt, signed=True)
             cells.append(f"{cell([after[s][key] for s in paired], fmt)} (Δ {change})")
         print(f"| {name} | {len(paired)} | " + " | ".join(cells) + " |")
 
